@@ -1,0 +1,107 @@
+//! An echo server: every byte a client sends comes back to it.
+//!
+//! It shows the smallest useful protocol, a server over TCP or a Unix socket, and a graceful
+//! shutdown. When a client half-closes, the server finishes echoing what it received, then
+//! closes. On SIGINT or SIGTERM it stops accepting, closes every connection gracefully (queued
+//! bytes are still delivered) and exits 0.
+//!
+//! ```text
+//! cargo run --example echo_server                      # 127.0.0.1:8888
+//! cargo run --example echo_server -- --addr 127.0.0.1:0 --workers 2
+//! cargo run --example echo_server -- --unix /tmp/echo.sock
+//! ```
+//!
+//! It prints exactly one line to stdout, `listening on ADDR` with the address really bound
+//! (useful with port 0), once it accepts connections; logs go to stderr (`RUST_LOG=debug`).
+
+use std::{io, path::PathBuf};
+
+use actix::prelude::*;
+use clap::Parser;
+use switchboard::prelude::*;
+
+#[derive(Debug, Parser)]
+#[command(about = "An echo server over TCP or a Unix socket")]
+struct Args {
+    /// The TCP address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    addr: String,
+    /// Listen on this Unix socket path instead of TCP.
+    #[arg(long)]
+    unix: Option<PathBuf>,
+    /// Worker threads connections are spread over (default: one per core; 0: the main thread).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+// ANCHOR: protocol
+/// The echo protocol: one actor per connection.
+#[derive(Default)]
+struct Echo {
+    transport: Option<TransportHandle>,
+}
+
+impl Actor for Echo {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade> for Echo {
+    type Result = ();
+
+    fn handle(&mut self, ConnectionMade(transport): ConnectionMade, _: &mut Context<Self>) {
+        self.transport = Some(transport);
+    }
+}
+
+impl Handler<DataReceived> for Echo {
+    type Result = ();
+
+    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
+        if let Some(transport) = &self.transport {
+            transport.write(msg.data);
+        }
+    }
+}
+
+impl Handler<ConnectionLost> for Echo {
+    type Result = ();
+
+    fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+// ANCHOR_END: protocol
+
+#[actix::main]
+async fn main() -> io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let args = Args::parse();
+    let mut options = ServerOptions::default();
+    if let Some(workers) = args.workers {
+        options = options.workers(workers);
+    }
+
+    // ANCHOR: serve
+    let server = match &args.unix {
+        Some(path) => unix::serve_with(path, options, || Echo::default().start()).await?,
+        None => tcp::serve_with(&args.addr, options, || Echo::default().start()).await?,
+    };
+    println!("listening on {}", server.addresses()[0]);
+    // ANCHOR_END: serve
+
+    // ANCHOR: shutdown
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down: no new connections, closing the live ones");
+    server.close().await;
+    server.close_clients().await;
+    server.wait_closed().await;
+    // ANCHOR_END: shutdown
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! Extra information about a transport, asyncio's `get_extra_info`.
+
+use std::{borrow::Cow, fmt, net, os::fd::RawFd, path::PathBuf};
+
+use derive_more::From;
+
+/// Well-known extra-info keys, spelled as in asyncio.
+pub mod keys {
+    /// The remote address of a socket: [`ExtraInfo::Address`](super::ExtraInfo::Address).
+    pub const PEERNAME: &str = "peername";
+    /// The local address of a socket: [`ExtraInfo::Address`](super::ExtraInfo::Address).
+    pub const SOCKNAME: &str = "sockname";
+    /// The socket's descriptor, family and type: [`ExtraInfo::Socket`](super::ExtraInfo::Socket).
+    pub const SOCKET: &str = "socket";
+}
+
+/// One value of a transport's extra information, asked for by key with
+/// [`GetExtraInfo`](crate::GetExtraInfo).
+///
+/// Values are snapshots taken when the transport was made (asyncio does the same), so they stay
+/// valid while the transport closes.
+#[derive(Debug, Clone, PartialEq, Eq, From)]
+#[non_exhaustive]
+pub enum ExtraInfo {
+    /// An address: `peername` and `sockname`.
+    Address(SocketAddress),
+    /// The socket itself: `socket`.
+    Socket(SocketInfo),
+    /// A free-form text value, for keys a transport or a test adds.
+    #[from(ignore)]
+    Text(Cow<'static, str>),
+}
+
+impl ExtraInfo {
+    /// The address, if this value is one.
+    pub fn as_address(&self) -> Option<&SocketAddress> {
+        match self {
+            ExtraInfo::Address(addr) => Some(addr),
+            _ => None,
+        }
+    }
+
+    /// The socket description, if this value is one.
+    pub fn as_socket(&self) -> Option<&SocketInfo> {
+        match self {
+            ExtraInfo::Socket(info) => Some(info),
+            _ => None,
+        }
+    }
+
+    /// The text, if this value is text.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            ExtraInfo::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+impl From<net::SocketAddr> for ExtraInfo {
+    fn from(addr: net::SocketAddr) -> Self {
+        ExtraInfo::Address(addr.into())
+    }
+}
+
+/// The address of either end of a stream or datagram socket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, From)]
+#[non_exhaustive]
+pub enum SocketAddress {
+    /// An IPv4 or IPv6 address and port.
+    Inet(net::SocketAddr),
+    /// A Unix-domain socket address.
+    Unix(UnixAddress),
+}
+
+impl SocketAddress {
+    /// The IP address and port, if this is an internet address.
+    pub fn as_inet(&self) -> Option<net::SocketAddr> {
+        match self {
+            SocketAddress::Inet(addr) => Some(*addr),
+            SocketAddress::Unix(_) => None,
+        }
+    }
+
+    /// The Unix-domain address, if this is one.
+    pub fn as_unix(&self) -> Option<&UnixAddress> {
+        match self {
+            SocketAddress::Unix(addr) => Some(addr),
+            SocketAddress::Inet(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for SocketAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketAddress::Inet(addr) => addr.fmt(f),
+            SocketAddress::Unix(addr) => addr.fmt(f),
+        }
+    }
+}
+
+/// A Unix-domain socket address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UnixAddress {
+    /// A socket bound to a path in the file system.
+    Pathname(PathBuf),
+    /// A socket in Linux's abstract namespace (the name without its leading NUL byte).
+    Abstract(Vec<u8>),
+    /// An unbound socket, e.g. the client end of a connection (asyncio reports `''`).
+    Unnamed,
+}
+
+impl fmt::Display for UnixAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnixAddress::Pathname(path) => path.display().fmt(f),
+            UnixAddress::Abstract(name) => write!(f, "@{}", String::from_utf8_lossy(name)),
+            UnixAddress::Unnamed => f.write_str("(unnamed)"),
+        }
+    }
+}
+
+impl From<&std::os::unix::net::SocketAddr> for UnixAddress {
+    fn from(addr: &std::os::unix::net::SocketAddr) -> Self {
+        use std::os::linux::net::SocketAddrExt;
+        if let Some(path) = addr.as_pathname() {
+            UnixAddress::Pathname(path.to_path_buf())
+        } else if let Some(name) = addr.as_abstract_name() {
+            UnixAddress::Abstract(name.to_vec())
+        } else {
+            UnixAddress::Unnamed
+        }
+    }
+}
+
+/// The `socket` key: the descriptor a transport owns, with its family and type.
+///
+/// The descriptor stays owned by the transport: use it for `getsockopt`/`setsockopt`, never
+/// close it or read from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct SocketInfo {
+    /// The file descriptor.
+    pub fd: RawFd,
+    /// `AF_INET`, `AF_INET6` or `AF_UNIX`.
+    pub family: AddressFamily,
+    /// `SOCK_STREAM` or `SOCK_DGRAM`.
+    pub kind: SocketKind,
+}
+
+impl SocketInfo {
+    /// Describes a socket.
+    pub fn new(fd: RawFd, family: AddressFamily, kind: SocketKind) -> Self {
+        SocketInfo { fd, family, kind }
+    }
+}
+
+/// A socket's address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AddressFamily {
+    /// `AF_INET`
+    Inet,
+    /// `AF_INET6`
+    Inet6,
+    /// `AF_UNIX`
+    Unix,
+}
+
+impl AddressFamily {
+    /// The family of an internet address.
+    pub fn of(addr: &net::SocketAddr) -> Self {
+        match addr {
+            net::SocketAddr::V4(_) => AddressFamily::Inet,
+            net::SocketAddr::V6(_) => AddressFamily::Inet6,
+        }
+    }
+}
+
+/// A socket's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SocketKind {
+    /// `SOCK_STREAM`
+    Stream,
+    /// `SOCK_DGRAM`
+    Datagram,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_display_as_users_write_them() {
+        let inet: SocketAddress = "127.0.0.1:8888".parse::<net::SocketAddr>().unwrap().into();
+        assert_eq!(inet.to_string(), "127.0.0.1:8888");
+        assert_eq!(inet.as_inet(), Some("127.0.0.1:8888".parse().unwrap()));
+        let unix = SocketAddress::Unix(UnixAddress::Pathname("/tmp/s.sock".into()));
+        assert_eq!(unix.to_string(), "/tmp/s.sock");
+        assert_eq!(unix.as_inet(), None);
+        assert_eq!(UnixAddress::Abstract(b"sb".to_vec()).to_string(), "@sb");
+    }
+
+    #[test]
+    fn std_unix_addresses_convert() {
+        let dir = std::env::temp_dir().join(format!("sb-extra-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        assert_eq!(
+            UnixAddress::from(&listener.local_addr().unwrap()),
+            UnixAddress::Pathname(path.clone())
+        );
+        assert_eq!(
+            UnixAddress::from(&client.local_addr().unwrap()),
+            UnixAddress::Unnamed
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

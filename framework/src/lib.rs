@@ -1,0 +1,142 @@
+//! The vocabulary of [switchboard]: asyncio's transports and protocols as actix actors.
+//!
+//! A *transport* is an actor that owns a socket (or a pipe, or a child process); a *protocol*
+//! is any actor that handles the transport's events. They talk in typed messages:
+//!
+//! * transport commands, sent through a [`TransportHandle`]: [`Write`], [`WriteVectored`],
+//!   [`WriteEof`], [`Close`], [`Abort`], [`PauseReading`], [`ResumeReading`],
+//!   [`SetWriteBufferLimits`], [`SetProtocol`], [`GetExtraInfo`], and the queries
+//!   ([`IsClosing`], [`IsReading`], [`CanWriteEof`], [`GetWriteBufferSize`],
+//!   [`GetWriteBufferLimits`], [`GetProtocol`], [`GetStats`]);
+//! * protocol events, delivered through a [`ProtocolHandle`]: [`ConnectionMade`],
+//!   [`DataReceived`], [`EofReceived`], [`ConnectionLost`], [`PauseWriting`], [`ResumeWriting`].
+//!
+//! Switching the protocol of a live connection (STARTTLS, HTTP → WebSocket) is one
+//! [`SetProtocol`]: the transport re-addresses where it delivers.
+//!
+//! This crate has no sockets; `switchboard-transports` has the transports, and the
+//! `switchboard` crate re-exports both.
+//!
+//! # A protocol
+//!
+//! A protocol is an actor with three handlers. This one answers every chunk with its length,
+//! and is driven here by hand, the way a transport drives it:
+//!
+//! ```
+//! use actix::prelude::*;
+//! use switchboard_framework::prelude::*;
+//!
+//! #[derive(Default)]
+//! struct Counter {
+//!     transport: Option<TransportHandle>,
+//! }
+//!
+//! impl Actor for Counter {
+//!     type Context = Context<Self>;
+//! }
+//!
+//! impl Handler<ConnectionMade> for Counter {
+//!     type Result = ();
+//!     fn handle(&mut self, ConnectionMade(transport): ConnectionMade, _: &mut Context<Self>) {
+//!         self.transport = Some(transport);
+//!     }
+//! }
+//!
+//! impl Handler<DataReceived> for Counter {
+//!     type Result = ();
+//!     fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
+//!         if let Some(transport) = &self.transport {
+//!             transport.write(format!("{} bytes\n", msg.data.len()));
+//!         }
+//!         // `msg` (and its acknowledgement) is dropped here: the transport sends the next chunk.
+//!     }
+//! }
+//!
+//! impl Handler<ConnectionLost> for Counter {
+//!     type Result = ();
+//!     fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
+//!         ctx.stop();
+//!     }
+//! }
+//!
+//! # #[actix::main]
+//! # async fn main() {
+//! let protocol = ProtocolHandle::from(Counter::default().start());
+//! protocol.deliver(DataReceived::new("hello".into(), Ack::detached()));
+//! assert!(protocol.is_alive());
+//! # }
+//! ```
+//!
+//! # Guarantees
+//!
+//! Transports built on this vocabulary promise what asyncio promises, and a few things it does
+//! not: reading starts only after `ConnectionMade`; `ConnectionLost` comes exactly once, last;
+//! at most one `DataReceived` is in flight, acknowledged by dropping it, so a slow protocol costs
+//! bounded memory; `PauseWriting`/`ResumeWriting` strictly alternate around one watermark rule
+//! ([`WriteFlow`]); every acknowledged write gets exactly one outcome ([`WriteLedger`]); and a
+//! transport whose protocol actor stops aborts (Akka's death pact).
+//!
+//! # Actor lifecycle
+//!
+//! What happens to a message when an actor stops:
+//!
+//! * **Protocol stops.** Its mailbox is dropped with whatever was in it. A `DataReceived` still
+//!   queued drops its [`Ack`] and an `EofReceived` its decision, so the transport is never left
+//!   waiting. The transport notices the protocol is gone at its next delivery, or within half a
+//!   second if idle, and aborts: the socket is reset and its descriptor released.
+//! * **Transport stops.** It sends `ConnectionLost` from `stopped()`, so the protocol hears of it
+//!   whatever the reason. Commands still queued in its mailbox are dropped: an acknowledged write
+//!   among them resolves to an error carrying [`WriteError::Stopped`], a `send` of any other
+//!   command to `MailboxError::Closed`, and a `do_send` after that point is logged and dropped.
+//! * **Switch.** The old protocol keeps what it was already sent and receives nothing more; it
+//!   may stop without affecting the transport.
+//!
+//! # Feature flags
+//!
+//! None yet; the `test-util` mock transport and probe are planned.
+//!
+//! [switchboard]: https://docs.rs/switchboard
+#![forbid(unsafe_code)]
+
+mod command;
+mod error;
+mod event;
+mod extra;
+mod flow;
+mod protocol;
+mod stats;
+mod transport;
+
+pub use command::{
+    Abort, CanWriteEof, Close, GetExtraInfo, GetProtocol, GetStats, GetWriteBufferLimits,
+    GetWriteBufferSize, IsClosing, IsReading, PauseReading, ResumeReading, SetProtocol,
+    SetWriteBufferLimits, Write, WriteEof, WriteVectored,
+};
+pub use error::{InvalidWriteBufferLimits, WriteError, duplicate_error};
+pub use event::{
+    Ack, ConnectionLost, ConnectionMade, DataReceived, DeliveryAcked, EofDecided, EofReceived,
+    PauseWriting, ResumeWriting,
+};
+pub use extra::{
+    AddressFamily, ExtraInfo, SocketAddress, SocketInfo, SocketKind, UnixAddress, keys,
+};
+pub use flow::{
+    DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, FlowEdge, WriteBufferLimits, WriteFlow,
+    WriteLedger, WriteReceipt,
+};
+pub use protocol::{
+    Handled, IntoProtocol, Protocol, ProtocolBuilder, ProtocolEvent, ProtocolHandle, Unhandled,
+};
+pub use stats::TransportStats;
+pub use transport::{Transport, TransportCommand, TransportHandle, TransportRequest};
+
+/// The names a protocol author needs: `use switchboard_framework::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Abort, Ack, CanWriteEof, Close, ConnectionLost, ConnectionMade, DataReceived, EofReceived,
+        ExtraInfo, GetExtraInfo, GetProtocol, GetStats, GetWriteBufferLimits, GetWriteBufferSize,
+        IntoProtocol, IsClosing, IsReading, PauseReading, PauseWriting, Protocol, ProtocolHandle,
+        ResumeReading, ResumeWriting, SetProtocol, SetWriteBufferLimits, SocketAddress,
+        TransportHandle, Write, WriteEof, WriteError, WriteVectored, keys,
+    };
+}

@@ -1,0 +1,392 @@
+//! [`ProtocolHandle`]: how a transport addresses its protocol, built from any actor's `Addr`.
+
+use std::{any::Any, fmt, marker::PhantomData, sync::Arc};
+
+use actix::{Actor, Addr, Context, Handler};
+
+use crate::{
+    ConnectionLost, ConnectionMade, DataReceived, EofReceived, PauseWriting, ResumeWriting,
+};
+
+/// What makes an actor a protocol: it handles the three events every protocol must
+/// ([`ConnectionMade`], [`DataReceived`], [`ConnectionLost`]). Implemented automatically.
+///
+/// # Event order
+///
+/// For each transport it is attached to, a protocol receives, in this order:
+///
+/// * `ConnectionMade` exactly once, first, carrying the transport's handle. Reading starts only
+///   after it is queued, so the protocol can `PauseReading` before the first byte.
+/// * `DataReceived` any number of times, each non-empty, in order, one at a time (the next is
+///   delivered once the previous one's [`Ack`](crate::Ack) is dropped).
+/// * `EofReceived` at most once, after the last `DataReceived`, if the peer half-closed. Only
+///   with [`eof_received`](ProtocolBuilder::eof_received); otherwise the transport closes.
+/// * `PauseWriting` / `ResumeWriting` at any point between `ConnectionMade` and
+///   `ConnectionLost`, strictly alternating, starting with `PauseWriting`. Only with
+///   [`write_flow`](ProtocolBuilder::write_flow). A protocol switched in while writing is paused
+///   receives `PauseWriting` right after its `ConnectionMade`.
+/// * `ConnectionLost` exactly once, last, if it is still the transport's protocol when the
+///   transport stops. A protocol switched away from receives nothing after the switch.
+pub trait Protocol:
+    Actor<Context = Context<Self>>
+    + Handler<ConnectionMade>
+    + Handler<DataReceived>
+    + Handler<ConnectionLost>
+{
+}
+
+impl<T> Protocol for T where
+    T: Actor<Context = Context<T>>
+        + Handler<ConnectionMade>
+        + Handler<DataReceived>
+        + Handler<ConnectionLost>
+{
+}
+
+/// A cheap, cloneable, type-erased address of a protocol actor (one reference count), with the
+/// optional events it handles. Transports deliver through it, always with `do_send`.
+///
+/// Build one with `ProtocolHandle::from(addr)` (the three mandatory events only) or with
+/// [`ProtocolHandle::builder`] to opt in to `EofReceived` and `PauseWriting`/`ResumeWriting`.
+/// Events a protocol did not opt in to get asyncio's default: EOF closes the transport, pause
+/// and resume are ignored.
+#[derive(Clone)]
+pub struct ProtocolHandle {
+    port: Arc<dyn port::ProtocolPort>,
+}
+
+impl ProtocolHandle {
+    /// The handle of a protocol that handles the three mandatory events only.
+    pub fn new<A: Protocol>(addr: Addr<A>) -> Self {
+        ProtocolHandle::builder(addr).build()
+    }
+
+    /// Starts building a handle, to opt in to optional events.
+    pub fn builder<A: Protocol>(addr: Addr<A>) -> ProtocolBuilder<A> {
+        ProtocolBuilder {
+            addr,
+            routes: PhantomData,
+        }
+    }
+
+    /// Delivers an event with `do_send`. An optional event the protocol did not opt in to is
+    /// dropped here, which applies its default.
+    pub fn deliver<E: ProtocolEvent>(&self, event: E) {
+        event.deliver_via(&*self.port);
+    }
+
+    /// Whether the protocol actor is still running. A transport whose protocol stopped aborts.
+    pub fn is_alive(&self) -> bool {
+        self.port.connected()
+    }
+
+    /// Whether the protocol opted in to [`EofReceived`].
+    pub fn handles_eof(&self) -> bool {
+        self.port.handles_eof()
+    }
+
+    /// Whether the protocol opted in to [`PauseWriting`] and [`ResumeWriting`].
+    pub fn handles_write_flow(&self) -> bool {
+        self.port.handles_write_flow()
+    }
+
+    /// Whether both handles address the same protocol actor.
+    pub fn same_protocol(&self, other: &ProtocolHandle) -> bool {
+        Arc::ptr_eq(&self.port, &other.port) || self.port.same(&*other.port)
+    }
+
+    /// The protocol's typed address, if it is an `A`.
+    pub fn downcast<A: Actor>(&self) -> Option<Addr<A>> {
+        self.port.addr_any().downcast_ref::<Addr<A>>().cloned()
+    }
+}
+
+impl fmt::Debug for ProtocolHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProtocolHandle")
+            .field("actor", &self.port.actor_name())
+            .field("alive", &self.is_alive())
+            .field("eof_received", &self.handles_eof())
+            .field("write_flow", &self.handles_write_flow())
+            .finish()
+    }
+}
+
+impl<A: Protocol> From<Addr<A>> for ProtocolHandle {
+    fn from(addr: Addr<A>) -> Self {
+        ProtocolHandle::new(addr)
+    }
+}
+
+/// Builds a [`ProtocolHandle`] that also delivers optional events.
+///
+/// ```
+/// # use switchboard_framework::prelude::*;
+/// # use actix::prelude::*;
+/// # struct Client;
+/// # impl Actor for Client { type Context = Context<Self>; }
+/// # impl Handler<ConnectionMade> for Client { type Result = (); fn handle(&mut self, _: ConnectionMade, _: &mut Context<Self>) {} }
+/// # impl Handler<DataReceived> for Client { type Result = (); fn handle(&mut self, _: DataReceived, _: &mut Context<Self>) {} }
+/// # impl Handler<ConnectionLost> for Client { type Result = (); fn handle(&mut self, _: ConnectionLost, _: &mut Context<Self>) {} }
+/// impl Handler<EofReceived> for Client {
+///     type Result = ();
+///     fn handle(&mut self, eof: EofReceived, _: &mut Context<Self>) {
+///         eof.keep_open(); // stay half-open: we still have things to say
+///     }
+/// }
+/// # #[actix::main] async fn main() {
+/// let handle = ProtocolHandle::builder(Client.start()).eof_received().build();
+/// assert!(handle.handles_eof() && !handle.handles_write_flow());
+/// # }
+/// ```
+#[must_use = "a builder does nothing until built or passed where a protocol is expected"]
+pub struct ProtocolBuilder<A: Actor, E = Unhandled, F = Unhandled> {
+    addr: Addr<A>,
+    routes: PhantomData<fn() -> (E, F)>,
+}
+
+impl<A: Protocol, F> ProtocolBuilder<A, Unhandled, F> {
+    /// Delivers [`EofReceived`] to the protocol instead of closing on the peer's EOF.
+    pub fn eof_received(self) -> ProtocolBuilder<A, Handled, F>
+    where
+        A: Handler<EofReceived>,
+    {
+        ProtocolBuilder {
+            addr: self.addr,
+            routes: PhantomData,
+        }
+    }
+}
+
+impl<A: Protocol, E> ProtocolBuilder<A, E, Unhandled> {
+    /// Delivers [`PauseWriting`] and [`ResumeWriting`] to the protocol.
+    pub fn write_flow(self) -> ProtocolBuilder<A, E, Handled>
+    where
+        A: Handler<PauseWriting> + Handler<ResumeWriting>,
+    {
+        ProtocolBuilder {
+            addr: self.addr,
+            routes: PhantomData,
+        }
+    }
+}
+
+impl<A: Protocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> ProtocolBuilder<A, E, F> {
+    /// The protocol actor's address.
+    pub fn addr(&self) -> &Addr<A> {
+        &self.addr
+    }
+
+    /// The handle.
+    pub fn build(self) -> ProtocolHandle {
+        ProtocolHandle {
+            port: Arc::new(route::Routed::<A, E, F> {
+                addr: self.addr,
+                routes: PhantomData,
+            }),
+        }
+    }
+}
+
+impl<A: Actor, E, F> fmt::Debug for ProtocolBuilder<A, E, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProtocolBuilder")
+            .field("actor", &std::any::type_name::<A>())
+            .finish()
+    }
+}
+
+/// Marks an optional event as delivered to the protocol (see [`ProtocolBuilder`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Handled;
+
+/// Marks an optional event as left to its default (see [`ProtocolBuilder`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Unhandled;
+
+/// Anything a transport can be attached to: an actor's `Addr` (the three mandatory events), a
+/// [`ProtocolBuilder`], or a ready [`ProtocolHandle`].
+pub trait IntoProtocol {
+    /// What the caller gets back to talk to the protocol: its `Addr`, or the handle itself.
+    type Output;
+
+    /// The caller's address of the protocol, and the handle the transport delivers through.
+    fn into_protocol(self) -> (Self::Output, ProtocolHandle);
+}
+
+impl<A: Protocol> IntoProtocol for Addr<A> {
+    type Output = Addr<A>;
+
+    fn into_protocol(self) -> (Addr<A>, ProtocolHandle) {
+        (self.clone(), ProtocolHandle::new(self))
+    }
+}
+
+impl<A: Protocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> IntoProtocol
+    for ProtocolBuilder<A, E, F>
+{
+    type Output = Addr<A>;
+
+    fn into_protocol(self) -> (Addr<A>, ProtocolHandle) {
+        (self.addr.clone(), self.build())
+    }
+}
+
+impl IntoProtocol for ProtocolHandle {
+    type Output = ProtocolHandle;
+
+    fn into_protocol(self) -> (ProtocolHandle, ProtocolHandle) {
+        (self.clone(), self)
+    }
+}
+
+/// An event a [`ProtocolHandle`] can deliver: the six protocol events of the framework.
+pub trait ProtocolEvent: port::Event {}
+
+impl ProtocolEvent for ConnectionMade {}
+impl ProtocolEvent for DataReceived {}
+impl ProtocolEvent for EofReceived {}
+impl ProtocolEvent for ConnectionLost {}
+impl ProtocolEvent for PauseWriting {}
+impl ProtocolEvent for ResumeWriting {}
+
+pub(crate) mod port {
+    use super::*;
+
+    /// The type-erased address of a protocol actor, with its optional events resolved.
+    pub trait ProtocolPort: Send + Sync + 'static {
+        fn connected(&self) -> bool;
+        fn addr_any(&self) -> &dyn Any;
+        fn same(&self, other: &dyn ProtocolPort) -> bool;
+        fn actor_name(&self) -> &'static str;
+        fn handles_eof(&self) -> bool;
+        fn handles_write_flow(&self) -> bool;
+        fn connection_made(&self, msg: ConnectionMade);
+        fn data_received(&self, msg: DataReceived);
+        fn eof_received(&self, msg: EofReceived);
+        fn connection_lost(&self, msg: ConnectionLost);
+        fn pause_writing(&self, msg: PauseWriting);
+        fn resume_writing(&self, msg: ResumeWriting);
+    }
+
+    /// Routes one event type through a [`ProtocolPort`]; sealed, so the event set is closed.
+    pub trait Event: Send + 'static {
+        fn deliver_via(self, port: &dyn ProtocolPort);
+    }
+
+    macro_rules! events {
+        ($($msg:ident => $method:ident;)*) => {$(
+            impl Event for $msg {
+                fn deliver_via(self, port: &dyn ProtocolPort) {
+                    port.$method(self)
+                }
+            }
+        )*};
+    }
+
+    events! {
+        ConnectionMade => connection_made;
+        DataReceived => data_received;
+        EofReceived => eof_received;
+        ConnectionLost => connection_lost;
+        PauseWriting => pause_writing;
+        ResumeWriting => resume_writing;
+    }
+}
+
+pub(crate) mod route {
+    use super::*;
+
+    /// How `EofReceived` reaches an `A`: delivered, or dropped (which closes).
+    pub trait EofRoute<A: Actor>: 'static {
+        const HANDLED: bool;
+        fn route(addr: &Addr<A>, msg: EofReceived);
+    }
+
+    impl<A: Actor> EofRoute<A> for Unhandled {
+        const HANDLED: bool = false;
+        fn route(_: &Addr<A>, msg: EofReceived) {
+            drop(msg);
+        }
+    }
+
+    impl<A: Actor<Context = Context<A>> + Handler<EofReceived>> EofRoute<A> for Handled {
+        const HANDLED: bool = true;
+        fn route(addr: &Addr<A>, msg: EofReceived) {
+            addr.do_send(msg);
+        }
+    }
+
+    /// How `PauseWriting`/`ResumeWriting` reach an `A`: delivered, or ignored.
+    pub trait FlowRoute<A: Actor>: 'static {
+        const HANDLED: bool;
+        fn pause(addr: &Addr<A>, msg: PauseWriting);
+        fn resume(addr: &Addr<A>, msg: ResumeWriting);
+    }
+
+    impl<A: Actor> FlowRoute<A> for Unhandled {
+        const HANDLED: bool = false;
+        fn pause(_: &Addr<A>, _: PauseWriting) {}
+        fn resume(_: &Addr<A>, _: ResumeWriting) {}
+    }
+
+    impl<A> FlowRoute<A> for Handled
+    where
+        A: Actor<Context = Context<A>> + Handler<PauseWriting> + Handler<ResumeWriting>,
+    {
+        const HANDLED: bool = true;
+        fn pause(addr: &Addr<A>, msg: PauseWriting) {
+            addr.do_send(msg);
+        }
+        fn resume(addr: &Addr<A>, msg: ResumeWriting) {
+            addr.do_send(msg);
+        }
+    }
+
+    pub(crate) struct Routed<A: Actor, E, F> {
+        pub(crate) addr: Addr<A>,
+        pub(crate) routes: PhantomData<fn() -> (E, F)>,
+    }
+
+    impl<A: Protocol, E: EofRoute<A>, F: FlowRoute<A>> port::ProtocolPort for Routed<A, E, F> {
+        fn connected(&self) -> bool {
+            self.addr.connected()
+        }
+        fn addr_any(&self) -> &dyn Any {
+            &self.addr
+        }
+        fn same(&self, other: &dyn port::ProtocolPort) -> bool {
+            other
+                .addr_any()
+                .downcast_ref::<Addr<A>>()
+                .is_some_and(|other| *other == self.addr)
+        }
+        fn actor_name(&self) -> &'static str {
+            std::any::type_name::<A>()
+        }
+        fn handles_eof(&self) -> bool {
+            E::HANDLED
+        }
+        fn handles_write_flow(&self) -> bool {
+            F::HANDLED
+        }
+        fn connection_made(&self, msg: ConnectionMade) {
+            self.addr.do_send(msg);
+        }
+        fn data_received(&self, msg: DataReceived) {
+            self.addr.do_send(msg);
+        }
+        fn eof_received(&self, msg: EofReceived) {
+            E::route(&self.addr, msg);
+        }
+        fn connection_lost(&self, msg: ConnectionLost) {
+            self.addr.do_send(msg);
+        }
+        fn pause_writing(&self, msg: PauseWriting) {
+            F::pause(&self.addr, msg);
+        }
+        fn resume_writing(&self, msg: ResumeWriting) {
+            F::resume(&self.addr, msg);
+        }
+    }
+}

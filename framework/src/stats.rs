@@ -1,0 +1,23 @@
+//! Counters a transport exposes, so tests and operators can check bounds without timing.
+
+/// A snapshot of a transport's counters, the reply to [`GetStats`](crate::GetStats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TransportStats {
+    /// Bytes read from the peer.
+    pub bytes_received: u64,
+    /// Bytes the kernel accepted for the peer.
+    pub bytes_sent: u64,
+    /// `DataReceived` messages delivered.
+    pub deliveries: u64,
+    /// Bytes read and waiting for delivery now.
+    pub read_buffer_size: usize,
+    /// The most bytes ever waiting for delivery at once.
+    pub read_buffer_peak: usize,
+    /// The limit past which the transport stops reading the socket.
+    pub read_buffer_limit: usize,
+    /// Bytes waiting to be written now.
+    pub write_buffer_size: usize,
+    /// The most bytes ever waiting to be written at once.
+    pub write_buffer_peak: usize,
+}

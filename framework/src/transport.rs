@@ -1,0 +1,334 @@
+//! [`TransportHandle`]: how protocols (and anyone else) address a transport, whatever its kind.
+
+use std::{
+    any::{Any, type_name},
+    fmt,
+    future::Future,
+    io, net,
+    pin::Pin,
+    sync::Arc,
+    task::{Context as TaskContext, Poll},
+};
+
+use actix::{Actor, Addr, Context, Handler, MailboxError, Message};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use crate::{
+    Abort, CanWriteEof, Close, DeliveryAcked, EofDecided, ExtraInfo, GetExtraInfo, GetProtocol,
+    GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, IsClosing, IsReading,
+    PauseReading, ResumeReading, SetProtocol, SetWriteBufferLimits, SocketAddress, SocketInfo,
+    Write, WriteEof, WriteError, WriteVectored, keys,
+};
+
+macro_rules! transport_commands {
+    ($($msg:ident => $do_send:ident, $send:ident;)*) => {
+        /// What makes an actor a stream transport: it handles every transport command, plus the
+        /// two transport-side answers ([`DeliveryAcked`], [`EofDecided`]) that protocols send by
+        /// dropping tokens.
+        ///
+        /// Implemented automatically for every actor with those handlers; build a
+        /// [`TransportHandle`] for one with [`TransportHandle::new`].
+        pub trait Transport:
+            Actor<Context = Context<Self>>
+            $(+ Handler<$msg>)*
+            + Handler<DeliveryAcked>
+            + Handler<EofDecided>
+        {
+        }
+
+        impl<T> Transport for T where
+            T: Actor<Context = Context<T>>
+            $(+ Handler<$msg>)*
+            + Handler<DeliveryAcked>
+            + Handler<EofDecided>
+        {
+        }
+
+        pub(crate) mod port {
+            use super::*;
+
+            /// The type-erased address of a transport actor: one method per command.
+            pub trait Port: Send + Sync + 'static {
+                fn connected(&self) -> bool;
+                fn as_any(&self) -> &dyn Any;
+                fn same(&self, other: &dyn Port) -> bool;
+                fn acked(&self, msg: DeliveryAcked);
+                fn eof_decided(&self, msg: EofDecided);
+                $(
+                    fn $do_send(&self, msg: $msg);
+                    fn $send(
+                        &self,
+                        msg: $msg,
+                    ) -> BoxFuture<'static, Result<<$msg as Message>::Result, MailboxError>>;
+                )*
+            }
+
+            /// Routes one command type through a [`Port`]; sealed, so the command set is closed.
+            pub trait Command: Message<Result: Send> + Send + Sized + 'static {
+                fn do_send_via(self, port: &dyn Port);
+                fn send_via(self, port: &dyn Port)
+                    -> BoxFuture<'static, Result<Self::Result, MailboxError>>;
+            }
+        }
+
+        impl<A: Transport> port::Port for Addr<A> {
+            fn connected(&self) -> bool {
+                Addr::connected(self)
+            }
+
+            fn as_any(&self) -> &dyn Any {
+                self
+            }
+
+            fn same(&self, other: &dyn port::Port) -> bool {
+                other.as_any().downcast_ref::<Addr<A>>().is_some_and(|other| other == self)
+            }
+
+            fn acked(&self, msg: DeliveryAcked) {
+                self.do_send(msg);
+            }
+
+            fn eof_decided(&self, msg: EofDecided) {
+                self.do_send(msg);
+            }
+
+            $(
+                fn $do_send(&self, msg: $msg) {
+                    self.do_send(msg);
+                }
+
+                fn $send(
+                    &self,
+                    msg: $msg,
+                ) -> BoxFuture<'static, Result<<$msg as Message>::Result, MailboxError>> {
+                    Box::pin(self.send(msg))
+                }
+            )*
+        }
+
+        $(
+            impl port::Command for $msg {
+                fn do_send_via(self, port: &dyn port::Port) {
+                    port.$do_send(self)
+                }
+
+                fn send_via(
+                    self,
+                    port: &dyn port::Port,
+                ) -> BoxFuture<'static, Result<Self::Result, MailboxError>> {
+                    port.$send(self)
+                }
+            }
+
+            impl TransportCommand for $msg {}
+        )*
+    };
+}
+
+transport_commands! {
+    Write => do_send_write, send_write;
+    WriteVectored => do_send_write_vectored, send_write_vectored;
+    WriteEof => do_send_write_eof, send_write_eof;
+    CanWriteEof => do_send_can_write_eof, send_can_write_eof;
+    Close => do_send_close, send_close;
+    Abort => do_send_abort, send_abort;
+    IsClosing => do_send_is_closing, send_is_closing;
+    PauseReading => do_send_pause_reading, send_pause_reading;
+    ResumeReading => do_send_resume_reading, send_resume_reading;
+    IsReading => do_send_is_reading, send_is_reading;
+    GetWriteBufferSize => do_send_get_write_buffer_size, send_get_write_buffer_size;
+    GetWriteBufferLimits => do_send_get_write_buffer_limits, send_get_write_buffer_limits;
+    SetWriteBufferLimits => do_send_set_write_buffer_limits, send_set_write_buffer_limits;
+    SetProtocol => do_send_set_protocol, send_set_protocol;
+    GetProtocol => do_send_get_protocol, send_get_protocol;
+    GetExtraInfo => do_send_get_extra_info, send_get_extra_info;
+    GetStats => do_send_get_stats, send_get_stats;
+}
+
+/// A message a [`TransportHandle`] can carry: every transport command of the framework.
+pub trait TransportCommand: port::Command {}
+
+/// A cheap, cloneable address of a running transport (one reference count), the same type for
+/// every stream transport: TCP, Unix sockets, and the kinds that build on the same driver.
+///
+/// `do_send` is fire-and-forget; `send` returns a [`TransportRequest`] that resolves with the
+/// command's reply. Both keep order: commands sent through one handle (or its clones, from one
+/// actor) are handled in the order sent, whichever of the two carried them, because transports
+/// run with an unbounded mailbox and `send` never waits for capacity.
+///
+/// A command sent after the transport stopped is dropped with a logged warning (`do_send`) or
+/// resolves to `MailboxError::Closed` (`send`).
+#[derive(Clone)]
+pub struct TransportHandle {
+    port: Arc<dyn port::Port>,
+}
+
+impl TransportHandle {
+    /// The handle of a transport actor.
+    pub fn new<A: Transport>(addr: Addr<A>) -> Self {
+        TransportHandle {
+            port: Arc::new(addr),
+        }
+    }
+
+    pub(crate) fn port(&self) -> &dyn port::Port {
+        &*self.port
+    }
+
+    /// Sends a command without waiting for its reply.
+    pub fn do_send<M: TransportCommand>(&self, msg: M) {
+        if !self.port.connected() {
+            tracing::warn!(
+                command = type_name::<M>(),
+                "command sent to a transport that has stopped was dropped"
+            );
+            return;
+        }
+        msg.do_send_via(&*self.port);
+    }
+
+    /// Sends a command; the request resolves with its reply.
+    pub fn send<M: TransportCommand>(&self, msg: M) -> TransportRequest<M::Result> {
+        TransportRequest {
+            inner: msg.send_via(&*self.port),
+        }
+    }
+
+    /// Whether the transport actor is still running.
+    pub fn is_alive(&self) -> bool {
+        self.port.connected()
+    }
+
+    /// Whether both handles address the same transport actor.
+    pub fn same_transport(&self, other: &TransportHandle) -> bool {
+        Arc::ptr_eq(&self.port, &other.port) || self.port.same(&*other.port)
+    }
+
+    /// Writes `data`, fire-and-forget ([`Write`]).
+    pub fn write(&self, data: impl Into<Bytes>) {
+        self.do_send(Write(data.into()));
+    }
+
+    /// Writes `data` and resolves once every byte reached the kernel, or with the error that
+    /// stopped it: a socket error, or one carrying a [`WriteError`] (closing, aborted, stalled,
+    /// transport stopped).
+    pub fn write_acked<D: Into<Bytes>>(
+        &self,
+        data: D,
+    ) -> impl Future<Output = io::Result<()>> + use<D> {
+        let request = self.send(Write(data.into()));
+        async move { flatten(request.await) }
+    }
+
+    /// Shuts the write side down after flushing ([`WriteEof`]), fire-and-forget.
+    pub fn write_eof(&self) {
+        self.do_send(WriteEof);
+    }
+
+    /// Closes gracefully ([`Close`]).
+    pub fn close(&self) {
+        self.do_send(Close);
+    }
+
+    /// Closes at once, discarding the write buffer ([`Abort`]).
+    pub fn abort(&self) {
+        self.do_send(Abort);
+    }
+
+    /// Stops deliveries ([`PauseReading`]).
+    pub fn pause_reading(&self) {
+        self.do_send(PauseReading);
+    }
+
+    /// Resumes deliveries ([`ResumeReading`]).
+    pub fn resume_reading(&self) {
+        self.do_send(ResumeReading);
+    }
+
+    /// Switches to another protocol, handing it `leftover` first ([`SetProtocol`]).
+    pub fn set_protocol(&self, protocol: impl IntoProtocol, leftover: impl Into<Bytes>) {
+        self.do_send(SetProtocol::new(protocol).with_leftover(leftover));
+    }
+
+    /// One value of extra information, or `None` for an unknown key or a stopped transport.
+    pub fn get_extra_info(
+        &self,
+        name: &'static str,
+    ) -> impl Future<Output = Option<ExtraInfo>> + use<> {
+        let request = self.send(GetExtraInfo::new(name));
+        async move { request.await.ok().flatten() }
+    }
+
+    /// The remote address (`peername`).
+    pub fn peername(&self) -> impl Future<Output = Option<SocketAddress>> + use<> {
+        let info = self.get_extra_info(keys::PEERNAME);
+        async move { info.await?.as_address().cloned() }
+    }
+
+    /// The local address (`sockname`).
+    pub fn sockname(&self) -> impl Future<Output = Option<SocketAddress>> + use<> {
+        let info = self.get_extra_info(keys::SOCKNAME);
+        async move { info.await?.as_address().cloned() }
+    }
+
+    /// The remote IP address and port, for internet sockets.
+    pub fn peer_addr(&self) -> impl Future<Output = Option<net::SocketAddr>> + use<> {
+        let peer = self.peername();
+        async move { peer.await?.as_inet() }
+    }
+
+    /// The local IP address and port, for internet sockets.
+    pub fn local_addr(&self) -> impl Future<Output = Option<net::SocketAddr>> + use<> {
+        let local = self.sockname();
+        async move { local.await?.as_inet() }
+    }
+
+    /// The socket's descriptor, family and type (`socket`).
+    pub fn socket(&self) -> impl Future<Output = Option<SocketInfo>> + use<> {
+        let info = self.get_extra_info(keys::SOCKET);
+        async move { info.await?.as_socket().copied() }
+    }
+
+    /// Whether `Close` or `Abort` has been handled; `true` for a stopped transport.
+    pub fn is_closing(&self) -> impl Future<Output = bool> + use<> {
+        let request = self.send(IsClosing);
+        async move { request.await.unwrap_or(true) }
+    }
+}
+
+/// Flattens the reply to an acknowledged write into one `io::Result`.
+pub(crate) fn flatten(reply: Result<io::Result<()>, MailboxError>) -> io::Result<()> {
+    reply.map_err(|_| io::Error::from(WriteError::Stopped))?
+}
+
+impl fmt::Debug for TransportHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportHandle")
+            .field("alive", &self.is_alive())
+            .finish()
+    }
+}
+
+/// The reply to a command sent with [`TransportHandle::send`].
+///
+/// Dropping it before it resolves cancels the reply and, as with actix's own requests, the
+/// command is then skipped if it has not been handled yet.
+#[must_use = "a request does nothing unless awaited"]
+pub struct TransportRequest<R> {
+    inner: BoxFuture<'static, Result<R, MailboxError>>,
+}
+
+impl<R> Future for TransportRequest<R> {
+    type Output = Result<R, MailboxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<R> fmt::Debug for TransportRequest<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportRequest").finish_non_exhaustive()
+    }
+}

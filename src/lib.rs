@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+
+pub use switchboard_framework as framework;
+pub use switchboard_transports as transports;
+
+pub use switchboard_framework::*;
+pub use switchboard_transports::{server, tcp, unix};
+
+/// Everything a protocol author and a server author needs: `use switchboard::prelude::*;`.
+pub mod prelude {
+    pub use switchboard_framework::prelude::*;
+    pub use switchboard_transports::prelude::*;
+}

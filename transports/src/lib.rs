@@ -1,0 +1,36 @@
+//! switchboard's transports: actors that own sockets and deliver to protocol actors.
+//!
+//! * [`stream`]: the generic stream transport, one actor over any `AsyncRead + AsyncWrite`,
+//!   which implements flow control, close, half-close and protocol switching once;
+//! * [`tcp`] and [`unix`]: `connect` and `serve` for TCP and Unix-domain stream sockets;
+//! * [`server`]: the server actor behind `serve`, and its [`ServerHandle`].
+//!
+//! The messages and handles come from `switchboard-framework`; the `switchboard` crate
+//! re-exports both. See the [`tcp`] module for a complete echo server.
+//!
+//! # Actor lifecycle
+//!
+//! A transport actor starts paused, queues `ConnectionMade` to its protocol, then reads. It
+//! stops after a graceful close (flush, shutdown, drain), an abort, an I/O error, a stalled
+//! write, or the death of its protocol actor; in every case it sends `ConnectionLost` from
+//! `stopped()` and releases its socket. Commands still in its mailbox when it stops are dropped:
+//! a pending acknowledged write resolves to an error. A server actor keeps accepting until
+//! `Close`, even with no handle left; its worker arbiters stop once it is closed and its last
+//! connection is gone.
+#![forbid(unsafe_code)]
+
+pub mod server;
+pub mod stream;
+pub mod tcp;
+pub mod unix;
+mod watch;
+
+pub use server::{ServerHandle, ServerOptions};
+pub use stream::{StreamConfig, StreamIo, StreamTransport};
+pub use tcp::TcpConnector;
+pub use watch::PROTOCOL_WATCH_INTERVAL;
+
+/// The names a server author needs: `use switchboard_transports::prelude::*;`.
+pub mod prelude {
+    pub use crate::{ServerHandle, ServerOptions, StreamConfig, tcp, unix};
+}

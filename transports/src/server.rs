@@ -1,0 +1,712 @@
+//! Servers (asyncio's `create_server`): an actor that accepts connections and starts a stream
+//! transport with a fresh protocol for each one, spread over worker arbiters.
+//!
+//! [`tcp::serve`](crate::tcp::serve) and [`unix::serve`](crate::unix::serve) return a
+//! [`ServerHandle`], which carries the server's messages:
+//!
+//! | message | asyncio | what it does |
+//! |---|---|---|
+//! | [`Close`] | `close()` | stops accepting and closes the listening sockets; live connections go on |
+//! | [`WaitClosed`] | `wait_closed()` | resolves once the server is closed *and* every connection is gone |
+//! | [`Sockets`] | `sockets` | the listening sockets, empty after `Close` |
+//! | [`IsServing`] / [`StartServing`] | `is_serving()` / `start_serving()` | |
+//! | [`CloseClients`] / [`AbortClients`] | `close_clients()` / `abort_clients()` | `Close` / `Abort` every live connection |
+//! | [`GetServerStats`] | – | live connections, connections accepted, tasks per worker |
+//!
+//! Each connection's transport and protocol live on the same worker arbiter: the protocol
+//! factory runs there. Past [`ServerOptions::max_connections`] the server stops accepting and
+//! the kernel's backlog holds the rest, instead of accepting and dropping them; it accepts again
+//! as connections close. When accepting fails for lack of resources (`EMFILE`, `ENFILE`,
+//! `ENOBUFS`, `ENOMEM`) it backs off for [`ServerOptions::accept_backoff`] and tries again.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst},
+    },
+    task::{Context as TaskContext, Poll},
+    time::Duration,
+};
+
+use actix::{
+    Actor, ActorFuture, Addr, Arbiter, AsyncContext, Context, Handler, Message, MessageResult,
+    Recipient, ResponseFuture,
+};
+use actix_rt::ArbiterHandle;
+use futures::task::AtomicWaker;
+use switchboard_framework::{
+    Abort, Close, IntoProtocol, SocketAddress, SocketInfo, TransportHandle,
+};
+use tokio::{sync::oneshot, time::Sleep};
+
+use crate::stream::{StreamConfig, StreamIo, StreamTransport};
+
+/// The default limit on live connections per server; past it the server stops accepting.
+/// actix-server's default per worker.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 25_600;
+
+/// The default listen backlog (tokio's and mio's).
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// How long a server waits before accepting again after running out of file descriptors or
+/// memory: 500 ms, as actix-server (asyncio waits 1 s, ranch 100 ms).
+pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The most connections accepted in one wake-up before the acceptor yields.
+const MAX_ACCEPTS_PER_WAKEUP: usize = 128;
+
+/// How often a retiring worker checks that its last task is gone.
+const WORKER_RETIRE_POLL: Duration = Duration::from_millis(20);
+
+/// The settings of a server. Start from `ServerOptions::default()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// Worker arbiters (threads) connections are spread over; default: the number of cores.
+    /// `0` serves every connection on the arbiter that called `serve`.
+    pub workers: usize,
+    /// See [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// See [`DEFAULT_BACKLOG`].
+    pub backlog: u32,
+    /// See [`DEFAULT_ACCEPT_BACKOFF`].
+    pub accept_backoff: Duration,
+    /// Whether to accept at once (asyncio's `start_serving=True`); otherwise the sockets listen
+    /// and the kernel queues connections until [`StartServing`].
+    pub start_serving: bool,
+    /// The settings of every connection's transport.
+    pub stream: StreamConfig,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            backlog: DEFAULT_BACKLOG,
+            accept_backoff: DEFAULT_ACCEPT_BACKOFF,
+            start_serving: true,
+            stream: StreamConfig::default(),
+        }
+    }
+}
+
+impl ServerOptions {
+    /// Sets the number of worker arbiters (`0`: the calling arbiter).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Sets the connection limit (at least 1).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// Sets the listen backlog.
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Sets the back-off after resource exhaustion.
+    pub fn accept_backoff(mut self, backoff: Duration) -> Self {
+        self.accept_backoff = backoff;
+        self
+    }
+
+    /// Sets whether the server accepts at once.
+    pub fn start_serving(mut self, start: bool) -> Self {
+        self.start_serving = start;
+        self
+    }
+
+    /// Sets the transport settings of every connection.
+    pub fn stream(mut self, config: StreamConfig) -> Self {
+        self.stream = config;
+        self
+    }
+}
+
+/// Resolves once the server is closed and every connection it accepted is gone (asyncio
+/// 3.12.1+ `wait_closed`); then at once, forever after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]
+#[rtype(result = "()")]
+pub struct WaitClosed;
+
+/// The listening sockets; empty after `Close`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]
+#[rtype(result = "Vec<ServerSocket>")]
+pub struct Sockets;
+
+/// Whether the server is accepting connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]
+#[rtype(result = "bool")]
+pub struct IsServing;
+
+/// Starts accepting (idempotent; does nothing after `Close`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]
+#[rtype(result = "()")]
+pub struct StartServing;
+
+/// Sends `Close` to every live connection; the server goes on accepting unless closed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]
+#[rtype(result = "()")]
+pub struct CloseClients;
+
+/// Sends `Abort` to every live connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]
+#[rtype(result = "()")]
+pub struct AbortClients;
+
+/// The server's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]
+#[rtype(result = "ServerStats")]
+pub struct GetServerStats;
+
+/// A listening socket: where it is bound, and the socket itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerSocket {
+    /// The bound address (with the real port when port 0 was asked for).
+    pub address: SocketAddress,
+    /// The descriptor, family and type.
+    pub socket: SocketInfo,
+}
+
+impl ServerSocket {
+    pub(crate) fn new(address: SocketAddress, socket: SocketInfo) -> Self {
+        ServerSocket { address, socket }
+    }
+}
+
+/// The reply to [`GetServerStats`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Connections alive now.
+    pub connections: usize,
+    /// Connections accepted since the server started.
+    pub accepted: u64,
+    /// Tasks alive on each worker arbiter (actors included), for leak checks.
+    pub worker_tasks: Vec<usize>,
+}
+
+/// A listening socket a server can accept from.
+pub(crate) trait Listen: Unpin + 'static {
+    /// An accepted connection, registered with the acceptor's runtime.
+    type Io: StreamIo + Detach;
+
+    fn poll_accept(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<Self::Io>>;
+
+    fn socket(&self) -> ServerSocket;
+
+    /// Stops listening (Unix sockets also remove their path).
+    fn close(self);
+}
+
+/// Moves an accepted connection from the acceptor's runtime to a worker's: each actix arbiter
+/// runs its own tokio runtime with its own reactor.
+pub(crate) trait Detach: Sized {
+    type Detached: Send + 'static;
+
+    /// Deregisters the socket from the current runtime.
+    fn detach(self) -> io::Result<Self::Detached>;
+
+    /// Registers it with the current (worker) runtime.
+    fn attach(detached: Self::Detached) -> io::Result<Self>;
+}
+
+/// A cheap, cloneable handle on a running server.
+#[derive(Clone)]
+pub struct ServerHandle {
+    ports: Arc<ServerPorts>,
+    addresses: Arc<[SocketAddress]>,
+}
+
+struct ServerPorts {
+    close: Recipient<Close>,
+    wait_closed: Recipient<WaitClosed>,
+    sockets: Recipient<Sockets>,
+    is_serving: Recipient<IsServing>,
+    start_serving: Recipient<StartServing>,
+    close_clients: Recipient<CloseClients>,
+    abort_clients: Recipient<AbortClients>,
+    stats: Recipient<GetServerStats>,
+}
+
+impl ServerHandle {
+    /// Where the server was bound, with the real port when port 0 was asked for. Unlike
+    /// [`sockets`](Self::sockets), this stays the same after `Close`.
+    pub fn addresses(&self) -> &[SocketAddress] {
+        &self.addresses
+    }
+
+    /// Stops accepting and closes the listening sockets; live connections go on.
+    pub async fn close(&self) {
+        let _ = self.ports.close.send(Close).await;
+    }
+
+    /// Resolves once the server is closed and every connection is gone.
+    pub async fn wait_closed(&self) {
+        let _ = self.ports.wait_closed.send(WaitClosed).await;
+    }
+
+    /// The listening sockets; empty after `close`.
+    pub async fn sockets(&self) -> Vec<ServerSocket> {
+        self.ports.sockets.send(Sockets).await.unwrap_or_default()
+    }
+
+    /// Whether the server is accepting.
+    pub async fn is_serving(&self) -> bool {
+        self.ports.is_serving.send(IsServing).await.unwrap_or(false)
+    }
+
+    /// Starts accepting.
+    pub async fn start_serving(&self) {
+        let _ = self.ports.start_serving.send(StartServing).await;
+    }
+
+    /// Closes every live connection gracefully.
+    pub async fn close_clients(&self) {
+        let _ = self.ports.close_clients.send(CloseClients).await;
+    }
+
+    /// Aborts every live connection.
+    pub async fn abort_clients(&self) {
+        let _ = self.ports.abort_clients.send(AbortClients).await;
+    }
+
+    /// The server's counters.
+    pub async fn stats(&self) -> ServerStats {
+        self.ports
+            .stats
+            .send(GetServerStats)
+            .await
+            .unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("addresses", &self.addresses)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared by the acceptor and the connections on every worker.
+struct Shared {
+    live: AtomicUsize,
+    accepted: AtomicU64,
+    acceptor: AtomicWaker,
+    clients: Mutex<HashMap<u64, TransportHandle>>,
+    drain: Mutex<Drain>,
+}
+
+#[derive(Default)]
+struct Drain {
+    closed: bool,
+    waiters: Vec<oneshot::Sender<()>>,
+    workers: Vec<Arbiter>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn connection_stopped(&self, id: u64) {
+        lock(&self.clients).remove(&id);
+        let before = self.live.fetch_sub(1, SeqCst);
+        self.acceptor.wake();
+        if before == 1 {
+            self.check_drained();
+        }
+    }
+
+    /// Once closed and empty: wakes `WaitClosed` waiters and retires the workers.
+    fn check_drained(&self) {
+        let mut drain = lock(&self.drain);
+        if drain.closed && self.live.load(SeqCst) == 0 {
+            for waiter in drain.waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+            for worker in drain.workers.drain(..) {
+                retire(worker);
+            }
+        }
+    }
+}
+
+/// Stops a worker arbiter once its last task is gone, so protocols still handling their
+/// `ConnectionLost` finish first (stopping an arbiter drops every task on it).
+fn retire(worker: Arbiter) {
+    worker.spawn(async {
+        while tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+            > 1
+        {
+            tokio::time::sleep(WORKER_RETIRE_POLL).await;
+        }
+        Arbiter::current().stop();
+    });
+}
+
+enum Workers {
+    Current,
+    Pool(Vec<ArbiterHandle>),
+}
+
+type Factory<P> = Arc<dyn Fn() -> P + Send + Sync>;
+
+/// The server actor: owns the listening sockets and runs the accept loop.
+struct Server<L: Listen, P> {
+    listeners: Vec<L>,
+    factory: Factory<P>,
+    options: ServerOptions,
+    workers: Workers,
+    next_worker: usize,
+    next_id: u64,
+    shared: Arc<Shared>,
+    serving: bool,
+    closed: bool,
+    backoff: Option<Pin<Box<Sleep>>>,
+}
+
+/// Starts a server over bound, listening sockets.
+pub(crate) fn start<L, F, P>(listeners: Vec<L>, options: ServerOptions, factory: F) -> ServerHandle
+where
+    L: Listen,
+    F: Fn() -> P + Send + Sync + 'static,
+    P: IntoProtocol + 'static,
+{
+    let addresses: Arc<[SocketAddress]> = listeners.iter().map(|l| l.socket().address).collect();
+    let mut arbiters = Vec::new();
+    let workers = if options.workers == 0 {
+        Workers::Current
+    } else {
+        arbiters = (0..options.workers).map(|_| Arbiter::new()).collect();
+        Workers::Pool(arbiters.iter().map(Arbiter::handle).collect())
+    };
+    let shared = Arc::new(Shared {
+        live: AtomicUsize::new(0),
+        accepted: AtomicU64::new(0),
+        acceptor: AtomicWaker::new(),
+        clients: Mutex::new(HashMap::new()),
+        drain: Mutex::new(Drain {
+            workers: arbiters,
+            ..Drain::default()
+        }),
+    });
+    let server = Server {
+        listeners,
+        factory: Arc::new(factory),
+        serving: options.start_serving,
+        options,
+        workers,
+        next_worker: 0,
+        next_id: 0,
+        shared,
+        closed: false,
+        backoff: None,
+    };
+    let addr = server.start();
+    ServerHandle {
+        ports: Arc::new(ServerPorts::new(&addr)),
+        addresses,
+    }
+}
+
+impl ServerPorts {
+    fn new<L: Listen, P: IntoProtocol + 'static>(addr: &Addr<Server<L, P>>) -> Self {
+        ServerPorts {
+            close: addr.clone().recipient(),
+            wait_closed: addr.clone().recipient(),
+            sockets: addr.clone().recipient(),
+            is_serving: addr.clone().recipient(),
+            start_serving: addr.clone().recipient(),
+            close_clients: addr.clone().recipient(),
+            abort_clients: addr.clone().recipient(),
+            stats: addr.clone().recipient(),
+        }
+    }
+}
+
+impl<L: Listen, P: IntoProtocol + 'static> Server<L, P> {
+    fn poll_accept(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        if self.closed {
+            return Poll::Ready(());
+        }
+        if !self.serving {
+            // Polled again after the next message, e.g. `StartServing`.
+            return Poll::Pending;
+        }
+        if let Some(backoff) = &mut self.backoff {
+            if backoff.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.backoff = None;
+        }
+        let mut accepted = 0;
+        for index in 0..self.listeners.len() {
+            loop {
+                if self.shared.live.load(SeqCst) >= self.options.max_connections {
+                    // Leave the rest in the backlog; a closing connection wakes us.
+                    self.shared.acceptor.register(cx.waker());
+                    if self.shared.live.load(SeqCst) >= self.options.max_connections {
+                        return Poll::Pending;
+                    }
+                }
+                if accepted == MAX_ACCEPTS_PER_WAKEUP {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                match self.listeners[index].poll_accept(cx) {
+                    Poll::Ready(Ok(stream)) => {
+                        accepted += 1;
+                        self.dispatch(stream);
+                    }
+                    Poll::Ready(Err(err)) if is_per_connection(&err) => {
+                        tracing::debug!(%err, "accept failed for one connection");
+                    }
+                    Poll::Ready(Err(err)) => {
+                        tracing::warn!(
+                            %err,
+                            backoff = ?self.options.accept_backoff,
+                            "accept failed; backing off"
+                        );
+                        let mut backoff = Box::pin(tokio::time::sleep(self.options.accept_backoff));
+                        let _ = backoff.as_mut().poll(cx);
+                        self.backoff = Some(backoff);
+                        return Poll::Pending;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        Poll::Pending
+    }
+
+    fn dispatch(&mut self, io: L::Io) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.shared.live.fetch_add(1, SeqCst);
+        self.shared.accepted.fetch_add(1, SeqCst);
+        let factory = self.factory.clone();
+        let shared = self.shared.clone();
+        let config = self.options.stream.clone();
+        match &self.workers {
+            Workers::Current => open_connection(io, factory, shared, id, config),
+            Workers::Pool(pool) => {
+                let detached = match io.detach() {
+                    Ok(detached) => detached,
+                    Err(err) => {
+                        tracing::warn!(%err, "accepted connection could not be moved to a worker");
+                        shared.connection_stopped(id);
+                        return;
+                    }
+                };
+                let worker = &pool[self.next_worker % pool.len()];
+                self.next_worker = self.next_worker.wrapping_add(1);
+                let fallback = shared.clone();
+                let sent = worker.spawn_fn(move || match L::Io::attach(detached) {
+                    Ok(io) => open_connection(io, factory, shared, id, config),
+                    Err(err) => {
+                        tracing::warn!(%err, "accepted connection could not be set up");
+                        shared.connection_stopped(id);
+                    }
+                });
+                if !sent {
+                    tracing::warn!("worker arbiter is gone; connection dropped");
+                    fallback.connection_stopped(id);
+                }
+            }
+        }
+    }
+}
+
+/// Accept errors that concern one connection only; anything else means the process is short
+/// of resources, and the server backs off.
+fn is_per_connection(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::PermissionDenied
+            | io::ErrorKind::TimedOut
+    )
+}
+
+/// Runs on the connection's arbiter: starts the transport and the protocol.
+fn open_connection<IO: StreamIo, P: IntoProtocol>(
+    io: IO,
+    factory: Factory<P>,
+    shared: Arc<Shared>,
+    id: u64,
+    config: StreamConfig,
+) {
+    let on_stopped = shared.clone();
+    let (transport, _) = StreamTransport::start(
+        io,
+        config,
+        || factory(),
+        Some(Box::new(move || on_stopped.connection_stopped(id))),
+    );
+    lock(&shared.clients).insert(id, transport);
+}
+
+struct Acceptor;
+
+impl<L: Listen, P: IntoProtocol + 'static> ActorFuture<Server<L, P>> for Acceptor {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut Server<L, P>,
+        _: &mut Context<Server<L, P>>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        act.poll_accept(cx)
+    }
+}
+
+impl<L: Listen, P: IntoProtocol + 'static> Actor for Server<L, P> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(Acceptor);
+    }
+}
+
+impl<L: Listen, P: IntoProtocol + 'static> Handler<Close> for Server<L, P> {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, _: &mut Context<Self>) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.serving = false;
+        self.backoff = None;
+        for listener in self.listeners.drain(..) {
+            listener.close();
+        }
+        lock(&self.shared.drain).closed = true;
+        self.shared.check_drained();
+    }
+}
+
+impl<L: Listen, P: IntoProtocol + 'static> Handler<WaitClosed> for Server<L, P> {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: WaitClosed, _: &mut Context<Self>) -> Self::Result {
+        let mut drain = lock(&self.shared.drain);
+        if drain.closed && self.shared.live.load(SeqCst) == 0 {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = oneshot::channel();
+        drain.waiters.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl<L: Listen, P: IntoProtocol + 'static> Handler<Sockets> for Server<L, P> {
+    type Result = MessageResult<Sockets>;
+
+    fn handle(&mut self, _: Sockets, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.listeners.iter().map(Listen::socket).collect())
+    }
+}
+
+impl<L: Listen, P: IntoProtocol + 'static> Handler<IsServing> for Server<L, P> {
+    type Result = bool;
+
+    fn handle(&mut self, _: IsServing, _: &mut Context<Self>) -> bool {
+        self.serving
+    }
+}
+
+impl<L: Listen, P: IntoProtocol + 'static> Handler<StartServing> for Server<L, P> {
+    type Result = ();
+
+    fn handle(&mut self, _: StartServing, _: &mut Context<Self>) {
+        if !self.closed {
+            self.serving = true;
+        }
+    }
+}
+
+impl<L: Listen, P: IntoProtocol + 'static> Handler<CloseClients> for Server<L, P> {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseClients, _: &mut Context<Self>) {
+        for client in lock(&self.shared.clients).values() {
+            client.do_send(Close);
+        }
+    }
+}
+
+impl<L: Listen, P: IntoProtocol + 'static> Handler<AbortClients> for Server<L, P> {
+    type Result = ();
+
+    fn handle(&mut self, _: AbortClients, _: &mut Context<Self>) {
+        for client in lock(&self.shared.clients).values() {
+            client.do_send(Abort);
+        }
+    }
+}
+
+impl<L: Listen, P: IntoProtocol + 'static> Handler<GetServerStats> for Server<L, P> {
+    type Result = ResponseFuture<ServerStats>;
+
+    fn handle(&mut self, _: GetServerStats, _: &mut Context<Self>) -> Self::Result {
+        let connections = self.shared.live.load(SeqCst);
+        let accepted = self.shared.accepted.load(SeqCst);
+        let counts: Vec<oneshot::Receiver<usize>> = match &self.workers {
+            Workers::Current => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(alive_tasks());
+                vec![rx]
+            }
+            Workers::Pool(pool) => pool
+                .iter()
+                .map(|worker| {
+                    let (tx, rx) = oneshot::channel();
+                    worker.spawn_fn(move || {
+                        let _ = tx.send(alive_tasks());
+                    });
+                    rx
+                })
+                .collect(),
+        };
+        Box::pin(async move {
+            let mut worker_tasks = Vec::with_capacity(counts.len());
+            for count in counts {
+                worker_tasks.push(count.await.unwrap_or(0));
+            }
+            ServerStats {
+                connections,
+                accepted,
+                worker_tasks,
+            }
+        })
+    }
+}
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}

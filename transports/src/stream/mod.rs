@@ -1,0 +1,159 @@
+//! The generic stream transport: one actor over any `AsyncRead + AsyncWrite` that implements
+//! every guarantee of a switchboard stream transport once, for TCP, Unix sockets and every kind
+//! that builds on it.
+//!
+//! A transport kind is a [`StreamIo`]: the I/O object plus what it knows about itself (extra
+//! info, whether it can half-close, how to abort). [`spawn`] starts a transport over one and
+//! attaches the protocol the factory makes, in this order: the transport is created paused, the
+//! protocol is attached, `ConnectionMade` is queued to it, and only then does reading start.
+//!
+//! ```
+//! use actix::prelude::*;
+//! use switchboard_framework::prelude::*;
+//! use switchboard_transports::stream::{self, StreamConfig};
+//!
+//! struct Shout(Option<TransportHandle>);
+//! impl Actor for Shout { type Context = Context<Self>; }
+//! impl Handler<ConnectionMade> for Shout {
+//!     type Result = ();
+//!     fn handle(&mut self, ConnectionMade(t): ConnectionMade, _: &mut Context<Self>) { self.0 = Some(t); }
+//! }
+//! impl Handler<DataReceived> for Shout {
+//!     type Result = ();
+//!     fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
+//!         let transport = self.0.as_ref().unwrap();
+//!         transport.write(msg.data.to_ascii_uppercase());
+//!     }
+//! }
+//! impl Handler<ConnectionLost> for Shout {
+//!     type Result = ();
+//!     fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) { ctx.stop(); }
+//! }
+//!
+//! # #[actix::main]
+//! # async fn main() -> std::io::Result<()> {
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! let (ours, mut theirs) = tokio::net::UnixStream::pair()?;
+//! let (transport, _shout) = stream::spawn(ours, StreamConfig::default(), || Shout(None).start());
+//! theirs.write_all(b"hello").await?;
+//! let mut buf = [0; 5];
+//! theirs.read_exact(&mut buf).await?;
+//! assert_eq!(&buf, b"HELLO");
+//! transport.close();
+//! assert_eq!(theirs.read(&mut buf).await?, 0, "close sends EOF");
+//! # Ok(())
+//! # }
+//! ```
+
+mod transport;
+
+use std::time::Duration;
+
+use switchboard_framework::{ExtraInfo, IntoProtocol, TransportHandle, WriteBufferLimits};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use transport::StreamTransport;
+
+/// How much a transport buffers for a protocol that has not acknowledged its last delivery
+/// before it stops reading the socket: 256 KiB, asyncio's TLS read high-water mark.
+pub const DEFAULT_READ_BUFFER_LIMIT: usize = 256 * 1024;
+
+/// How long a write may make no progress before the connection is aborted with a
+/// [`WriteError::Stalled`](switchboard_framework::WriteError::Stalled) error: 30 s.
+pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long `Close` reads and discards what the peer still sends after our FIN, so the kernel
+/// does not answer unread data with a reset that destroys bytes the peer has not read: 1 s.
+pub const DEFAULT_CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The most bytes a transport reads in one wake-up before it yields to its mailbox and to other
+/// actors, so a flood cannot starve `Abort` or timers: 256 KiB.
+pub const MAX_READ_PER_WAKEUP: usize = 256 * 1024;
+
+/// An I/O object a stream transport can own.
+///
+/// Implemented for `tokio::net::TcpStream` and `tokio::net::UnixStream` (and for one end of a
+/// `UnixStream::pair`). A new stream kind implements this and reuses the whole transport.
+pub trait StreamIo: AsyncRead + AsyncWrite + Unpin + 'static {
+    /// The value of an extra-info key (`peername`, `sockname`, `socket`, ...), or `None` for a
+    /// key this kind does not know.
+    fn extra_info(&self, name: &str) -> Option<ExtraInfo>;
+
+    /// Whether the write side can be shut down while reading goes on.
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    /// Prepares an abortive close, called just before the transport drops the I/O object on
+    /// `Abort`: TCP sets `SO_LINGER` to zero so the peer sees a reset.
+    fn prepare_abort(&self) {}
+}
+
+/// The settings of one stream transport. Start from `StreamConfig::default()` and change what
+/// you need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamConfig {
+    /// The write-buffer limits at the start (default 64 KiB / 16 KiB).
+    pub write_buffer_limits: WriteBufferLimits,
+    /// See [`DEFAULT_READ_BUFFER_LIMIT`].
+    pub read_buffer_limit: usize,
+    /// See [`DEFAULT_WRITE_STALL_TIMEOUT`]; `None` waits forever, as asyncio does.
+    pub write_stall_timeout: Option<Duration>,
+    /// See [`DEFAULT_CLOSE_DRAIN_TIMEOUT`].
+    pub close_drain_timeout: Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            write_buffer_limits: WriteBufferLimits::default(),
+            read_buffer_limit: DEFAULT_READ_BUFFER_LIMIT,
+            write_stall_timeout: Some(DEFAULT_WRITE_STALL_TIMEOUT),
+            close_drain_timeout: DEFAULT_CLOSE_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+impl StreamConfig {
+    /// Sets the initial write-buffer limits.
+    pub fn write_buffer_limits(mut self, limits: WriteBufferLimits) -> Self {
+        self.write_buffer_limits = limits;
+        self
+    }
+
+    /// Sets the read-buffer limit (at least 1 byte).
+    pub fn read_buffer_limit(mut self, limit: usize) -> Self {
+        self.read_buffer_limit = limit.max(1);
+        self
+    }
+
+    /// Sets the write stall timeout; `None` disables it.
+    pub fn write_stall_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.write_stall_timeout = timeout;
+        self
+    }
+
+    /// Sets how long `Close` drains inbound data.
+    pub fn close_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.close_drain_timeout = timeout;
+        self
+    }
+}
+
+/// Starts a stream transport over `io` on the current arbiter and attaches the protocol that
+/// `protocol` makes (call `.start()` inside it, so the protocol lives on the same arbiter).
+///
+/// Returns the transport's handle and what the protocol's [`IntoProtocol`] gives back, usually
+/// its `Addr`. The protocol receives `ConnectionMade` before anything else.
+pub fn spawn<IO, P>(
+    io: IO,
+    config: StreamConfig,
+    protocol: impl FnOnce() -> P,
+) -> (TransportHandle, P::Output)
+where
+    IO: StreamIo,
+    P: IntoProtocol,
+{
+    StreamTransport::start(io, config, protocol, None)
+}

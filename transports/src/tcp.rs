@@ -1,0 +1,256 @@
+//! TCP: `connect` (asyncio's `create_connection`) and `serve` (asyncio's `create_server`), both
+//! thin uses of the generic [stream transport](crate::stream).
+//!
+//! Sockets get `TCP_NODELAY`, as asyncio sets it. Extra info: `peername`, `sockname` (an
+//! [`SocketAddress::Inet`]) and `socket`. `Abort` resets the connection (`SO_LINGER` 0).
+//!
+//! ```
+//! use actix::prelude::*;
+//! use switchboard_framework::prelude::*;
+//! use switchboard_transports::tcp;
+//!
+//! /// Echoes every byte back.
+//! struct Echo(Option<TransportHandle>);
+//! impl Actor for Echo { type Context = Context<Self>; }
+//! impl Handler<ConnectionMade> for Echo {
+//!     type Result = ();
+//!     fn handle(&mut self, ConnectionMade(t): ConnectionMade, _: &mut Context<Self>) { self.0 = Some(t); }
+//! }
+//! impl Handler<DataReceived> for Echo {
+//!     type Result = ();
+//!     fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
+//!         if let Some(t) = &self.0 { t.write(msg.data); }
+//!     }
+//! }
+//! impl Handler<ConnectionLost> for Echo {
+//!     type Result = ();
+//!     fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) { ctx.stop(); }
+//! }
+//!
+//! # #[actix::main]
+//! # async fn main() -> std::io::Result<()> {
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! let server = tcp::serve("127.0.0.1:0", || Echo(None).start()).await?;
+//! let addr = server.addresses()[0].as_inet().unwrap();
+//!
+//! let mut client = tokio::net::TcpStream::connect(addr).await?;
+//! client.write_all(b"ping").await?;
+//! let mut reply = [0; 4];
+//! client.read_exact(&mut reply).await?;
+//! assert_eq!(&reply, b"ping");
+//!
+//! server.close().await;
+//! server.close_clients().await;
+//! server.wait_closed().await;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::{
+    io, net,
+    os::fd::AsRawFd,
+    task::{Context as TaskContext, Poll, ready},
+};
+
+use switchboard_framework::{
+    AddressFamily, ExtraInfo, IntoProtocol, SocketAddress, SocketInfo, SocketKind, TransportHandle,
+    keys,
+};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs, lookup_host};
+
+use crate::{
+    server::{self, Detach, Listen, ServerHandle, ServerOptions, ServerSocket},
+    stream::{StreamConfig, StreamIo, StreamTransport},
+};
+
+impl StreamIo for TcpStream {
+    fn extra_info(&self, name: &str) -> Option<ExtraInfo> {
+        match name {
+            keys::PEERNAME => self.peer_addr().ok().map(ExtraInfo::from),
+            keys::SOCKNAME => self.local_addr().ok().map(ExtraInfo::from),
+            keys::SOCKET => {
+                let family = self
+                    .local_addr()
+                    .map_or(AddressFamily::Inet, |addr| AddressFamily::of(&addr));
+                Some(SocketInfo::new(self.as_raw_fd(), family, SocketKind::Stream).into())
+            }
+            _ => None,
+        }
+    }
+
+    fn prepare_abort(&self) {
+        if let Err(err) = self.set_zero_linger() {
+            tracing::debug!(%err, "could not set SO_LINGER 0 before abort");
+        }
+    }
+}
+
+/// Opens TCP connections with chosen settings; [`connect`] uses the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct TcpConnector {
+    config: StreamConfig,
+    local_addr: Option<net::SocketAddr>,
+}
+
+impl TcpConnector {
+    /// A connector with the default settings.
+    pub fn new() -> Self {
+        TcpConnector::default()
+    }
+
+    /// Sets the transport's settings.
+    pub fn config(mut self, config: StreamConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Binds the local end to this address before connecting (asyncio's `local_addr`).
+    pub fn local_addr(mut self, addr: net::SocketAddr) -> Self {
+        self.local_addr = Some(addr);
+        self
+    }
+
+    /// Connects to the first address of `addr` that accepts, in resolution order, then starts a
+    /// transport on the current arbiter with the protocol `protocol` makes.
+    ///
+    /// Returns once the transport is started; the protocol receives `ConnectionMade` before
+    /// any other event. When every address fails, the error is the last one.
+    pub async fn connect<P: IntoProtocol>(
+        &self,
+        addr: impl ToSocketAddrs,
+        protocol: impl FnOnce() -> P,
+    ) -> io::Result<(TransportHandle, P::Output)> {
+        let stream = self.open(addr).await?;
+        Ok(StreamTransport::start(
+            stream,
+            self.config.clone(),
+            protocol,
+            None,
+        ))
+    }
+
+    async fn open(&self, addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
+        let mut last_err = None;
+        for target in lookup_host(addr).await? {
+            match self.open_one(target).await {
+                Ok(stream) => return Ok(stream),
+                Err(err) => last_err = Some(err),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")
+        }))
+    }
+
+    async fn open_one(&self, target: net::SocketAddr) -> io::Result<TcpStream> {
+        let socket = match target {
+            net::SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            net::SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        if let Some(local) = self.local_addr {
+            socket.bind(local)?;
+        }
+        let stream = socket.connect(target).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// Connects to `addr` and starts a transport with the protocol `protocol` makes (asyncio's
+/// `create_connection`). Returns the transport's handle and the protocol's address.
+pub async fn connect<P: IntoProtocol>(
+    addr: impl ToSocketAddrs,
+    protocol: impl FnOnce() -> P,
+) -> io::Result<(TransportHandle, P::Output)> {
+    TcpConnector::new().connect(addr, protocol).await
+}
+
+/// Listens on every address `addr` resolves to and serves each connection with a protocol
+/// from `factory`, with the default [`ServerOptions`] (asyncio's `create_server`).
+pub async fn serve<F, P>(addr: impl ToSocketAddrs, factory: F) -> io::Result<ServerHandle>
+where
+    F: Fn() -> P + Send + Sync + 'static,
+    P: IntoProtocol + 'static,
+{
+    serve_with(addr, ServerOptions::default(), factory).await
+}
+
+/// [`serve`] with chosen options.
+pub async fn serve_with<F, P>(
+    addr: impl ToSocketAddrs,
+    options: ServerOptions,
+    factory: F,
+) -> io::Result<ServerHandle>
+where
+    F: Fn() -> P + Send + Sync + 'static,
+    P: IntoProtocol + 'static,
+{
+    let mut listeners = Vec::new();
+    for target in lookup_host(addr).await? {
+        listeners.push(TcpListen::bind(target, options.backlog)?);
+    }
+    if listeners.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "address resolved to nothing",
+        ));
+    }
+    Ok(server::start(listeners, options, factory))
+}
+
+struct TcpListen {
+    listener: TcpListener,
+    socket: ServerSocket,
+}
+
+impl TcpListen {
+    fn bind(addr: net::SocketAddr, backlog: u32) -> io::Result<Self> {
+        let socket = match addr {
+            net::SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            net::SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr).map_err(|err| {
+            io::Error::new(err.kind(), format!("could not bind on {addr}: {err}"))
+        })?;
+        let listener = socket.listen(backlog)?;
+        let local = listener.local_addr()?;
+        let info = SocketInfo::new(
+            listener.as_raw_fd(),
+            AddressFamily::of(&local),
+            SocketKind::Stream,
+        );
+        Ok(TcpListen {
+            listener,
+            socket: ServerSocket::new(SocketAddress::Inet(local), info),
+        })
+    }
+}
+
+impl Listen for TcpListen {
+    type Io = TcpStream;
+
+    fn poll_accept(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<TcpStream>> {
+        let (stream, _) = ready!(self.listener.poll_accept(cx))?;
+        stream.set_nodelay(true)?;
+        Poll::Ready(Ok(stream))
+    }
+
+    fn socket(&self) -> ServerSocket {
+        self.socket.clone()
+    }
+
+    fn close(self) {}
+}
+
+impl Detach for TcpStream {
+    type Detached = net::TcpStream;
+
+    fn detach(self) -> io::Result<net::TcpStream> {
+        self.into_std()
+    }
+
+    fn attach(detached: net::TcpStream) -> io::Result<TcpStream> {
+        TcpStream::from_std(detached)
+    }
+}

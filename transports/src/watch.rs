@@ -1,0 +1,110 @@
+//! The death pact: a transport aborts when its protocol actor stops.
+//!
+//! actix gives no notification when an actor stops; its address only reports
+//! `connected() == false` from then on. A transport checks that before every delivery, which
+//! covers busy connections. For idle ones, one sweep per arbiter thread checks every watched
+//! protocol every [`PROTOCOL_WATCH_INTERVAL`] and wakes the transports whose protocol is gone.
+//! Hand-written because nothing in actix or tokio watches an actor's liveness; one shared sweep
+//! costs a few nanoseconds per connection per interval and no timer per connection, which
+//! matters when a server holds tens of thousands of idle connections.
+
+use std::{
+    cell::{Cell, Ref, RefCell},
+    rc::{Rc, Weak},
+    task::Waker,
+    time::Duration,
+};
+
+use switchboard_framework::ProtocolHandle;
+
+/// How often idle transports check that their protocol actor is still running.
+pub const PROTOCOL_WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A transport's current protocol, watched for death.
+pub(crate) struct ProtocolWatch(Rc<Watched>);
+
+struct Watched {
+    protocol: RefCell<ProtocolHandle>,
+    waker: RefCell<Option<Waker>>,
+    gone: Cell<bool>,
+}
+
+#[derive(Default)]
+struct Watchlist {
+    entries: Vec<Weak<Watched>>,
+    sweeping: bool,
+}
+
+thread_local! {
+    static WATCHLIST: RefCell<Watchlist> = RefCell::new(Watchlist::default());
+}
+
+impl ProtocolWatch {
+    /// Watches `protocol`; must be called on an actix arbiter.
+    pub(crate) fn new(protocol: ProtocolHandle) -> Self {
+        let watched = Rc::new(Watched {
+            protocol: RefCell::new(protocol),
+            waker: RefCell::new(None),
+            gone: Cell::new(false),
+        });
+        WATCHLIST.with(|list| {
+            let mut list = list.borrow_mut();
+            list.entries.push(Rc::downgrade(&watched));
+            if !list.sweeping {
+                list.sweeping = true;
+                actix_rt::spawn(sweep());
+            }
+        });
+        ProtocolWatch(watched)
+    }
+
+    /// The protocol delivered to now.
+    pub(crate) fn protocol(&self) -> Ref<'_, ProtocolHandle> {
+        self.0.protocol.borrow()
+    }
+
+    /// Switches to another protocol; returns the previous one.
+    pub(crate) fn replace(&self, protocol: ProtocolHandle) -> ProtocolHandle {
+        self.0.gone.set(false);
+        self.0.protocol.replace(protocol)
+    }
+
+    /// Records the task to wake when the protocol is found gone.
+    pub(crate) fn set_waker(&self, waker: &Waker) {
+        let mut slot = self.0.waker.borrow_mut();
+        if !slot.as_ref().is_some_and(|known| known.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    /// Whether the protocol actor has stopped.
+    pub(crate) fn protocol_gone(&self) -> bool {
+        self.0.gone.get() || !self.0.protocol.borrow().is_alive()
+    }
+}
+
+async fn sweep() {
+    loop {
+        actix_rt::time::sleep(PROTOCOL_WATCH_INTERVAL).await;
+        let more = WATCHLIST.with(|list| {
+            let mut list = list.borrow_mut();
+            list.entries.retain(|entry| {
+                let Some(watched) = entry.upgrade() else {
+                    return false;
+                };
+                if !watched.gone.get() && !watched.protocol.borrow().is_alive() {
+                    watched.gone.set(true);
+                    if let Some(waker) = watched.waker.borrow().as_ref() {
+                        waker.wake_by_ref();
+                    }
+                }
+                true
+            });
+            list.sweeping = !list.entries.is_empty();
+            list.sweeping
+        });
+        if !more {
+            break;
+        }
+    }
+}
