@@ -102,6 +102,7 @@ async fn main() -> io::Result<ExitCode> {
     transport.send(WriteEof).await.map_err(io::Error::other)??;
     // ANCHOR_END: send
 
+    // ANCHOR: finish
     match lost.await {
         Ok(None) => Ok(ExitCode::SUCCESS),
         Ok(Some(err)) => {
@@ -110,4 +111,5 @@ async fn main() -> io::Result<ExitCode> {
         }
         Err(_) => Ok(ExitCode::FAILURE),
     }
+    // ANCHOR_END: finish
 }

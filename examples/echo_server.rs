@@ -48,8 +48,8 @@ impl Actor for Echo {
 impl Handler<ConnectionMade> for Echo {
     type Result = ();
 
-    fn handle(&mut self, ConnectionMade(transport): ConnectionMade, _: &mut Context<Self>) {
-        self.transport = Some(transport);
+    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+        self.transport = Some(msg.transport);
     }
 }
 
@@ -79,10 +79,12 @@ async fn main() -> io::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = Args::parse();
+    // ANCHOR: options
     let mut options = ServerOptions::default();
     if let Some(workers) = args.workers {
         options = options.workers(workers);
     }
+    // ANCHOR_END: options
 
     // ANCHOR: serve
     let server = match &args.unix {

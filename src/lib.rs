@@ -5,7 +5,7 @@ pub use switchboard_framework as framework;
 pub use switchboard_transports as transports;
 
 pub use switchboard_framework::*;
-pub use switchboard_transports::{server, tcp, unix};
+pub use switchboard_transports::{server, stream, tcp, unix};
 
 /// Everything a protocol author and a server author needs: `use switchboard::prelude::*;`.
 pub mod prelude {

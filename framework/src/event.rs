@@ -10,14 +10,33 @@ use crate::TransportHandle;
 
 /// The transport is ready; it carries the handle to command it with. The first event every
 /// protocol attached to a transport receives, a switched-to protocol included.
-#[derive(Debug, Clone, Message)]
+///
+/// Like [`DataReceived`], it carries an [`Ack`]: the transport reads nothing from the socket and
+/// delivers nothing more until it is released, by default when the handler returns. So whatever
+/// the handler sends (`PauseReading`, `SetWriteBufferLimits`, a greeting `Write`) takes effect
+/// before the first byte is read, as asyncio honours `pause_reading()` inside `connection_made`.
+/// A protocol that needs more time to set up keeps the `Ack` and drops it when ready.
+#[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct ConnectionMade(pub TransportHandle);
+#[non_exhaustive]
+pub struct ConnectionMade {
+    /// The handle to command the transport with; keep a clone.
+    pub transport: TransportHandle,
+    /// The acknowledgement; dropping it lets the transport start delivering.
+    pub ack: Ack,
+}
+
+impl ConnectionMade {
+    /// An attachment to `transport`, acknowledged by `ack`. For transports and tests.
+    pub fn new(transport: TransportHandle, ack: Ack) -> Self {
+        ConnectionMade { transport, ack }
+    }
+}
 
 /// Bytes from the peer (asyncio's `data_received`): never empty, in order, never duplicated.
 ///
-/// At most one `DataReceived` per transport is in flight. The [`Ack`] inside goes back to the
-/// transport when it is dropped, which by default is when the handler returns and the message
+/// At most one `DataReceived` per transport is in flight (counting the [`ConnectionMade`] before
+/// it). The [`Ack`] inside goes back to the transport when it is dropped, which by default is when the handler returns and the message
 /// is dropped with it; only then is the next chunk delivered. Bytes that arrive meanwhile are
 /// coalesced into that next chunk. A protocol that wants to slow the peer down keeps the `Ack`
 /// (`let DataReceived { data, ack, .. } = msg;`) and drops it when it is ready for more; the
@@ -43,8 +62,8 @@ impl DataReceived {
     }
 }
 
-/// The acknowledgement of one [`DataReceived`]: dropping it tells the transport the protocol is
-/// ready for the next chunk.
+/// The acknowledgement of one [`ConnectionMade`] or [`DataReceived`]: dropping it tells the
+/// transport the protocol is ready for the next chunk.
 pub struct Ack {
     target: Option<(TransportHandle, u64)>,
 }

@@ -37,8 +37,8 @@
 //!
 //! impl Handler<ConnectionMade> for Counter {
 //!     type Result = ();
-//!     fn handle(&mut self, ConnectionMade(transport): ConnectionMade, _: &mut Context<Self>) {
-//!         self.transport = Some(transport);
+//!     fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+//!         self.transport = Some(msg.transport);
 //!     }
 //! }
 //!

@@ -15,8 +15,9 @@ use crate::{
 ///
 /// For each transport it is attached to, a protocol receives, in this order:
 ///
-/// * `ConnectionMade` exactly once, first, carrying the transport's handle. Reading starts only
-///   after it is queued, so the protocol can `PauseReading` before the first byte.
+/// * `ConnectionMade` exactly once, first, carrying the transport's handle. The transport reads
+///   nothing until its handler has returned, so a `PauseReading` sent from it is honoured before
+///   the first byte.
 /// * `DataReceived` any number of times, each non-empty, in order, one at a time (the next is
 ///   delivered once the previous one's [`Ack`](crate::Ack) is dropped).
 /// * `EofReceived` at most once, after the last `DataReceived`, if the peer half-closed. Only
@@ -115,6 +116,14 @@ impl fmt::Debug for ProtocolHandle {
 impl<A: Protocol> From<Addr<A>> for ProtocolHandle {
     fn from(addr: Addr<A>) -> Self {
         ProtocolHandle::new(addr)
+    }
+}
+
+impl<A: Protocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> From<ProtocolBuilder<A, E, F>>
+    for ProtocolHandle
+{
+    fn from(builder: ProtocolBuilder<A, E, F>) -> Self {
+        builder.build()
     }
 }
 

@@ -12,9 +12,13 @@ pub struct TransportStats {
     pub deliveries: u64,
     /// Bytes read and waiting for delivery now.
     pub read_buffer_size: usize,
-    /// The most bytes ever waiting for delivery at once.
+    /// Bytes delivered and not yet acknowledged now.
+    pub read_in_flight: usize,
+    /// The most bytes ever read and not yet acknowledged (waiting plus in flight) at once;
+    /// never above `read_buffer_limit`, except by leftover bytes handed over by `SetProtocol`.
     pub read_buffer_peak: usize,
-    /// The limit past which the transport stops reading the socket.
+    /// The limit on bytes read and not yet acknowledged, past which the transport stops
+    /// reading the socket.
     pub read_buffer_limit: usize,
     /// Bytes waiting to be written now.
     pub write_buffer_size: usize,

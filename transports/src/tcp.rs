@@ -14,7 +14,7 @@
 //! impl Actor for Echo { type Context = Context<Self>; }
 //! impl Handler<ConnectionMade> for Echo {
 //!     type Result = ();
-//!     fn handle(&mut self, ConnectionMade(t): ConnectionMade, _: &mut Context<Self>) { self.0 = Some(t); }
+//!     fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) { self.0 = Some(msg.transport); }
 //! }
 //! impl Handler<DataReceived> for Echo {
 //!     type Result = ();

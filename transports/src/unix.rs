@@ -14,9 +14,9 @@
 //! impl Actor for Greeter { type Context = Context<Self>; }
 //! impl Handler<ConnectionMade> for Greeter {
 //!     type Result = ();
-//!     fn handle(&mut self, ConnectionMade(t): ConnectionMade, _: &mut Context<Self>) {
-//!         t.write("hello\n");
-//!         t.close();
+//!     fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+//!         msg.transport.write("hello\n");
+//!         msg.transport.close();
 //!     }
 //! }
 //! impl Handler<DataReceived> for Greeter {

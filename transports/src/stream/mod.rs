@@ -16,7 +16,7 @@
 //! impl Actor for Shout { type Context = Context<Self>; }
 //! impl Handler<ConnectionMade> for Shout {
 //!     type Result = ();
-//!     fn handle(&mut self, ConnectionMade(t): ConnectionMade, _: &mut Context<Self>) { self.0 = Some(t); }
+//!     fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) { self.0 = Some(msg.transport); }
 //! }
 //! impl Handler<DataReceived> for Shout {
 //!     type Result = ();
@@ -54,8 +54,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use transport::StreamTransport;
 
-/// How much a transport buffers for a protocol that has not acknowledged its last delivery
-/// before it stops reading the socket: 256 KiB, asyncio's TLS read high-water mark.
+/// The most bytes a transport holds read and not yet acknowledged by its protocol (the chunk in
+/// flight plus what arrived since) before it stops reading the socket: 256 KiB, asyncio's TLS
+/// read high-water mark. The peer then feels TCP back-pressure.
 pub const DEFAULT_READ_BUFFER_LIMIT: usize = 256 * 1024;
 
 /// How long a write may make no progress before the connection is aborted with a

@@ -61,7 +61,13 @@ pub struct StreamTransport<IO: StreamIo> {
     front: VecDeque<Bytes>,
     front_len: usize,
     read_chunk: usize,
-    in_flight: Option<u64>,
+    /// Acknowledgements (of `ConnectionMade` and `DataReceived`) not yet back, with the bytes
+    /// each delivered; nothing more is delivered while one is out, and their bytes count
+    /// against the read-buffer limit until they are back.
+    unacked: VecDeque<(u64, usize)>,
+    unacked_bytes: usize,
+    /// Whether the first `ConnectionMade` was acknowledged; nothing is read before.
+    attached: bool,
     seq: u64,
 
     // Writing.
@@ -134,7 +140,9 @@ impl<IO: StreamIo> StreamTransport<IO> {
             front: VecDeque::new(),
             front_len: 0,
             read_chunk: INITIAL_READ_CHUNK,
-            in_flight: None,
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
+            attached: false,
             seq: 0,
             queue: VecDeque::new(),
             ledger: WriteLedger::new(),
@@ -150,8 +158,14 @@ impl<IO: StreamIo> StreamTransport<IO> {
         (me, output)
     }
 
+    /// Bytes read and waiting for delivery.
     fn buffered(&self) -> usize {
         self.read_buf.len() + self.front_len
+    }
+
+    /// Bytes read and not yet acknowledged: what the read-buffer limit bounds.
+    fn unconsumed(&self) -> usize {
+        self.buffered() + self.unacked_bytes
     }
 
     fn is_reading(&self) -> bool {
@@ -356,9 +370,10 @@ impl<IO: StreamIo> StreamTransport<IO> {
         Ok(())
     }
 
-    /// Reads into the buffer while there is room and budget; never while paused.
+    /// Reads into the buffer while there is room and budget; never while paused, and never
+    /// before the protocol handled its `ConnectionMade`.
     fn poll_read_side(&mut self, cx: &mut TaskContext<'_>) -> io::Result<()> {
-        if !self.is_reading() {
+        if !self.is_reading() || !self.attached {
             return Ok(());
         }
         let Some(io) = self.io.as_mut() else {
@@ -369,7 +384,7 @@ impl<IO: StreamIo> StreamTransport<IO> {
             let room = self
                 .config
                 .read_buffer_limit
-                .saturating_sub(self.read_buf.len() + self.front_len);
+                .saturating_sub(self.read_buf.len() + self.front_len + self.unacked_bytes);
             if room == 0 {
                 // Back-pressure: leave the rest in the kernel until the protocol catches up.
                 break;
@@ -407,13 +422,13 @@ impl<IO: StreamIo> StreamTransport<IO> {
                 }
             }
         }
-        self.stats.read_buffer_peak = self.stats.read_buffer_peak.max(self.buffered());
+        self.stats.read_buffer_peak = self.stats.read_buffer_peak.max(self.unconsumed());
         Ok(())
     }
 
     /// Delivers the next chunk (or the EOF) if nothing is in flight and reading is not paused.
     fn deliver(&mut self) {
-        if self.state != State::Open || self.paused || self.in_flight.is_some() {
+        if self.state != State::Open || self.paused || !self.unacked.is_empty() {
             return;
         }
         let data = if let Some(front) = self.front.pop_front() {
@@ -430,13 +445,18 @@ impl<IO: StreamIo> StreamTransport<IO> {
             }
             return;
         };
-        self.seq += 1;
-        self.in_flight = Some(self.seq);
         self.stats.deliveries += 1;
-        let ack = Ack::new(self.me.clone(), self.seq);
+        let ack = self.issue_ack(data.len());
         self.protocol
             .protocol()
             .deliver(DataReceived::new(data, ack));
+    }
+
+    fn issue_ack(&mut self, bytes: usize) -> Ack {
+        self.seq += 1;
+        self.unacked.push_back((self.seq, bytes));
+        self.unacked_bytes += bytes;
+        Ack::new(self.me.clone(), self.seq)
     }
 
     /// Closing: once the write side is flushed and shut down, drain inbound data until the
@@ -527,7 +547,7 @@ impl<IO: StreamIo> fmt::Debug for StreamTransport<IO> {
         f.debug_struct("StreamTransport")
             .field("state", &self.state)
             .field("paused", &self.paused)
-            .field("in_flight", &self.in_flight)
+            .field("unacked", &self.unacked)
             .field("read_buffered", &self.buffered())
             .field("write_buffered", &self.flow.size())
             .finish_non_exhaustive()
@@ -557,9 +577,10 @@ impl<IO: StreamIo> Actor for StreamTransport<IO> {
         // Unbounded: `send` never waits for capacity, so `send` and `do_send` from one sender
         // keep their order. Memory is bounded by flow control, not by the mailbox.
         ctx.set_mailbox_capacity(0);
+        let ack = self.issue_ack(0);
         self.protocol
             .protocol()
-            .deliver(ConnectionMade(self.me.clone()));
+            .deliver(ConnectionMade::new(self.me.clone(), ack));
         ctx.spawn(Driver);
     }
 
@@ -724,14 +745,14 @@ impl<IO: StreamIo> Handler<SetProtocol> for StreamTransport<IO> {
         let SetProtocol {
             protocol, leftover, ..
         } = msg;
-        protocol.deliver(ConnectionMade(self.me.clone()));
+        protocol.deliver(ConnectionMade::new(self.me.clone(), self.issue_ack(0)));
         if self.flow.is_paused() {
             protocol.deliver(PauseWriting);
         }
         if !leftover.is_empty() && self.state == State::Open {
             self.front_len += leftover.len();
             self.front.push_front(leftover);
-            self.stats.read_buffer_peak = self.stats.read_buffer_peak.max(self.buffered());
+            self.stats.read_buffer_peak = self.stats.read_buffer_peak.max(self.unconsumed());
         }
         MessageResult(self.protocol.replace(protocol))
     }
@@ -760,6 +781,7 @@ impl<IO: StreamIo> Handler<GetStats> for StreamTransport<IO> {
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         let mut stats = self.stats;
         stats.read_buffer_size = self.buffered();
+        stats.read_in_flight = self.unacked_bytes;
         stats.read_buffer_limit = self.config.read_buffer_limit;
         stats.write_buffer_size = self.flow.size();
         MessageResult(stats)
@@ -770,8 +792,12 @@ impl<IO: StreamIo> Handler<DeliveryAcked> for StreamTransport<IO> {
     type Result = ();
 
     fn handle(&mut self, msg: DeliveryAcked, _: &mut Context<Self>) {
-        if self.in_flight == Some(msg.seq) {
-            self.in_flight = None;
+        if let Some(index) = self.unacked.iter().position(|(seq, _)| *seq == msg.seq) {
+            let (_, bytes) = self.unacked.remove(index).unwrap_or_default();
+            self.unacked_bytes -= bytes;
+        }
+        if self.unacked.is_empty() {
+            self.attached = true;
         }
     }
 }

@@ -1,0 +1,259 @@
+//! Guarantees 6 (close and abort) and 7 (half-close), over TCP and Unix sockets.
+
+mod support;
+
+use std::{io, time::Duration};
+
+use actix::prelude::*;
+use support::{Kind, Probe, ProbeOptions, pair, send_all};
+use switchboard::{prelude::*, stream::StreamConfig};
+use tokio::io::AsyncWriteExt;
+
+for_each_kind!(
+    close_with_ten_mib_queued_delivers_all_of_it,
+    abort_delivers_none_of_it_and_resets,
+    close_and_abort_are_idempotent_and_abort_overrides_close,
+    is_closing_is_true_from_close_on,
+    writes_after_close_are_refused_and_never_reach_the_wire,
+    close_drains_unread_input_so_the_peer_gets_everything,
+    peer_eof_closes_after_flushing_by_default,
+    keep_open_leaves_the_connection_writable,
+    write_eof_flushes_then_half_closes_and_reading_goes_on,
+    eof_is_delivered_after_the_data_and_never_while_paused,
+);
+
+const TEN_MIB: usize = 10 * 1024 * 1024;
+
+async fn close_with_ten_mib_queued_delivers_all_of_it(kind: Kind) {
+    let (probe, mut events) = Probe::new(ProbeOptions::default());
+    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
+    events.made().await;
+    let data = support::pattern(0, TEN_MIB);
+    transport.write(data.clone());
+    transport.close();
+    assert!(transport.is_closing().await);
+    let (received, err) = peer.read_to_end_or_error().await;
+    assert!(err.is_none(), "clean EOF expected, got {err:?}");
+    assert_eq!(received.len(), TEN_MIB);
+    assert!(received == data[..], "bytes corrupted");
+    assert!(events.until_lost().await.is_none());
+}
+
+async fn abort_delivers_none_of_it_and_resets(kind: Kind) {
+    let (probe, mut events) = Probe::new(ProbeOptions::default());
+    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
+    events.made().await;
+    // Both in one go: the transport handles them in one mailbox pass, before writing anything.
+    transport.write(vec![1u8; TEN_MIB]);
+    transport.abort();
+    assert!(
+        events.lost().await.is_none(),
+        "abort ends in ConnectionLost(None)"
+    );
+    let (received, err) = peer.read_to_end_or_error().await;
+    assert!(
+        received.is_empty(),
+        "abort delivered {} bytes",
+        received.len()
+    );
+    if kind == Kind::Tcp {
+        let err = err.expect("the peer sees a reset");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+    }
+}
+
+async fn close_and_abort_are_idempotent_and_abort_overrides_close(kind: Kind) {
+    let (probe, mut events) = Probe::new(ProbeOptions::default());
+    let (transport, _, peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
+    events.made().await;
+    // The peer does not read: the close cannot finish flushing, so the abort cuts it short.
+    transport.write(vec![1u8; 64 * TEN_MIB / 10]);
+    transport.close();
+    transport.close();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(transport.send(GetWriteBufferSize).await.unwrap() > 0);
+    transport.abort();
+    transport.abort();
+    assert!(
+        events.until_lost().await.is_none(),
+        "exactly one ConnectionLost"
+    );
+    drop(peer);
+}
+
+async fn is_closing_is_true_from_close_on(kind: Kind) {
+    let (probe, mut events) = Probe::new(ProbeOptions::default());
+    let (transport, _, _peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
+    events.made().await;
+    assert!(!transport.send(IsClosing).await.unwrap());
+    transport.write(vec![1u8; TEN_MIB]); // the close stays pending while the peer does not read
+    transport.close();
+    assert!(transport.send(IsClosing).await.unwrap());
+    assert!(!transport.send(IsReading).await.unwrap());
+    transport.abort();
+    assert!(events.until_lost().await.is_none());
+}
+
+async fn writes_after_close_are_refused_and_never_reach_the_wire(kind: Kind) {
+    let (probe, mut events) = Probe::new(ProbeOptions::default());
+    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
+    events.made().await;
+    let before = transport.write_acked("before close;");
+    transport.close();
+    transport.write("fire-and-forget after close;");
+    let after = transport.write_acked("acknowledged after close;");
+    before.await.expect("written before the close");
+    let err = after.await.expect_err("refused");
+    assert_eq!(WriteError::of(&err), Some(WriteError::Closing));
+    let (received, err) = peer.read_to_end_or_error().await;
+    assert!(err.is_none());
+    assert_eq!(received, b"before close;");
+    assert!(events.until_lost().await.is_none());
+}
+
+async fn close_drains_unread_input_so_the_peer_gets_everything(kind: Kind) {
+    let (probe, mut events) = Probe::new(ProbeOptions {
+        pause_on_made: true, // the protocol never reads what the peer sends
+        ..ProbeOptions::default()
+    });
+    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
+    events.made().await;
+    send_all(&mut peer, &vec![2u8; 100_000]).await; // unread input waiting in the kernel
+    let reply = support::pattern(7, 200_000);
+    transport.write(reply.clone());
+    transport.close();
+    // Without the drain, closing a socket with unread input sends a reset, and the peer loses
+    // whatever it had not read yet.
+    let mut received = Vec::new();
+    let mut chunk = vec![0; 4096];
+    loop {
+        tokio::time::sleep(Duration::from_millis(1)).await; // a slow reader, so the reset would win
+        match tokio::io::AsyncReadExt::read(&mut peer, &mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(err) => panic!("peer lost data to {err} after {} bytes", received.len()),
+        }
+    }
+    assert!(received == reply[..]);
+    peer.shutdown_write().await;
+    assert!(events.until_lost().await.is_none());
+}
+
+async fn peer_eof_closes_after_flushing_by_default(kind: Kind) {
+    /// Echoes, without handling EofReceived: the transport closes on EOF (asyncio's default).
+    struct Echo(Option<TransportHandle>);
+    impl Actor for Echo {
+        type Context = Context<Self>;
+    }
+    impl Handler<ConnectionMade> for Echo {
+        type Result = ();
+        fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+            self.0 = Some(msg.transport);
+        }
+    }
+    impl Handler<DataReceived> for Echo {
+        type Result = ();
+        fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
+            // A big reply, so the close has something to flush.
+            let reply: Vec<u8> = msg
+                .data
+                .iter()
+                .cycle()
+                .take(msg.data.len() * 1000)
+                .copied()
+                .collect();
+            self.0.as_ref().unwrap().write(reply);
+        }
+    }
+    impl Handler<ConnectionLost> for Echo {
+        type Result = ();
+        fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
+            ctx.stop();
+        }
+    }
+    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || Echo(None).start()).await;
+    send_all(&mut peer, b"0123456789").await;
+    peer.shutdown_write().await;
+    let (received, err) = peer.read_to_end_or_error().await;
+    assert!(err.is_none());
+    assert_eq!(
+        received.len(),
+        10_000,
+        "everything flushed before the close"
+    );
+    while transport.is_alive() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn keep_open_leaves_the_connection_writable(kind: Kind) {
+    let (probe, mut events) = Probe::new(ProbeOptions {
+        keep_open_on_eof: true,
+        ..ProbeOptions::default()
+    });
+    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
+    events.made().await;
+    send_all(&mut peer, b"question").await;
+    peer.shutdown_write().await;
+    assert_eq!(events.data_until_eof().await, b"question");
+    events.assert_quiet(Duration::from_millis(200)).await; // still open
+    transport
+        .write_acked("late answer")
+        .await
+        .expect("writable after the peer's EOF");
+    transport.close();
+    let (received, err) = peer.read_to_end_or_error().await;
+    assert!(err.is_none());
+    assert_eq!(received, b"late answer");
+    assert!(events.lost().await.is_none());
+}
+
+async fn write_eof_flushes_then_half_closes_and_reading_goes_on(kind: Kind) {
+    let (probe, mut events) = Probe::new(ProbeOptions::default());
+    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
+    events.made().await;
+    assert!(transport.send(CanWriteEof).await.unwrap());
+    let data = support::pattern(3, 1024 * 1024);
+    transport.write(data.clone());
+    let eof = transport.send(WriteEof);
+    let (received, err) = peer.read_to_end_or_error().await;
+    assert!(err.is_none());
+    assert!(received == data[..], "flushed before the FIN");
+    eof.await.unwrap().expect("the FIN was sent");
+    // Writing is over; reading is not.
+    let err = transport.write_acked("after eof").await.unwrap_err();
+    assert_eq!(WriteError::of(&err), Some(WriteError::AfterEof));
+    send_all(&mut peer, b"still listening").await;
+    assert_eq!(events.data(15).await, b"still listening");
+    // WriteEof again is fine.
+    transport.send(WriteEof).await.unwrap().unwrap();
+    peer.shutdown_write().await;
+    assert!(events.data_until_eof().await.is_empty());
+    assert!(events.lost().await.is_none());
+}
+
+async fn eof_is_delivered_after_the_data_and_never_while_paused(kind: Kind) {
+    let (probe, mut events) = Probe::new(ProbeOptions {
+        hold_acks: true,
+        ..ProbeOptions::default()
+    });
+    let (transport, probe, mut peer) =
+        pair(kind, StreamConfig::default(), || probe.start_full()).await;
+    events.made().await;
+    send_all(&mut peer, b"first").await;
+    assert_eq!(events.data(5).await, b"first");
+    send_all(&mut peer, b"second").await;
+    peer.shutdown_write().await;
+    while transport.send(GetStats).await.unwrap().read_buffer_size < 6 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    transport.pause_reading();
+    probe.do_send(support::ReleaseAcks {
+        keep_holding: false,
+    });
+    events.assert_quiet(Duration::from_millis(200)).await; // neither the data nor the EOF
+    transport.resume_reading();
+    assert_eq!(events.data_until_eof().await, b"second");
+    assert!(events.lost().await.is_none());
+    let _ = peer.flush().await;
+}
