@@ -1,7 +1,8 @@
 //! An echo server: every byte a client sends comes back to it.
 //!
-//! It shows the smallest useful protocol, a server over TCP or a Unix socket, and a graceful
-//! shutdown. When a client half-closes, the server finishes echoing what it received, then
+//! It shows the smallest useful protocol, back-pressure from the write buffer to the socket
+//! (a client that never reads cannot make the server buffer without bound), a server over TCP
+//! or a Unix socket, and a graceful shutdown. When a client half-closes, the server finishes echoing what it received, then
 //! closes. On SIGINT or SIGTERM it stops accepting, closes every connection gracefully (queued
 //! bytes are still delivered) and exits 0.
 //!
@@ -18,7 +19,7 @@ use std::{io, path::PathBuf};
 
 use actix::prelude::*;
 use clap::Parser;
-use switchboard::prelude::*;
+use switchboard::{Handled, ProtocolBuilder, Unhandled, prelude::*};
 
 #[derive(Debug, Parser)]
 #[command(about = "An echo server over TCP or a Unix socket")]
@@ -72,6 +73,35 @@ impl Handler<ConnectionLost> for Echo {
 }
 // ANCHOR_END: protocol
 
+// ANCHOR: backpressure
+/// A client that sends faster than it reads would fill the write buffer with echoes; so while
+/// the buffer is over its high-water mark, stop reading, and the client feels TCP back-pressure.
+impl Handler<PauseWriting> for Echo {
+    type Result = ();
+
+    fn handle(&mut self, _: PauseWriting, _: &mut Context<Self>) {
+        if let Some(transport) = &self.transport {
+            transport.pause_reading();
+        }
+    }
+}
+
+impl Handler<ResumeWriting> for Echo {
+    type Result = ();
+
+    fn handle(&mut self, _: ResumeWriting, _: &mut Context<Self>) {
+        if let Some(transport) = &self.transport {
+            transport.resume_reading();
+        }
+    }
+}
+
+/// Makes an `Echo` for each connection, opted in to the write-flow events.
+fn echo() -> ProtocolBuilder<Echo, Unhandled, Handled> {
+    ProtocolHandle::builder(Echo::default().start()).write_flow()
+}
+// ANCHOR_END: backpressure
+
 #[actix::main]
 async fn main() -> io::Result<()> {
     tracing_subscriber::fmt()
@@ -88,8 +118,8 @@ async fn main() -> io::Result<()> {
 
     // ANCHOR: serve
     let server = match &args.unix {
-        Some(path) => unix::serve_with(path, options, || Echo::default().start()).await?,
-        None => tcp::serve_with(&args.addr, options, || Echo::default().start()).await?,
+        Some(path) => unix::serve_with(path, options, echo).await?,
+        None => tcp::serve_with(&args.addr, options, echo).await?,
     };
     println!("listening on {}", server.addresses()[0]);
     // ANCHOR_END: serve

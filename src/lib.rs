@@ -1,11 +1,15 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
 
 pub use switchboard_framework as framework;
 pub use switchboard_transports as transports;
 
 pub use switchboard_framework::*;
-pub use switchboard_transports::{server, stream, tcp, unix};
+pub use switchboard_transports::{
+    PROTOCOL_WATCH_INTERVAL, ServerHandle, ServerOptions, StreamConfig, StreamIo, TcpConnector,
+    server, stream, tcp, unix,
+};
 
 /// Everything a protocol author and a server author needs: `use switchboard::prelude::*;`.
 pub mod prelude {

@@ -17,8 +17,9 @@ pub mod keys {
 /// One value of a transport's extra information, asked for by key with
 /// [`GetExtraInfo`](crate::GetExtraInfo).
 ///
-/// Values are snapshots taken when the transport was made (asyncio does the same), so they stay
-/// valid while the transport closes.
+/// Values come from the socket when asked, so they cost nothing on connections nobody asks
+/// about. Once the transport has stopped, every key returns the caller's default (asyncio keeps
+/// snapshots taken at creation instead).
 #[derive(Debug, Clone, PartialEq, Eq, From)]
 #[non_exhaustive]
 pub enum ExtraInfo {

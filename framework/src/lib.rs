@@ -97,6 +97,7 @@
 //!
 //! [switchboard]: https://docs.rs/switchboard
 #![forbid(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
 
 mod command;
 mod error;

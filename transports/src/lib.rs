@@ -18,6 +18,7 @@
 //! `Close`, even with no handle left; its worker arbiters stop once it is closed and its last
 //! connection is gone.
 #![forbid(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
 
 pub mod server;
 pub mod stream;

@@ -11,7 +11,7 @@
 //! | [`Sockets`] | `sockets` | the listening sockets, empty after `Close` |
 //! | [`IsServing`] / [`StartServing`] | `is_serving()` / `start_serving()` | |
 //! | [`CloseClients`] / [`AbortClients`] | `close_clients()` / `abort_clients()` | `Close` / `Abort` every live connection |
-//! | [`GetServerStats`] | – | live connections, connections accepted, tasks per worker |
+//! | [`GetServerStats`] | – | live connections and connections accepted |
 //!
 //! Each connection's transport and protocol live on the same worker arbiter: the protocol
 //! factory runs there. Past [`ServerOptions::max_connections`] the server stops accepting and
@@ -187,15 +187,13 @@ impl ServerSocket {
 }
 
 /// The reply to [`GetServerStats`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ServerStats {
     /// Connections alive now.
     pub connections: usize,
     /// Connections accepted since the server started.
     pub accepted: u64,
-    /// Tasks alive on each worker arbiter (actors included), for leak checks.
-    pub worker_tasks: Vec<usize>,
 }
 
 /// A listening socket a server can accept from.
@@ -669,44 +667,12 @@ impl<L: Listen, P: IntoProtocol + 'static> Handler<AbortClients> for Server<L, P
 }
 
 impl<L: Listen, P: IntoProtocol + 'static> Handler<GetServerStats> for Server<L, P> {
-    type Result = ResponseFuture<ServerStats>;
+    type Result = MessageResult<GetServerStats>;
 
     fn handle(&mut self, _: GetServerStats, _: &mut Context<Self>) -> Self::Result {
-        let connections = self.shared.live.load(SeqCst);
-        let accepted = self.shared.accepted.load(SeqCst);
-        let counts: Vec<oneshot::Receiver<usize>> = match &self.workers {
-            Workers::Current => {
-                let (tx, rx) = oneshot::channel();
-                let _ = tx.send(alive_tasks());
-                vec![rx]
-            }
-            Workers::Pool(pool) => pool
-                .iter()
-                .map(|worker| {
-                    let (tx, rx) = oneshot::channel();
-                    worker.spawn_fn(move || {
-                        let _ = tx.send(alive_tasks());
-                    });
-                    rx
-                })
-                .collect(),
-        };
-        Box::pin(async move {
-            let mut worker_tasks = Vec::with_capacity(counts.len());
-            for count in counts {
-                worker_tasks.push(count.await.unwrap_or(0));
-            }
-            ServerStats {
-                connections,
-                accepted,
-                worker_tasks,
-            }
+        MessageResult(ServerStats {
+            connections: self.shared.live.load(SeqCst),
+            accepted: self.shared.accepted.load(SeqCst),
         })
     }
-}
-
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
 }

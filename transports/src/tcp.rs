@@ -38,6 +38,7 @@
 //! let mut reply = [0; 4];
 //! client.read_exact(&mut reply).await?;
 //! assert_eq!(&reply, b"ping");
+//! drop(client);
 //!
 //! server.close().await;
 //! server.close_clients().await;

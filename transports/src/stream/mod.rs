@@ -52,7 +52,7 @@ use std::time::Duration;
 use switchboard_framework::{ExtraInfo, IntoProtocol, TransportHandle, WriteBufferLimits};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use transport::StreamTransport;
+pub use transport::{StreamTransport, live_transports};
 
 /// The most bytes a transport holds read and not yet acknowledged by its protocol (the chunk in
 /// flight plus what arrived since) before it stops reading the socket: 256 KiB, asyncio's TLS

@@ -6,6 +6,7 @@ use std::{
     future::Future,
     io::{self, IoSlice},
     pin::Pin,
+    sync::atomic::{AtomicUsize, Ordering},
     task::{Context as TaskContext, Poll},
 };
 
@@ -42,6 +43,15 @@ const MAX_IOVECS: usize = 64;
 
 /// Called once when the transport has stopped (servers count their connections with it).
 pub(crate) type StopHook = Box<dyn FnOnce()>;
+
+/// Stream-transport actors started and not yet stopped, in this process.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// The number of stream-transport actors alive in this process (started and not yet stopped),
+/// for leak checks and monitoring.
+pub fn live_transports() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
 
 /// The stream-transport actor. Built with [`spawn`](super::spawn) or by a transport kind's
 /// `connect`/`serve`; addressed through a [`TransportHandle`].
@@ -577,6 +587,7 @@ impl<IO: StreamIo> Actor for StreamTransport<IO> {
         // Unbounded: `send` never waits for capacity, so `send` and `do_send` from one sender
         // keep their order. Memory is bounded by flow control, not by the mailbox.
         ctx.set_mailbox_capacity(0);
+        LIVE.fetch_add(1, Ordering::Relaxed);
         let ack = self.issue_ack(0);
         self.protocol
             .protocol()
@@ -585,6 +596,7 @@ impl<IO: StreamIo> Actor for StreamTransport<IO> {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
         self.state = State::Stopped;
         self.io = None;
         let stopped: io::Error = WriteError::Stopped.into();

@@ -1,0 +1,1078 @@
+//! A guided tour of switchboard: one program, no second terminal.
+//!
+//! It starts servers on loopback, connects to them and walks through what the framework does,
+//! printing a short narrated transcript:
+//!
+//! 1. a TCP server (`tcp::serve`) and a client (`tcp::connect`) exchange a line;
+//! 2. flow control: a client writes to a server that is not reading until its transport says
+//!    `PauseWriting`; the server reads again, and the client hears `ResumeWriting`;
+//! 3. a line protocol hands its live connection to a length-prefixed protocol with
+//!    `SetProtocol`, together with the frames the client pipelined behind the switch;
+//! 4. extra information: `peername`, `sockname`, `socket`, and a key the transport does not know;
+//! 5. closing: `Close`, `ConnectionLost(None)` on both sides, the server's `close` and
+//!    `wait_closed`;
+//! 6. the same protocols over a Unix socket.
+//!
+//! ```text
+//! cargo run --example tour
+//! RUST_LOG=debug cargo run --example tour     # with the framework's logs on stderr
+//! ```
+//!
+//! The transcript goes to stdout and reads the same on every run, except what is in `[brackets]`
+//! at the end of a line (ports, descriptors, byte counts). The tour exits 0 once every step did
+//! what it says, and 1, with the reason on stderr, as soon as one did not; a step stuck for
+//! 15 seconds fails rather than hang.
+//!
+//! The server's protocols run on worker threads, so instead of printing, every protocol here
+//! reports what it sees to `main` over a channel, and `main` tells the story in a stable order.
+//! A real protocol would do its work in those handlers instead.
+
+use std::{fmt, io, net::SocketAddr, path::Path, process::ExitCode, time::Duration};
+
+use actix::prelude::*;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use switchboard::{UnixAddress, prelude::*};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+/// Where every server of the tour listens: loopback, on a port the kernel picks.
+const LOOPBACK: &str = "127.0.0.1:0";
+
+/// How long one step may take. Each needs well under a second; reaching this means the step
+/// is stuck waiting for an event that never came.
+const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[actix::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+
+    match tour().await {
+        Ok(()) => {
+            println!("\ntour complete");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("tour: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The steps, in order. A new step is one more `step(..)` line and the function it runs.
+async fn tour() -> io::Result<()> {
+    println!("switchboard tour: servers and clients on loopback, all in this process");
+    let mut connection = step(1, "A TCP server and a client", first_connection()).await?;
+    step(2, "Flow control", flow_control()).await?;
+    let switch = switch_protocols(&mut connection);
+    step(3, "Switching protocols mid-connection", switch).await?;
+    step(4, "Extra information", extra_info(&connection)).await?;
+    step(5, "Closing", close(connection)).await?;
+    step(6, "The same protocols over a Unix socket", over_unix()).await?;
+    Ok(())
+}
+
+/// Prints the heading of step `number`, then runs it within [`STEP_TIMEOUT`].
+async fn step<T>(
+    number: u32,
+    title: &str,
+    work: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    println!("\n{number}. {title}");
+    match tokio::time::timeout(STEP_TIMEOUT, work).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(err)) => Err(failure(format!("step {number} ({title}) failed: {err}"))),
+        Err(_) => Err(failure(format!(
+            "step {number} ({title}) is stuck: still running after {STEP_TIMEOUT:?}"
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server's protocols: lines first, length-prefixed frames after a switch.
+// ---------------------------------------------------------------------------------------------
+
+/// What the server's protocols tell `main`.
+#[derive(Debug)]
+enum ServerEvent {
+    /// A protocol received `ConnectionMade` (both do: the line protocol when the client
+    /// connects, the length-prefixed one when it is switched in).
+    Connected(TransportHandle),
+    /// The line protocol read a line and answered it.
+    Line(String),
+    /// The line protocol read `SWITCH` and handed over this many bytes it had not parsed.
+    Switched { leftover: usize },
+    /// The length-prefixed protocol decoded a frame and echoed it.
+    Frame(Bytes),
+    /// The protocol attached at the end received `ConnectionLost`.
+    Lost(Option<io::Error>),
+}
+
+/// The line that makes the line protocol hand the connection over.
+const SWITCH_COMMAND: &[u8] = b"SWITCH";
+
+/// The longest line the line protocol waits for; a peer that sends more without a newline is
+/// cut off instead of growing the buffer forever.
+const MAX_LINE: usize = 8 * 1024;
+
+// ANCHOR: line_protocol
+/// The server's first protocol: newline-terminated text. It answers every line in upper case,
+/// and on `SWITCH` hands the connection to a [`LengthProtocol`].
+struct LineProtocol {
+    transport: Option<TransportHandle>,
+    /// Received bytes not parsed yet: the start of a line whose newline has not arrived.
+    unparsed: BytesMut,
+    report: UnboundedSender<ServerEvent>,
+}
+
+impl LineProtocol {
+    fn new(report: UnboundedSender<ServerEvent>) -> Self {
+        LineProtocol {
+            transport: None,
+            unparsed: BytesMut::new(),
+            report,
+        }
+    }
+
+    fn report(&self, event: ServerEvent) {
+        // `main` may have given up already; then nobody is listening, and that is fine.
+        let _ = self.report.send(event);
+    }
+}
+
+impl Actor for LineProtocol {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade> for LineProtocol {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+        self.report(ServerEvent::Connected(msg.transport.clone()));
+        self.transport = Some(msg.transport);
+    }
+}
+
+impl Handler<DataReceived> for LineProtocol {
+    type Result = ();
+
+    fn handle(&mut self, msg: DataReceived, ctx: &mut Context<Self>) {
+        // `ConnectionMade` always comes first, so the transport is known here.
+        let Some(transport) = self.transport.clone() else {
+            return;
+        };
+        self.unparsed.extend_from_slice(&msg.data);
+        while let Some(line) = take_line(&mut self.unparsed) {
+            if line == SWITCH_COMMAND {
+                self.report(ServerEvent::Switched {
+                    leftover: self.unparsed.len(),
+                });
+                // ANCHOR: switch
+                // Whatever follows `SWITCH\n` is not ours: a client that does not wait for an
+                // answer has already sent its first frames behind the command. They travel with
+                // the switch and reach the new protocol before any byte the transport reads later.
+                let leftover = self.unparsed.split().freeze();
+                let frames = LengthProtocol::new(self.report.clone()).start();
+                transport.do_send(SetProtocol::new(frames).with_leftover(leftover));
+                // ANCHOR_END: switch
+                // Our part is over: from the next byte on, the transport delivers to the new
+                // protocol and sends us nothing more. Stopping does not touch the connection; only
+                // the death of its *current* protocol would abort it.
+                ctx.stop();
+                return;
+            }
+            let text = String::from_utf8_lossy(&line).into_owned();
+            transport.write(format!("{}\n", text.to_uppercase()));
+            self.report(ServerEvent::Line(text));
+        }
+        if self.unparsed.len() > MAX_LINE {
+            tracing::warn!(bytes = self.unparsed.len(), "line too long: closing");
+            self.unparsed.clear();
+            transport.close();
+        }
+        // Returning drops `msg`, and with it its acknowledgement: only then does the transport
+        // deliver another chunk. After a switch, it has handled our `SetProtocol` by then.
+    }
+}
+
+impl Handler<ConnectionLost> for LineProtocol {
+    type Result = ();
+
+    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
+        self.report(ServerEvent::Lost(err));
+        ctx.stop();
+    }
+}
+
+/// Takes one line off the front of `buf`, without its `\n`, if a whole line is there.
+fn take_line(buf: &mut BytesMut) -> Option<Bytes> {
+    let end = buf.iter().position(|&byte| byte == b'\n')?;
+    let mut line = buf.split_to(end + 1);
+    line.truncate(end);
+    Some(line.freeze())
+}
+// ANCHOR_END: line_protocol
+
+// ANCHOR: length_protocol
+/// The server's second protocol: frames of a 4-byte big-endian length and that many bytes. It
+/// echoes every frame back. Newlines mean nothing to it, and neither does `SWITCH`.
+struct LengthProtocol {
+    transport: Option<TransportHandle>,
+    /// Received bytes not decoded yet: the start of a frame that has not fully arrived.
+    undecoded: BytesMut,
+    report: UnboundedSender<ServerEvent>,
+}
+
+impl LengthProtocol {
+    fn new(report: UnboundedSender<ServerEvent>) -> Self {
+        LengthProtocol {
+            transport: None,
+            undecoded: BytesMut::new(),
+            report,
+        }
+    }
+
+    fn report(&self, event: ServerEvent) {
+        let _ = self.report.send(event);
+    }
+}
+
+impl Actor for LengthProtocol {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade> for LengthProtocol {
+    type Result = ();
+
+    /// A switched-in protocol starts like any other: with `ConnectionMade`, before the leftover.
+    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+        self.report(ServerEvent::Connected(msg.transport.clone()));
+        self.transport = Some(msg.transport);
+    }
+}
+
+impl Handler<DataReceived> for LengthProtocol {
+    type Result = ();
+
+    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
+        let Some(transport) = self.transport.clone() else {
+            return;
+        };
+        self.undecoded.extend_from_slice(&msg.data);
+        // Answer every frame of this chunk in one write.
+        let mut replies = BytesMut::new();
+        loop {
+            match decode_frame(&mut self.undecoded) {
+                Ok(Some(frame)) => {
+                    encode_frame(&frame, &mut replies);
+                    self.report(ServerEvent::Frame(frame));
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    tracing::warn!(%err, "bad frame: closing");
+                    self.undecoded.clear();
+                    transport.close();
+                    break;
+                }
+            }
+        }
+        if !replies.is_empty() {
+            transport.write(replies.freeze());
+        }
+    }
+}
+
+impl Handler<ConnectionLost> for LengthProtocol {
+    type Result = ();
+
+    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
+        self.report(ServerEvent::Lost(err));
+        ctx.stop();
+    }
+}
+
+/// The size of a frame's length prefix.
+const FRAME_HEADER: usize = 4;
+
+/// The longest frame accepted; a longer length is a protocol error, not a reason to buffer.
+const MAX_FRAME: usize = 64 * 1024;
+
+/// Appends `payload` to `out` as one frame.
+fn encode_frame(payload: &[u8], out: &mut BytesMut) {
+    let len = u32::try_from(payload.len()).expect("frames are far shorter than 4 GiB");
+    out.reserve(FRAME_HEADER + payload.len());
+    out.put_u32(len);
+    out.put_slice(payload);
+}
+
+/// Takes one frame off the front of `buf`, if a whole one is there.
+fn decode_frame(buf: &mut BytesMut) -> io::Result<Option<Bytes>> {
+    let Some(mut header) = buf.get(..FRAME_HEADER) else {
+        return Ok(None);
+    };
+    let len = header.get_u32() as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a frame of {len} bytes is over the {MAX_FRAME}-byte limit"),
+        ));
+    }
+    if buf.len() < FRAME_HEADER + len {
+        return Ok(None);
+    }
+    buf.advance(FRAME_HEADER);
+    Ok(Some(buf.split_to(len).freeze()))
+}
+// ANCHOR_END: length_protocol
+
+// ---------------------------------------------------------------------------------------------
+// The client side: a probe that forwards what it hears, and `main` playing the client's part.
+// ---------------------------------------------------------------------------------------------
+
+/// What a client's [`Probe`] tells `main`.
+#[derive(Debug)]
+enum ProbeEvent {
+    Data(Bytes),
+    Lost(Option<io::Error>),
+}
+
+/// The client's protocol in steps 1 and 3 to 6: it forwards everything to `main`, which reads
+/// it like a script would.
+struct Probe {
+    report: UnboundedSender<ProbeEvent>,
+}
+
+impl Actor for Probe {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade> for Probe {
+    type Result = ();
+
+    /// `connect` returns the transport's handle to `main` as well; nothing to keep here.
+    fn handle(&mut self, _: ConnectionMade, _: &mut Context<Self>) {}
+}
+
+impl Handler<DataReceived> for Probe {
+    type Result = ();
+
+    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
+        let _ = self.report.send(ProbeEvent::Data(msg.data));
+    }
+}
+
+impl Handler<ConnectionLost> for Probe {
+    type Result = ();
+
+    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
+        let _ = self.report.send(ProbeEvent::Lost(err));
+        ctx.stop();
+    }
+}
+
+/// The client end of a connection, as `main` sees it.
+struct Client {
+    transport: TransportHandle,
+    events: UnboundedReceiver<ProbeEvent>,
+    /// Bytes received and not read yet as a line or a frame.
+    received: BytesMut,
+}
+
+impl Client {
+    async fn connect_tcp(addr: SocketAddr) -> io::Result<Client> {
+        let (report, events) = unbounded_channel();
+        let (transport, _probe) = tcp::connect(addr, move || Probe { report }.start()).await?;
+        Ok(Client::new(transport, events))
+    }
+
+    async fn connect_unix(path: &Path) -> io::Result<Client> {
+        let (report, events) = unbounded_channel();
+        let (transport, _probe) = unix::connect(path, move || Probe { report }.start()).await?;
+        Ok(Client::new(transport, events))
+    }
+
+    fn new(transport: TransportHandle, events: UnboundedReceiver<ProbeEvent>) -> Client {
+        Client {
+            transport,
+            events,
+            received: BytesMut::new(),
+        }
+    }
+
+    async fn read_line(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(line) = take_line(&mut self.received) {
+                return Ok(String::from_utf8_lossy(&line).into_owned());
+            }
+            self.receive_more("a line").await?;
+        }
+    }
+
+    async fn read_frame(&mut self) -> io::Result<Bytes> {
+        loop {
+            if let Some(frame) = decode_frame(&mut self.received)? {
+                return Ok(frame);
+            }
+            self.receive_more("a frame").await?;
+        }
+    }
+
+    async fn receive_more(&mut self, awaited: &str) -> io::Result<()> {
+        match next(&mut self.events, "the client's probe").await? {
+            ProbeEvent::Data(data) => {
+                self.received.extend_from_slice(&data);
+                Ok(())
+            }
+            other => Err(unexpected(awaited, other)),
+        }
+    }
+
+    async fn connection_lost(&mut self) -> io::Result<Option<io::Error>> {
+        match next(&mut self.events, "the client's probe").await? {
+            ProbeEvent::Lost(err) => Ok(err),
+            other => Err(unexpected("the client's ConnectionLost", other)),
+        }
+    }
+}
+
+/// A line-protocol server, one client connected to it, and the server's end of that connection:
+/// what steps 1, 3, 4 and 5 share, and step 6 makes again over a Unix socket.
+struct LineConnection {
+    server: ServerHandle,
+    server_events: UnboundedReceiver<ServerEvent>,
+    /// The server's end of the connection: the same transport before and after the switch.
+    server_side: TransportHandle,
+    client: Client,
+}
+
+impl LineConnection {
+    async fn over_tcp() -> io::Result<LineConnection> {
+        let (report, server_events) = unbounded_channel();
+        // The factory runs once per connection, on the worker thread that will serve it.
+        let server =
+            tcp::serve(LOOPBACK, move || LineProtocol::new(report.clone()).start()).await?;
+        let addr = inet_address(&server);
+        println!("   server: tcp::serve with the line protocol [listening on {addr}]");
+        let client = Client::connect_tcp(addr).await?;
+        println!("   client: tcp::connect");
+        LineConnection::accepted(server, server_events, client).await
+    }
+
+    async fn over_unix(path: &Path) -> io::Result<LineConnection> {
+        let (report, server_events) = unbounded_channel();
+        let server = unix::serve(path, move || LineProtocol::new(report.clone()).start()).await?;
+        println!(
+            "   server: unix::serve with the line protocol [{}]",
+            path.display()
+        );
+        let client = Client::connect_unix(path).await?;
+        println!("   client: unix::connect");
+        LineConnection::accepted(server, server_events, client).await
+    }
+
+    async fn accepted(
+        server: ServerHandle,
+        mut server_events: UnboundedReceiver<ServerEvent>,
+        client: Client,
+    ) -> io::Result<LineConnection> {
+        let server_side = match next(&mut server_events, "the server").await? {
+            ServerEvent::Connected(transport) => transport,
+            other => return Err(unexpected("the server's ConnectionMade", other)),
+        };
+        println!("   server: the line protocol received ConnectionMade");
+        Ok(LineConnection {
+            server,
+            server_events,
+            server_side,
+            client,
+        })
+    }
+
+    /// Sends `text` as a line; the server's line protocol answers it in upper case.
+    async fn exchange_line(&mut self, text: &str) -> io::Result<()> {
+        self.client.transport.write(format!("{text}\n"));
+        println!("   client -> server: {text:?}");
+        match next(&mut self.server_events, "the server").await? {
+            ServerEvent::Line(line) if line == text => {
+                println!("   server: the line protocol read {line:?}");
+            }
+            other => return Err(unexpected(&format!("the line {text:?}"), other)),
+        }
+        let answer = self.client.read_line().await?;
+        if answer != text.to_uppercase() {
+            return Err(failure(format!(
+                "the server answered {answer:?} to {text:?}"
+            )));
+        }
+        println!("   server -> client: {answer:?}");
+        Ok(())
+    }
+
+    /// Waits for `ConnectionLost` on both ends (someone sent `Close`), then closes the server
+    /// and waits until it is closed.
+    async fn finish(mut self) -> io::Result<()> {
+        let client_err = self.client.connection_lost().await?;
+        println!("   client: {}", describe_lost(&client_err));
+        let server_err = match next(&mut self.server_events, "the server").await? {
+            ServerEvent::Lost(err) => err,
+            other => return Err(unexpected("the server's ConnectionLost", other)),
+        };
+        println!("   server: {}", describe_lost(&server_err));
+        if let Some(err) = client_err.or(server_err) {
+            return Err(failure(format!(
+                "a graceful close ended in an error: {err}"
+            )));
+        }
+
+        // `close` stops accepting; `wait_closed` resolves once every connection is gone too.
+        self.server.close().await;
+        self.server.wait_closed().await;
+        println!("   server: close() and wait_closed() returned");
+        Ok(())
+    }
+}
+
+/// Step 1: a line-protocol server over TCP, a client, and one line each way.
+async fn first_connection() -> io::Result<LineConnection> {
+    let mut connection = LineConnection::over_tcp().await?;
+    connection.exchange_line("hello, switchboard").await?;
+    Ok(connection)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 2: flow control.
+// ---------------------------------------------------------------------------------------------
+
+/// The write-buffer limits of the flow-control step, far below the 64 KiB default.
+const HIGH_WATER_MARK: usize = 16 * 1024;
+const LOW_WATER_MARK: usize = 4 * 1024;
+
+/// What the producer writes at a time.
+const CHUNK_SIZE: usize = 16 * 1024;
+
+/// What the producer sends in all: far more than the kernel's socket buffers on both ends hold
+/// (a few MiB on loopback), so a peer that does not read makes the write buffer grow.
+const TO_SEND: usize = 64 * MIB;
+
+const MIB: usize = 1024 * 1024;
+
+/// What the flow-control step's server protocol tells `main`.
+#[derive(Debug)]
+enum SinkEvent {
+    Connected(TransportHandle),
+    Lost {
+        received: usize,
+        err: Option<io::Error>,
+    },
+}
+
+/// The flow-control step's server protocol: counts what it receives, but pauses reading as soon
+/// as it connects, so the client's bytes pile up until `main` lets it read.
+struct Sink {
+    received: usize,
+    report: UnboundedSender<SinkEvent>,
+}
+
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade> for Sink {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+        // The transport reads nothing before this handler returns, so not one byte gets in.
+        msg.transport.pause_reading();
+        let _ = self.report.send(SinkEvent::Connected(msg.transport));
+    }
+}
+
+impl Handler<DataReceived> for Sink {
+    type Result = ();
+
+    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
+        self.received += msg.data.len();
+    }
+}
+
+impl Handler<ConnectionLost> for Sink {
+    type Result = ();
+
+    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
+        let received = self.received;
+        let _ = self.report.send(SinkEvent::Lost { received, err });
+        ctx.stop();
+    }
+}
+
+/// What the flow-control step's client protocol tells `main`.
+#[derive(Debug)]
+enum ProducerEvent {
+    Paused { sent: usize },
+    Resumed,
+    Done { sent: usize },
+    Lost(Option<io::Error>),
+}
+
+// ANCHOR: flow_control
+/// The flow-control step's client protocol: sends [`TO_SEND`] bytes as fast as the transport
+/// takes them and no faster. It writes while the transport has room, stops at `PauseWriting`,
+/// and goes on at `ResumeWriting`.
+struct Producer {
+    transport: Option<TransportHandle>,
+    chunk: Bytes,
+    sent: usize,
+    paused: bool,
+    /// Whether the next chunk is already scheduled, so `ResumeWriting` never starts a second
+    /// writing loop next to the first.
+    next_scheduled: bool,
+    report: UnboundedSender<ProducerEvent>,
+}
+
+/// Connects a [`Producer`]. A transport sends `PauseWriting` and `ResumeWriting` only to a
+/// protocol that opts in, with `write_flow()` on its handle; without it they are ignored.
+async fn connect_producer(
+    addr: SocketAddr,
+    report: UnboundedSender<ProducerEvent>,
+) -> io::Result<TransportHandle> {
+    let producer = move || ProtocolHandle::builder(Producer::new(report).start()).write_flow();
+    let (transport, _producer) = tcp::connect(addr, producer).await?;
+    Ok(transport)
+}
+
+impl Producer {
+    fn new(report: UnboundedSender<ProducerEvent>) -> Self {
+        Producer {
+            transport: None,
+            chunk: Bytes::from(vec![b'x'; CHUNK_SIZE]),
+            sent: 0,
+            paused: false,
+            next_scheduled: false,
+            report,
+        }
+    }
+
+    /// Writes the next chunk, then comes back for the one after, until paused or done.
+    fn produce(&mut self, ctx: &mut Context<Self>) {
+        if self.paused || self.next_scheduled {
+            return;
+        }
+        if self.sent == TO_SEND {
+            if let Some(transport) = self.transport.take() {
+                // `Close` flushes the write buffer before it shuts the connection down.
+                transport.close();
+                let _ = self.report.send(ProducerEvent::Done { sent: self.sent });
+            }
+            return;
+        }
+        let Some(transport) = &self.transport else {
+            return;
+        };
+        let len = CHUNK_SIZE.min(TO_SEND - self.sent);
+        transport.write(self.chunk.slice(..len));
+        self.sent += len;
+
+        // Yield before the next chunk, so the transport gets a turn to write to the socket and
+        // to tell us `PauseWriting`: here it runs on this very thread. (Sending ourselves a
+        // message with `ctx.notify` would not yield: actix handles it within the same poll.)
+        self.next_scheduled = true;
+        ctx.spawn(
+            tokio::task::yield_now()
+                .into_actor(self)
+                .map(|(), producer, ctx| {
+                    producer.next_scheduled = false;
+                    producer.produce(ctx);
+                }),
+        );
+    }
+}
+
+impl Handler<ConnectionMade> for Producer {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionMade, ctx: &mut Context<Self>) {
+        // A transport handles commands in the order they are sent, so these limits apply from
+        // the first write on. (They are valid, low <= high, so the reply can only be `Ok`.)
+        msg.transport.do_send(SetWriteBufferLimits {
+            high: Some(HIGH_WATER_MARK),
+            low: Some(LOW_WATER_MARK),
+        });
+        self.transport = Some(msg.transport);
+        self.produce(ctx);
+    }
+}
+
+impl Handler<PauseWriting> for Producer {
+    type Result = ();
+
+    /// The write buffer went over the high-water mark: the peer is slower than we are.
+    fn handle(&mut self, _: PauseWriting, _: &mut Context<Self>) {
+        self.paused = true;
+        let _ = self.report.send(ProducerEvent::Paused { sent: self.sent });
+    }
+}
+
+impl Handler<ResumeWriting> for Producer {
+    type Result = ();
+
+    /// The write buffer drained to the low-water mark: there is room again.
+    fn handle(&mut self, _: ResumeWriting, ctx: &mut Context<Self>) {
+        self.paused = false;
+        let _ = self.report.send(ProducerEvent::Resumed);
+        self.produce(ctx);
+    }
+}
+// ANCHOR_END: flow_control
+
+impl Actor for Producer {
+    type Context = Context<Self>;
+}
+
+impl Handler<DataReceived> for Producer {
+    type Result = ();
+
+    /// The sink never answers; a producer has nothing to read.
+    fn handle(&mut self, _: DataReceived, _: &mut Context<Self>) {}
+}
+
+impl Handler<ConnectionLost> for Producer {
+    type Result = ();
+
+    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
+        let _ = self.report.send(ProducerEvent::Lost(err));
+        ctx.stop();
+    }
+}
+
+/// Step 2: a producer writes to a sink that does not read, until its transport pauses it.
+async fn flow_control() -> io::Result<()> {
+    let (sink_report, mut sink_events) = unbounded_channel();
+    let server = tcp::serve(LOOPBACK, move || {
+        Sink {
+            received: 0,
+            report: sink_report.clone(),
+        }
+        .start()
+    })
+    .await?;
+    let addr = inet_address(&server);
+    println!("   server: a sink that pauses reading as soon as a client connects [{addr}]");
+
+    let (producer_report, mut producer_events) = unbounded_channel();
+    let client = connect_producer(addr, producer_report).await?;
+    println!(
+        "   client: a producer of {} MiB, with SetWriteBufferLimits and write_flow()",
+        TO_SEND / MIB
+    );
+    let sink = match next(&mut sink_events, "the sink").await? {
+        SinkEvent::Connected(transport) => transport,
+        other => return Err(unexpected("the sink's ConnectionMade", other)),
+    };
+    if sink.send(IsReading).await.map_err(transport_gone)? {
+        return Err(failure("the sink is still reading after PauseReading"));
+    }
+    println!("   server: the sink paused reading; IsReading says false");
+
+    let sent = match next(&mut producer_events, "the producer").await? {
+        ProducerEvent::Paused { sent } => sent,
+        ProducerEvent::Done { .. } => {
+            return Err(failure(format!(
+                "the producer sent all {} MiB without PauseWriting; the socket buffers held it all",
+                TO_SEND / MIB
+            )));
+        }
+        other => return Err(unexpected("PauseWriting", other)),
+    };
+    let (low, high) = client
+        .send(GetWriteBufferLimits)
+        .await
+        .map_err(transport_gone)?;
+    let buffered = client
+        .send(GetWriteBufferSize)
+        .await
+        .map_err(transport_gone)?;
+    println!("   client: write-buffer limits are low {low}, high {high}");
+    // The kernel's socket buffers, on both ends, filled up first; only then did the transport's
+    // own buffer start to grow.
+    println!(
+        "   client: PauseWriting: the write buffer went over the high-water mark \
+         [{sent} bytes written, {buffered} buffered]"
+    );
+
+    sink.resume_reading();
+    println!("   server: the sink resumes reading");
+    match next(&mut producer_events, "the producer").await? {
+        ProducerEvent::Resumed => {}
+        other => return Err(unexpected("ResumeWriting", other)),
+    }
+    println!(
+        "   client: ResumeWriting: the write buffer drained to the low-water mark; writing goes on"
+    );
+
+    // The sink now reads as fast as it can; the producer may pause and resume a few more times.
+    let mut pauses = 1;
+    let total = loop {
+        match next(&mut producer_events, "the producer").await? {
+            ProducerEvent::Paused { .. } => pauses += 1,
+            ProducerEvent::Resumed => {}
+            ProducerEvent::Done { sent } => break sent,
+            other => return Err(unexpected("the producer's end", other)),
+        }
+    };
+    println!(
+        "   client: wrote all {} MiB, then Close [{pauses} pause(s) in all]",
+        total / MIB
+    );
+
+    let producer_err = match next(&mut producer_events, "the producer").await? {
+        ProducerEvent::Lost(err) => err,
+        other => return Err(unexpected("the producer's ConnectionLost", other)),
+    };
+    let (received, sink_err) = match next(&mut sink_events, "the sink").await? {
+        SinkEvent::Lost { received, err } => (received, err),
+        other => return Err(unexpected("the sink's ConnectionLost", other)),
+    };
+    if let Some(err) = producer_err.or(sink_err) {
+        return Err(failure(format!(
+            "the flow-control connection failed: {err}"
+        )));
+    }
+    if received != total {
+        return Err(failure(format!(
+            "the sink received {received} bytes of {total}"
+        )));
+    }
+    println!(
+        "   server: the sink received all {} MiB; ConnectionLost(None) on both sides",
+        received / MIB
+    );
+
+    server.close().await;
+    server.wait_closed().await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps 3 to 6.
+// ---------------------------------------------------------------------------------------------
+
+/// The frames the client pipelines behind `SWITCH`. Newlines, and even the word `SWITCH`, are
+/// plain data once the length-prefixed protocol is in charge.
+const FRAMES: [&[u8]; 3] = [b"alpha", b"bravo\ncharlie", b"SWITCH\n"];
+
+/// Step 3: `SWITCH` and frames pipelined behind it, in one write.
+async fn switch_protocols(connection: &mut LineConnection) -> io::Result<()> {
+    // The command and the frames behind it, in one buffer and one write: the client does not
+    // wait for the switch to happen before it speaks the new protocol.
+    let mut pipelined = BytesMut::new();
+    pipelined.put_slice(SWITCH_COMMAND);
+    pipelined.put_u8(b'\n');
+    for frame in FRAMES {
+        encode_frame(frame, &mut pipelined);
+    }
+    connection.client.transport.write(pipelined.freeze());
+    println!(
+        "   client -> server, in one write: \"SWITCH\\n\" and {} length-prefixed frames",
+        FRAMES.len()
+    );
+
+    let events = &mut connection.server_events;
+    let leftover = match next(events, "the server").await? {
+        ServerEvent::Switched { leftover } => leftover,
+        other => return Err(unexpected("the switch", other)),
+    };
+    println!(
+        "   server: the line protocol read \"SWITCH\" and sent SetProtocol with the bytes it had not \
+         parsed [{leftover} bytes]"
+    );
+    match next(events, "the server").await? {
+        ServerEvent::Connected(transport) if transport.same_transport(&connection.server_side) => {}
+        other => {
+            return Err(unexpected(
+                "the length-prefixed protocol's ConnectionMade",
+                other,
+            ));
+        }
+    }
+    println!("   server: the length-prefixed protocol received ConnectionMade, same transport");
+    for expected in FRAMES {
+        match next(events, "the server").await? {
+            ServerEvent::Frame(frame) if frame == expected => {
+                println!(
+                    "   server: the length-prefixed protocol decoded {}",
+                    show(&frame)
+                );
+            }
+            other => return Err(unexpected(&format!("the frame {}", show(expected)), other)),
+        }
+    }
+
+    for expected in FRAMES {
+        let echoed = connection.client.read_frame().await?;
+        if echoed != expected {
+            return Err(failure(format!(
+                "the client got {} back instead of {}",
+                show(&echoed),
+                show(expected)
+            )));
+        }
+    }
+    println!("   client: got the {} frames back, intact", FRAMES.len());
+    Ok(())
+}
+
+/// Step 4: what the transports at both ends know about their sockets.
+async fn extra_info(connection: &LineConnection) -> io::Result<()> {
+    let client = &connection.client.transport;
+    let server_side = &connection.server_side;
+
+    // ANCHOR: extra_info
+    // Typed shortcuts for the keys every socket has...
+    let peer_addr = client.peer_addr().await; // Option<SocketAddr>
+    let sockname = client.sockname().await; // Option<SocketAddress>
+    let socket = client.socket().await; // Option<SocketInfo>
+
+    // ...over `GetExtraInfo`, asyncio's `get_extra_info` with its key names.
+    let server_peername = server_side
+        .send(GetExtraInfo::new(keys::PEERNAME))
+        .await
+        .map_err(transport_gone)?;
+
+    // A key the transport does not know returns the caller's default, never an error: `cipher`
+    // exists only on a connection that speaks TLS.
+    let cipher = client
+        .send(GetExtraInfo::new("cipher").or(ExtraInfo::Text("none".into())))
+        .await
+        .map_err(transport_gone)?;
+    // ANCHOR_END: extra_info
+
+    let server_addr = inet_address(&connection.server);
+    let peer_addr = peer_addr.ok_or_else(|| failure("the client has no peer_addr"))?;
+    if peer_addr != server_addr {
+        return Err(failure(format!(
+            "the client's peer is {peer_addr}, not the server at {server_addr}"
+        )));
+    }
+    println!("   client: peer_addr() is the server's listening address [{peer_addr}]");
+
+    let sockname = sockname.ok_or_else(|| failure("the client has no sockname"))?;
+    let server_peername = server_peername.as_ref().and_then(ExtraInfo::as_address);
+    if server_peername != Some(&sockname) {
+        return Err(failure(format!(
+            "the server's peername {server_peername:?} is not the client's sockname {sockname}"
+        )));
+    }
+    println!("   server: GetExtraInfo(\"peername\") is the client's sockname() [{sockname}]");
+
+    let socket = socket.ok_or_else(|| failure("the client has no socket"))?;
+    println!(
+        "   client: socket() is a {:?} socket of family {:?} [fd {}]",
+        socket.kind, socket.family, socket.fd
+    );
+
+    match cipher.as_ref().and_then(ExtraInfo::as_text) {
+        Some(default) => println!(
+            "   client: GetExtraInfo(\"cipher\") on plain TCP returns the caller's default, {default:?}"
+        ),
+        None => return Err(failure(format!("\"cipher\" on plain TCP gave {cipher:?}"))),
+    }
+    Ok(())
+}
+
+/// Step 5: the client closes; both protocols hear `ConnectionLost(None)`; the server closes.
+async fn close(connection: LineConnection) -> io::Result<()> {
+    let client = &connection.client.transport;
+    client.close();
+    println!("   client: Close");
+
+    // `Close` is a barrier: a write sent after it is refused and never reaches the wire.
+    match client.write_acked("too late\n").await {
+        Err(err) if WriteError::of(&err) == Some(WriteError::Closing) => {
+            println!("   client: a write after Close is refused: {err}");
+        }
+        other => {
+            return Err(failure(format!(
+                "a write after Close was not refused: {other:?}"
+            )));
+        }
+    }
+
+    // The client flushes and shuts its write side down; the server's length-prefixed protocol
+    // does not handle `EofReceived`, so the server closes too, as asyncio does by default.
+    connection.finish().await
+}
+
+/// Step 6: steps 1 and 5 again over a Unix socket, with the same protocol actors.
+async fn over_unix() -> io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("tour.sock");
+    let mut connection = LineConnection::over_unix(&path).await?;
+    connection.exchange_line("hello over a unix socket").await?;
+
+    let client = &connection.client.transport;
+    let peername = client.peername().await;
+    let sockname = client.sockname().await;
+    let socket_file = SocketAddress::Unix(UnixAddress::Pathname(path.clone()));
+    let unnamed = SocketAddress::Unix(UnixAddress::Unnamed);
+    if peername.as_ref() != Some(&socket_file) || sockname.as_ref() != Some(&unnamed) {
+        return Err(failure(format!(
+            "unexpected Unix addresses: peername {peername:?}, sockname {sockname:?}"
+        )));
+    }
+    println!("   client: peername() is the socket file; sockname() is unnamed");
+
+    client.close();
+    println!("   client: Close");
+    connection.finish().await?;
+    if path.exists() {
+        return Err(failure("the closed server left its socket file behind"));
+    }
+    println!("   server: the socket file is gone");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers.
+// ---------------------------------------------------------------------------------------------
+
+/// The address a TCP server listens on.
+fn inet_address(server: &ServerHandle) -> SocketAddr {
+    server
+        .addresses()
+        .first()
+        .and_then(SocketAddress::as_inet)
+        .expect("a TCP server on 127.0.0.1 listens on one IPv4 address")
+}
+
+/// The next thing a protocol reported.
+async fn next<T>(events: &mut UnboundedReceiver<T>, from: &str) -> io::Result<T> {
+    events
+        .recv()
+        .await
+        .ok_or_else(|| failure(format!("{from} stopped without reporting")))
+}
+
+fn unexpected(awaited: &str, got: impl fmt::Debug) -> io::Error {
+    failure(format!("waited for {awaited}, got {got:?}"))
+}
+
+fn failure(reason: impl Into<String>) -> io::Error {
+    io::Error::other(reason.into())
+}
+
+fn transport_gone(err: MailboxError) -> io::Error {
+    failure(format!("the transport stopped before it answered: {err}"))
+}
+
+fn describe_lost(err: &Option<io::Error>) -> String {
+    match err {
+        None => "ConnectionLost(None)".to_owned(),
+        Some(err) => format!("ConnectionLost(Some({err}))"),
+    }
+}
+
+/// A frame as text, quoted and escaped: `"bravo\ncharlie"`.
+fn show(frame: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(frame))
+}

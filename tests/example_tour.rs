@@ -1,0 +1,137 @@
+//! The tour example runs as a process and tells the story its docs promise: it exits 0, and its
+//! transcript, once the `[bracketed]` parts that vary from run to run are cut off, is exactly
+//! the one below, line for line.
+//!
+//! The tour checks each step itself and exits 1 when one goes wrong (frames that do not arrive
+//! after the switch leave it waiting until its own timeout), so a broken step fails here twice:
+//! by its exit status, and by the lines it did not print.
+
+#[path = "support/process.rs"]
+mod process;
+
+use std::time::Duration;
+
+use process::{Finished, Process, example_command};
+
+/// Longer than the tour's own 15-second timeout per step, so a stuck tour reports which step
+/// it was in before this test kills it.
+const TOUR_BOUND: Duration = Duration::from_secs(60);
+
+/// What the tour prints, without the `[bracketed]` ends of lines.
+const TRANSCRIPT: &[&str] = &[
+    "switchboard tour: servers and clients on loopback, all in this process",
+    "",
+    "1. A TCP server and a client",
+    "   server: tcp::serve with the line protocol",
+    "   client: tcp::connect",
+    "   server: the line protocol received ConnectionMade",
+    r#"   client -> server: "hello, switchboard""#,
+    r#"   server: the line protocol read "hello, switchboard""#,
+    r#"   server -> client: "HELLO, SWITCHBOARD""#,
+    "",
+    "2. Flow control",
+    "   server: a sink that pauses reading as soon as a client connects",
+    "   client: a producer of 64 MiB, with SetWriteBufferLimits and write_flow()",
+    "   server: the sink paused reading; IsReading says false",
+    "   client: write-buffer limits are low 4096, high 16384",
+    "   client: PauseWriting: the write buffer went over the high-water mark",
+    "   server: the sink resumes reading",
+    "   client: ResumeWriting: the write buffer drained to the low-water mark; writing goes on",
+    "   client: wrote all 64 MiB, then Close",
+    "   server: the sink received all 64 MiB; ConnectionLost(None) on both sides",
+    "",
+    "3. Switching protocols mid-connection",
+    r#"   client -> server, in one write: "SWITCH\n" and 3 length-prefixed frames"#,
+    r#"   server: the line protocol read "SWITCH" and sent SetProtocol with the bytes it had not parsed"#,
+    "   server: the length-prefixed protocol received ConnectionMade, same transport",
+    r#"   server: the length-prefixed protocol decoded "alpha""#,
+    r#"   server: the length-prefixed protocol decoded "bravo\ncharlie""#,
+    r#"   server: the length-prefixed protocol decoded "SWITCH\n""#,
+    "   client: got the 3 frames back, intact",
+    "",
+    "4. Extra information",
+    "   client: peer_addr() is the server's listening address",
+    r#"   server: GetExtraInfo("peername") is the client's sockname()"#,
+    "   client: socket() is a Stream socket of family Inet",
+    r#"   client: GetExtraInfo("cipher") on plain TCP returns the caller's default, "none""#,
+    "",
+    "5. Closing",
+    "   client: Close",
+    "   client: a write after Close is refused: transport is closing",
+    "   client: ConnectionLost(None)",
+    "   server: ConnectionLost(None)",
+    "   server: close() and wait_closed() returned",
+    "",
+    "6. The same protocols over a Unix socket",
+    "   server: unix::serve with the line protocol",
+    "   client: unix::connect",
+    "   server: the line protocol received ConnectionMade",
+    r#"   client -> server: "hello over a unix socket""#,
+    r#"   server: the line protocol read "hello over a unix socket""#,
+    r#"   server -> client: "HELLO OVER A UNIX SOCKET""#,
+    "   client: peername() is the socket file; sockname() is unnamed",
+    "   client: Close",
+    "   client: ConnectionLost(None)",
+    "   server: ConnectionLost(None)",
+    "   server: close() and wait_closed() returned",
+    "   server: the socket file is gone",
+    "",
+    "tour complete",
+];
+
+/// Runs the tour to completion and checks its exit status.
+fn run_tour() -> Finished {
+    let finished = Process::spawn("tour", example_command("tour", "warn")).finish(TOUR_BOUND);
+    assert_eq!(
+        finished.status.code(),
+        Some(0),
+        "the tour failed ({}); stdout:\n{}\nstderr:\n{}",
+        finished.status,
+        finished.stdout_text(),
+        finished.stderr_text()
+    );
+    finished
+}
+
+/// A line without its `[bracketed]` end, the part that varies from run to run.
+fn stable_part(line: &str) -> &str {
+    match line.rfind(" [") {
+        Some(start) if line.ends_with(']') => &line[..start],
+        _ => line,
+    }
+}
+
+#[test]
+fn tour_exits_0_and_tells_every_step() {
+    let finished = run_tour();
+    let stdout = finished.stdout_text();
+    let lines: Vec<&str> = stdout.lines().map(stable_part).collect();
+    for (number, (got, expected)) in lines.iter().zip(TRANSCRIPT).enumerate() {
+        assert_eq!(
+            got,
+            expected,
+            "line {} of the transcript differs; the whole transcript:\n{stdout}",
+            number + 1
+        );
+    }
+    assert_eq!(
+        lines.len(),
+        TRANSCRIPT.len(),
+        "the transcript has {} lines, not {}:\n{stdout}",
+        lines.len(),
+        TRANSCRIPT.len()
+    );
+}
+
+#[test]
+fn stable_part_cuts_only_a_bracketed_end() {
+    assert_eq!(
+        stable_part("   client: peer_addr() is it [127.0.0.1:1234]"),
+        "   client: peer_addr() is it"
+    );
+    assert_eq!(
+        stable_part("   client: wrote [not at the end] here"),
+        "   client: wrote [not at the end] here"
+    );
+    assert_eq!(stable_part("5. Closing"), "5. Closing");
+}

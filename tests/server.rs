@@ -1,0 +1,454 @@
+//! Servers: accepting, workers, Close / WaitClosed / Sockets / IsServing / StartServing /
+//! CloseClients / AbortClients, the connection limit, and back-off when out of descriptors.
+
+mod support;
+
+use std::{
+    collections::HashSet,
+    io,
+    sync::{Arc, Mutex},
+    thread::ThreadId,
+    time::Duration,
+};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use support::{Kind, Peer, ProbeOptions, Served, probe_factory, send_all};
+use switchboard::{prelude::*, server::ServerSocket};
+use tokio::io::AsyncReadExt;
+
+for_each_kind!(
+    close_stops_accepting_and_live_connections_go_on,
+    wait_closed_waits_for_every_connection,
+    close_clients_flushes_and_abort_clients_resets,
+    start_serving_later_and_sockets,
+    connection_limit_holds_the_excess_in_the_backlog,
+    a_panicking_protocol_leaves_the_others_alone,
+);
+
+/// Echoes, and records which thread it runs on.
+struct Echo {
+    transport: Option<TransportHandle>,
+    threads: ThreadLog,
+    factory_thread: ThreadId,
+}
+
+impl Actor for Echo {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade> for Echo {
+    type Result = ();
+    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+        self.threads
+            .lock()
+            .unwrap()
+            .push((self.factory_thread, std::thread::current().id()));
+        self.transport = Some(msg.transport);
+    }
+}
+
+impl Handler<DataReceived> for Echo {
+    type Result = ();
+    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
+        self.transport.as_ref().unwrap().write(msg.data);
+    }
+}
+
+impl Handler<ConnectionLost> for Echo {
+    type Result = ();
+    fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Which thread made each protocol, and which thread it handled `ConnectionMade` on.
+type ThreadLog = Arc<Mutex<Vec<(ThreadId, ThreadId)>>>;
+
+fn echo_factory() -> (impl Fn() -> Addr<Echo> + Send + Sync + 'static, ThreadLog) {
+    let threads = Arc::new(Mutex::new(Vec::new()));
+    let log = threads.clone();
+    let factory = move || {
+        Echo {
+            transport: None,
+            threads: log.clone(),
+            factory_thread: std::thread::current().id(),
+        }
+        .start()
+    };
+    (factory, threads)
+}
+
+async fn echo_once(peer: &mut Peer, text: &[u8]) {
+    send_all(peer, text).await;
+    assert_eq!(peer.read_n(text.len()).await, text);
+}
+
+#[actix_rt::test]
+async fn connections_spread_over_workers_with_protocol_and_transport_together() {
+    support::deadline(async {
+        let (factory, threads) = echo_factory();
+        let served = Served::start(Kind::Tcp, ServerOptions::default().workers(2), factory).await;
+        let mut peers = Vec::new();
+        for i in 0..4u8 {
+            let mut peer = served.connect_raw().await.unwrap();
+            echo_once(&mut peer, &[i; 10]).await;
+            peers.push(peer);
+        }
+        let threads = threads.lock().unwrap().clone();
+        assert_eq!(threads.len(), 4);
+        let test_thread = std::thread::current().id();
+        for (factory_thread, handler_thread) in &threads {
+            assert_eq!(
+                factory_thread, handler_thread,
+                "the factory runs on the worker"
+            );
+            assert_ne!(
+                *handler_thread, test_thread,
+                "connections run on worker arbiters"
+            );
+        }
+        let distinct: HashSet<_> = threads.iter().map(|(t, _)| *t).collect();
+        assert_eq!(distinct.len(), 2, "round-robin over two workers");
+        let stats = served.server.stats().await;
+        assert_eq!((stats.connections, stats.accepted), (4, 4));
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn workers_zero_serves_on_the_calling_arbiter() {
+    support::deadline(async {
+        let (factory, threads) = echo_factory();
+        let served = Served::start(Kind::Tcp, ServerOptions::default().workers(0), factory).await;
+        let mut peer = served.connect_raw().await.unwrap();
+        echo_once(&mut peer, b"here").await;
+        let threads = threads.lock().unwrap().clone();
+        assert_eq!(threads[0].1, std::thread::current().id());
+    })
+    .await
+}
+
+async fn close_stops_accepting_and_live_connections_go_on(kind: Kind) {
+    let (factory, _) = echo_factory();
+    let served = Served::start(kind, ServerOptions::default(), factory).await;
+    let mut live = served.connect_raw().await.unwrap();
+    echo_once(&mut live, b"before").await;
+    assert!(served.server.is_serving().await);
+    served.server.close().await;
+    assert!(!served.server.is_serving().await);
+    assert!(served.server.sockets().await.is_empty());
+    let refused = served
+        .connect_raw()
+        .await
+        .expect_err("a closed server refuses");
+    assert!(
+        matches!(
+            refused.kind(),
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+        ),
+        "{refused}"
+    );
+    echo_once(&mut live, b"after close").await;
+    served.server.close().await; // idempotent
+}
+
+async fn wait_closed_waits_for_every_connection(kind: Kind) {
+    let (factory, _) = echo_factory();
+    let served = Served::start(kind, ServerOptions::default(), factory).await;
+    let mut live = served.connect_raw().await.unwrap();
+    echo_once(&mut live, b"x").await;
+    served.server.close().await;
+    let waiting = tokio::time::timeout(Duration::from_millis(300), served.server.wait_closed());
+    assert!(
+        waiting.await.is_err(),
+        "a live connection keeps wait_closed pending"
+    );
+    live.shutdown_write().await;
+    let (_, err) = live.read_to_end_or_error().await;
+    assert!(err.is_none());
+    tokio::time::timeout(support::TIMEOUT, served.server.wait_closed())
+        .await
+        .expect("wait_closed resolves once the last connection is gone");
+    // And at once forever after.
+    served.server.wait_closed().await;
+    assert_eq!(served.server.stats().await.connections, 0);
+}
+
+async fn close_clients_flushes_and_abort_clients_resets(kind: Kind) {
+    /// Greets with a large message on connect.
+    struct Greeter;
+    impl Actor for Greeter {
+        type Context = Context<Self>;
+    }
+    impl Handler<ConnectionMade> for Greeter {
+        type Result = ();
+        fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+            msg.transport
+                .write(Bytes::from(vec![b'g'; 4 * 1024 * 1024]));
+        }
+    }
+    impl Handler<DataReceived> for Greeter {
+        type Result = ();
+        fn handle(&mut self, _: DataReceived, _: &mut Context<Self>) {}
+    }
+    impl Handler<ConnectionLost> for Greeter {
+        type Result = ();
+        fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
+            ctx.stop();
+        }
+    }
+    let served = Served::start(kind, ServerOptions::default(), || Greeter.start()).await;
+    let mut graceful = served.connect_raw().await.unwrap();
+    let _ = graceful.read_n(1).await; // connected and greeting
+    while served.server.stats().await.connections < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    served.server.close_clients().await;
+    assert!(
+        served.server.is_serving().await,
+        "close_clients does not stop the listener"
+    );
+    let (rest, err) = graceful.read_to_end_or_error().await;
+    assert!(err.is_none());
+    assert_eq!(rest.len() + 1, 4 * 1024 * 1024, "close_clients flushes");
+
+    let mut aborted = served.connect_raw().await.unwrap();
+    let _ = aborted.read_n(1).await;
+    served.server.abort_clients().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (rest, err) = aborted.read_to_end_or_error().await;
+    assert!(rest.len() + 1 < 4 * 1024 * 1024, "abort_clients discards");
+    if kind == Kind::Tcp {
+        assert_eq!(err.expect("reset").kind(), io::ErrorKind::ConnectionReset);
+    }
+    served.server.close().await;
+    tokio::time::timeout(support::TIMEOUT, served.server.wait_closed())
+        .await
+        .unwrap();
+}
+
+async fn start_serving_later_and_sockets(kind: Kind) {
+    let (factory, mut probes) = probe_factory(ProbeOptions {
+        greeting: Some(Bytes::from_static(b"hello")),
+        ..ProbeOptions::default()
+    });
+    let served = Served::start(kind, ServerOptions::default().start_serving(false), factory).await;
+    let sockets: Vec<ServerSocket> = served.server.sockets().await;
+    assert_eq!(sockets.len(), 1);
+    assert_eq!(sockets[0].address, served.server.addresses()[0]);
+    assert!(!served.server.is_serving().await);
+    // The socket listens: the kernel queues the connection, nobody accepts it yet.
+    let mut peer = served.connect_raw().await.expect("queued in the backlog");
+    let mut byte = [0; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), peer.read(&mut byte)).await;
+    assert!(early.is_err(), "served before start_serving");
+    served.server.start_serving().await;
+    served.server.start_serving().await; // idempotent
+    assert!(served.server.is_serving().await);
+    assert_eq!(peer.read_n(5).await, b"hello");
+    let mut probe = probes.recv().await.unwrap();
+    probe.made().await;
+}
+
+async fn connection_limit_holds_the_excess_in_the_backlog(kind: Kind) {
+    let (factory, _) = probe_factory(ProbeOptions {
+        greeting: Some(Bytes::from_static(b"hi")),
+        ..ProbeOptions::default()
+    });
+    let served = Served::start(kind, ServerOptions::default().max_connections(2), factory).await;
+    let mut first = served.connect_raw().await.unwrap();
+    let mut second = served.connect_raw().await.unwrap();
+    assert_eq!(first.read_n(2).await, b"hi");
+    assert_eq!(second.read_n(2).await, b"hi");
+    let mut third = served.connect_raw().await.expect("the kernel queues it");
+    let mut byte = [0; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut byte)).await;
+    assert!(early.is_err(), "accepted past the limit");
+    let stats = served.server.stats().await;
+    assert_eq!((stats.connections, stats.accepted), (2, 2));
+    drop(first);
+    assert_eq!(
+        third.read_n(2).await,
+        b"hi",
+        "accepting resumes below the limit"
+    );
+    assert_eq!(served.server.stats().await.accepted, 3);
+    drop(second);
+}
+
+async fn a_panicking_protocol_leaves_the_others_alone(kind: Kind) {
+    let (factory, _) = probe_factory(ProbeOptions {
+        panic_on: Some(Bytes::from_static(b"boom")),
+        ..ProbeOptions::default()
+    });
+    let served = Served::start(kind, ServerOptions::default().workers(1), factory).await;
+    let mut victim = served.connect_raw().await.unwrap();
+    let mut bystander = served.connect_raw().await.unwrap();
+    send_all(&mut victim, b"boom").await;
+    let (rest, _) = victim.read_to_end_or_error().await;
+    assert!(rest.is_empty());
+    // Same worker, still serving: the bystander's connection and new ones work.
+    let mut newcomer = served.connect_raw().await.unwrap();
+    send_all(&mut bystander, b"still here").await;
+    send_all(&mut newcomer, b"me too").await;
+    for _ in 0..200 {
+        if served.server.stats().await.connections == 2 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the panicked connection was not released");
+}
+
+#[actix_rt::test]
+async fn unix_server_replaces_a_stale_socket_and_removes_its_own() {
+    support::deadline(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // leaves the file behind
+        assert!(path.exists());
+        let (factory, _) = echo_factory();
+        let server = unix::serve(&path, factory)
+            .await
+            .expect("a stale socket is replaced");
+        let mut peer = Peer::Unix(tokio::net::UnixStream::connect(&path).await.unwrap());
+        echo_once(&mut peer, b"ok").await;
+        server.close().await;
+        assert!(!path.exists(), "close removes the socket file");
+
+        // A file that is not a socket is never removed.
+        let regular = dir.path().join("regular");
+        std::fs::write(&regular, b"keep me").unwrap();
+        let (factory, _) = echo_factory();
+        let err = unix::serve(&regular, factory)
+            .await
+            .expect_err("address in use");
+        assert!(err.to_string().contains("regular"), "{err}");
+        assert_eq!(std::fs::read(&regular).unwrap(), b"keep me");
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn binding_a_busy_address_is_a_clear_error() {
+    support::deadline(async {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let (factory, _) = echo_factory();
+        let err = tcp::serve(addr, factory).await.expect_err("in use");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    })
+    .await
+}
+
+/// The echo_server example under `ulimit -n 40`: once out of descriptors it backs off instead
+/// of spinning or dropping connections, and serves the waiting ones when descriptors free up.
+#[test]
+fn out_of_descriptors_the_server_backs_off_and_recovers() {
+    use std::{
+        io::{BufRead, BufReader, Read, Write},
+        net::TcpStream,
+        process::{Command, Stdio},
+    };
+    let server = support_example("echo_server");
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 40 && exec {} --addr 127.0.0.1:0 --workers 0",
+            server.display()
+        ))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn echo_server");
+    let guard = KillOnDrop(&mut child);
+    let stdout = guard.0.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .to_string();
+
+    // More connections than the server has descriptors for; each sends one ping.
+    let mut clients: Vec<(TcpStream, bool)> = (0..60)
+        .map(|_| {
+            let mut client = TcpStream::connect(&addr).expect("the backlog takes it");
+            client.write_all(b"ping").unwrap();
+            (client, false)
+        })
+        .collect();
+    let collect = |clients: &mut [(TcpStream, bool)], timeout: Duration| {
+        for (client, echoed) in clients.iter_mut().filter(|(_, echoed)| !*echoed) {
+            client.set_read_timeout(Some(timeout)).unwrap();
+            let mut buf = [0; 4];
+            *echoed = client.read_exact(&mut buf).is_ok() && &buf == b"ping";
+        }
+        clients.iter().filter(|(_, echoed)| *echoed).count()
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let served = collect(&mut clients, Duration::from_millis(200));
+    assert!(
+        served > 0 && served < 60,
+        "{served} of 60 served under ulimit -n 40"
+    );
+    // Free descriptors by closing the served clients; the waiting ones must be served in turn.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !clients.is_empty() && std::time::Instant::now() < deadline {
+        clients.retain(|(_, echoed)| !*echoed);
+        collect(&mut clients, Duration::from_millis(100));
+    }
+    clients.retain(|(_, echoed)| !*echoed);
+    assert!(
+        clients.is_empty(),
+        "{} connections never served after back-off",
+        clients.len()
+    );
+    drop(clients);
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(guard.0.id().to_string())
+        .status();
+    let status = guard.0.wait().unwrap();
+    let mut stderr = String::new();
+    guard
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("backing off"),
+        "no back-off logged: {stderr}"
+    );
+    assert!(status.success(), "{status}");
+}
+
+struct KillOnDrop<'a>(&'a mut std::process::Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The path of a built example, building it if needed.
+fn support_example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let path = dir.join(name);
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--example", name])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    path
+}

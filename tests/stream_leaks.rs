@@ -1,0 +1,212 @@
+//! After 10,000 connections opened and closed, no actor, task or file descriptor is left.
+//!
+//! Alone in its own test binary: descriptor counts are per process, and other tests running
+//! in parallel threads would disturb them.
+
+mod support;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::SeqCst},
+    },
+    time::Duration,
+};
+
+use actix::prelude::*;
+use support::{Kind, Served};
+use switchboard::{PROTOCOL_WATCH_INTERVAL, prelude::*, stream::live_transports};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Echoes (or, on the client side, just listens), and counts the live protocol actors.
+struct Echo {
+    transport: Option<TransportHandle>,
+    live: Arc<AtomicUsize>,
+    echo: bool,
+}
+
+impl Actor for Echo {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.live.fetch_add(1, SeqCst);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.live.fetch_sub(1, SeqCst);
+    }
+}
+
+impl Handler<ConnectionMade> for Echo {
+    type Result = ();
+    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+        self.transport = Some(msg.transport);
+    }
+}
+
+impl Handler<DataReceived> for Echo {
+    type Result = ();
+    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
+        if let (true, Some(transport)) = (self.echo, &self.transport) {
+            transport.write(msg.data);
+        }
+    }
+}
+
+impl Handler<ConnectionLost> for Echo {
+    type Result = ();
+    fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+const CONNECTIONS: usize = 10_000;
+
+/// This process's threads.
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .count()
+}
+const AT_ONCE: usize = 100;
+
+async fn settle() {
+    // Long enough for the protocol watch's sweep to notice it has nothing left to watch.
+    tokio::time::sleep(PROTOCOL_WATCH_INTERVAL * 3).await;
+}
+
+#[actix_rt::test]
+async fn ten_thousand_connections_leave_nothing_behind() {
+    support::deadline(async {
+        let server_side = Arc::new(AtomicUsize::new(0));
+        let client_side = Arc::new(AtomicUsize::new(0));
+        let tcp = {
+            let live = server_side.clone();
+            Served::start(Kind::Tcp, ServerOptions::default().workers(2), move || {
+                Echo {
+                    transport: None,
+                    live: live.clone(),
+                    echo: true,
+                }
+                .start()
+            })
+            .await
+        };
+        let unix = {
+            let live = server_side.clone();
+            Served::start(Kind::Unix, ServerOptions::default().workers(1), move || {
+                Echo {
+                    transport: None,
+                    live: live.clone(),
+                    echo: true,
+                }
+                .start()
+            })
+            .await
+        };
+        // One warm-up round so lazily created state exists before the baseline.
+        one_connection(&tcp, &client_side, 0).await;
+        settle().await;
+        let fds_before = support::open_fds();
+        let threads_before = threads();
+        assert_eq!(live_transports(), 0);
+
+        for batch in 0..CONNECTIONS / AT_ONCE {
+            let mut round = Vec::with_capacity(AT_ONCE);
+            for i in 0..AT_ONCE {
+                let n = batch * AT_ONCE + i;
+                let served = if n % 4 == 3 { &unix } else { &tcp };
+                round.push(one_connection(served, &client_side, n));
+            }
+            futures::future::join_all(round).await;
+        }
+
+        // Every connection is gone from the servers' books.
+        for _ in 0..500 {
+            if tcp.server.stats().await.connections == 0
+                && unix.server.stats().await.connections == 0
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let tcp_stats = tcp.server.stats().await;
+        let unix_stats = unix.server.stats().await;
+        assert_eq!(tcp_stats.connections + unix_stats.connections, 0);
+        assert_eq!(
+            tcp_stats.accepted + unix_stats.accepted,
+            CONNECTIONS as u64 + 1,
+            "every connection was served"
+        );
+        settle().await;
+        assert_eq!(
+            server_side.load(SeqCst),
+            0,
+            "server protocol actors left alive"
+        );
+        assert_eq!(
+            client_side.load(SeqCst),
+            0,
+            "client protocol actors left alive"
+        );
+        assert_eq!(live_transports(), 0, "transport actors left alive");
+        assert_eq!(support::open_fds(), fds_before, "file descriptors leaked");
+        assert_eq!(threads(), threads_before, "threads leaked");
+        eprintln!(
+            "{} connections: {fds_before} fds and {threads_before} threads before and after; \
+             0 transport and 0 protocol actors left",
+            CONNECTIONS + 1,
+        );
+
+        // Closing the servers retires their worker threads once their last connection is gone.
+        tcp.server.close().await;
+        unix.server.close().await;
+        tcp.server.wait_closed().await;
+        unix.server.wait_closed().await;
+        for _ in 0..500 {
+            if threads() == threads_before - 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            threads(),
+            threads_before - 3,
+            "three worker threads retired"
+        );
+    })
+    .await
+}
+
+/// Half the connections are raw tokio clients, half are switchboard client transports.
+async fn one_connection(served: &Served, client_side: &Arc<AtomicUsize>, n: usize) {
+    let payload = format!("connection {n}");
+    if n.is_multiple_of(2) {
+        let mut peer = served.connect_raw().await.expect("connect");
+        peer.write_all(payload.as_bytes()).await.unwrap();
+        peer.shutdown().await.unwrap();
+        let mut echoed = Vec::new();
+        peer.read_to_end(&mut echoed).await.unwrap();
+        assert_eq!(echoed, payload.as_bytes());
+    } else {
+        let live = client_side.clone();
+        let (transport, _) = served
+            .connect(move || {
+                Echo {
+                    transport: None,
+                    live,
+                    echo: false,
+                }
+                .start()
+            })
+            .await
+            .expect("connect");
+        // It writes, half-closes, and is closed by the server once the echo came back.
+        let written = transport.write_acked(payload.clone()).await;
+        written.expect("written");
+        transport.write_eof();
+        while transport.is_alive() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
