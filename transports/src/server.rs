@@ -304,8 +304,39 @@ struct Shared {
     live: AtomicUsize,
     accepted: AtomicU64,
     acceptor: AtomicWaker,
-    clients: Mutex<HashMap<u64, TransportHandle>>,
+    clients: Mutex<HashMap<u64, Client>>,
     drain: Mutex<Drain>,
+}
+
+/// A connection in the server's books, from the moment it is accepted.
+enum Client {
+    /// Accepted, on its way to a worker; `CloseClients`/`AbortClients` sent meanwhile wait here,
+    /// so a connection accepted just before them is not missed.
+    Starting(Option<Shutdown>),
+    Running(TransportHandle),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shutdown {
+    Close,
+    Abort,
+}
+
+impl Client {
+    fn shut_down(&mut self, how: Shutdown) {
+        match self {
+            Client::Starting(pending) => {
+                // Abort overrides Close, as on a transport.
+                if *pending != Some(Shutdown::Abort) {
+                    *pending = Some(how);
+                }
+            }
+            Client::Running(transport) => match how {
+                Shutdown::Close => transport.do_send(Close),
+                Shutdown::Abort => transport.do_send(Abort),
+            },
+        }
+    }
 }
 
 #[derive(Default)]
@@ -498,6 +529,7 @@ impl<L: Listen, P: IntoProtocol + 'static> Server<L, P> {
         self.next_id += 1;
         self.shared.live.fetch_add(1, SeqCst);
         self.shared.accepted.fetch_add(1, SeqCst);
+        lock(&self.shared.clients).insert(id, Client::Starting(None));
         let factory = self.factory.clone();
         let shared = self.shared.clone();
         let config = self.options.stream.clone();
@@ -560,7 +592,15 @@ fn open_connection<IO: StreamIo, P: IntoProtocol>(
         || factory(),
         Some(Box::new(move || on_stopped.connection_stopped(id))),
     );
-    lock(&shared.clients).insert(id, transport);
+    // The transport has not run yet (it is polled after this returns), so it cannot have
+    // stopped and left the books already.
+    let mut clients = lock(&shared.clients);
+    if let Some(Client::Starting(Some(how))) = clients.get(&id) {
+        let how = *how;
+        let mut running = Client::Running(transport.clone());
+        running.shut_down(how);
+    }
+    clients.insert(id, Client::Running(transport));
 }
 
 struct Acceptor;
@@ -650,8 +690,8 @@ impl<L: Listen, P: IntoProtocol + 'static> Handler<CloseClients> for Server<L, P
     type Result = ();
 
     fn handle(&mut self, _: CloseClients, _: &mut Context<Self>) {
-        for client in lock(&self.shared.clients).values() {
-            client.do_send(Close);
+        for client in lock(&self.shared.clients).values_mut() {
+            client.shut_down(Shutdown::Close);
         }
     }
 }
@@ -660,8 +700,8 @@ impl<L: Listen, P: IntoProtocol + 'static> Handler<AbortClients> for Server<L, P
     type Result = ();
 
     fn handle(&mut self, _: AbortClients, _: &mut Context<Self>) {
-        for client in lock(&self.shared.clients).values() {
-            client.do_send(Abort);
+        for client in lock(&self.shared.clients).values_mut() {
+            client.shut_down(Shutdown::Abort);
         }
     }
 }
