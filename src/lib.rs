@@ -8,7 +8,7 @@ pub use switchboard_transports as transports;
 pub use switchboard_framework::*;
 pub use switchboard_transports::{
     PROTOCOL_WATCH_INTERVAL, ServerHandle, ServerOptions, StreamConfig, StreamIo, TcpConnector,
-    server, stream, tcp, unix,
+    protocol_watch_sweeps, server, stream, tcp, unix,
 };
 
 /// Everything a protocol author and a server author needs: `use switchboard::prelude::*;`.

@@ -426,7 +426,11 @@ fn graceful_shutdown(signal: &str) {
         );
         let stable = last_seen == Some(now);
         last_seen = Some(now);
-        stable.then_some(now)
+        // Bytes the server received but has not acknowledged yet (a delayed ACK) show up in
+        // both the client's send queue and the server's receive queue for a moment; wait for a
+        // snapshot where nothing is counted twice.
+        let consistent = now.0 + now.1 <= written as u64;
+        (stable && consistent).then_some(now)
     })
     .unwrap_or_else(|| {
         panic!("the busy connection's queues never settled within {TIMEOUT:?}: {last_seen:?}")

@@ -15,7 +15,9 @@ use std::{
 
 use actix::prelude::*;
 use support::{Kind, Served};
-use switchboard::{PROTOCOL_WATCH_INTERVAL, prelude::*, stream::live_transports};
+use switchboard::{
+    PROTOCOL_WATCH_INTERVAL, prelude::*, protocol_watch_sweeps, stream::live_transports,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Echoes (or, on the client side, just listens), and counts the live protocol actors.
@@ -110,6 +112,11 @@ async fn ten_thousand_connections_leave_nothing_behind() {
         let fds_before = support::open_fds();
         let threads_before = threads();
         assert_eq!(live_transports(), 0);
+        assert_eq!(
+            protocol_watch_sweeps(),
+            0,
+            "the sweeps stop with their last transport"
+        );
 
         for batch in 0..CONNECTIONS / AT_ONCE {
             let mut round = Vec::with_capacity(AT_ONCE);
@@ -150,11 +157,16 @@ async fn ten_thousand_connections_leave_nothing_behind() {
             "client protocol actors left alive"
         );
         assert_eq!(live_transports(), 0, "transport actors left alive");
+        assert_eq!(
+            protocol_watch_sweeps(),
+            0,
+            "protocol-watch tasks left running"
+        );
         assert_eq!(support::open_fds(), fds_before, "file descriptors leaked");
         assert_eq!(threads(), threads_before, "threads leaked");
         eprintln!(
             "{} connections: {fds_before} fds and {threads_before} threads before and after; \
-             0 transport and 0 protocol actors left",
+             0 transport actors, 0 protocol actors and 0 watch tasks left",
             CONNECTIONS + 1,
         );
 

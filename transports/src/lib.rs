@@ -29,7 +29,7 @@ mod watch;
 pub use server::{ServerHandle, ServerOptions};
 pub use stream::{StreamConfig, StreamIo, StreamTransport};
 pub use tcp::TcpConnector;
-pub use watch::PROTOCOL_WATCH_INTERVAL;
+pub use watch::{PROTOCOL_WATCH_INTERVAL, protocol_watch_sweeps};
 
 /// The names a server author needs: `use switchboard_transports::prelude::*;`.
 pub mod prelude {

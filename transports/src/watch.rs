@@ -11,6 +11,7 @@
 use std::{
     cell::{Cell, Ref, RefCell},
     rc::{Rc, Weak},
+    sync::atomic::{AtomicUsize, Ordering},
     task::Waker,
     time::Duration,
 };
@@ -39,6 +40,15 @@ thread_local! {
     static WATCHLIST: RefCell<Watchlist> = RefCell::new(Watchlist::default());
 }
 
+/// Sweep tasks running, across all threads.
+static SWEEPS: AtomicUsize = AtomicUsize::new(0);
+
+/// The number of protocol-watch sweep tasks running in this process: one per arbiter thread
+/// that has transports, none once they are all gone (within one interval). For leak checks.
+pub fn protocol_watch_sweeps() -> usize {
+    SWEEPS.load(Ordering::Relaxed)
+}
+
 impl ProtocolWatch {
     /// Watches `protocol`; must be called on an actix arbiter.
     pub(crate) fn new(protocol: ProtocolHandle) -> Self {
@@ -52,6 +62,7 @@ impl ProtocolWatch {
             list.entries.push(Rc::downgrade(&watched));
             if !list.sweeping {
                 list.sweeping = true;
+                SWEEPS.fetch_add(1, Ordering::Relaxed);
                 actix_rt::spawn(sweep());
             }
         });
@@ -104,6 +115,7 @@ async fn sweep() {
             list.sweeping
         });
         if !more {
+            SWEEPS.fetch_sub(1, Ordering::Relaxed);
             break;
         }
     }

@@ -823,3 +823,50 @@ impl<IO: StreamIo> Handler<EofDecided> for StreamTransport<IO> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(parts: &[&'static str]) -> VecDeque<Bytes> {
+        parts
+            .iter()
+            .map(|p| Bytes::from_static(p.as_bytes()))
+            .collect()
+    }
+
+    fn contents(queue: &VecDeque<Bytes>) -> Vec<&[u8]> {
+        queue.iter().map(|b| &b[..]).collect()
+    }
+
+    #[test]
+    fn advance_drops_whole_buffers_and_trims_a_partial_one() {
+        let mut q = queue(&["abc", "de", "fghij"]);
+        advance(&mut q, 4);
+        assert_eq!(contents(&q), [&b"e"[..], b"fghij"]);
+        advance(&mut q, 1);
+        assert_eq!(contents(&q), [&b"fghij"[..]]);
+        advance(&mut q, 0);
+        assert_eq!(contents(&q), [&b"fghij"[..]]);
+        advance(&mut q, 5);
+        assert!(q.is_empty());
+        advance(&mut q, 3); // more than is queued: nothing to do, no panic
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn advance_by_every_split_point_leaves_the_right_suffix() {
+        let parts = ["a", "bc", "def", "ghij"];
+        let all: Vec<u8> = parts.concat().into_bytes();
+        for n in 0..=all.len() {
+            let mut q = queue(&parts);
+            advance(&mut q, n);
+            let rest: Vec<u8> = q.iter().flat_map(|b| b.iter().copied()).collect();
+            assert_eq!(rest, all[n..], "after advancing {n}");
+            assert!(
+                q.iter().all(|b| !b.is_empty()),
+                "no empty buffer is left queued"
+            );
+        }
+    }
+}
