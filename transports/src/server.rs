@@ -563,18 +563,42 @@ impl<L: Listen, P: IntoProtocol + 'static> Server<L, P> {
     }
 }
 
-/// Accept errors that concern one connection only; anything else means the process is short
-/// of resources, and the server backs off.
+/// Accept errors that concern one connection only (Linux's `accept(2)` passes a pending
+/// network error of the new connection through); anything else means the process is short of
+/// resources, and the server backs off.
 fn is_per_connection(err: &io::Error) -> bool {
     matches!(
         err.kind(),
         io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
             | io::ErrorKind::Interrupted
             | io::ErrorKind::WouldBlock
             | io::ErrorKind::PermissionDenied
             | io::ErrorKind::TimedOut
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::NetworkDown
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_exhaustion_backs_off_and_per_connection_errors_do_not() {
+        // errno values of Linux: EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12.
+        for errno in [24, 23, 105, 12] {
+            let err = io::Error::from_raw_os_error(errno);
+            assert!(!is_per_connection(&err), "{err} must back off");
+        }
+        // ECONNABORTED 103, EINTR 4, EPERM 1, EHOSTUNREACH 113, ENETUNREACH 101.
+        for errno in [103, 4, 1, 113, 101] {
+            let err = io::Error::from_raw_os_error(errno);
+            assert!(is_per_connection(&err), "{err} concerns one connection");
+        }
+    }
 }
 
 /// Runs on the connection's arbiter: starts the transport and the protocol.

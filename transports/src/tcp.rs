@@ -233,7 +233,11 @@ impl Listen for TcpListen {
 
     fn poll_accept(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<TcpStream>> {
         let (stream, _) = ready!(self.listener.poll_accept(cx))?;
-        stream.set_nodelay(true)?;
+        if let Err(err) = stream.set_nodelay(true) {
+            // The peer may already be gone; that is this connection's business alone (an
+            // accept error would make the whole server back off).
+            tracing::debug!(%err, "could not set TCP_NODELAY on an accepted connection");
+        }
         Poll::Ready(Ok(stream))
     }
 
