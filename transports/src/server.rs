@@ -582,25 +582,6 @@ fn is_per_connection(err: &io::Error) -> bool {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resource_exhaustion_backs_off_and_per_connection_errors_do_not() {
-        // errno values of Linux: EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12.
-        for errno in [24, 23, 105, 12] {
-            let err = io::Error::from_raw_os_error(errno);
-            assert!(!is_per_connection(&err), "{err} must back off");
-        }
-        // ECONNABORTED 103, EINTR 4, EPERM 1, EHOSTUNREACH 113, ENETUNREACH 101.
-        for errno in [103, 4, 1, 113, 101] {
-            let err = io::Error::from_raw_os_error(errno);
-            assert!(is_per_connection(&err), "{err} concerns one connection");
-        }
-    }
-}
-
 /// Runs on the connection's arbiter: starts the transport and the protocol.
 fn open_connection<IO: StreamIo, P: IntoProtocol>(
     io: IO,
@@ -738,5 +719,24 @@ impl<L: Listen, P: IntoProtocol + 'static> Handler<GetServerStats> for Server<L,
             connections: self.shared.live.load(SeqCst),
             accepted: self.shared.accepted.load(SeqCst),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_exhaustion_backs_off_and_per_connection_errors_do_not() {
+        // errno values of Linux: EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12.
+        for errno in [24, 23, 105, 12] {
+            let err = io::Error::from_raw_os_error(errno);
+            assert!(!is_per_connection(&err), "{err} must back off");
+        }
+        // ECONNABORTED 103, EINTR 4, EPERM 1, EHOSTUNREACH 113, ENETUNREACH 101.
+        for errno in [103, 4, 1, 113, 101] {
+            let err = io::Error::from_raw_os_error(errno);
+            assert!(is_per_connection(&err), "{err} concerns one connection");
+        }
     }
 }
