@@ -5,7 +5,7 @@ mod support;
 use std::{io, time::Duration};
 
 use actix::prelude::*;
-use support::{Kind, Probe, ProbeOptions, pair, send_all};
+use support::{Kind, ProbeOptions, pair, probed, send_all};
 use switchboard::{prelude::*, stream::StreamConfig};
 use tokio::io::AsyncWriteExt;
 
@@ -25,9 +25,7 @@ for_each_kind!(
 const TEN_MIB: usize = 10 * 1024 * 1024;
 
 async fn close_with_ten_mib_queued_delivers_all_of_it(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
     let data = support::pattern(0, TEN_MIB);
     transport.write(data.clone());
     transport.close();
@@ -40,9 +38,7 @@ async fn close_with_ten_mib_queued_delivers_all_of_it(kind: Kind) {
 }
 
 async fn abort_delivers_none_of_it_and_resets(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
     // Both in one go: the transport handles them in one mailbox pass, before writing anything.
     transport.write(vec![1u8; TEN_MIB]);
     transport.abort();
@@ -63,9 +59,7 @@ async fn abort_delivers_none_of_it_and_resets(kind: Kind) {
 }
 
 async fn close_and_abort_are_idempotent_and_abort_overrides_close(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, _, peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, peer, mut events) = probed(kind, ProbeOptions::default()).await;
     // The peer does not read: the close cannot finish flushing, so the abort cuts it short.
     transport.write(vec![1u8; 64 * TEN_MIB / 10]);
     transport.close();
@@ -82,9 +76,7 @@ async fn close_and_abort_are_idempotent_and_abort_overrides_close(kind: Kind) {
 }
 
 async fn is_closing_is_true_from_close_on(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, _, _peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, _peer, mut events) = probed(kind, ProbeOptions::default()).await;
     assert!(!transport.send(IsClosing).await.unwrap());
     transport.write(vec![1u8; TEN_MIB]); // the close stays pending while the peer does not read
     transport.close();
@@ -95,9 +87,7 @@ async fn is_closing_is_true_from_close_on(kind: Kind) {
 }
 
 async fn writes_after_close_are_refused_and_never_reach_the_wire(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
     let before = transport.write_acked("before close;");
     transport.close();
     transport.write("fire-and-forget after close;");
@@ -112,12 +102,14 @@ async fn writes_after_close_are_refused_and_never_reach_the_wire(kind: Kind) {
 }
 
 async fn close_drains_unread_input_so_the_peer_gets_everything(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions {
-        pause_on_made: true, // the protocol never reads what the peer sends
-        ..ProbeOptions::default()
-    });
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, mut peer, mut events) = probed(
+        kind,
+        ProbeOptions {
+            pause_on_made: true, // the protocol never reads what the peer sends
+            ..ProbeOptions::default()
+        },
+    )
+    .await;
     send_all(&mut peer, &vec![2u8; 100_000]).await; // unread input waiting in the kernel
     let reply = support::pattern(7, 200_000);
     transport.write(reply.clone());
@@ -187,12 +179,14 @@ async fn peer_eof_closes_after_flushing_by_default(kind: Kind) {
 }
 
 async fn keep_open_leaves_the_connection_writable(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions {
-        keep_open_on_eof: true,
-        ..ProbeOptions::default()
-    });
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, mut peer, mut events) = probed(
+        kind,
+        ProbeOptions {
+            keep_open_on_eof: true,
+            ..ProbeOptions::default()
+        },
+    )
+    .await;
     send_all(&mut peer, b"question").await;
     peer.shutdown_write().await;
     assert_eq!(events.data_until_eof().await, b"question");
@@ -209,9 +203,7 @@ async fn keep_open_leaves_the_connection_writable(kind: Kind) {
 }
 
 async fn write_eof_flushes_then_half_closes_and_reading_goes_on(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
     assert!(transport.send(CanWriteEof).await.unwrap());
     let data = support::pattern(3, 1024 * 1024);
     transport.write(data.clone());
@@ -233,13 +225,14 @@ async fn write_eof_flushes_then_half_closes_and_reading_goes_on(kind: Kind) {
 }
 
 async fn eof_is_delivered_after_the_data_and_never_while_paused(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions {
-        hold_acks: true,
-        ..ProbeOptions::default()
-    });
-    let (transport, probe, mut peer) =
-        pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, probe, mut peer, mut events) = probed(
+        kind,
+        ProbeOptions {
+            hold_acks: true,
+            ..ProbeOptions::default()
+        },
+    )
+    .await;
     send_all(&mut peer, b"first").await;
     assert_eq!(events.data(5).await, b"first");
     send_all(&mut peer, b"second").await;

@@ -13,7 +13,7 @@ use std::{
 use actix::prelude::*;
 use bytes::Bytes;
 use futures::future::join_all;
-use support::{Event, Kind, Peer, Probe, ProbeOptions, ReleaseAcks, pair, send_all};
+use support::{Event, Kind, Peer, Probe, ProbeOptions, ReleaseAcks, pair, probed, send_all};
 use switchboard::{InvalidWriteBufferLimits, prelude::*, stream::StreamConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -57,13 +57,14 @@ async fn wait_until_stable(counter: &AtomicU64) -> u64 {
 
 async fn slow_protocol_costs_bounded_memory_and_the_peer_blocks(kind: Kind) {
     const BLOCKS: u64 = 1600; // 100 MiB
-    let (probe, mut events) = Probe::new(ProbeOptions {
-        hold_acks: true,
-        ..ProbeOptions::default()
-    });
-    let (transport, probe, mut peer) =
-        pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, probe, mut peer, mut events) = probed(
+        kind,
+        ProbeOptions {
+            hold_acks: true,
+            ..ProbeOptions::default()
+        },
+    )
+    .await;
     let written = Arc::new(AtomicU64::new(0));
     let writer = {
         let written = written.clone();
@@ -132,13 +133,14 @@ async fn slow_protocol_costs_bounded_memory_and_the_peer_blocks(kind: Kind) {
 }
 
 async fn one_delivery_in_flight_and_the_rest_coalesced(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions {
-        hold_acks: true,
-        ..ProbeOptions::default()
-    });
-    let (transport, probe, mut peer) =
-        pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, probe, mut peer, mut events) = probed(
+        kind,
+        ProbeOptions {
+            hold_acks: true,
+            ..ProbeOptions::default()
+        },
+    )
+    .await;
     send_all(&mut peer, b"a").await;
     assert_eq!(events.data(1).await, b"a");
     for byte in [b"b", b"c", b"d"] {
@@ -165,13 +167,14 @@ async fn one_delivery_in_flight_and_the_rest_coalesced(kind: Kind) {
 }
 
 async fn pause_reading_holds_back_buffered_bytes(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions {
-        hold_acks: true,
-        ..ProbeOptions::default()
-    });
-    let (transport, probe, mut peer) =
-        pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, probe, mut peer, mut events) = probed(
+        kind,
+        ProbeOptions {
+            hold_acks: true,
+            ..ProbeOptions::default()
+        },
+    )
+    .await;
     send_all(&mut peer, b"a").await;
     assert_eq!(events.data(1).await, b"a");
     send_all(&mut peer, b"bc").await;
@@ -188,12 +191,14 @@ async fn pause_reading_holds_back_buffered_bytes(kind: Kind) {
 }
 
 async fn pause_and_resume_reading_are_idempotent_in_every_state(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions {
-        keep_open_on_eof: true,
-        ..ProbeOptions::default()
-    });
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, mut peer, mut events) = probed(
+        kind,
+        ProbeOptions {
+            keep_open_on_eof: true,
+            ..ProbeOptions::default()
+        },
+    )
+    .await;
     let reading = || transport.send(IsReading);
     assert!(reading().await.unwrap());
     transport.pause_reading();
@@ -218,9 +223,7 @@ async fn pause_and_resume_reading_are_idempotent_in_every_state(kind: Kind) {
 }
 
 async fn a_flood_cannot_starve_abort(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
     let flood = actix_rt::spawn(async move {
         let chunk = vec![1u8; 64 * 1024];
         while peer.write_all(&chunk).await.is_ok() {}
@@ -349,9 +352,7 @@ async fn pause_and_resume_writing_strictly_alternate_under_a_slow_reader(kind: K
 }
 
 async fn write_buffer_limits_are_validated_and_derived_as_asyncio(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, _, _peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, _peer, _events) = probed(kind, ProbeOptions::default()).await;
     let limits = || transport.send(GetWriteBufferLimits);
     assert_eq!(limits().await.unwrap(), (16 * 1024, 64 * 1024));
     let set = |high, low| transport.send(SetWriteBufferLimits { high, low });
@@ -377,9 +378,7 @@ async fn write_buffer_limits_are_validated_and_derived_as_asyncio(kind: Kind) {
 }
 
 async fn changing_limits_re_evaluates_both_edges(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, _, _peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, _peer, mut events) = probed(kind, ProbeOptions::default()).await;
     // Nobody reads: whatever the kernel does not take stays in the write buffer.
     transport.write(vec![0u8; 32 * 1024 * 1024]);
     assert!(matches!(events.next().await, Some(Event::PauseWriting)));
@@ -411,9 +410,7 @@ async fn changing_limits_re_evaluates_both_edges(kind: Kind) {
 }
 
 async fn every_acknowledged_write_gets_exactly_one_outcome(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
     transport
         .write_acked("first")
         .await
@@ -458,9 +455,7 @@ async fn a_stalled_write_aborts_the_connection(kind: Kind) {
 }
 
 async fn vectored_writes_go_out_whole_and_in_order(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, mut peer, _events) = probed(kind, ProbeOptions::default()).await;
     transport.write("<");
     let parts: Vec<Bytes> = (0..300).map(|i| Bytes::from(format!("{i:03}"))).collect();
     transport

@@ -6,7 +6,7 @@ mod support;
 use std::{io, time::Duration};
 
 use actix::prelude::*;
-use support::{Event, Kind, Probe, ProbeOptions, StopProbe, pair, pattern, send_all};
+use support::{Event, Kind, Probe, ProbeOptions, StopProbe, pair, pattern, probed, send_all};
 use switchboard::{AddressFamily, SocketKind, UnixAddress, prelude::*, stream::StreamConfig};
 use tokio::io::AsyncWriteExt;
 
@@ -116,9 +116,7 @@ async fn holding_the_connection_made_ack_delays_reading(kind: Kind) {
 }
 
 async fn transport_actor_stops_after_connection_lost(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
     transport.close();
     assert!(events.lost().await.is_none());
     // The peer sees EOF, and the transport actor is gone (its handle reports it).
@@ -134,10 +132,7 @@ async fn transport_actor_stops_after_connection_lost(kind: Kind) {
 }
 
 async fn bytes_arrive_in_order_whatever_the_chunking(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (_transport, _, mut peer) =
-        pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (_transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
     let total: usize = 8 * 1024 * 1024;
     let expected = pattern(0, total);
     let writer = {
@@ -165,10 +160,7 @@ async fn bytes_arrive_in_order_whatever_the_chunking(kind: Kind) {
 }
 
 async fn one_byte_at_a_time(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (_transport, _, mut peer) =
-        pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (_transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
     let message = b"one byte at a time, in order";
     for byte in message {
         peer.write_all(&[*byte]).await.unwrap();
@@ -179,10 +171,7 @@ async fn one_byte_at_a_time(kind: Kind) {
 }
 
 async fn protocol_that_stops_makes_its_transport_abort(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, probe, mut peer) =
-        pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, probe, mut peer, _events) = probed(kind, ProbeOptions::default()).await;
     // The connection is idle: only the protocol watch can notice.
     probe.do_send(StopProbe);
     let (rest, err) = tokio::time::timeout(support::TIMEOUT, peer.read_to_end_or_error())
@@ -202,12 +191,14 @@ async fn protocol_that_stops_makes_its_transport_abort(kind: Kind) {
 }
 
 async fn protocol_that_panics_makes_its_transport_abort(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions {
-        panic_on: Some("boom".into()),
-        ..ProbeOptions::default()
-    });
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, mut peer, _events) = probed(
+        kind,
+        ProbeOptions {
+            panic_on: Some("boom".into()),
+            ..ProbeOptions::default()
+        },
+    )
+    .await;
     send_all(&mut peer, b"boom").await;
     let (rest, _) = tokio::time::timeout(support::TIMEOUT, peer.read_to_end_or_error())
         .await
@@ -218,9 +209,7 @@ async fn protocol_that_panics_makes_its_transport_abort(kind: Kind) {
 }
 
 async fn extra_info_keys_and_defaults(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, _, peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, peer, _events) = probed(kind, ProbeOptions::default()).await;
     let socket = transport.socket().await.expect("socket key");
     assert_eq!(socket.kind, SocketKind::Stream);
     assert!(std::fs::metadata(format!("/proc/self/fd/{}", socket.fd)).is_ok());
@@ -263,9 +252,7 @@ async fn extra_info_keys_and_defaults(kind: Kind) {
 }
 
 async fn commands_to_a_stopped_transport_fail_cleanly(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, _, _peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
-    events.made().await;
+    let (transport, _, _peer, mut events) = probed(kind, ProbeOptions::default()).await;
     transport.abort();
     assert!(events.lost().await.is_none());
     while transport.is_alive() {

@@ -172,6 +172,18 @@ pub async fn pair<P: IntoProtocol>(
     }
 }
 
+/// A [`Probe`] with `options` attached to a transport of `kind` (default settings), with its
+/// `ConnectionMade` already seen: the transport, the probe, the raw peer and the probe's events.
+pub async fn probed(
+    kind: Kind,
+    options: ProbeOptions,
+) -> (TransportHandle, Addr<Probe>, Peer, ProbeRx) {
+    let (probe, mut events) = Probe::new(options);
+    let (transport, probe, peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
+    events.made().await;
+    (transport, probe, peer, events)
+}
+
 /// A server of `kind` on a free address (TCP) or a fresh temp path (Unix).
 pub struct Served {
     pub server: ServerHandle,
