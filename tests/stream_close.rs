@@ -225,21 +225,12 @@ async fn write_eof_flushes_then_half_closes_and_reading_goes_on(kind: Kind) {
 }
 
 async fn eof_is_delivered_after_the_data_and_never_while_paused(kind: Kind) {
-    let (transport, probe, mut peer, mut events) = probed(
-        kind,
-        ProbeOptions {
-            hold_acks: true,
-            ..ProbeOptions::default()
-        },
-    )
-    .await;
+    let (transport, probe, mut peer, mut events) = probed(kind, ProbeOptions::holding_acks()).await;
     send_all(&mut peer, b"first").await;
     assert_eq!(events.data(5).await, b"first");
     send_all(&mut peer, b"second").await;
     peer.shutdown_write().await;
-    while transport.send(GetStats).await.unwrap().read_buffer_size < 6 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    support::wait_until_buffered(&transport, 6).await;
     transport.pause_reading();
     probe.do_send(support::ReleaseAcks {
         keep_holding: false,

@@ -57,14 +57,7 @@ async fn wait_until_stable(counter: &AtomicU64) -> u64 {
 
 async fn slow_protocol_costs_bounded_memory_and_the_peer_blocks(kind: Kind) {
     const BLOCKS: u64 = 1600; // 100 MiB
-    let (transport, probe, mut peer, mut events) = probed(
-        kind,
-        ProbeOptions {
-            hold_acks: true,
-            ..ProbeOptions::default()
-        },
-    )
-    .await;
+    let (transport, probe, mut peer, mut events) = probed(kind, ProbeOptions::holding_acks()).await;
     let written = Arc::new(AtomicU64::new(0));
     let writer = {
         let written = written.clone();
@@ -133,14 +126,7 @@ async fn slow_protocol_costs_bounded_memory_and_the_peer_blocks(kind: Kind) {
 }
 
 async fn one_delivery_in_flight_and_the_rest_coalesced(kind: Kind) {
-    let (transport, probe, mut peer, mut events) = probed(
-        kind,
-        ProbeOptions {
-            hold_acks: true,
-            ..ProbeOptions::default()
-        },
-    )
-    .await;
+    let (transport, probe, mut peer, mut events) = probed(kind, ProbeOptions::holding_acks()).await;
     send_all(&mut peer, b"a").await;
     assert_eq!(events.data(1).await, b"a");
     for byte in [b"b", b"c", b"d"] {
@@ -167,20 +153,11 @@ async fn one_delivery_in_flight_and_the_rest_coalesced(kind: Kind) {
 }
 
 async fn pause_reading_holds_back_buffered_bytes(kind: Kind) {
-    let (transport, probe, mut peer, mut events) = probed(
-        kind,
-        ProbeOptions {
-            hold_acks: true,
-            ..ProbeOptions::default()
-        },
-    )
-    .await;
+    let (transport, probe, mut peer, mut events) = probed(kind, ProbeOptions::holding_acks()).await;
     send_all(&mut peer, b"a").await;
     assert_eq!(events.data(1).await, b"a");
     send_all(&mut peer, b"bc").await;
-    while transport.send(GetStats).await.unwrap().read_buffer_size < 2 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    support::wait_until_buffered(&transport, 2).await;
     transport.pause_reading();
     probe.do_send(ReleaseAcks {
         keep_holding: false,

@@ -82,30 +82,28 @@ async fn ten_thousand_connections_leave_nothing_behind() {
     support::deadline(async {
         let server_side = Arc::new(AtomicUsize::new(0));
         let client_side = Arc::new(AtomicUsize::new(0));
-        let tcp = {
-            let live = server_side.clone();
-            Served::start(Kind::Tcp, ServerOptions::default().workers(2), move || {
+        let echo = |live: Arc<AtomicUsize>| {
+            move || {
                 Echo {
                     transport: None,
                     live: live.clone(),
                     echo: true,
                 }
                 .start()
-            })
-            .await
+            }
         };
-        let unix = {
-            let live = server_side.clone();
-            Served::start(Kind::Unix, ServerOptions::default().workers(1), move || {
-                Echo {
-                    transport: None,
-                    live: live.clone(),
-                    echo: true,
-                }
-                .start()
-            })
-            .await
-        };
+        let tcp = Served::start(
+            Kind::Tcp,
+            ServerOptions::default().workers(2),
+            echo(server_side.clone()),
+        )
+        .await;
+        let unix = Served::start(
+            Kind::Unix,
+            ServerOptions::default().workers(1),
+            echo(server_side.clone()),
+        )
+        .await;
         // One warm-up round so lazily created state exists before the baseline.
         one_connection(&tcp, &client_side, 0).await;
         settle().await;

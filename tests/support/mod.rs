@@ -282,6 +282,34 @@ pub struct ProbeOptions {
     pub panic_on: Option<Bytes>,
 }
 
+impl ProbeOptions {
+    /// A probe that keeps every delivery's acknowledgement until [`ReleaseAcks`].
+    pub fn holding_acks() -> Self {
+        ProbeOptions {
+            hold_acks: true,
+            ..ProbeOptions::default()
+        }
+    }
+}
+
+/// Waits until the transport holds at least `n` bytes read and not yet delivered.
+pub async fn wait_until_buffered(transport: &TransportHandle, n: usize) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while transport
+        .send(GetStats)
+        .await
+        .expect("transport alive")
+        .read_buffer_size
+        < n
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} bytes never buffered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A protocol that forwards every event to a channel the test reads, and handles every optional
 /// event.
 pub struct Probe {
