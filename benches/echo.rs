@@ -106,7 +106,10 @@ impl Figure {
             }
             Figure::P99Latency => report.latency_us.p99 as f64,
             Figure::RssPerConnection => {
-                let grown = report.server.rss_after_kib.saturating_sub(report.server.rss_before_kib);
+                let grown = report
+                    .server
+                    .rss_after_kib
+                    .saturating_sub(report.server.rss_before_kib);
                 grown as f64 / connections.max(1) as f64
             }
         }
@@ -275,7 +278,9 @@ fn main() -> io::Result<()> {
                 let figure = case.figure.of(&report, connections);
                 eprintln!("{figure:.2} ({:.0} op/s)", report.operations_per_second);
                 samples.figures.push(figure);
-                samples.operations_per_second.push(report.operations_per_second);
+                samples
+                    .operations_per_second
+                    .push(report.operations_per_second);
                 samples.reports.push(report);
             }
         }
@@ -293,11 +298,17 @@ fn main() -> io::Result<()> {
     let results = root.join("target").join("bench");
     fs::create_dir_all(&results)?;
     let raw: Vec<_> = cases.iter().map(|case| case.key).zip(&samples).collect();
-    fs::write(results.join("echo.json"), serde_json::to_string_pretty(&raw)?)?;
+    fs::write(
+        results.join("echo.json"),
+        serde_json::to_string_pretty(&raw)?,
+    )?;
     if let Some(book) = &args.book {
         fs::write(book.join("performance-table.md"), &table)?;
         fs::write(book.join("performance.svg"), chart(&rows))?;
-        eprintln!("wrote {0}/performance-table.md and {0}/performance.svg", book.display());
+        eprintln!(
+            "wrote {0}/performance-table.md and {0}/performance.svg",
+            book.display()
+        );
     }
     eprintln!("raw samples: {}", results.join("echo.json").display());
     Ok(())
@@ -314,7 +325,8 @@ impl Case {
 
 impl<'a> Row<'a> {
     fn new(case: &'a Case, tokio: &Samples, switchboard: &Samples) -> Self {
-        let (tokio_figure, switchboard_figure) = (median(&tokio.figures), median(&switchboard.figures));
+        let (tokio_figure, switchboard_figure) =
+            (median(&tokio.figures), median(&switchboard.figures));
         let ratio = switchboard_figure / tokio_figure;
         Row {
             case,
@@ -349,12 +361,21 @@ fn build(root: &Path) -> io::Result<Binaries> {
     let status = Command::new(env!("CARGO"))
         .current_dir(root)
         .args(["build", "--release", "--locked", "--quiet"])
-        .args(["--example", "loadgen", "--example", "tokio_echo", "--example", "echo_server"])
+        .args([
+            "--example",
+            "loadgen",
+            "--example",
+            "tokio_echo",
+            "--example",
+            "echo_server",
+        ])
         .status()?;
     if !status.success() {
         return Err(io::Error::other(format!("cargo build failed: {status}")));
     }
-    Ok(Binaries { dir: root.join("target").join("release").join("examples") })
+    Ok(Binaries {
+        dir: root.join("target").join("release").join("examples"),
+    })
 }
 
 /// Which CPUs the server and the load generator get.
@@ -403,7 +424,9 @@ impl Pinning {
                     .arg(cpu.to_string());
             }
             Pinning::Floating(_) => {
-                command.arg(r#"ulimit -Sn "$(ulimit -Hn)" && exec "$@""#).arg("bash");
+                command
+                    .arg(r#"ulimit -Sn "$(ulimit -Hn)" && exec "$@""#)
+                    .arg("bash");
             }
         }
         command.arg(program);
@@ -426,22 +449,42 @@ fn measure(
     }
     let mut server = Server::start(command)?;
     let connections = case.connections(args);
-    let duration = if case.mode == "idle" { 0.0 } else { args.duration };
+    let duration = if case.mode == "idle" {
+        0.0
+    } else {
+        args.duration
+    };
     let output = pinning
         .command(&binaries.dir.join("loadgen"), false)
         .args(["--addr", &server.addr, "--mode", case.mode])
-        .args(["--connections", &connections.to_string(), "--size", &case.size.to_string()])
-        .args(["--duration", &duration.to_string(), "--warmup", &args.warmup.to_string()])
+        .args([
+            "--connections",
+            &connections.to_string(),
+            "--size",
+            &case.size.to_string(),
+        ])
+        .args([
+            "--duration",
+            &duration.to_string(),
+            "--warmup",
+            &args.warmup.to_string(),
+        ])
         .args(["--server-pid", &server.child.id().to_string()])
         .stderr(Stdio::inherit())
         .output()?;
     server.stop()?;
     if !output.status.success() {
-        return Err(io::Error::other(format!("loadgen failed: {}", output.status)));
+        return Err(io::Error::other(format!(
+            "loadgen failed: {}",
+            output.status
+        )));
     }
     let report: LoadReport = serde_json::from_slice(&output.stdout)?;
     if report.errors > 0 {
-        return Err(io::Error::other(format!("loadgen saw {} errors", report.errors)));
+        return Err(io::Error::other(format!(
+            "loadgen saw {} errors",
+            report.errors
+        )));
     }
     Ok(report)
 }
@@ -454,7 +497,10 @@ struct Server {
 
 impl Server {
     fn start(mut command: Command) -> io::Result<Self> {
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
         let mut line = String::new();
         let stdout = child.stdout.take().expect("stdout is piped");
         BufReader::new(stdout).read_line(&mut line)?;
@@ -480,7 +526,9 @@ impl Server {
             }
             thread::sleep(Duration::from_millis(10));
         }
-        Err(io::Error::other("the server did not exit within 10 s of SIGTERM"))
+        Err(io::Error::other(
+            "the server did not exit within 10 s of SIGTERM",
+        ))
     }
 }
 
@@ -633,5 +681,7 @@ impl Row<'_> {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

@@ -208,7 +208,11 @@ async fn run(args: Args) -> io::Result<()> {
         }
         Mode::Connect => {
             for _ in 0..args.connections {
-                tasks.spawn(connect_echo_close(args.addr, args.source_addresses, Arc::clone(&shared)));
+                tasks.spawn(connect_echo_close(
+                    args.addr,
+                    args.source_addresses,
+                    Arc::clone(&shared),
+                ));
             }
         }
         Mode::Idle => return idle(&args, &shared, rss_before).await,
@@ -247,7 +251,11 @@ fn print_report(
     let report = Report {
         mode: args.mode,
         connections: args.connections,
-        size: if args.mode == Mode::Connect { CONNECT_SIZE } else { args.size },
+        size: if args.mode == Mode::Connect {
+            CONNECT_SIZE
+        } else {
+            args.size
+        },
         seconds,
         operations: tally.operations,
         operations_per_second: tally.operations as f64 / seconds,
@@ -261,7 +269,10 @@ fn print_report(
         errors: shared.errors.load(Ordering::Relaxed),
         server,
     };
-    println!("{}", serde_json::to_string(&report).map_err(io::Error::other)?);
+    println!(
+        "{}",
+        serde_json::to_string(&report).map_err(io::Error::other)?
+    );
     Ok(())
 }
 
@@ -330,7 +341,9 @@ async fn stream_chunks(stream: TcpStream, size: usize, shared: Arc<Shared>) -> T
         }
         while pending >= size {
             pending -= size;
-            let Some(started) = sent_at.recv().await else { break };
+            let Some(started) = sent_at.recv().await else {
+                break;
+            };
             if shared.counts() {
                 tally.record(size, started);
             }
@@ -441,7 +454,11 @@ async fn collect_idle(
 
 /// Connects from the run's first source, with `TCP_NODELAY` as the servers set it.
 async fn connect(args: &Args, shared: &Shared) -> io::Result<TcpStream> {
-    let stream = connect_from(args.addr, next_source(args.addr, args.source_addresses, shared)).await?;
+    let stream = connect_from(
+        args.addr,
+        next_source(args.addr, args.source_addresses, shared),
+    )
+    .await?;
     stream.set_nodelay(true)?;
     Ok(stream)
 }

@@ -27,15 +27,14 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst},
     },
     task::{Context as TaskContext, Poll},
     time::Duration,
 };
 
 use actix::{
-    Actor, ActorFuture, Addr, Arbiter, AsyncContext, Context, Handler, Message, MessageResult,
-    Recipient, ResponseFuture,
+    Actor, Addr, Arbiter, Context, Handler, Message, MessageResult, Recipient, ResponseFuture,
 };
 use actix_rt::ArbiterHandle;
 use futures::task::AtomicWaker;
@@ -197,7 +196,7 @@ pub struct ServerStats {
 }
 
 /// A listening socket a server can accept from.
-pub(crate) trait Listen: Unpin + 'static {
+pub(crate) trait Listen: Detach + Send + Unpin + 'static {
     /// An accepted connection, registered with the acceptor's runtime.
     type Io: StreamIo + Detach;
 
@@ -209,8 +208,9 @@ pub(crate) trait Listen: Unpin + 'static {
     fn close(self);
 }
 
-/// Moves an accepted connection from the acceptor's runtime to a worker's: each actix arbiter
-/// runs its own tokio runtime with its own reactor.
+/// Moves a socket (a listener to the accepting worker, an accepted connection to another
+/// worker) from one arbiter's runtime to another's: each actix arbiter runs its own tokio
+/// runtime with its own reactor.
 pub(crate) trait Detach: Sized {
     type Detached: Send + 'static;
 
@@ -299,10 +299,17 @@ impl fmt::Debug for ServerHandle {
     }
 }
 
-/// State shared by the acceptor and the connections on every worker.
+/// State shared by the server actor, the acceptor and the connections on every worker.
 struct Shared {
     live: AtomicUsize,
     accepted: AtomicU64,
+    max_connections: usize,
+    /// Whether the acceptor accepts (`StartServing`); cleared for good by `Close`.
+    serving: AtomicBool,
+    /// Set by `Close`: the acceptor closes the listening sockets and ends.
+    closing: AtomicBool,
+    /// The acceptor's task, woken by `StartServing`, `Close`, and a connection leaving while
+    /// the limit holds the acceptor back.
     acceptor: AtomicWaker,
     clients: Mutex<HashMap<u64, Client>>,
     drain: Mutex<Drain>,
@@ -342,6 +349,10 @@ impl Client {
 #[derive(Default)]
 struct Drain {
     closed: bool,
+    /// Whether the acceptor still holds the listening sockets.
+    listening: bool,
+    /// `Close` replies once the listening sockets are closed.
+    close_waiters: Vec<oneshot::Sender<()>>,
     waiters: Vec<oneshot::Sender<()>>,
     workers: Vec<Arbiter>,
 }
@@ -354,16 +365,30 @@ impl Shared {
     fn connection_stopped(&self, id: u64) {
         lock(&self.clients).remove(&id);
         let before = self.live.fetch_sub(1, SeqCst);
-        self.acceptor.wake();
+        if before >= self.max_connections {
+            // The acceptor may be waiting for a free place.
+            self.acceptor.wake();
+        }
         if before == 1 {
             self.check_drained();
         }
     }
 
+    /// The acceptor has closed the listening sockets: `Close` may reply.
+    fn stopped_listening(&self) {
+        let mut drain = lock(&self.drain);
+        drain.listening = false;
+        for waiter in drain.close_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+        drop(drain);
+        self.check_drained();
+    }
+
     /// Once closed and empty: wakes `WaitClosed` waiters and retires the workers.
     fn check_drained(&self) {
         let mut drain = lock(&self.drain);
-        if drain.closed && self.live.load(SeqCst) == 0 {
+        if drain.closed && !drain.listening && self.live.load(SeqCst) == 0 {
             for waiter in drain.waiters.drain(..) {
                 let _ = waiter.send(());
             }
@@ -389,28 +414,23 @@ fn retire(worker: Arbiter) {
     });
 }
 
-enum Workers {
-    Current,
-    Pool(Vec<ArbiterHandle>),
-}
-
 type Factory<P> = Arc<dyn Fn() -> P + Send + Sync>;
 
-/// The server actor: owns the listening sockets and runs the accept loop.
-struct Server<L: Listen, P> {
-    listeners: Vec<L>,
-    factory: Factory<P>,
-    options: ServerOptions,
-    workers: Workers,
-    next_worker: usize,
-    next_id: u64,
+/// The server actor: answers the server's messages. Accepting is the [`Acceptor`]'s job, on
+/// another task.
+struct Server {
+    sockets: Vec<ServerSocket>,
     shared: Arc<Shared>,
     serving: bool,
     closed: bool,
-    backoff: Option<Pin<Box<Sleep>>>,
 }
 
 /// Starts a server over bound, listening sockets.
+///
+/// The acceptor runs on the first worker arbiter (on the calling one with `workers(0)`), and
+/// each connection it accepts for that worker starts right there: with one worker, or for one
+/// connection in N with N workers, a connection never crosses threads, and its socket is
+/// registered with one reactor once. The others are moved to their worker.
 pub(crate) fn start<L, F, P>(listeners: Vec<L>, options: ServerOptions, factory: F) -> ServerHandle
 where
     L: Listen,
@@ -418,34 +438,68 @@ where
     P: IntoProtocol + 'static,
 {
     let addresses: Arc<[SocketAddress]> = listeners.iter().map(|l| l.socket().address).collect();
-    let mut arbiters = Vec::new();
-    let workers = if options.workers == 0 {
-        Workers::Current
-    } else {
-        arbiters = (0..options.workers).map(|_| Arbiter::new()).collect();
-        Workers::Pool(arbiters.iter().map(Arbiter::handle).collect())
-    };
+    let sockets = listeners.iter().map(Listen::socket).collect();
+    let arbiters: Vec<Arbiter> = (0..options.workers).map(|_| Arbiter::new()).collect();
+    let pool: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
     let shared = Arc::new(Shared {
         live: AtomicUsize::new(0),
         accepted: AtomicU64::new(0),
+        max_connections: options.max_connections,
+        serving: AtomicBool::new(options.start_serving),
+        closing: AtomicBool::new(false),
         acceptor: AtomicWaker::new(),
         clients: Mutex::new(HashMap::new()),
         drain: Mutex::new(Drain {
+            listening: true,
             workers: arbiters,
             ..Drain::default()
         }),
     });
-    let server = Server {
-        listeners,
+    let mut acceptor = Acceptor {
+        listeners: Vec::new(),
         factory: Arc::new(factory),
-        serving: options.start_serving,
-        options,
-        workers,
+        config: options.stream.clone(),
+        accept_backoff: options.accept_backoff,
+        pool,
         next_worker: 0,
         next_id: 0,
+        shared: shared.clone(),
+        backoff: None,
+    };
+    match acceptor.pool.first().cloned() {
+        None => {
+            acceptor.listeners = listeners;
+            actix_rt::spawn(acceptor);
+        }
+        Some(worker) => {
+            let detached: io::Result<Vec<_>> = listeners.into_iter().map(Detach::detach).collect();
+            let started = worker.spawn(async move {
+                let attached: io::Result<Vec<L>> = match detached {
+                    Ok(detached) => detached.into_iter().map(L::attach).collect(),
+                    Err(err) => Err(err),
+                };
+                match attached {
+                    Ok(listeners) => {
+                        acceptor.listeners = listeners;
+                        acceptor.await;
+                    }
+                    // Dropping the acceptor tells `Close` there is nothing left to close.
+                    Err(err) => {
+                        tracing::error!(%err, "the listening sockets could not move to a worker");
+                    }
+                }
+            });
+            if !started {
+                // The acceptor, dropped unstarted, told `Close` there is nothing to close.
+                tracing::error!("the first worker arbiter is gone; the server cannot accept");
+            }
+        }
+    }
+    let server = Server {
+        sockets,
+        serving: options.start_serving,
         shared,
         closed: false,
-        backoff: None,
     };
     let addr = server.start();
     ServerHandle {
@@ -455,7 +509,7 @@ where
 }
 
 impl ServerPorts {
-    fn new<L: Listen, P: IntoProtocol + 'static>(addr: &Addr<Server<L, P>>) -> Self {
+    fn new(addr: &Addr<Server>) -> Self {
         ServerPorts {
             close: addr.clone().recipient(),
             wait_closed: addr.clone().recipient(),
@@ -469,30 +523,62 @@ impl ServerPorts {
     }
 }
 
-impl<L: Listen, P: IntoProtocol + 'static> Server<L, P> {
-    fn poll_accept(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
-        if self.closed {
+/// The accept loop: a task on the first worker arbiter (or the calling one), steered by the
+/// server actor through [`Shared`]. Dropping it closes the listening sockets.
+struct Acceptor<L: Listen, P> {
+    listeners: Vec<L>,
+    factory: Factory<P>,
+    config: StreamConfig,
+    accept_backoff: Duration,
+    /// The worker arbiters; the acceptor runs on the first. Empty with `workers(0)`.
+    pool: Vec<ArbiterHandle>,
+    next_worker: usize,
+    next_id: u64,
+    shared: Arc<Shared>,
+    backoff: Option<Pin<Box<Sleep>>>,
+}
+
+impl<L: Listen, P: IntoProtocol + 'static> Future for Acceptor<L, P> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.shared.acceptor.register(cx.waker());
+        if this.shared.closing.load(SeqCst) {
             return Poll::Ready(());
         }
-        if !self.serving {
-            // Polled again after the next message, e.g. `StartServing`.
+        if !this.shared.serving.load(SeqCst) {
+            // `StartServing` wakes us.
             return Poll::Pending;
         }
-        if let Some(backoff) = &mut self.backoff {
+        if let Some(backoff) = &mut this.backoff {
             if backoff.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            self.backoff = None;
+            this.backoff = None;
         }
+        this.accept(cx)
+    }
+}
+
+impl<L: Listen, P> Drop for Acceptor<L, P> {
+    fn drop(&mut self) {
+        for listener in self.listeners.drain(..) {
+            listener.close();
+        }
+        self.shared.stopped_listening();
+    }
+}
+
+impl<L: Listen, P: IntoProtocol + 'static> Acceptor<L, P> {
+    fn accept(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
         let mut accepted = 0;
         for index in 0..self.listeners.len() {
             loop {
-                if self.shared.live.load(SeqCst) >= self.options.max_connections {
-                    // Leave the rest in the backlog; a closing connection wakes us.
-                    self.shared.acceptor.register(cx.waker());
-                    if self.shared.live.load(SeqCst) >= self.options.max_connections {
-                        return Poll::Pending;
-                    }
+                if self.shared.live.load(SeqCst) >= self.shared.max_connections {
+                    // Leave the rest in the backlog; a closing connection wakes us (the waker
+                    // was registered before this check).
+                    return Poll::Pending;
                 }
                 if accepted == MAX_ACCEPTS_PER_WAKEUP {
                     cx.waker().wake_by_ref();
@@ -509,10 +595,10 @@ impl<L: Listen, P: IntoProtocol + 'static> Server<L, P> {
                     Poll::Ready(Err(err)) => {
                         tracing::warn!(
                             %err,
-                            backoff = ?self.options.accept_backoff,
+                            backoff = ?self.accept_backoff,
                             "accept failed; backing off"
                         );
-                        let mut backoff = Box::pin(tokio::time::sleep(self.options.accept_backoff));
+                        let mut backoff = Box::pin(tokio::time::sleep(self.accept_backoff));
                         let _ = backoff.as_mut().poll(cx);
                         self.backoff = Some(backoff);
                         return Poll::Pending;
@@ -532,33 +618,35 @@ impl<L: Listen, P: IntoProtocol + 'static> Server<L, P> {
         lock(&self.shared.clients).insert(id, Client::Starting(None));
         let factory = self.factory.clone();
         let shared = self.shared.clone();
-        let config = self.options.stream.clone();
-        match &self.workers {
-            Workers::Current => open_connection(io, factory, shared, id, config),
-            Workers::Pool(pool) => {
-                let detached = match io.detach() {
-                    Ok(detached) => detached,
-                    Err(err) => {
-                        tracing::warn!(%err, "accepted connection could not be moved to a worker");
-                        shared.connection_stopped(id);
-                        return;
-                    }
-                };
-                let worker = &pool[self.next_worker % pool.len()];
-                self.next_worker = self.next_worker.wrapping_add(1);
-                let fallback = shared.clone();
-                let sent = worker.spawn_fn(move || match L::Io::attach(detached) {
-                    Ok(io) => open_connection(io, factory, shared, id, config),
-                    Err(err) => {
-                        tracing::warn!(%err, "accepted connection could not be set up");
-                        shared.connection_stopped(id);
-                    }
-                });
-                if !sent {
-                    tracing::warn!("worker arbiter is gone; connection dropped");
-                    fallback.connection_stopped(id);
-                }
+        let config = self.config.clone();
+        let worker = match self.pool.len() {
+            0 => 0,
+            workers => self.next_worker % workers,
+        };
+        self.next_worker = self.next_worker.wrapping_add(1);
+        if worker == 0 {
+            // This arbiter's own share: no move, no second registration.
+            return open_connection(io, factory, shared, id, config);
+        }
+        let detached = match io.detach() {
+            Ok(detached) => detached,
+            Err(err) => {
+                tracing::warn!(%err, "accepted connection could not be moved to a worker");
+                shared.connection_stopped(id);
+                return;
             }
+        };
+        let fallback = shared.clone();
+        let sent = self.pool[worker].spawn_fn(move || match L::Io::attach(detached) {
+            Ok(io) => open_connection(io, factory, shared, id, config),
+            Err(err) => {
+                tracing::warn!(%err, "accepted connection could not be set up");
+                shared.connection_stopped(id);
+            }
+        });
+        if !sent {
+            tracing::warn!("worker arbiter is gone; connection dropped");
+            fallback.connection_stopped(id);
         }
     }
 }
@@ -608,53 +696,44 @@ fn open_connection<IO: StreamIo, P: IntoProtocol>(
     clients.insert(id, Client::Running(transport));
 }
 
-struct Acceptor;
-
-impl<L: Listen, P: IntoProtocol + 'static> ActorFuture<Server<L, P>> for Acceptor {
-    type Output = ();
-
-    fn poll(
-        self: Pin<&mut Self>,
-        act: &mut Server<L, P>,
-        _: &mut Context<Server<L, P>>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<()> {
-        act.poll_accept(cx)
-    }
-}
-
-impl<L: Listen, P: IntoProtocol + 'static> Actor for Server<L, P> {
+impl Actor for Server {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.spawn(Acceptor);
+impl Handler<Close> for Server {
+    type Result = ResponseFuture<()>;
+
+    /// Replies once the listening sockets are closed: a connection attempt after `Close` is
+    /// refused.
+    fn handle(&mut self, _: Close, _: &mut Context<Self>) -> Self::Result {
+        if !self.closed {
+            self.closed = true;
+            self.serving = false;
+            self.sockets.clear();
+            self.shared.serving.store(false, SeqCst);
+            self.shared.closing.store(true, SeqCst);
+            self.shared.acceptor.wake();
+            lock(&self.shared.drain).closed = true;
+            self.shared.check_drained();
+        }
+        let mut drain = lock(&self.shared.drain);
+        if !drain.listening {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = oneshot::channel();
+        drain.close_waiters.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }
 
-impl<L: Listen, P: IntoProtocol + 'static> Handler<Close> for Server<L, P> {
-    type Result = ();
-
-    fn handle(&mut self, _: Close, _: &mut Context<Self>) {
-        if self.closed {
-            return;
-        }
-        self.closed = true;
-        self.serving = false;
-        self.backoff = None;
-        for listener in self.listeners.drain(..) {
-            listener.close();
-        }
-        lock(&self.shared.drain).closed = true;
-        self.shared.check_drained();
-    }
-}
-
-impl<L: Listen, P: IntoProtocol + 'static> Handler<WaitClosed> for Server<L, P> {
+impl Handler<WaitClosed> for Server {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: WaitClosed, _: &mut Context<Self>) -> Self::Result {
         let mut drain = lock(&self.shared.drain);
-        if drain.closed && self.shared.live.load(SeqCst) == 0 {
+        if drain.closed && !drain.listening && self.shared.live.load(SeqCst) == 0 {
             return Box::pin(async {});
         }
         let (tx, rx) = oneshot::channel();
@@ -665,15 +744,15 @@ impl<L: Listen, P: IntoProtocol + 'static> Handler<WaitClosed> for Server<L, P> 
     }
 }
 
-impl<L: Listen, P: IntoProtocol + 'static> Handler<Sockets> for Server<L, P> {
+impl Handler<Sockets> for Server {
     type Result = MessageResult<Sockets>;
 
     fn handle(&mut self, _: Sockets, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.listeners.iter().map(Listen::socket).collect())
+        MessageResult(self.sockets.clone())
     }
 }
 
-impl<L: Listen, P: IntoProtocol + 'static> Handler<IsServing> for Server<L, P> {
+impl Handler<IsServing> for Server {
     type Result = bool;
 
     fn handle(&mut self, _: IsServing, _: &mut Context<Self>) -> bool {
@@ -681,17 +760,19 @@ impl<L: Listen, P: IntoProtocol + 'static> Handler<IsServing> for Server<L, P> {
     }
 }
 
-impl<L: Listen, P: IntoProtocol + 'static> Handler<StartServing> for Server<L, P> {
+impl Handler<StartServing> for Server {
     type Result = ();
 
     fn handle(&mut self, _: StartServing, _: &mut Context<Self>) {
-        if !self.closed {
+        if !self.closed && !self.serving {
             self.serving = true;
+            self.shared.serving.store(true, SeqCst);
+            self.shared.acceptor.wake();
         }
     }
 }
 
-impl<L: Listen, P: IntoProtocol + 'static> Handler<CloseClients> for Server<L, P> {
+impl Handler<CloseClients> for Server {
     type Result = ();
 
     fn handle(&mut self, _: CloseClients, _: &mut Context<Self>) {
@@ -701,7 +782,7 @@ impl<L: Listen, P: IntoProtocol + 'static> Handler<CloseClients> for Server<L, P
     }
 }
 
-impl<L: Listen, P: IntoProtocol + 'static> Handler<AbortClients> for Server<L, P> {
+impl Handler<AbortClients> for Server {
     type Result = ();
 
     fn handle(&mut self, _: AbortClients, _: &mut Context<Self>) {
@@ -711,7 +792,7 @@ impl<L: Listen, P: IntoProtocol + 'static> Handler<AbortClients> for Server<L, P
     }
 }
 
-impl<L: Listen, P: IntoProtocol + 'static> Handler<GetServerStats> for Server<L, P> {
+impl Handler<GetServerStats> for Server {
     type Result = MessageResult<GetServerStats>;
 
     fn handle(&mut self, _: GetServerStats, _: &mut Context<Self>) -> Self::Result {

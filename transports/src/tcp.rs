@@ -248,6 +248,21 @@ impl Listen for TcpListen {
     fn close(self) {}
 }
 
+impl Detach for TcpListen {
+    type Detached = (net::TcpListener, ServerSocket);
+
+    fn detach(self) -> io::Result<Self::Detached> {
+        Ok((self.listener.into_std()?, self.socket))
+    }
+
+    fn attach((listener, socket): Self::Detached) -> io::Result<Self> {
+        Ok(TcpListen {
+            listener: TcpListener::from_std(listener)?,
+            socket,
+        })
+    }
+}
+
 impl Detach for TcpStream {
     type Detached = net::TcpStream;
 

@@ -194,6 +194,33 @@ impl Listen for UnixListen {
     }
 }
 
+impl Detach for UnixListen {
+    type Detached = (
+        std::os::unix::net::UnixListener,
+        ServerSocket,
+        PathBuf,
+        Option<(u64, u64)>,
+    );
+
+    fn detach(self) -> io::Result<Self::Detached> {
+        Ok((
+            self.listener.into_std()?,
+            self.socket,
+            self.path,
+            self.file_id,
+        ))
+    }
+
+    fn attach((listener, socket, path, file_id): Self::Detached) -> io::Result<Self> {
+        Ok(UnixListen {
+            listener: UnixListener::from_std(listener)?,
+            socket,
+            path,
+            file_id,
+        })
+    }
+}
+
 impl Detach for UnixStream {
     type Detached = std::os::unix::net::UnixStream;
 
