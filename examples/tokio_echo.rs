@@ -86,6 +86,7 @@ async fn serve(args: &Args) -> io::Result<()> {
     }
 }
 
+// ANCHOR: echo
 /// Echoes until the peer closes or the connection fails.
 async fn echo(mut stream: impl AsyncRead + AsyncWrite + Unpin, buffer: usize) {
     let mut buffer = vec![0; buffer];
@@ -100,6 +101,7 @@ async fn echo(mut stream: impl AsyncRead + AsyncWrite + Unpin, buffer: usize) {
         }
     }
 }
+// ANCHOR_END: echo
 
 /// An accept error (out of descriptors, most likely) must not end the server.
 async fn back_off(error: io::Error) {

@@ -24,10 +24,12 @@ pub const PROTOCOL_WATCH_INTERVAL: Duration = Duration::from_millis(500);
 /// A transport's current protocol, watched for death.
 pub(crate) struct ProtocolWatch(Rc<Watched>);
 
+/// One allocation per connection, kept to 40 bytes (64 with the reference counts and malloc's
+/// header): the waker sits in a `Cell`, taken out to be used, and the sweep wakes a transport
+/// once by taking its waker; a transport whose protocol is gone registers none again.
 struct Watched {
     protocol: RefCell<ProtocolHandle>,
-    waker: RefCell<Option<Waker>>,
-    gone: Cell<bool>,
+    waker: Cell<Option<Waker>>,
 }
 
 #[derive(Default)]
@@ -54,8 +56,7 @@ impl ProtocolWatch {
     pub(crate) fn new(protocol: ProtocolHandle) -> Self {
         let watched = Rc::new(Watched {
             protocol: RefCell::new(protocol),
-            waker: RefCell::new(None),
-            gone: Cell::new(false),
+            waker: Cell::new(None),
         });
         WATCHLIST.with(|list| {
             let mut list = list.borrow_mut();
@@ -76,21 +77,23 @@ impl ProtocolWatch {
 
     /// Switches to another protocol; returns the previous one.
     pub(crate) fn replace(&self, protocol: ProtocolHandle) -> ProtocolHandle {
-        self.0.gone.set(false);
         self.0.protocol.replace(protocol)
     }
 
-    /// Records the task to wake when the protocol is found gone.
+    /// Records the task to wake when the protocol is found gone. Call it only while the
+    /// protocol is alive, so that the sweep wakes the transport once.
     pub(crate) fn set_waker(&self, waker: &Waker) {
-        let mut slot = self.0.waker.borrow_mut();
-        if !slot.as_ref().is_some_and(|known| known.will_wake(waker)) {
-            *slot = Some(waker.clone());
-        }
+        let known = self.0.waker.take();
+        let waker = match known {
+            Some(known) if known.will_wake(waker) => known,
+            _ => waker.clone(),
+        };
+        self.0.waker.set(Some(waker));
     }
 
     /// Whether the protocol actor has stopped.
     pub(crate) fn protocol_gone(&self) -> bool {
-        self.0.gone.get() || !self.0.protocol.borrow().is_alive()
+        !self.0.protocol.borrow().is_alive()
     }
 }
 
@@ -103,11 +106,10 @@ async fn sweep() {
                 let Some(watched) = entry.upgrade() else {
                     return false;
                 };
-                if !watched.gone.get() && !watched.protocol.borrow().is_alive() {
-                    watched.gone.set(true);
-                    if let Some(waker) = watched.waker.borrow().as_ref() {
-                        waker.wake_by_ref();
-                    }
+                if !watched.protocol.borrow().is_alive()
+                    && let Some(waker) = watched.waker.take()
+                {
+                    waker.wake();
                 }
                 true
             });
