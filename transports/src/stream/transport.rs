@@ -1,13 +1,14 @@
 //! The stream-transport actor and its I/O driver.
 
 use std::{
+    cell::RefCell,
     collections::VecDeque,
     fmt,
     future::Future,
     io::{self, IoSlice},
     pin::Pin,
     sync::atomic::{AtomicUsize, Ordering},
-    task::{Context as TaskContext, Poll},
+    task::{Context as TaskContext, Poll, ready},
     time::Duration,
 };
 
@@ -37,7 +38,68 @@ use crate::watch::ProtocolWatch;
 const INITIAL_READ_CHUNK: usize = 8 * 1024;
 
 /// The largest single read.
-const MAX_READ_CHUNK: usize = 64 * 1024;
+const MAX_READ_CHUNK: usize = 256 * 1024;
+
+/// A read of at most this many bytes is copied out of the thread's read buffer into a buffer of
+/// its own size; a larger one is handed over without a copy. Data waiting for a delivery in
+/// flight keeps coalescing while it is smaller than this; a larger chunk is enough read ahead,
+/// and the rest waits in the kernel.
+const COPY_AT_MOST: usize = 4 * 1024;
+
+/// The most read buffers a thread keeps (of [`MAX_READ_CHUNK`] bytes each).
+const READ_BUFFERS_PER_THREAD: usize = 8;
+
+thread_local! {
+    /// The read buffers of every stream transport on this thread (an arbiter is a thread).
+    static READ_BUFFERS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Reads up to `want` bytes from `io` into one of the thread's read buffers and returns them.
+///
+/// A connection reads here whenever it holds no data of its own, which is nearly always: an
+/// idle connection owns no read buffer at all, and a request/response one allocates only the
+/// bytes of each request, which also keeps a small message from pinning a large buffer while a
+/// protocol holds on to it. A large read is split off its buffer without a copy; the buffer is
+/// taken up again once that chunk is dropped (written, most often), so a streaming connection
+/// reads into the same few, cache-warm buffers, as a plain tokio loop reads into its one.
+fn read_into_thread_buffer<IO: StreamIo>(
+    io: &mut IO,
+    cx: &mut TaskContext<'_>,
+    want: usize,
+) -> Poll<io::Result<BytesMut>> {
+    READ_BUFFERS.with_borrow_mut(|buffers| {
+        let free = buffers.iter_mut().position(|buffer| {
+            buffer.clear();
+            buffer.try_reclaim(want)
+        });
+        let index = match free {
+            Some(index) => index,
+            None if buffers.len() < READ_BUFFERS_PER_THREAD => {
+                buffers.push(BytesMut::with_capacity(MAX_READ_CHUNK));
+                buffers.len() - 1
+            }
+            // Every buffer is lent out: the first gets a new allocation, and its old one goes
+            // when the chunks holding it do.
+            None => {
+                buffers[0].reserve(want);
+                0
+            }
+        };
+        let buffer = &mut buffers[index];
+        let n = ready!(poll_read_buf(
+            Pin::new(io),
+            cx,
+            &mut (&mut *buffer).limit(want)
+        ))?;
+        Poll::Ready(Ok(if n <= COPY_AT_MOST {
+            let copy = BytesMut::from(&buffer[..n]);
+            buffer.clear();
+            copy
+        } else {
+            buffer.split_to(n)
+        }))
+    })
+}
 
 /// The most buffers gathered into one vectored write.
 const MAX_IOVECS: usize = 64;
@@ -181,6 +243,10 @@ impl WriteQueue {
 
     fn front(&self) -> Option<&Bytes> {
         self.head.as_ref()
+    }
+
+    fn has_several(&self) -> bool {
+        self.rest.as_ref().is_some_and(|rest| !rest.is_empty())
     }
 
     fn iter(&self) -> impl Iterator<Item = &Bytes> {
@@ -379,7 +445,13 @@ impl<IO: StreamIo> StreamTransport<IO> {
             rare.front_len = 0;
         }
         if self.shutdown == Shutdown::NotRequested {
-            self.shutdown = Shutdown::Requested;
+            self.shutdown = if matches!(self.inbound, Inbound::Eof { .. }) {
+                // The peer has finished sending, so closing the socket sends our FIN without
+                // a reset: a separate shutdown(2) would be one more system call for nothing.
+                Shutdown::Done
+            } else {
+                Shutdown::Requested
+            };
         }
     }
 
@@ -459,6 +531,9 @@ impl<IO: StreamIo> StreamTransport<IO> {
                     self.abort(ctx);
                     return Poll::Ready(());
                 }
+                // First what waited for an acknowledgement that is back now, so that the read
+                // side finds its buffer free; then what the read side brings.
+                self.deliver();
                 if let Err(err) = self.poll_read_side(cx) {
                     self.fail(err, ctx);
                     return Poll::Ready(());
@@ -489,7 +564,9 @@ impl<IO: StreamIo> StreamTransport<IO> {
         };
         let mut progressed = false;
         while let Some(front) = self.queue.front() {
-            let result = if io.is_write_vectored() {
+            // One buffer goes out with a plain write(2), which the kernel serves with less
+            // work than a one-entry writev(2); several are gathered into one writev(2).
+            let result = if io.is_write_vectored() && self.queue.has_several() {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut count = 0;
                 for (slot, data) in slices.iter_mut().zip(self.queue.iter()) {
@@ -570,12 +647,26 @@ impl<IO: StreamIo> StreamTransport<IO> {
                 break;
             }
             let want = room.min(budget).min(self.read_chunk);
-            self.read_buf.reserve(want);
-            match poll_read_buf(
-                Pin::new(&mut *io),
-                cx,
-                &mut (&mut self.read_buf).limit(want),
-            ) {
+            let read = if self.read_buf.is_empty() {
+                read_into_thread_buffer(&mut *io, cx, want).map_ok(|chunk| {
+                    self.read_buf = chunk;
+                    self.read_buf.len()
+                })
+            } else if self.read_buf.len() < COPY_AT_MOST {
+                // Small data waiting for the delivery in flight: coalesce a little more into
+                // it. Only bytes that arrived are copied; nothing is reserved for ones that
+                // may not come.
+                let want = want.min(COPY_AT_MOST);
+                read_into_thread_buffer(&mut *io, cx, want).map_ok(|chunk| {
+                    self.read_buf.extend_from_slice(&chunk);
+                    chunk.len()
+                })
+            } else {
+                // A chunk is read ahead; growing it would copy it. Read again once the
+                // delivery in flight is back and this one is delivered.
+                break;
+            };
+            match read {
                 Poll::Ready(Ok(0)) => {
                     self.inbound = Inbound::Eof { delivered: false };
                     break;
@@ -589,13 +680,7 @@ impl<IO: StreamIo> StreamTransport<IO> {
                 }
                 Poll::Ready(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(err)) => return Err(err),
-                Poll::Pending => {
-                    if self.read_buf.is_empty() {
-                        // Keep no buffer on an idle connection.
-                        self.read_buf = BytesMut::new();
-                    }
-                    break;
-                }
+                Poll::Pending => break,
             }
         }
         self.note_read_buffer_peak();
@@ -615,7 +700,8 @@ impl<IO: StreamIo> StreamTransport<IO> {
         let data = if let Some(front) = front {
             front
         } else if !self.read_buf.is_empty() {
-            self.read_buf.split().freeze()
+            // Taken whole: an idle connection keeps no spare capacity of it.
+            std::mem::take(&mut self.read_buf).freeze()
         } else {
             if self.inbound == (Inbound::Eof { delivered: false }) {
                 self.inbound = Inbound::Eof { delivered: true };
@@ -661,21 +747,15 @@ impl<IO: StreamIo> StreamTransport<IO> {
         }
         let mut budget = MAX_READ_PER_WAKEUP;
         loop {
-            self.read_buf.clear();
-            self.read_buf.reserve(INITIAL_READ_CHUNK);
-            let limit = INITIAL_READ_CHUNK.min(budget);
-            match poll_read_buf(
-                Pin::new(&mut *io),
-                cx,
-                &mut (&mut self.read_buf).limit(limit),
-            ) {
-                Poll::Ready(Ok(0)) => {
+            // What the peer still sends is read and dropped, in the thread's buffer.
+            match read_into_thread_buffer(&mut *io, cx, INITIAL_READ_CHUNK.min(budget)) {
+                Poll::Ready(Ok(read)) if read.is_empty() => {
                     self.inbound = Inbound::Eof { delivered: true };
                     return Poll::Ready(());
                 }
-                Poll::Ready(Ok(n)) => {
-                    self.bytes_received += n as u64;
-                    budget = budget.saturating_sub(n);
+                Poll::Ready(Ok(read)) => {
+                    self.bytes_received += read.len() as u64;
+                    budget = budget.saturating_sub(read.len());
                     if budget == 0 {
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
@@ -1072,6 +1152,56 @@ mod tests {
     /// tokio keeps the actor inline in its task and rounds the task up to a multiple of 128
     /// bytes; with actix's `ContextFut` and tokio's task header around it, 328 bytes of actor
     /// make a 768-byte task, one byte more an 896-byte one, for every connection.
+    /// Reads once into the thread's buffers, waiting for readiness.
+    async fn read_once(io: &mut tokio::net::UnixStream, want: usize) -> BytesMut {
+        std::future::poll_fn(|cx| read_into_thread_buffer(io, cx, want))
+            .await
+            .expect("read")
+    }
+
+    #[tokio::test]
+    async fn a_small_read_gets_a_buffer_of_its_own_size() {
+        use tokio::io::AsyncWriteExt;
+        let (mut peer, mut io) = tokio::net::UnixStream::pair().expect("socket pair");
+        peer.write_all(&[7; 100]).await.expect("write");
+        let chunk = read_once(&mut io, MAX_READ_CHUNK).await;
+        assert_eq!(&chunk[..], &[7; 100][..]);
+        assert_eq!(
+            chunk.capacity(),
+            100,
+            "a small message must not pin a read-sized buffer"
+        );
+    }
+
+    #[tokio::test]
+    async fn large_reads_reuse_the_buffer_their_dropped_chunks_held() {
+        use tokio::io::AsyncWriteExt;
+        let (mut peer, mut io) = tokio::net::UnixStream::pair().expect("socket pair");
+        let mut first_at = None;
+        // Twelve 32 KiB reads go through 384 KiB, more than one buffer holds: the buffer must be
+        // taken up again from its start once the chunks are gone, not replaced.
+        for round in 0..12u8 {
+            peer.write_all(&[round; 32 * 1024]).await.expect("write");
+            let chunk = read_once(&mut io, 32 * 1024).await;
+            let at = chunk.as_ptr() as usize;
+            let mut received = chunk.len();
+            assert!(chunk.iter().all(|&byte| byte == round));
+            // The chunk is dropped here, as a written one is: its part of the buffer is free.
+            drop(chunk);
+            while received < 32 * 1024 {
+                // A stream socket may hand the bytes over in parts.
+                let rest = read_once(&mut io, 32 * 1024 - received).await;
+                assert!(rest.iter().all(|&byte| byte == round));
+                received += rest.len();
+            }
+            let first = *first_at.get_or_insert(at);
+            assert!(
+                (first..first + MAX_READ_CHUNK).contains(&at),
+                "round {round} read into a new buffer"
+            );
+        }
+    }
+
     #[test]
     fn the_actor_stays_within_its_task_size_class() {
         let size = std::mem::size_of::<StreamTransport<tokio::net::TcpStream>>();
