@@ -54,6 +54,23 @@ thread_local! {
     static READ_BUFFERS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The alignment of the start of every read.
+const ALIGNMENT: usize = 64;
+
+/// Moves an empty buffer's start up to the next 64-byte boundary.
+///
+/// The kernel copies received bytes with `rep movsb`, which on some CPUs is far slower into a
+/// destination that is not 64-byte aligned (on the AMD EPYC of the benchmark, 4 KiB reads
+/// spent 5× as long in the kernel's copy), and an allocation is only 16-byte aligned.
+fn align_start(buffer: &mut BytesMut) {
+    let skip = buffer.as_ptr().align_offset(ALIGNMENT);
+    if skip < ALIGNMENT && skip <= buffer.capacity() {
+        // Safe code can only skip written bytes; writing fewer than 64 costs nothing.
+        buffer.resize(skip, 0);
+        buffer.advance(skip);
+    }
+}
+
 /// Reads up to `want` bytes from `io` into one of the thread's read buffers and returns them.
 ///
 /// A connection reads here whenever it holds no data of its own, which is nearly always: an
@@ -68,24 +85,26 @@ fn read_into_thread_buffer<IO: StreamIo>(
     want: usize,
 ) -> Poll<io::Result<BytesMut>> {
     READ_BUFFERS.with_borrow_mut(|buffers| {
+        // `+ ALIGNMENT`: aligning the start may skip that much.
         let free = buffers.iter_mut().position(|buffer| {
             buffer.clear();
-            buffer.try_reclaim(want)
+            buffer.try_reclaim(want + ALIGNMENT)
         });
         let index = match free {
             Some(index) => index,
             None if buffers.len() < READ_BUFFERS_PER_THREAD => {
-                buffers.push(BytesMut::with_capacity(MAX_READ_CHUNK));
+                buffers.push(BytesMut::with_capacity(MAX_READ_CHUNK + ALIGNMENT));
                 buffers.len() - 1
             }
             // Every buffer is lent out: the first gets a new allocation, and its old one goes
             // when the chunks holding it do.
             None => {
-                buffers[0].reserve(want);
+                buffers[0].reserve(want + ALIGNMENT);
                 0
             }
         };
         let buffer = &mut buffers[index];
+        align_start(buffer);
         let n = ready!(poll_read_buf(
             Pin::new(io),
             cx,
@@ -1184,6 +1203,11 @@ mod tests {
             peer.write_all(&[round; 32 * 1024]).await.expect("write");
             let chunk = read_once(&mut io, 32 * 1024).await;
             let at = chunk.as_ptr() as usize;
+            assert_eq!(
+                at % ALIGNMENT,
+                0,
+                "round {round} read to a misaligned start"
+            );
             let mut received = chunk.len();
             assert!(chunk.iter().all(|&byte| byte == round));
             // The chunk is dropped here, as a written one is: its part of the buffer is free.
