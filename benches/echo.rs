@@ -576,7 +576,7 @@ fn table(rows: &[Row<'_>], args: &Args, machine: &str) -> String {
         };
         let _ = writeln!(
             out,
-            "| {title} | {} | {:.2} | {:.2} | {:.2}× | {} | {} | {:.0} | {:.0} |",
+            "| {title} | {} | {:.2} | {:.2} | {:.3}× | {} | {} | {:.0} | {:.0} |",
             row.label,
             row.tokio,
             row.switchboard,

@@ -14,7 +14,9 @@
 //! | [`GetServerStats`] | – | live connections and connections accepted |
 //!
 //! Each connection's transport and protocol live on the same worker arbiter: the protocol
-//! factory runs there. Past [`ServerOptions::max_connections`] the server stops accepting and
+//! factory runs there. The accept loop runs on the first worker (on the calling arbiter with
+//! `workers(0)`), and that worker's connections start where they were accepted; the others
+//! move to their worker once. Past [`ServerOptions::max_connections`] the server stops accepting and
 //! the kernel's backlog holds the rest, instead of accepting and dropping them; it accepts again
 //! as connections close. When accepting fails for lack of resources (`EMFILE`, `ENFILE`,
 //! `ENOBUFS`, `ENOMEM`) it backs off for [`ServerOptions::accept_backoff`] and tries again.
