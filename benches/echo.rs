@@ -25,7 +25,12 @@ use std::{
 };
 
 use clap::Parser;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+#[path = "../examples/loadgen/report.rs"]
+mod report;
+
+use report::{Report, ServerUsage};
 
 #[derive(Debug, Parser)]
 #[command(about = "switchboard's echo server against a plain tokio one, side by side")]
@@ -97,8 +102,8 @@ impl Figure {
         }
     }
 
-    fn of(self, report: &LoadReport, connections: usize) -> f64 {
-        let cpu = report.server.cpu_seconds;
+    fn of(self, report: &Report, server: &ServerUsage, connections: usize) -> f64 {
+        let cpu = server.cpu_seconds;
         match self {
             Figure::CpuPerOperation => cpu * 1e6 / report.operations.max(1) as f64,
             Figure::CpuPerMegabyte => {
@@ -106,10 +111,7 @@ impl Figure {
             }
             Figure::P99Latency => report.latency_us.p99 as f64,
             Figure::RssPerConnection => {
-                let grown = report
-                    .server
-                    .rss_after_kib
-                    .saturating_sub(report.server.rss_before_kib);
+                let grown = server.rss_after_kib.saturating_sub(server.rss_before_kib);
                 grown as f64 / connections.max(1) as f64
             }
         }
@@ -208,38 +210,12 @@ const CASES: &[Case] = &[
 /// The two servers, baseline first.
 const SERVERS: [&str; 2] = ["tokio_echo", "echo_server"];
 
-/// What `loadgen` prints (the fields used here).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-struct LoadReport {
-    seconds: f64,
-    operations: u64,
-    operations_per_second: f64,
-    megabytes_per_second: f64,
-    latency_us: Latency,
-    errors: u64,
-    server: ServerUsage,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-struct Latency {
-    p50: u64,
-    p99: u64,
-    p999: u64,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-struct ServerUsage {
-    cpu_seconds: f64,
-    rss_before_kib: u64,
-    rss_after_kib: u64,
-}
-
 /// Every run of one case on one server.
 #[derive(Debug, Default, Serialize)]
 struct Samples {
     figures: Vec<f64>,
     operations_per_second: Vec<f64>,
-    reports: Vec<LoadReport>,
+    reports: Vec<Report>,
 }
 
 /// A finished line of the table.
@@ -274,8 +250,8 @@ fn main() -> io::Result<()> {
             for (server, samples) in SERVERS.iter().zip(samples.iter_mut()) {
                 let connections = case.connections(&args);
                 eprint!("run {run}/{}: {} on {server} ... ", args.runs, case.key);
-                let report = measure(&binaries, &pinning, &args, case, server)?;
-                let figure = case.figure.of(&report, connections);
+                let (report, usage) = measure(&binaries, &pinning, &args, case, server)?;
+                let figure = case.figure.of(&report, &usage, connections);
                 eprintln!("{figure:.2} ({:.0} op/s)", report.operations_per_second);
                 samples.figures.push(figure);
                 samples
@@ -441,7 +417,7 @@ fn measure(
     args: &Args,
     case: &Case,
     server: &str,
-) -> io::Result<LoadReport> {
+) -> io::Result<(Report, ServerUsage)> {
     let mut command = pinning.command(&binaries.dir.join(server), true);
     command.args(["--addr", "127.0.0.1:0", "--workers", "1"]);
     if server == SERVERS[0] {
@@ -479,14 +455,19 @@ fn measure(
             output.status
         )));
     }
-    let report: LoadReport = serde_json::from_slice(&output.stdout)?;
+    let report: Report = serde_json::from_slice(&output.stdout)?;
+    let Some(usage) = report.server.clone() else {
+        return Err(io::Error::other(
+            "loadgen reported nothing about the server",
+        ));
+    };
     if report.errors > 0 {
         return Err(io::Error::other(format!(
             "loadgen saw {} errors",
             report.errors
         )));
     }
-    Ok(report)
+    Ok((report, usage))
 }
 
 /// A running server, stopped with SIGTERM (and killed if it lingers) when dropped.
@@ -587,10 +568,14 @@ fn table(rows: &[Row<'_>], args: &Args, machine: &str) -> String {
             row.switchboard_ops,
         );
     }
+    let runs = match args.runs {
+        1 => "One run".to_owned(),
+        runs => format!("Medians of {runs} runs"),
+    };
     let _ = writeln!(
         out,
-        "\nMedians of {} runs of {} s each (after {} s of warm-up); {machine}.",
-        args.runs, args.duration, args.warmup
+        "\n{runs} of {} s each (after {} s of warm-up); {machine}.",
+        args.duration, args.warmup
     );
     out
 }

@@ -51,9 +51,12 @@ pub(crate) fn example(name: &str) -> PathBuf {
     if built.iter().any(|done| done == name) {
         return path;
     }
-    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(format!("{name}.rs"));
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    // A one-file example, or one with modules in a directory of its own.
+    let mut source = examples.join(format!("{name}.rs"));
+    if !source.exists() {
+        source = examples.join(name).join("main.rs");
+    }
     let built_at = modified(&path);
     if built_at.is_none() || built_at < modified(&test_exe) || built_at < modified(&source) {
         build_example(name, profile_dir);

@@ -35,9 +35,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use hdrhistogram::Histogram;
-use serde::Serialize;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpSocket, TcpStream},
@@ -45,6 +44,10 @@ use tokio::{
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
+
+use report::{Latency, Mode, Report, ServerUsage};
+
+mod report;
 
 #[derive(Debug, Parser)]
 #[command(about = "A load generator for echo servers")]
@@ -73,47 +76,6 @@ struct Args {
     /// How many loopback source addresses (127.0.0.2 and up) `connect` and `idle` spread over.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u8).range(1..=250))]
     source_addresses: u8,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Mode {
-    Pingpong,
-    Stream,
-    Connect,
-    Idle,
-}
-
-/// The JSON line printed at the end of a run.
-#[derive(Debug, Serialize)]
-struct Report {
-    mode: Mode,
-    connections: usize,
-    size: usize,
-    seconds: f64,
-    operations: u64,
-    operations_per_second: f64,
-    megabytes_per_second: f64,
-    latency_us: Latency,
-    errors: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    server: Option<ServerUsage>,
-}
-
-#[derive(Debug, Serialize)]
-struct Latency {
-    p50: u64,
-    p99: u64,
-    p999: u64,
-    max: u64,
-}
-
-/// What `/proc` said about the server over the measured window.
-#[derive(Debug, Serialize)]
-struct ServerUsage {
-    cpu_seconds: f64,
-    rss_before_kib: u64,
-    rss_after_kib: u64,
 }
 
 /// What every connection task shares with the conductor.
