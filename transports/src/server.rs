@@ -617,7 +617,6 @@ impl<L: Listen, P: IntoProtocol + 'static> Acceptor<L, P> {
         self.next_id += 1;
         self.shared.live.fetch_add(1, SeqCst);
         self.shared.accepted.fetch_add(1, SeqCst);
-        lock(&self.shared.clients).insert(id, Client::Starting(None));
         let factory = self.factory.clone();
         let shared = self.shared.clone();
         let config = self.config.clone();
@@ -630,6 +629,9 @@ impl<L: Listen, P: IntoProtocol + 'static> Acceptor<L, P> {
             // This arbiter's own share: no move, no second registration.
             return open_connection(io, factory, shared, id, config);
         }
+        // On its way to another worker: in the books already, so that `CloseClients` or
+        // `AbortClients` handled meanwhile reaches it.
+        lock(&self.shared.clients).insert(id, Client::Starting(None));
         let detached = match io.detach() {
             Ok(detached) => detached,
             Err(err) => {
