@@ -2,7 +2,16 @@
 
 mod support;
 
-use std::{io, time::Duration};
+use std::{
+    io,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::SeqCst},
+    },
+    task::{Context as TaskContext, Poll},
+    time::Duration,
+};
 
 use actix::prelude::*;
 use support::{Kind, ProbeOptions, pair, probed, send_all};
@@ -240,4 +249,110 @@ async fn eof_is_delivered_after_the_data_and_never_while_paused(kind: Kind) {
     assert_eq!(events.data_until_eof().await, b"second");
     assert!(events.lost().await.is_none());
     let _ = peer.flush().await;
+}
+
+/// A Unix socket that counts its shutdowns and says whether dropping it closes completely after
+/// the peer's EOF, as a TLS layer (which owes a close_notify) says no.
+struct CountedShutdowns {
+    io: tokio::net::UnixStream,
+    shutdowns: Arc<AtomicUsize>,
+    drop_closes_after_eof: bool,
+}
+
+impl tokio::io::AsyncRead for CountedShutdowns {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedShutdowns {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.shutdowns.fetch_add(1, SeqCst);
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+impl switchboard::stream::StreamIo for CountedShutdowns {
+    fn extra_info(&self, _: &str) -> Option<ExtraInfo> {
+        None
+    }
+
+    fn drop_closes_after_eof(&self) -> bool {
+        self.drop_closes_after_eof
+    }
+}
+
+/// Closes (by default) on the peer's EOF and reports its `ConnectionLost`.
+struct ClosesOnEof(Option<tokio::sync::oneshot::Sender<Option<io::Error>>>);
+
+impl Actor for ClosesOnEof {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade> for ClosesOnEof {
+    type Result = ();
+    fn handle(&mut self, _: ConnectionMade, _: &mut Context<Self>) {}
+}
+
+impl Handler<DataReceived> for ClosesOnEof {
+    type Result = ();
+    fn handle(&mut self, _: DataReceived, _: &mut Context<Self>) {}
+}
+
+impl Handler<ConnectionLost> for ClosesOnEof {
+    type Result = ();
+    fn handle(&mut self, msg: ConnectionLost, ctx: &mut Context<Self>) {
+        if let Some(lost) = self.0.take() {
+            let _ = lost.send(msg.0);
+        }
+        ctx.stop();
+    }
+}
+
+#[actix_rt::test]
+async fn close_after_the_peers_eof_shuts_down_only_where_dropping_is_not_enough() {
+    for drop_closes_after_eof in [true, false] {
+        let (io, mut peer) = tokio::net::UnixStream::pair().expect("socket pair");
+        let shutdowns = Arc::new(AtomicUsize::new(0));
+        let io = CountedShutdowns {
+            io,
+            shutdowns: shutdowns.clone(),
+            drop_closes_after_eof,
+        };
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
+        let _ = switchboard::stream::spawn(io, StreamConfig::default(), || {
+            ClosesOnEof(Some(lost_tx)).start()
+        });
+        peer.shutdown().await.expect("the peer's EOF");
+        let lost = support::deadline(lost_rx).await.expect("ConnectionLost");
+        assert!(lost.is_none(), "a clean close, not {lost:?}");
+        let mut rest = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut rest)
+            .await
+            .expect("the peer reads our EOF");
+        assert!(rest.is_empty());
+        let expected = if drop_closes_after_eof { 0 } else { 1 };
+        assert_eq!(
+            shutdowns.load(SeqCst),
+            expected,
+            "drop_closes_after_eof = {drop_closes_after_eof}"
+        );
+    }
 }

@@ -84,6 +84,10 @@ impl StreamIo for TcpStream {
             tracing::debug!(%err, "could not set SO_LINGER 0 before abort");
         }
     }
+
+    fn drop_closes_after_eof(&self) -> bool {
+        true
+    }
 }
 
 /// Opens TCP connections with chosen settings; [`connect`] uses the defaults.

@@ -85,6 +85,10 @@ impl StreamIo for UnixStream {
             _ => None,
         }
     }
+
+    fn drop_closes_after_eof(&self) -> bool {
+        true
+    }
 }
 
 /// Connects to the socket at `path` and starts a transport with the protocol `protocol` makes.

@@ -88,6 +88,14 @@ pub trait StreamIo: AsyncRead + AsyncWrite + Unpin + 'static {
     /// Prepares an abortive close, called just before the transport drops the I/O object on
     /// `Abort`: TCP sets `SO_LINGER` to zero so the peer sees a reset.
     fn prepare_abort(&self) {}
+
+    /// Whether dropping the I/O object closes the connection completely once the peer has sent
+    /// its EOF, so that `Close` can skip the shutdown then. True for TCP and Unix sockets, whose
+    /// `close(2)` sends the FIN. The default, false, always shuts down first: a layer with a
+    /// closing message of its own (TLS's close_notify) keeps it.
+    fn drop_closes_after_eof(&self) -> bool {
+        false
+    }
 }
 
 /// The settings of one stream transport. Start from `StreamConfig::default()` and change what

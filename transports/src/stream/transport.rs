@@ -464,7 +464,13 @@ impl<IO: StreamIo> StreamTransport<IO> {
             rare.front_len = 0;
         }
         if self.shutdown == Shutdown::NotRequested {
-            self.shutdown = if matches!(self.inbound, Inbound::Eof { .. }) {
+            let peer_done = matches!(self.inbound, Inbound::Eof { .. });
+            self.shutdown = if peer_done
+                && self
+                    .io
+                    .as_ref()
+                    .is_some_and(StreamIo::drop_closes_after_eof)
+            {
                 // The peer has finished sending, so closing the socket sends our FIN without
                 // a reset: a separate shutdown(2) would be one more system call for nothing.
                 Shutdown::Done
