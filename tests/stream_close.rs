@@ -14,7 +14,7 @@ use std::{
 };
 
 use actix::prelude::*;
-use support::{Kind, ProbeOptions, pair, probed, send_all};
+use support::{Event, Kind, Probe, ProbeOptions, pair, probed, send_all};
 use switchboard::{prelude::*, stream::StreamConfig};
 use tokio::io::AsyncWriteExt;
 
@@ -299,33 +299,6 @@ impl switchboard::stream::StreamIo for CountedShutdowns {
     }
 }
 
-/// Closes (by default) on the peer's EOF and reports its `ConnectionLost`.
-struct ClosesOnEof(Option<tokio::sync::oneshot::Sender<Option<io::Error>>>);
-
-impl Actor for ClosesOnEof {
-    type Context = Context<Self>;
-}
-
-impl Handler<ConnectionMade> for ClosesOnEof {
-    type Result = ();
-    fn handle(&mut self, _: ConnectionMade, _: &mut Context<Self>) {}
-}
-
-impl Handler<DataReceived> for ClosesOnEof {
-    type Result = ();
-    fn handle(&mut self, _: DataReceived, _: &mut Context<Self>) {}
-}
-
-impl Handler<ConnectionLost> for ClosesOnEof {
-    type Result = ();
-    fn handle(&mut self, msg: ConnectionLost, ctx: &mut Context<Self>) {
-        if let Some(lost) = self.0.take() {
-            let _ = lost.send(msg.0);
-        }
-        ctx.stop();
-    }
-}
-
 #[actix_rt::test]
 async fn close_after_the_peers_eof_shuts_down_only_where_dropping_is_not_enough() {
     for drop_closes_after_eof in [true, false] {
@@ -336,12 +309,13 @@ async fn close_after_the_peers_eof_shuts_down_only_where_dropping_is_not_enough(
             shutdowns: shutdowns.clone(),
             drop_closes_after_eof,
         };
-        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
-        let _ = switchboard::stream::spawn(io, StreamConfig::default(), || {
-            ClosesOnEof(Some(lost_tx)).start()
-        });
+        // The probe lets the EOF close the transport, as asyncio's default does.
+        let (probe, mut events) = Probe::new(ProbeOptions::default());
+        let _ = switchboard::stream::spawn(io, StreamConfig::default(), || probe.start_full());
+        events.made().await;
         peer.shutdown().await.expect("the peer's EOF");
-        let lost = support::deadline(lost_rx).await.expect("ConnectionLost");
+        assert!(matches!(events.next().await, Some(Event::Eof)));
+        let lost = support::deadline(events.lost()).await;
         assert!(lost.is_none(), "a clean close, not {lost:?}");
         let mut rest = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut rest)
