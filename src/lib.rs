@@ -6,6 +6,8 @@ pub use switchboard_framework as framework;
 pub use switchboard_transports as transports;
 
 pub use switchboard_framework::*;
+#[cfg(feature = "tls")]
+pub use switchboard_transports::tls;
 pub use switchboard_transports::{
     PROTOCOL_WATCH_INTERVAL, ServerHandle, ServerOptions, StreamConfig, StreamIo, TcpConnector,
     protocol_watch_sweeps, server, stream, tcp, unix,

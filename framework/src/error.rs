@@ -76,12 +76,16 @@ impl From<WriteError> for io::Error {
 }
 
 /// Copies an `io::Error` for a second recipient (`io::Error` is not `Clone`): same kind, same
-/// message, and the same [`WriteError`] source when there is one.
+/// message, and the same [`WriteError`] or [`TlsError`](crate::TlsError) source when there is
+/// one.
 pub fn duplicate_error(err: &io::Error) -> io::Error {
-    match WriteError::of(err) {
-        Some(write_err) => write_err.into(),
-        None => io::Error::new(err.kind(), err.to_string()),
+    if let Some(write_err) = WriteError::of(err) {
+        return write_err.into();
     }
+    if let Some(tls_err) = crate::TlsError::of(err) {
+        return tls_err.clone().into();
+    }
+    io::Error::new(err.kind(), err.to_string())
 }
 
 #[cfg(test)]

@@ -1,8 +1,17 @@
 //! Extra information about a transport, asyncio's `get_extra_info`.
 
-use std::{borrow::Cow, fmt, net, os::fd::RawFd, path::PathBuf};
+use std::{
+    any::{Any, type_name},
+    borrow::Cow,
+    fmt, net,
+    os::fd::RawFd,
+    path::PathBuf,
+    sync::Arc,
+};
 
 use derive_more::From;
+
+use crate::{Certificate, CipherInfo, TlsSession};
 
 /// Well-known extra-info keys, spelled as in asyncio.
 pub mod keys {
@@ -12,6 +21,18 @@ pub mod keys {
     pub const SOCKNAME: &str = "sockname";
     /// The socket's descriptor, family and type: [`ExtraInfo::Socket`](super::ExtraInfo::Socket).
     pub const SOCKET: &str = "socket";
+    /// The negotiated cipher of a TLS transport: [`ExtraInfo::Cipher`](super::ExtraInfo::Cipher).
+    pub const CIPHER: &str = "cipher";
+    /// The compression of a TLS transport, always none (OpenSSL builds ship without it, since
+    /// CRIME): [`ExtraInfo::Compression`](super::ExtraInfo::Compression).
+    pub const COMPRESSION: &str = "compression";
+    /// The peer's certificate, or none: [`ExtraInfo::PeerCert`](super::ExtraInfo::PeerCert).
+    pub const PEERCERT: &str = "peercert";
+    /// The TLS library's context (`openssl::ssl::SslContext`):
+    /// [`ExtraInfo::Object`](super::ExtraInfo::Object).
+    pub const SSLCONTEXT: &str = "sslcontext";
+    /// A snapshot of the TLS session: [`ExtraInfo::TlsSession`](super::ExtraInfo::TlsSession).
+    pub const SSL_OBJECT: &str = "ssl_object";
 }
 
 /// One value of a transport's extra information, asked for by key with
@@ -30,6 +51,18 @@ pub enum ExtraInfo {
     /// A free-form text value, for keys a transport or a test adds.
     #[from(ignore)]
     Text(Cow<'static, str>),
+    /// The negotiated cipher: `cipher`.
+    Cipher(CipherInfo),
+    /// The compression method's name, or `None`: `compression`.
+    #[from(ignore)]
+    Compression(Option<String>),
+    /// The peer's certificate, or `None` when it sent none (a client usually): `peercert`.
+    #[from(ignore)]
+    PeerCert(Option<Certificate>),
+    /// A snapshot of the TLS session: `ssl_object`.
+    TlsSession(TlsSession),
+    /// An object of the library behind the transport: `sslcontext`.
+    Object(ExtraObject),
 }
 
 impl ExtraInfo {
@@ -49,6 +82,38 @@ impl ExtraInfo {
         }
     }
 
+    /// The cipher, if this value is one.
+    pub fn as_cipher(&self) -> Option<&CipherInfo> {
+        match self {
+            ExtraInfo::Cipher(cipher) => Some(cipher),
+            _ => None,
+        }
+    }
+
+    /// The peer's certificate: `Some(None)` when this is a `peercert` value without one.
+    pub fn as_peer_cert(&self) -> Option<Option<&Certificate>> {
+        match self {
+            ExtraInfo::PeerCert(cert) => Some(cert.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// The TLS session snapshot, if this value is one.
+    pub fn as_tls_session(&self) -> Option<&TlsSession> {
+        match self {
+            ExtraInfo::TlsSession(session) => Some(session),
+            _ => None,
+        }
+    }
+
+    /// The library object, if this value is one and is a `T`.
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        match self {
+            ExtraInfo::Object(object) => object.downcast_ref(),
+            _ => None,
+        }
+    }
+
     /// The text, if this value is text.
     pub fn as_text(&self) -> Option<&str> {
         match self {
@@ -61,6 +126,48 @@ impl ExtraInfo {
 impl From<net::SocketAddr> for ExtraInfo {
     fn from(addr: net::SocketAddr) -> Self {
         ExtraInfo::Address(addr.into())
+    }
+}
+
+/// An object of the library behind a transport, shared (the `sslcontext` key holds an
+/// `openssl::ssl::SslContext`). Two values are equal when they hold the same object.
+#[derive(Clone)]
+pub struct ExtraObject {
+    object: Arc<dyn Any + Send + Sync>,
+    type_name: &'static str,
+}
+
+impl ExtraObject {
+    /// Shares `object`.
+    pub fn new<T: Any + Send + Sync>(object: T) -> Self {
+        ExtraObject {
+            object: Arc::new(object),
+            type_name: type_name::<T>(),
+        }
+    }
+
+    /// The object, if it is a `T`.
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        self.object.downcast_ref()
+    }
+
+    /// The object's type name.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+}
+
+impl PartialEq for ExtraObject {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.object, &other.object)
+    }
+}
+
+impl Eq for ExtraObject {}
+
+impl fmt::Debug for ExtraObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ExtraObject").field(&self.type_name).finish()
     }
 }
 

@@ -5,7 +5,7 @@
 //!
 //! * transport commands, sent through a [`TransportHandle`]: [`Write`], [`WriteVectored`],
 //!   [`WriteEof`], [`Close`], [`Abort`], [`PauseReading`], [`ResumeReading`],
-//!   [`SetWriteBufferLimits`], [`SetProtocol`], [`GetExtraInfo`], and the queries
+//!   [`SetWriteBufferLimits`], [`SetProtocol`], [`StartTls`], [`GetExtraInfo`], and the queries
 //!   ([`IsClosing`], [`IsReading`], [`CanWriteEof`], [`GetWriteBufferSize`],
 //!   [`GetWriteBufferLimits`], [`GetProtocol`], [`GetStats`]);
 //! * protocol events, delivered through a [`ProtocolHandle`]: [`ConnectionMade`],
@@ -106,6 +106,7 @@ mod extra;
 mod flow;
 mod protocol;
 mod stats;
+mod tls;
 mod transport;
 
 pub use command::{
@@ -119,7 +120,7 @@ pub use event::{
     PauseWriting, ResumeWriting,
 };
 pub use extra::{
-    AddressFamily, ExtraInfo, SocketAddress, SocketInfo, SocketKind, UnixAddress, keys,
+    AddressFamily, ExtraInfo, ExtraObject, SocketAddress, SocketInfo, SocketKind, UnixAddress, keys,
 };
 pub use flow::{
     DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, FlowEdge, WriteBufferLimits, WriteFlow,
@@ -129,6 +130,10 @@ pub use protocol::{
     Handled, IntoProtocol, Protocol, ProtocolBuilder, ProtocolEvent, ProtocolHandle, Unhandled,
 };
 pub use stats::TransportStats;
+pub use tls::{
+    BufferedPlaintext, Certificate, CipherInfo, StartTls, TlsError, TlsErrorKind, TlsSession,
+    TlsSettings,
+};
 pub use transport::{Transport, TransportCommand, TransportHandle, TransportRequest};
 
 /// The names a protocol author needs: `use switchboard_framework::prelude::*;`.
@@ -137,7 +142,7 @@ pub mod prelude {
         Abort, Ack, CanWriteEof, Close, ConnectionLost, ConnectionMade, DataReceived, EofReceived,
         ExtraInfo, GetExtraInfo, GetProtocol, GetStats, GetWriteBufferLimits, GetWriteBufferSize,
         IntoProtocol, IsClosing, IsReading, PauseReading, PauseWriting, Protocol, ProtocolHandle,
-        ResumeReading, ResumeWriting, SetProtocol, SetWriteBufferLimits, SocketAddress,
-        TransportHandle, Write, WriteEof, WriteError, WriteVectored, keys,
+        ResumeReading, ResumeWriting, SetProtocol, SetWriteBufferLimits, SocketAddress, StartTls,
+        TlsError, TransportHandle, Write, WriteEof, WriteError, WriteVectored, keys,
     };
 }

@@ -18,7 +18,7 @@ use crate::{
     Abort, CanWriteEof, Close, DeliveryAcked, EofDecided, ExtraInfo, GetExtraInfo, GetProtocol,
     GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, IsClosing, IsReading,
     PauseReading, ResumeReading, SetProtocol, SetWriteBufferLimits, SocketAddress, SocketInfo,
-    Write, WriteEof, WriteError, WriteVectored, keys,
+    StartTls, TlsError, TlsErrorKind, Write, WriteEof, WriteError, WriteVectored, keys,
 };
 
 macro_rules! transport_commands {
@@ -141,6 +141,7 @@ transport_commands! {
     GetWriteBufferLimits => do_send_get_write_buffer_limits, send_get_write_buffer_limits;
     SetWriteBufferLimits => do_send_set_write_buffer_limits, send_set_write_buffer_limits;
     SetProtocol => do_send_set_protocol, send_set_protocol;
+    StartTls => do_send_start_tls, send_start_tls;
     GetProtocol => do_send_get_protocol, send_get_protocol;
     GetExtraInfo => do_send_get_extra_info, send_get_extra_info;
     GetStats => do_send_get_stats, send_get_stats;
@@ -251,6 +252,21 @@ impl TransportHandle {
         self.do_send(SetProtocol::new(protocol).with_leftover(leftover));
     }
 
+    /// Upgrades the connection to TLS in place ([`StartTls`]) and resolves when the handshake
+    /// has ended; a transport that stopped first gives a
+    /// [`ConnectionEnded`](TlsErrorKind::ConnectionEnded) error.
+    pub fn start_tls(&self, start: StartTls) -> impl Future<Output = Result<(), TlsError>> + use<> {
+        let request = self.send(start);
+        async move {
+            request.await.unwrap_or_else(|_| {
+                Err(TlsError::new(
+                    TlsErrorKind::ConnectionEnded,
+                    "the transport stopped before the handshake ended",
+                ))
+            })
+        }
+    }
+
     /// One value of extra information, or `None` for an unknown key or a stopped transport.
     pub fn get_extra_info(
         &self,
@@ -288,6 +304,25 @@ impl TransportHandle {
     pub fn socket(&self) -> impl Future<Output = Option<SocketInfo>> + use<> {
         let info = self.get_extra_info(keys::SOCKET);
         async move { info.await?.as_socket().copied() }
+    }
+
+    /// The negotiated cipher of a TLS transport (`cipher`).
+    pub fn cipher(&self) -> impl Future<Output = Option<crate::CipherInfo>> + use<> {
+        let info = self.get_extra_info(keys::CIPHER);
+        async move { info.await?.as_cipher().cloned() }
+    }
+
+    /// The certificate the peer of a TLS transport sent (`peercert`); `None` also when it sent
+    /// none.
+    pub fn peer_certificate(&self) -> impl Future<Output = Option<crate::Certificate>> + use<> {
+        let info = self.get_extra_info(keys::PEERCERT);
+        async move { info.await?.as_peer_cert().flatten().cloned() }
+    }
+
+    /// A snapshot of the TLS session (`ssl_object`); `None` on a plaintext transport.
+    pub fn tls_session(&self) -> impl Future<Output = Option<crate::TlsSession>> + use<> {
+        let info = self.get_extra_info(keys::SSL_OBJECT);
+        async move { info.await?.as_tls_session().cloned() }
     }
 
     /// Whether `Close` or `Abort` has been handled; `true` for a stopped transport.

@@ -3,6 +3,8 @@
 //! * [`stream`]: the generic stream transport, one actor over any `AsyncRead + AsyncWrite`,
 //!   which implements flow control, close, half-close and protocol switching once;
 //! * [`tcp`] and [`unix`]: `connect` and `serve` for TCP and Unix-domain stream sockets;
+//! * `tls` (feature `tls`): `connect` and `serve` for TLS, and `StartTls` on TCP and Unix
+//!   transports;
 //! * [`server`]: the server actor behind `serve`, and its [`ServerHandle`].
 //!
 //! The messages and handles come from `switchboard-framework`; the `switchboard` crate
@@ -23,6 +25,8 @@
 pub mod server;
 pub mod stream;
 pub mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod unix;
 mod watch;
 
@@ -33,5 +37,7 @@ pub use watch::{PROTOCOL_WATCH_INTERVAL, protocol_watch_sweeps};
 
 /// The names a server author needs: `use switchboard_transports::prelude::*;`.
 pub mod prelude {
+    #[cfg(feature = "tls")]
+    pub use crate::tls::{self, TlsAcceptor, TlsConnector};
     pub use crate::{ServerHandle, ServerOptions, StreamConfig, tcp, unix};
 }

@@ -39,7 +39,10 @@ use actix::{
     Actor, Addr, Arbiter, Context, Handler, Message, MessageResult, Recipient, ResponseFuture,
 };
 use actix_rt::ArbiterHandle;
-use futures::task::AtomicWaker;
+use futures::{
+    future::{AbortHandle, Abortable, LocalBoxFuture},
+    task::AtomicWaker,
+};
 use switchboard_framework::{
     Abort, Close, IntoProtocol, SocketAddress, SocketInfo, TransportHandle,
 };
@@ -210,6 +213,55 @@ pub(crate) trait Listen: Detach + Send + Unpin + 'static {
     fn close(self);
 }
 
+/// What an accepted connection goes through on its worker before its transport starts: nothing
+/// for a plaintext server, the handshake for a TLS one.
+pub(crate) trait Open<In>: Send + Sync + 'static {
+    /// The transport's I/O object.
+    type Io: StreamIo;
+
+    /// Whether connections go through a handshake, which counts against
+    /// [`max_handshakes`](Self::max_handshakes).
+    fn handshakes(&self) -> bool;
+
+    /// The most handshakes at once; past it the server stops accepting.
+    fn max_handshakes(&self) -> usize;
+
+    /// The I/O object at once, or the handshake that makes it (bounded by its own timeout).
+    fn open(&self, io: In) -> Opening<Self::Io>;
+}
+
+pub(crate) enum Opening<IO> {
+    Ready(IO),
+    #[cfg_attr(
+        not(feature = "tls"),
+        expect(dead_code, reason = "only TLS has handshakes")
+    )]
+    Handshake(LocalBoxFuture<'static, io::Result<IO>>),
+}
+
+/// A plaintext server: each accepted socket becomes the transport's I/O object as it is.
+pub(crate) struct Direct<F>(pub(crate) F);
+
+impl<In, IO, F> Open<In> for Direct<F>
+where
+    IO: StreamIo,
+    F: Fn(In) -> IO + Send + Sync + 'static,
+{
+    type Io = IO;
+
+    fn handshakes(&self) -> bool {
+        false
+    }
+
+    fn max_handshakes(&self) -> usize {
+        usize::MAX
+    }
+
+    fn open(&self, io: In) -> Opening<IO> {
+        Opening::Ready((self.0)(io))
+    }
+}
+
 /// Moves a socket (a listener to the accepting worker, an accepted connection to another
 /// worker) from one arbiter's runtime to another's: each actix arbiter runs its own tokio
 /// runtime with its own reactor.
@@ -304,6 +356,9 @@ impl fmt::Debug for ServerHandle {
 /// State shared by the server actor, the acceptor and the connections on every worker.
 struct Shared {
     live: AtomicUsize,
+    /// Connections in their handshake now.
+    handshaking: AtomicUsize,
+    max_handshakes: usize,
     accepted: AtomicU64,
     max_connections: usize,
     /// Whether the acceptor accepts (`StartServing`); cleared for good by `Close`.
@@ -322,6 +377,9 @@ enum Client {
     /// Accepted, on its way to a worker; `CloseClients`/`AbortClients` sent meanwhile wait here,
     /// so a connection accepted just before them is not missed.
     Starting(Option<Shutdown>),
+    /// In its handshake, which `CloseClients`/`AbortClients` end: there is no protocol yet to
+    /// say goodbye to.
+    Handshaking(AbortHandle),
     Running(TransportHandle),
 }
 
@@ -340,6 +398,7 @@ impl Client {
                     *pending = Some(how);
                 }
             }
+            Client::Handshaking(handshake) => handshake.abort(),
             Client::Running(transport) => match how {
                 Shutdown::Close => transport.do_send(Close),
                 Shutdown::Abort => transport.do_send(Abort),
@@ -364,6 +423,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// A handshake has ended, one way or the other: the acceptor may go on.
+    fn handshake_ended(&self) {
+        let before = self.handshaking.fetch_sub(1, SeqCst);
+        if before >= self.max_handshakes {
+            self.acceptor.wake();
+        }
+    }
+
     fn connection_stopped(&self, id: u64) {
         lock(&self.clients).remove(&id);
         let before = self.live.fetch_sub(1, SeqCst);
@@ -433,9 +500,15 @@ struct Server {
 /// each connection it accepts for that worker starts right there: with one worker, or for one
 /// connection in N with N workers, a connection never crosses threads, and its socket is
 /// registered with one reactor once. The others are moved to their worker.
-pub(crate) fn start<L, F, P>(listeners: Vec<L>, options: ServerOptions, factory: F) -> ServerHandle
+pub(crate) fn start<L, O, F, P>(
+    listeners: Vec<L>,
+    options: ServerOptions,
+    open: O,
+    factory: F,
+) -> ServerHandle
 where
     L: Listen,
+    O: Open<L::Io>,
     F: Fn() -> P + Send + Sync + 'static,
     P: IntoProtocol + 'static,
 {
@@ -445,6 +518,8 @@ where
     let pool: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
     let shared = Arc::new(Shared {
         live: AtomicUsize::new(0),
+        handshaking: AtomicUsize::new(0),
+        max_handshakes: open.max_handshakes(),
         accepted: AtomicU64::new(0),
         max_connections: options.max_connections,
         serving: AtomicBool::new(options.start_serving),
@@ -460,6 +535,7 @@ where
     let mut acceptor = Acceptor {
         listeners: Vec::new(),
         factory: Arc::new(factory),
+        open: Arc::new(open),
         config: options.stream.clone(),
         accept_backoff: options.accept_backoff,
         pool,
@@ -527,9 +603,10 @@ impl ServerPorts {
 
 /// The accept loop: a task on the first worker arbiter (or the calling one), steered by the
 /// server actor through [`Shared`]. Dropping it closes the listening sockets.
-struct Acceptor<L: Listen, P> {
+struct Acceptor<L: Listen, O, P> {
     listeners: Vec<L>,
     factory: Factory<P>,
+    open: Arc<O>,
     config: StreamConfig,
     accept_backoff: Duration,
     /// The worker arbiters; the acceptor runs on the first. Empty with `workers(0)`.
@@ -540,7 +617,7 @@ struct Acceptor<L: Listen, P> {
     backoff: Option<Pin<Box<Sleep>>>,
 }
 
-impl<L: Listen, P: IntoProtocol + 'static> Future for Acceptor<L, P> {
+impl<L: Listen, O: Open<L::Io>, P: IntoProtocol + 'static> Future for Acceptor<L, O, P> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
@@ -563,7 +640,7 @@ impl<L: Listen, P: IntoProtocol + 'static> Future for Acceptor<L, P> {
     }
 }
 
-impl<L: Listen, P> Drop for Acceptor<L, P> {
+impl<L: Listen, O, P> Drop for Acceptor<L, O, P> {
     fn drop(&mut self) {
         for listener in self.listeners.drain(..) {
             listener.close();
@@ -572,14 +649,16 @@ impl<L: Listen, P> Drop for Acceptor<L, P> {
     }
 }
 
-impl<L: Listen, P: IntoProtocol + 'static> Acceptor<L, P> {
+impl<L: Listen, O: Open<L::Io>, P: IntoProtocol + 'static> Acceptor<L, O, P> {
     fn accept(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
         let mut accepted = 0;
         for index in 0..self.listeners.len() {
             loop {
-                if self.shared.live.load(SeqCst) >= self.shared.max_connections {
-                    // Leave the rest in the backlog; a closing connection wakes us (the waker
-                    // was registered before this check).
+                if self.shared.live.load(SeqCst) >= self.shared.max_connections
+                    || self.shared.handshaking.load(SeqCst) >= self.shared.max_handshakes
+                {
+                    // Leave the rest in the backlog; a closing connection or an ended
+                    // handshake wakes us (the waker was registered before this check).
                     return Poll::Pending;
                 }
                 if accepted == MAX_ACCEPTS_PER_WAKEUP {
@@ -617,7 +696,11 @@ impl<L: Listen, P: IntoProtocol + 'static> Acceptor<L, P> {
         self.next_id += 1;
         self.shared.live.fetch_add(1, SeqCst);
         self.shared.accepted.fetch_add(1, SeqCst);
+        if self.open.handshakes() {
+            self.shared.handshaking.fetch_add(1, SeqCst);
+        }
         let factory = self.factory.clone();
+        let open = self.open.clone();
         let shared = self.shared.clone();
         let config = self.config.clone();
         let worker = match self.pool.len() {
@@ -627,7 +710,7 @@ impl<L: Listen, P: IntoProtocol + 'static> Acceptor<L, P> {
         self.next_worker = self.next_worker.wrapping_add(1);
         if worker == 0 {
             // This arbiter's own share: no move, no second registration.
-            return open_connection(io, factory, shared, id, config);
+            return open_connection(io, &*open, factory, shared, id, config);
         }
         // On its way to another worker: in the books already, so that `CloseClients` or
         // `AbortClients` handled meanwhile reaches it.
@@ -636,21 +719,21 @@ impl<L: Listen, P: IntoProtocol + 'static> Acceptor<L, P> {
             Ok(detached) => detached,
             Err(err) => {
                 tracing::warn!(%err, "accepted connection could not be moved to a worker");
-                shared.connection_stopped(id);
+                abandon(&shared, &*open, id);
                 return;
             }
         };
-        let fallback = shared.clone();
+        let fallback = (shared.clone(), open.clone());
         let sent = self.pool[worker].spawn_fn(move || match L::Io::attach(detached) {
-            Ok(io) => open_connection(io, factory, shared, id, config),
+            Ok(io) => open_connection(io, &*open, factory, shared, id, config),
             Err(err) => {
                 tracing::warn!(%err, "accepted connection could not be set up");
-                shared.connection_stopped(id);
+                abandon(&shared, &*open, id);
             }
         });
         if !sent {
             tracing::warn!("worker arbiter is gone; connection dropped");
-            fallback.connection_stopped(id);
+            abandon(&fallback.0, &*fallback.1, id);
         }
     }
 }
@@ -674,8 +757,56 @@ fn is_per_connection(err: &io::Error) -> bool {
     )
 }
 
-/// Runs on the connection's arbiter: starts the transport and the protocol.
-fn open_connection<IO: StreamIo, P: IntoProtocol>(
+/// Takes a connection that will never start out of the books.
+fn abandon<In, O: Open<In>>(shared: &Shared, open: &O, id: u64) {
+    if open.handshakes() {
+        shared.handshake_ended();
+    }
+    shared.connection_stopped(id);
+}
+
+/// Runs on the connection's arbiter: the handshake, if there is one, then the transport and the
+/// protocol.
+fn open_connection<In, O: Open<In>, P: IntoProtocol + 'static>(
+    io: In,
+    open: &O,
+    factory: Factory<P>,
+    shared: Arc<Shared>,
+    id: u64,
+    config: StreamConfig,
+) {
+    let handshake = match open.open(io) {
+        Opening::Ready(io) => return start_transport(io, factory, shared, id, config),
+        Opening::Handshake(handshake) => handshake,
+    };
+    let (abort, registration) = AbortHandle::new_pair();
+    {
+        let mut clients = lock(&shared.clients);
+        if let Some(Client::Starting(Some(_))) = clients.get(&id) {
+            // Closed or aborted on its way here: it ends before its handshake begins.
+            drop(clients);
+            shared.handshake_ended();
+            shared.connection_stopped(id);
+            return;
+        }
+        clients.insert(id, Client::Handshaking(abort));
+    }
+    actix_rt::spawn(async move {
+        let outcome = Abortable::new(handshake, registration).await;
+        shared.handshake_ended();
+        match outcome {
+            Ok(Ok(io)) => start_transport(io, factory, shared, id, config),
+            Ok(Err(err)) => {
+                tracing::debug!(%err, "handshake failed");
+                shared.connection_stopped(id);
+            }
+            Err(_aborted) => shared.connection_stopped(id),
+        }
+    });
+}
+
+/// Starts the transport and the protocol.
+fn start_transport<IO: StreamIo, P: IntoProtocol>(
     io: IO,
     factory: Factory<P>,
     shared: Arc<Shared>,

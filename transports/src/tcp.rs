@@ -60,8 +60,8 @@ use switchboard_framework::{
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs, lookup_host};
 
 use crate::{
-    server::{self, Detach, Listen, ServerHandle, ServerOptions, ServerSocket},
-    stream::{StreamConfig, StreamIo, StreamTransport},
+    server::{self, Detach, Direct, Listen, ServerHandle, ServerOptions, ServerSocket},
+    stream::{self, StreamConfig, StreamIo, StreamTransport},
 };
 
 impl StreamIo for TcpStream {
@@ -109,6 +109,11 @@ impl TcpConnector {
         self
     }
 
+    #[cfg_attr(not(feature = "tls"), expect(dead_code, reason = "used by TLS"))]
+    pub(crate) fn stream_config(&self) -> &StreamConfig {
+        &self.config
+    }
+
     /// Binds the local end to this address before connecting (asyncio's `local_addr`).
     pub fn local_addr(mut self, addr: net::SocketAddr) -> Self {
         self.local_addr = Some(addr);
@@ -127,14 +132,14 @@ impl TcpConnector {
     ) -> io::Result<(TransportHandle, P::Output)> {
         let stream = self.open(addr).await?;
         Ok(StreamTransport::start(
-            stream,
+            stream::upgradable(stream),
             self.config.clone(),
             protocol,
             None,
         ))
     }
 
-    async fn open(&self, addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
+    pub(crate) async fn open(&self, addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
         let mut last_err = None;
         for target in lookup_host(addr).await? {
             match self.open_one(target).await {
@@ -200,16 +205,21 @@ where
             "address resolved to nothing",
         ));
     }
-    Ok(server::start(listeners, options, factory))
+    Ok(server::start(
+        listeners,
+        options,
+        Direct(stream::upgradable::<TcpStream>),
+        factory,
+    ))
 }
 
-struct TcpListen {
+pub(crate) struct TcpListen {
     listener: TcpListener,
     socket: ServerSocket,
 }
 
 impl TcpListen {
-    fn bind(addr: net::SocketAddr, backlog: u32) -> io::Result<Self> {
+    pub(crate) fn bind(addr: net::SocketAddr, backlog: u32) -> io::Result<Self> {
         let socket = match addr {
             net::SocketAddr::V4(_) => TcpSocket::new_v4()?,
             net::SocketAddr::V6(_) => TcpSocket::new_v6()?,

@@ -65,8 +65,8 @@ use switchboard_framework::{
 use tokio::net::{UnixListener, UnixSocket, UnixStream};
 
 use crate::{
-    server::{self, Detach, Listen, ServerHandle, ServerOptions, ServerSocket},
-    stream::{StreamConfig, StreamIo, StreamTransport},
+    server::{self, Detach, Direct, Listen, ServerHandle, ServerOptions, ServerSocket},
+    stream::{self, StreamConfig, StreamIo, StreamTransport},
 };
 
 fn unix_address(addr: tokio::net::unix::SocketAddr) -> ExtraInfo {
@@ -107,7 +107,12 @@ pub async fn connect_with<P: IntoProtocol>(
     protocol: impl FnOnce() -> P,
 ) -> io::Result<(TransportHandle, P::Output)> {
     let stream = UnixStream::connect(path).await?;
-    Ok(StreamTransport::start(stream, config, protocol, None))
+    Ok(StreamTransport::start(
+        stream::upgradable(stream),
+        config,
+        protocol,
+        None,
+    ))
 }
 
 /// Listens at `path` and serves each connection with a protocol from `factory`, with the
@@ -131,7 +136,12 @@ where
     P: IntoProtocol + 'static,
 {
     let listener = UnixListen::bind(path.as_ref(), options.backlog)?;
-    Ok(server::start(vec![listener], options, factory))
+    Ok(server::start(
+        vec![listener],
+        options,
+        Direct(stream::upgradable::<UnixStream>),
+        factory,
+    ))
 }
 
 struct UnixListen {

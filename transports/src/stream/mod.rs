@@ -49,7 +49,13 @@ mod transport;
 
 use std::time::Duration;
 
-use switchboard_framework::{ExtraInfo, IntoProtocol, TransportHandle, WriteBufferLimits};
+use std::task::{Context as TaskContext, Poll};
+
+use bytes::Bytes;
+use switchboard_framework::{
+    ExtraInfo, IntoProtocol, TlsError, TlsErrorKind, TlsSettings, TransportHandle,
+    WriteBufferLimits,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use transport::{StreamTransport, live_transports};
@@ -96,6 +102,47 @@ pub trait StreamIo: AsyncRead + AsyncWrite + Unpin + 'static {
     fn drop_closes_after_eof(&self) -> bool {
         false
     }
+
+    /// Whether [`start_tls`](Self::start_tls) would be accepted now. The default refuses: the
+    /// kind cannot run TLS (the TCP and Unix transports can, through
+    /// [`MaybeTls`](crate::tls::MaybeTls), with the `tls` feature).
+    fn check_start_tls(&self) -> Result<(), TlsError> {
+        Err(TlsError::new(
+            TlsErrorKind::Unsupported,
+            "this transport cannot start TLS",
+        ))
+    }
+
+    /// Begins a TLS handshake in place, reading `prefix` before the socket. Called by the
+    /// transport once every plaintext write queued before `StartTls` is written.
+    fn start_tls(&mut self, settings: TlsSettings, prefix: Bytes) -> Result<(), TlsError> {
+        let _ = (settings, prefix);
+        self.check_start_tls()
+    }
+
+    /// Drives the handshake [`start_tls`](Self::start_tls) began; ready at once when none is
+    /// under way.
+    fn poll_handshake(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TlsError>> {
+        let _ = cx;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The I/O object of the TCP and Unix-socket transports: with the `tls` feature, one that can
+/// [`StartTls`](switchboard_framework::StartTls) later.
+#[cfg(feature = "tls")]
+pub(crate) type Upgradable<S> = crate::tls::MaybeTls<S>;
+/// The I/O object of the TCP and Unix-socket transports: the socket itself without the `tls`
+/// feature.
+#[cfg(not(feature = "tls"))]
+pub(crate) type Upgradable<S> = S;
+
+/// Wraps a freshly connected or accepted socket as [`Upgradable`].
+pub(crate) fn upgradable<S: StreamIo>(stream: S) -> Upgradable<S> {
+    #[cfg(feature = "tls")]
+    return crate::tls::MaybeTls::plain(stream);
+    #[cfg(not(feature = "tls"))]
+    return stream;
 }
 
 /// The settings of one stream transport. Start from `StreamConfig::default()` and change what

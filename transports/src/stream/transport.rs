@@ -17,12 +17,13 @@ use actix::{
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use switchboard_framework::{
-    Abort, Ack, CanWriteEof, Close, ConnectionLost, ConnectionMade, DataReceived, DeliveryAcked,
-    EofDecided, EofReceived, FlowEdge, GetExtraInfo, GetProtocol, GetStats, GetWriteBufferLimits,
-    GetWriteBufferSize, IntoProtocol, IsClosing, IsReading, PauseReading, PauseWriting,
-    ResumeReading, ResumeWriting, SetProtocol, SetWriteBufferLimits, TransportHandle,
-    TransportStats, Write, WriteBufferLimits, WriteEof, WriteError, WriteFlow, WriteLedger,
-    WriteReceipt, WriteVectored, duplicate_error,
+    Abort, Ack, BufferedPlaintext, CanWriteEof, Close, ConnectionLost, ConnectionMade,
+    DataReceived, DeliveryAcked, EofDecided, EofReceived, FlowEdge, GetExtraInfo, GetProtocol,
+    GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, IsClosing, IsReading,
+    PauseReading, PauseWriting, ResumeReading, ResumeWriting, SetProtocol, SetWriteBufferLimits,
+    StartTls, TlsError, TlsErrorKind, TlsSettings, TransportHandle, TransportStats, Write,
+    WriteBufferLimits, WriteEof, WriteError, WriteFlow, WriteLedger, WriteReceipt, WriteVectored,
+    duplicate_error,
 };
 use tokio::{
     sync::oneshot,
@@ -197,6 +198,19 @@ struct Rare {
     /// The error `ConnectionLost` will carry.
     lost: Option<io::Error>,
     refused_writes: u64,
+    /// A `StartTls` under way.
+    upgrade: Option<Upgrade>,
+}
+
+/// A `StartTls` from the moment it is handled until its handshake ends. Meanwhile nothing is
+/// read or delivered, the plaintext queued before it is written, and later writes wait here.
+struct Upgrade {
+    /// The settings and the bytes to feed to TLS first; taken when the handshake starts, once
+    /// the plaintext queue is written.
+    start: Option<(TlsSettings, Bytes)>,
+    /// Writes accepted after the `StartTls`: they go out encrypted, after the handshake.
+    held: Vec<Bytes>,
+    reply: Option<oneshot::Sender<Result<(), TlsError>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,6 +432,13 @@ impl<IO: StreamIo> StreamTransport<IO> {
         self.state == State::Open && !self.paused && self.inbound == Inbound::Open
     }
 
+    /// Whether a `StartTls` is under way.
+    fn upgrading(&self) -> bool {
+        self.rare
+            .as_ref()
+            .is_some_and(|rare| rare.upgrade.is_some())
+    }
+
     /// Why a write is refused now, if it is.
     fn refusal(&self) -> Option<WriteError> {
         match self.state {
@@ -442,10 +463,18 @@ impl<IO: StreamIo> StreamTransport<IO> {
 
     fn enqueue(&mut self, buffers: impl IntoIterator<Item = Bytes>) -> WriteReceipt {
         let mut total = 0;
+        let mut held = self
+            .rare
+            .as_mut()
+            .and_then(|rare| rare.upgrade.as_mut())
+            .map(|upgrade| &mut upgrade.held);
         for data in buffers {
             if !data.is_empty() {
                 total += data.len();
-                self.queue.push(data);
+                match &mut held {
+                    Some(held) => held.push(data),
+                    None => self.queue.push(data),
+                }
             }
         }
         self.flow.add(total);
@@ -486,6 +515,10 @@ impl<IO: StreamIo> StreamTransport<IO> {
         }
         self.queue.clear();
         self.flow.clear();
+        if let Some(rare) = &mut self.rare {
+            // Its reply, dropped, tells the caller the connection ended.
+            rare.upgrade = None;
+        }
         let aborted: io::Error = WriteError::Aborted.into();
         self.ledger.fail(&aborted);
         self.resolve_eof_waiters(Err(&aborted));
@@ -584,8 +617,105 @@ impl<IO: StreamIo> StreamTransport<IO> {
 
     /// Writes what is queued, gathered into vectored writes, then the shutdown if one is due.
     fn poll_write_side(&mut self, cx: &mut TaskContext<'_>) -> io::Result<()> {
+        let mut progressed = false;
+        loop {
+            progressed |= self.write_queue(cx)?;
+            if !(self.queue.is_empty() && self.upgrading()) {
+                break;
+            }
+            // The plaintext before the `StartTls` is out: the handshake can go on.
+            match self.poll_upgrade(cx) {
+                // The writes held back during the handshake are queued now: write them.
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(err)) => return Err(err.into()),
+                Poll::Pending => break,
+            }
+        }
         let Some(io) = self.io.as_mut() else {
             return Ok(());
+        };
+        if self.queue.is_empty() {
+            if let Some(rare) = &mut self.rare {
+                rare.stall = None;
+            }
+        } else if let Some(timeout) = self.write_stall_timeout {
+            let now = Instant::now();
+            let stall = &mut self.rare.get_or_insert_default().stall;
+            match stall {
+                Some(stall) if progressed => stall.last_progress = now,
+                Some(_) => {}
+                None => {
+                    *stall = Some(Stall {
+                        sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
+                        last_progress: now,
+                    });
+                }
+            }
+        }
+        let upgrading = self
+            .rare
+            .as_ref()
+            .is_some_and(|rare| rare.upgrade.is_some());
+        if self.queue.is_empty() && self.shutdown == Shutdown::Requested && !upgrading {
+            match Pin::new(&mut *io).poll_shutdown(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.shutdown = Shutdown::Done;
+                    self.resolve_eof_waiters(Ok(()));
+                }
+                // Closing after the peer's EOF: the peer may be gone already, and everything
+                // we had to say is written.
+                Poll::Ready(Err(err))
+                    if self.state == State::Closing
+                        && matches!(self.inbound, Inbound::Eof { .. }) =>
+                {
+                    tracing::debug!(%err, "shutdown after the peer's EOF failed");
+                    self.shutdown = Shutdown::Done;
+                }
+                Poll::Ready(Err(err)) => return Err(err),
+                Poll::Pending => {}
+            }
+        }
+        if self.state != State::Stopped {
+            self.deliver_flow_edge();
+        }
+        Ok(())
+    }
+
+    /// Starts the handshake of the `StartTls` under way, then drives it; at its end, queues the
+    /// writes held back and answers the `StartTls`.
+    fn poll_upgrade(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TlsError>> {
+        let (Some(io), Some(rare)) = (self.io.as_mut(), self.rare.as_mut()) else {
+            return Poll::Ready(Ok(()));
+        };
+        let Some(upgrade) = &mut rare.upgrade else {
+            return Poll::Ready(Ok(()));
+        };
+        let result = match upgrade.start.take() {
+            Some((settings, prefix)) => io.start_tls(settings, prefix),
+            None => Ok(()),
+        };
+        let result = match result {
+            Ok(()) => ready!(io.poll_handshake(cx)),
+            Err(err) => Err(err),
+        };
+        let Some(mut upgrade) = rare.upgrade.take() else {
+            return Poll::Ready(result);
+        };
+        if result.is_ok() {
+            for data in upgrade.held.drain(..) {
+                self.queue.push(data);
+            }
+        }
+        if let Some(reply) = upgrade.reply.take() {
+            let _ = reply.send(result.clone());
+        }
+        Poll::Ready(result)
+    }
+
+    /// Writes what is queued, gathered into vectored writes; whether any byte went out.
+    fn write_queue(&mut self, cx: &mut TaskContext<'_>) -> io::Result<bool> {
+        let Some(io) = self.io.as_mut() else {
+            return Ok(false);
         };
         let mut progressed = false;
         while let Some(front) = self.queue.front() {
@@ -615,44 +745,13 @@ impl<IO: StreamIo> StreamTransport<IO> {
                 Poll::Pending => break,
             }
         }
-        if self.queue.is_empty() {
-            if let Some(rare) = &mut self.rare {
-                rare.stall = None;
-            }
-        } else if let Some(timeout) = self.write_stall_timeout {
-            let now = Instant::now();
-            let stall = &mut self.rare.get_or_insert_default().stall;
-            match stall {
-                Some(stall) if progressed => stall.last_progress = now,
-                Some(_) => {}
-                None => {
-                    *stall = Some(Stall {
-                        sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
-                        last_progress: now,
-                    });
-                }
-            }
-        }
-        if self.queue.is_empty() && self.shutdown == Shutdown::Requested {
-            match Pin::new(&mut *io).poll_shutdown(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.shutdown = Shutdown::Done;
-                    self.resolve_eof_waiters(Ok(()));
-                }
-                Poll::Ready(Err(err)) => return Err(err),
-                Poll::Pending => {}
-            }
-        }
-        if self.state != State::Stopped {
-            self.deliver_flow_edge();
-        }
-        Ok(())
+        Ok(progressed)
     }
 
     /// Reads into the buffer while there is room and budget; never while paused, and never
     /// before the protocol handled its `ConnectionMade`.
     fn poll_read_side(&mut self, cx: &mut TaskContext<'_>) -> io::Result<()> {
-        if !self.is_reading() || !self.attached {
+        if !self.is_reading() || !self.attached || self.upgrading() {
             return Ok(());
         }
         let Some(io) = self.io.as_mut() else {
@@ -714,7 +813,8 @@ impl<IO: StreamIo> StreamTransport<IO> {
 
     /// Delivers the next chunk (or the EOF) if nothing is in flight and reading is not paused.
     fn deliver(&mut self) {
-        if self.state != State::Open || self.paused || !self.unacked.is_empty() {
+        if self.state != State::Open || self.paused || !self.unacked.is_empty() || self.upgrading()
+        {
             return;
         }
         let front = self.rare.as_mut().and_then(|rare| {
@@ -901,7 +1001,7 @@ impl<IO: StreamIo> Handler<WriteEof> for StreamTransport<IO> {
     type Result = ResponseFuture<io::Result<()>>;
 
     fn handle(&mut self, _: WriteEof, _: &mut Context<Self>) -> Self::Result {
-        let can = self.io.as_ref().is_some_and(StreamIo::can_write_eof);
+        let can = self.io.as_ref().is_some_and(StreamIo::can_write_eof) && !self.upgrading();
         let result: Option<io::Result<()>> = if !can && self.state == State::Open {
             Some(Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -1080,9 +1180,76 @@ impl<IO: StreamIo> Handler<EofDecided> for StreamTransport<IO> {
     type Result = ();
 
     fn handle(&mut self, msg: EofDecided, _: &mut Context<Self>) {
-        if !msg.keep_open {
+        let half_open = self.io.as_ref().is_some_and(StreamIo::can_write_eof);
+        if msg.keep_open && !half_open {
+            // asyncio does the same over TLS, which has no half-close.
+            tracing::debug!("keep_open has no effect on a transport that cannot half-close");
+        }
+        if !msg.keep_open || !half_open {
             self.begin_close();
         }
+    }
+}
+
+impl<IO: StreamIo> Handler<StartTls> for StreamTransport<IO> {
+    type Result = ResponseFuture<Result<(), TlsError>>;
+
+    fn handle(&mut self, msg: StartTls, _: &mut Context<Self>) -> Self::Result {
+        let refusal = if self.state != State::Open {
+            Some(TlsError::new(
+                TlsErrorKind::InvalidState,
+                "the transport is closing",
+            ))
+        } else if self.upgrading() {
+            Some(TlsError::new(
+                TlsErrorKind::InvalidState,
+                "a StartTls is already under way",
+            ))
+        } else {
+            self.io.as_ref().and_then(|io| io.check_start_tls().err())
+        };
+        if let Some(err) = refusal {
+            return Box::pin(async move { Err(err) });
+        }
+        let StartTls {
+            settings,
+            plaintext,
+            leftover,
+        } = msg;
+        // Everything read and not delivered arrived after the protocol decided to upgrade.
+        let mut pending = vec![leftover];
+        if let Some(rare) = &mut self.rare {
+            pending.extend(rare.front.drain(..));
+            rare.front_len = 0;
+        }
+        pending.push(std::mem::take(&mut self.read_buf).freeze());
+        let prefix = match plaintext {
+            BufferedPlaintext::FeedToTls => pending.concat().into(),
+            BufferedPlaintext::Discard => {
+                let discarded: usize = pending.iter().map(Bytes::len).sum();
+                if discarded > 0 {
+                    tracing::debug!(
+                        bytes = discarded,
+                        "StartTls: plaintext received before the handshake discarded"
+                    );
+                }
+                Bytes::new()
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        self.rare().upgrade = Some(Upgrade {
+            start: Some((settings, prefix)),
+            held: Vec::new(),
+            reply: Some(tx),
+        });
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(TlsError::new(
+                    TlsErrorKind::ConnectionEnded,
+                    "the connection ended before the handshake did",
+                ))
+            })
+        })
     }
 }
 
@@ -1236,5 +1403,9 @@ mod tests {
     fn the_actor_stays_within_its_task_size_class() {
         let size = std::mem::size_of::<StreamTransport<tokio::net::TcpStream>>();
         assert!(size <= 328, "StreamTransport<TcpStream> is {size} bytes");
+        // What `tcp::connect` and `tcp::serve` run, able to `StartTls`.
+        let size =
+            std::mem::size_of::<StreamTransport<super::super::Upgradable<tokio::net::TcpStream>>>();
+        assert!(size <= 328, "a TCP transport is {size} bytes");
     }
 }
