@@ -1,0 +1,87 @@
+//! Raw TLS peers for the TLS tests: tokio-openssl over plain tokio sockets, independent of
+//! switchboard's transport, with certificates made at run time.
+#![allow(dead_code)]
+
+use std::pin::Pin;
+
+use switchboard::tls::{
+    SelfSigned,
+    openssl::ssl::{Ssl, SslAcceptor, SslConnector, SslMethod, SslVerifyMode},
+};
+use tokio::net::TcpStream;
+use tokio_openssl::SslStream;
+
+/// A TLS client stream made by hand over `stream`, trusting `cert` only and checking the name
+/// `localhost`.
+pub(crate) async fn raw_client<S>(stream: S, cert: &SelfSigned) -> SslStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).expect("connector");
+    builder
+        .cert_store_mut()
+        .add_cert(cert.certificate().clone())
+        .expect("trust the test certificate");
+    builder.set_verify(SslVerifyMode::PEER);
+    let ssl = builder
+        .build()
+        .configure()
+        .expect("configure")
+        .into_ssl("localhost")
+        .expect("ssl");
+    let mut tls = SslStream::new(ssl, stream).expect("ssl stream");
+    Pin::new(&mut tls)
+        .connect()
+        .await
+        .expect("raw TLS handshake");
+    tls
+}
+
+/// A TLS server stream made by hand over an accepted `stream`, serving `cert`.
+pub(crate) async fn raw_server(stream: TcpStream, cert: &SelfSigned) -> SslStream<TcpStream> {
+    let mut builder =
+        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).expect("acceptor");
+    builder.set_certificate(cert.certificate()).expect("cert");
+    builder.set_private_key(cert.private_key()).expect("key");
+    let acceptor = builder.build();
+    let ssl = Ssl::new(acceptor.context()).expect("ssl");
+    let mut tls = SslStream::new(ssl, stream).expect("ssl stream");
+    Pin::new(&mut tls).accept().await.expect("raw TLS accept");
+    tls
+}
+
+/// A certificate for `localhost` and the loopback addresses.
+pub(crate) fn localhost() -> SelfSigned {
+    SelfSigned::localhost().expect("self-signed certificate")
+}
+
+/// Like [`crate::support::probed`] over TCP, but the transport's socket is wrapped so it can
+/// `StartTls`, as `tcp::connect` and `tcp::serve` wrap theirs.
+pub(crate) async fn probed_upgradable(
+    options: crate::support::ProbeOptions,
+) -> (
+    switchboard::TransportHandle,
+    actix::Addr<crate::support::Probe>,
+    crate::support::Peer,
+    crate::support::ProbeRx,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local_addr");
+    let (peer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    let (ours, _) = accepted.expect("accept");
+    let (probe, mut events) = crate::support::Probe::new(options);
+    let (transport, probe) = switchboard::stream::spawn(
+        switchboard::tls::MaybeTls::plain(ours),
+        switchboard::StreamConfig::default(),
+        || probe.start_full(),
+    );
+    events.made().await;
+    (
+        transport,
+        probe,
+        crate::support::Peer::Tcp(peer.expect("connect")),
+        events,
+    )
+}

@@ -1,0 +1,486 @@
+//! TLS transports made by `tls::connect` and `tls::serve`: bytes both ways with write-buffer
+//! flow control, close_notify, verification by default, bounded handshakes, and the TLS
+//! extra-info keys checked against what an independent peer (Python's `ssl`, tokio-openssl)
+//! sees.
+
+#[path = "support/process.rs"]
+mod process;
+mod support;
+#[path = "support/tls.rs"]
+mod tls_support;
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use support::{Event, Probe, ProbeOptions, deadline, pattern, probe_factory};
+use switchboard::{
+    CanWriteEof, ExtraInfo, ServerOptions, StreamConfig, TlsError, TlsErrorKind, WriteBufferLimits,
+    WriteEof, keys,
+    tls::{
+        self, SelfSigned, TlsAcceptor, TlsConnector,
+        openssl::ssl::{ErrorCode, SslAcceptor, SslContext, SslMethod},
+    },
+};
+use tls_support::{localhost, raw_server};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// A TLS server with one worker and a probe per connection; also counts protocols made.
+async fn probe_server(
+    acceptor: TlsAcceptor,
+) -> (
+    switchboard::ServerHandle,
+    tokio::sync::mpsc::UnboundedReceiver<support::ProbeRx>,
+    Arc<AtomicUsize>,
+) {
+    let (factory, probes) = probe_factory(ProbeOptions::default());
+    let made = Arc::new(AtomicUsize::new(0));
+    let counted = made.clone();
+    let server = tls::serve_with(
+        "127.0.0.1:0",
+        ServerOptions::default().workers(1),
+        acceptor,
+        move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            factory()
+        },
+    )
+    .await
+    .expect("serve TLS");
+    (server, probes, made)
+}
+
+fn addr_of(server: &switchboard::ServerHandle) -> String {
+    server.addresses()[0].to_string()
+}
+
+/// Waits until the server has no connection left (handshakes included).
+async fn until_no_connections(server: &switchboard::ServerHandle) {
+    let end = tokio::time::Instant::now() + support::TIMEOUT;
+    while server.stats().await.connections > 0 {
+        assert!(tokio::time::Instant::now() < end, "connections never ended");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn ten_mib_echo_through_tls_with_write_flow_control_then_close_notify() {
+    deadline(async {
+        let cert = localhost();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        // An echo server independent of switchboard: OpenSSL's blocking stream over a std
+        // socket, on a thread of its own. It reports how its peer's stream ended, telling a
+        // close_notify (`ZERO_RETURN`) from a bare TCP EOF.
+        let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+        builder.set_certificate(cert.certificate()).unwrap();
+        builder.set_private_key(cert.private_key()).unwrap();
+        let acceptor = builder.build();
+        let echo = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut tls = acceptor.accept(stream).expect("raw TLS accept");
+            let mut buf = vec![0; 64 * 1024];
+            let mut echoed = 0usize;
+            loop {
+                match tls.ssl_read(&mut buf) {
+                    Ok(n) => {
+                        std::io::Write::write_all(&mut tls, &buf[..n]).unwrap();
+                        echoed += n;
+                    }
+                    Err(err) if err.code() == ErrorCode::ZERO_RETURN => return Ok(echoed),
+                    Err(err) => return Err(format!("{err} after {echoed} bytes")),
+                }
+            }
+        });
+
+        let (probe, mut events) = Probe::new(ProbeOptions::default());
+        let connector = cert
+            .connector()
+            .unwrap()
+            .config(StreamConfig::default().write_buffer_limits(WriteBufferLimits::default()));
+        let (transport, _) = connector
+            .connect(&addr, || probe.start_full())
+            .await
+            .expect("TLS connect");
+        events.made().await;
+
+        const TOTAL: usize = 10 * 1024 * 1024;
+        const CHUNK: usize = 64 * 1024;
+        for offset in (0..TOTAL).step_by(CHUNK) {
+            transport.write(pattern(offset as u64, CHUNK));
+        }
+        let mut received = Vec::with_capacity(TOTAL);
+        let mut edges = Vec::new();
+        while received.len() < TOTAL {
+            match events.next().await {
+                Some(Event::Data(chunk)) => received.extend_from_slice(&chunk),
+                Some(Event::PauseWriting) => edges.push("pause"),
+                Some(Event::ResumeWriting) => edges.push("resume"),
+                other => panic!("unexpected {other:?} after {} bytes", received.len()),
+            }
+        }
+        assert!(
+            received == pattern(0, TOTAL),
+            "the echo differs from what was sent"
+        );
+        assert_eq!(
+            edges.first(),
+            Some(&"pause"),
+            "10 MiB written at once must cross the 64 KiB high-water mark"
+        );
+        assert!(
+            edges.contains(&"resume"),
+            "the buffer drained, so writing must resume: {edges:?}"
+        );
+        assert!(
+            edges.windows(2).all(|pair| pair[0] != pair[1]),
+            "pause and resume alternate: {edges:?}"
+        );
+
+        // TLS has no half-close.
+        assert!(!transport.send(CanWriteEof).await.unwrap());
+        let eof = transport.send(WriteEof).await.unwrap();
+        assert_eq!(eof.unwrap_err().kind(), std::io::ErrorKind::Unsupported);
+
+        transport.close();
+        assert!(events.until_lost().await.is_none());
+        let ended = tokio::task::spawn_blocking(move || echo.join().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            ended,
+            Ok(TOTAL),
+            "the peer must see a clean close_notify after every byte"
+        );
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn extra_info_agrees_with_what_a_python_client_sees() {
+    deadline(async {
+        let cert = localhost();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("cert.pem");
+        std::fs::write(&ca, cert.certificate_pem().unwrap()).unwrap();
+        let (server, mut probes, _) = probe_server(cert.acceptor().unwrap()).await;
+        let port = server.addresses()[0].as_inet().unwrap().port().to_string();
+
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/peers/tls_info.py");
+        let mut command = process::python_command(&script);
+        command.args(["127.0.0.1", &port, ca.to_str().unwrap(), "localhost"]);
+        let python = process::Process::spawn("python3 tls_info.py", command);
+        let mut events = probes.recv().await.unwrap();
+        let transport = events.made().await;
+        assert_eq!(events.data(6).await, b"ready\n");
+        let line = python
+            .stdout()
+            .first_line(process::TIMEOUT)
+            .expect("the Python client's report");
+        let seen: serde_json::Value = serde_json::from_str(&line).unwrap();
+
+        let cipher = transport.cipher().await.expect("cipher");
+        assert_eq!(
+            serde_json::json!([cipher.name, cipher.protocol, cipher.secret_bits]),
+            seen["cipher"]
+        );
+        let session = transport.tls_session().await.expect("ssl_object");
+        assert_eq!(session.version, seen["version"].as_str().unwrap());
+        assert_eq!(session.cipher, cipher);
+        assert_eq!(session.server_name.as_deref(), Some("localhost"), "SNI");
+        assert!(session.server_side);
+        assert!(!session.session_reused);
+        assert!(
+            session.peer_chain.is_empty(),
+            "the client sent no certificate"
+        );
+        assert_eq!(
+            transport.get_extra_info(keys::PEERCERT).await,
+            Some(ExtraInfo::PeerCert(None))
+        );
+        assert_eq!(
+            transport.get_extra_info(keys::COMPRESSION).await,
+            Some(ExtraInfo::Compression(None))
+        );
+        let context = transport.get_extra_info(keys::SSLCONTEXT).await.unwrap();
+        assert!(
+            context.downcast_ref::<SslContext>().is_some(),
+            "{context:?}"
+        );
+        // The socket's keys answer through the TLS layer, swapped as the client sees them.
+        let peer = transport.peer_addr().await.unwrap();
+        let local = transport.local_addr().await.unwrap();
+        assert_eq!(
+            serde_json::json!([peer.ip().to_string(), peer.port()]),
+            seen["sockname"]
+        );
+        assert_eq!(
+            serde_json::json!([local.ip().to_string(), local.port()]),
+            seen["peername"]
+        );
+        // The certificate the client got is the one the server was given.
+        assert_eq!(
+            seen["peer_der"].as_str().unwrap(),
+            hex(&cert.certificate().to_der().unwrap())
+        );
+
+        transport.close();
+        assert!(events.until_lost().await.is_none());
+        python.finish(process::TIMEOUT);
+        server.close().await;
+    })
+    .await
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[actix_rt::test]
+async fn a_client_sees_the_server_certificate_it_verified() {
+    deadline(async {
+        let server_cert = SelfSigned::new(&["localhost", "127.0.0.1"]).unwrap();
+        let expected_der = server_cert.certificate().to_der().unwrap();
+        let connector = server_cert.connector().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let raw = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut tls = raw_server(stream, &server_cert).await;
+            tls.write_all(b"hello").await.unwrap();
+            let mut rest = Vec::new();
+            let _ = tls.read_to_end(&mut rest).await;
+        });
+        let (probe, mut events) = Probe::new(ProbeOptions::default());
+        let (transport, _) = connector
+            .connect(&addr, || probe.start_full())
+            .await
+            .expect("connect, verifying the certificate and the IP address");
+        events.made().await;
+        assert_eq!(events.data(5).await, b"hello");
+        let peer = transport.peer_certificate().await.expect("peercert");
+        assert_eq!(&peer.der[..], &expected_der[..]);
+        assert_eq!(peer.subject, "CN=localhost,O=switchboard self-signed");
+        assert_eq!(peer.issuer, peer.subject);
+        assert_eq!(peer.subject_alt_names, ["localhost", "127.0.0.1"]);
+        assert!(peer.not_after.ends_with("GMT"), "{}", peer.not_after);
+        let session = transport.tls_session().await.unwrap();
+        assert!(!session.server_side);
+        assert_eq!(session.peer_chain.first(), Some(&peer));
+        assert_eq!(session.server_name, None, "no SNI for an IP address");
+        transport.close();
+        assert!(events.until_lost().await.is_none());
+        raw.await.unwrap();
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn clients_refuse_a_self_signed_certificate_unless_told_in_so_many_words() {
+    deadline(async {
+        let cert = localhost();
+        let (server, mut probes, made) = probe_server(cert.acceptor().unwrap()).await;
+        let addr = addr_of(&server);
+
+        // The system's trust store does not know the certificate.
+        let mut client_made = false;
+        let err = tls::connect(&addr, || {
+            client_made = true;
+            Probe::new(ProbeOptions::default()).0.start_full()
+        })
+        .await
+        .expect_err("a self-signed certificate must be refused");
+        let tls_err = TlsError::of(&err).unwrap_or_else(|| panic!("not a TLS error: {err}"));
+        assert_eq!(tls_err.kind(), TlsErrorKind::Certificate, "{tls_err}");
+        assert!(tls_err.message().contains("self-signed"), "{tls_err}");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(!client_made, "no protocol without a handshake");
+
+        // Trusted, but made out to another name.
+        let other = SelfSigned::new(&["example.org"]).unwrap();
+        let (other_server, _other_probes, _) = probe_server(other.acceptor().unwrap()).await;
+        let err = other
+            .connector()
+            .unwrap()
+            .connect(&addr_of(&other_server), || {
+                Probe::new(ProbeOptions::default()).0.start_full()
+            })
+            .await
+            .expect_err("a certificate for another name must be refused");
+        let tls_err = TlsError::of(&err).unwrap();
+        assert_eq!(tls_err.kind(), TlsErrorKind::Certificate, "{tls_err}");
+        assert!(tls_err.message().contains("mismatch"), "{tls_err}");
+        // Named explicitly, the name matches.
+        let (named, _) = other
+            .connector()
+            .unwrap()
+            .server_name("example.org")
+            .connect(&addr_of(&other_server), || {
+                Probe::new(ProbeOptions::default()).0.start_full()
+            })
+            .await
+            .expect("the certificate is for example.org");
+        named.abort();
+        let (lax, _) = other
+            .connector()
+            .unwrap()
+            .danger_accept_invalid_hostnames(true)
+            .connect(&addr_of(&other_server), || {
+                Probe::new(ProbeOptions::default()).0.start_full()
+            })
+            .await
+            .expect("host name check turned off");
+        lax.abort();
+        other_server.close().await;
+
+        // Verification off, by its explicit name.
+        let (transport, _) = TlsConnector::new()
+            .unwrap()
+            .danger_accept_invalid_certs(true)
+            .connect(&addr, || Probe::new(ProbeOptions::default()).0.start_full())
+            .await
+            .expect("verification turned off");
+        let mut events = probes.recv().await.unwrap();
+        events.made().await;
+        // Only the successful handshake made a protocol on the server.
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        transport.close();
+        events.until_lost().await;
+        until_no_connections(&server).await;
+        server.close().await;
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn a_handshake_that_never_completes_is_cut_off_by_the_timeout() {
+    deadline(async {
+        let cert = localhost();
+        let acceptor = cert
+            .acceptor()
+            .unwrap()
+            .handshake_timeout(Duration::from_millis(300));
+        let (server, _probes, made) = probe_server(acceptor).await;
+        let addr = server.addresses()[0].as_inet().unwrap();
+
+        // A client that connects and never says anything.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut buf = [0; 16];
+        let read = tokio::time::timeout(support::TIMEOUT, silent.read(&mut buf))
+            .await
+            .expect("the server must give up on the handshake");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "cut off before the timeout: {:?}",
+            started.elapsed()
+        );
+        until_no_connections(&server).await;
+        assert_eq!(made.load(Ordering::SeqCst), 0, "no protocol was made");
+        server.close().await;
+
+        // A server that accepts and never answers: the client gives up too.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let holder = tokio::spawn(async move { listener.accept().await });
+        let err = cert
+            .connector()
+            .unwrap()
+            .handshake_timeout(Duration::from_millis(300))
+            .connect(&addr, || Probe::new(ProbeOptions::default()).0.start_full())
+            .await
+            .expect_err("no handshake");
+        assert_eq!(
+            TlsError::of(&err).map(TlsError::kind),
+            Some(TlsErrorKind::TimedOut),
+            "{err}"
+        );
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        drop(holder);
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn a_server_runs_at_most_its_limit_of_handshakes_at_once() {
+    deadline(async {
+        let cert = localhost();
+        let acceptor = cert
+            .acceptor()
+            .unwrap()
+            .max_handshakes(1)
+            .handshake_timeout(Duration::from_secs(60));
+        let (server, mut probes, _) = probe_server(acceptor).await;
+        let addr = addr_of(&server);
+
+        let silent = TcpStream::connect(&addr).await.unwrap();
+        let end = tokio::time::Instant::now() + support::TIMEOUT;
+        while server.stats().await.accepted < 1 {
+            assert!(tokio::time::Instant::now() < end);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The one place is taken: a real client waits in the backlog.
+        let connector = cert.connector().unwrap();
+        let client_addr = addr.clone();
+        let mut client = Box::pin(async move {
+            connector
+                .connect(&client_addr, || {
+                    Probe::new(ProbeOptions::default()).0.start_full()
+                })
+                .await
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut client)
+                .await
+                .is_err(),
+            "a second handshake ran while the limit was 1"
+        );
+        assert_eq!(server.stats().await.accepted, 1, "accepting must pause");
+        // The silent client leaves: its handshake fails, the place is free.
+        drop(silent);
+        let (transport, _) = client.await.expect("served once a place was free");
+        let mut events = probes.recv().await.unwrap();
+        events.made().await;
+        transport.close();
+        events.until_lost().await;
+        server.close().await;
+    })
+    .await
+}
+
+#[actix_rt::test]
+async fn close_clients_ends_handshakes_under_way() {
+    deadline(async {
+        let cert = localhost();
+        let acceptor = cert
+            .acceptor()
+            .unwrap()
+            .handshake_timeout(Duration::from_secs(60));
+        let (server, _probes, made) = probe_server(acceptor).await;
+        let mut silent = TcpStream::connect(addr_of(&server)).await.unwrap();
+        let end = tokio::time::Instant::now() + support::TIMEOUT;
+        while server.stats().await.connections < 1 {
+            assert!(tokio::time::Instant::now() < end);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server.close().await;
+        server.close_clients().await;
+        tokio::time::timeout(support::TIMEOUT, server.wait_closed())
+            .await
+            .expect("wait_closed must not wait for the 60 s handshake timeout");
+        let mut buf = [0; 8];
+        let read = silent.read(&mut buf).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert_eq!(made.load(Ordering::SeqCst), 0);
+    })
+    .await
+}
