@@ -1,38 +1,62 @@
 //! An echo server: every byte a client sends comes back to it.
 //!
 //! It shows the smallest useful protocol, back-pressure from the write buffer to the socket
-//! (a client that never reads cannot make the server buffer without bound), a server over TCP
-//! or a Unix socket, and a graceful shutdown. When a client half-closes, the server finishes echoing what it received, then
-//! closes. On SIGINT or SIGTERM it stops accepting, closes every connection gracefully (queued
-//! bytes are still delivered) and exits 0.
+//! (a client that never reads cannot make the server buffer without bound), a server over TCP,
+//! TLS or a Unix socket, and a graceful shutdown. When a client half-closes, the server finishes
+//! echoing what it received, then closes. On SIGINT or SIGTERM it stops accepting, closes every
+//! connection gracefully (queued bytes are still delivered) and exits 0.
 //!
 //! ```text
 //! cargo run --example echo_server                      # 127.0.0.1:8888
 //! cargo run --example echo_server -- --addr 127.0.0.1:0 --workers 2
 //! cargo run --example echo_server -- --unix /tmp/echo.sock
+//! cargo run --example echo_server -- --tls --write-cert /tmp/echo.pem   # self-signed
+//! cargo run --example echo_server -- --tls --cert cert.pem --key key.pem
 //! ```
+//!
+//! Over TLS (`--tls`) the echo protocol is the same actor, with the same back-pressure; only the
+//! server differs. Without `--cert` and `--key` (PEM files, both or neither), the server makes a
+//! self-signed certificate for `localhost`, `127.0.0.1` and `::1` when it starts; `--write-cert`
+//! saves it, before the `listening on` line, for clients to trust
+//! (`echo_client --tls --ca /tmp/echo.pem`).
 //!
 //! It prints exactly one line to stdout, `listening on ADDR` with the address really bound
 //! (useful with port 0), once it accepts connections; logs go to stderr (`RUST_LOG=debug`).
 
-use std::{io, path::PathBuf};
+use std::{fs, io, path::PathBuf, process::ExitCode};
 
 use actix::prelude::*;
 use clap::Parser;
-use switchboard::{Handled, ProtocolBuilder, Unhandled, prelude::*};
+use switchboard::{
+    Handled, ProtocolBuilder, Unhandled,
+    prelude::*,
+    tls::{self, SelfSigned, TlsAcceptor},
+};
 
 #[derive(Debug, Parser)]
-#[command(about = "An echo server over TCP or a Unix socket")]
+#[command(about = "An echo server over TCP, TLS or a Unix socket")]
 struct Args {
     /// The TCP address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8888")]
     addr: String,
     /// Listen on this Unix socket path instead of TCP.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tls")]
     unix: Option<PathBuf>,
     /// Worker threads connections are spread over (default: one per core; 0: the main thread).
     #[arg(long)]
     workers: Option<usize>,
+    /// Serve TLS on the TCP address.
+    #[arg(long)]
+    tls: bool,
+    /// The certificate chain to serve, a PEM file (with --key; default: a self-signed one).
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    cert: Option<PathBuf>,
+    /// The private key of --cert, a PEM file.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
+    key: Option<PathBuf>,
+    /// Save the self-signed certificate to this file (PEM), for clients to trust.
+    #[arg(long, value_name = "FILE", requires = "tls", conflicts_with = "cert")]
+    write_cert: Option<PathBuf>,
 }
 
 // ANCHOR: protocol
@@ -102,8 +126,29 @@ fn echo() -> ProtocolBuilder<Echo, Unhandled, Handled> {
 }
 // ANCHOR_END: backpressure
 
+// ANCHOR: tls
+/// The TLS side of the server, for `--tls`: the certificate and key of `--cert` and `--key`, or
+/// a self-signed certificate for this machine, made now and saved with `--write-cert`.
+fn tls_acceptor(args: &Args) -> io::Result<TlsAcceptor> {
+    // clap lets `--cert` and `--key` through together or not at all.
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        return TlsAcceptor::from_pem_files(cert, key);
+    }
+    let cert = SelfSigned::localhost()?;
+    if let Some(path) = &args.write_cert {
+        fs::write(path, cert.certificate_pem()?).map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("cannot write the certificate to {}: {err}", path.display()),
+            )
+        })?;
+    }
+    cert.acceptor()
+}
+// ANCHOR_END: tls
+
 #[actix::main]
-async fn main() -> io::Result<()> {
+async fn main() -> io::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -115,11 +160,24 @@ async fn main() -> io::Result<()> {
         options = options.workers(workers);
     }
     // ANCHOR_END: options
+    let acceptor = if args.tls {
+        match tls_acceptor(&args) {
+            Ok(acceptor) => Some(acceptor),
+            Err(err) => {
+                eprintln!("echo_server: {err}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    } else {
+        None
+    };
 
     // ANCHOR: serve
-    let server = match &args.unix {
-        Some(path) => unix::serve_with(path, options, echo).await?,
-        None => tcp::serve_with(&args.addr, options, echo).await?,
+    // The same `echo` factory whatever the server: TLS is a layer under the transport.
+    let server = match (&args.unix, acceptor) {
+        (Some(path), _) => unix::serve_with(path, options, echo).await?,
+        (None, Some(acceptor)) => tls::serve_with(&args.addr, options, acceptor, echo).await?,
+        (None, None) => tcp::serve_with(&args.addr, options, echo).await?,
     };
     println!("listening on {}", server.addresses()[0]);
     // ANCHOR_END: serve
@@ -135,5 +193,5 @@ async fn main() -> io::Result<()> {
     server.close_clients().await;
     server.wait_closed().await;
     // ANCHOR_END: shutdown
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

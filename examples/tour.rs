@@ -11,7 +11,11 @@
 //! 4. extra information: `peername`, `sockname`, `socket`, and a key the transport does not know;
 //! 5. closing: `Close`, `ConnectionLost(None)` on both sides, the server's `close` and
 //!    `wait_closed`;
-//! 6. the same protocols over a Unix socket.
+//! 6. the same protocols over a Unix socket;
+//! 7. TLS: a server with a certificate made at start (`SelfSigned`), a client that trusts it,
+//!    and the TLS keys of `get_extra_info` (`cipher`, `peercert`, `ssl_object`);
+//! 8. STARTTLS: a plaintext connection upgraded in place with `StartTls`, on both sides, then a
+//!    line over TLS.
 //!
 //! ```text
 //! cargo run --example tour
@@ -31,7 +35,11 @@ use std::{fmt, io, net::SocketAddr, path::Path, process::ExitCode, time::Duratio
 
 use actix::prelude::*;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use switchboard::{UnixAddress, prelude::*};
+use switchboard::{
+    UnixAddress,
+    prelude::*,
+    tls::{self, SelfSigned, TlsAcceptor},
+};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// Where every server of the tour listens: loopback, on a port the kernel picks.
@@ -70,6 +78,8 @@ async fn tour() -> io::Result<()> {
     step(4, "Extra information", extra_info(&connection)).await?;
     step(5, "Closing", close(connection)).await?;
     step(6, "The same protocols over a Unix socket", over_unix()).await?;
+    step(7, "TLS", over_tls()).await?;
+    step(8, "STARTTLS: upgrading a live connection", start_tls()).await?;
     Ok(())
 }
 
@@ -105,6 +115,8 @@ enum ServerEvent {
     Switched { leftover: usize },
     /// The length-prefixed protocol decoded a frame and echoed it.
     Frame(Bytes),
+    /// The STARTTLS gate read `STARTTLS`, answered, and sent `StartTls` and `SetProtocol`.
+    Upgrading,
     /// The protocol attached at the end received `ConnectionLost`.
     Lost(Option<io::Error>),
 }
@@ -326,6 +338,102 @@ fn decode_frame(buf: &mut BytesMut) -> io::Result<Option<Bytes>> {
 }
 // ANCHOR_END: length_protocol
 
+/// The line that makes the STARTTLS gate upgrade the connection, and its answer.
+const STARTTLS_COMMAND: &[u8] = b"STARTTLS";
+const STARTTLS_READY: &str = "READY";
+
+// ANCHOR: starttls_server
+/// The server's protocol in front of a STARTTLS upgrade, as in SMTP or IMAP: it waits for the
+/// line `STARTTLS`, answers `READY` in plaintext, upgrades the connection in place, and hands it
+/// to a [`LineProtocol`], which then speaks over TLS without knowing it.
+struct StartTlsGate {
+    transport: Option<TransportHandle>,
+    acceptor: TlsAcceptor,
+    unparsed: BytesMut,
+    report: UnboundedSender<ServerEvent>,
+}
+
+impl StartTlsGate {
+    fn new(acceptor: TlsAcceptor, report: UnboundedSender<ServerEvent>) -> Self {
+        StartTlsGate {
+            transport: None,
+            acceptor,
+            unparsed: BytesMut::new(),
+            report,
+        }
+    }
+
+    fn report(&self, event: ServerEvent) {
+        let _ = self.report.send(event);
+    }
+}
+
+impl Actor for StartTlsGate {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade> for StartTlsGate {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+        self.report(ServerEvent::Connected(msg.transport.clone()));
+        self.transport = Some(msg.transport);
+    }
+}
+
+impl Handler<DataReceived> for StartTlsGate {
+    type Result = ();
+
+    fn handle(&mut self, msg: DataReceived, ctx: &mut Context<Self>) {
+        let Some(transport) = self.transport.clone() else {
+            return;
+        };
+        self.unparsed.extend_from_slice(&msg.data);
+        let Some(line) = take_line(&mut self.unparsed) else {
+            if self.unparsed.len() > MAX_LINE {
+                transport.close();
+            }
+            return;
+        };
+        if line != STARTTLS_COMMAND {
+            transport.write("STARTTLS first\n");
+            transport.close();
+            return;
+        }
+        let start = match self.acceptor.start_tls() {
+            Ok(start) => start,
+            Err(err) => {
+                tracing::warn!(%err, "cannot start TLS: closing");
+                transport.close();
+                return;
+            }
+        };
+        self.report(ServerEvent::Upgrading);
+        // In the transport's FIFO: the answer goes out in plaintext, then the handshake runs.
+        // A handshake that fails ends the connection with `ConnectionLost(Some(err))`, so the
+        // reply to `StartTls` is not needed here.
+        transport.write(format!("{STARTTLS_READY}\n"));
+        transport.do_send(start);
+        // Whatever the client sent in the clear behind `STARTTLS` must not count as part of the
+        // protected session (RFC 3207, 4.2): the gate drops its unparsed bytes, and `StartTls`
+        // drops those the transport read and had not delivered.
+        self.unparsed.clear();
+        let lines = LineProtocol::new(self.report.clone()).start();
+        transport.set_protocol(lines, Bytes::new());
+        ctx.stop();
+    }
+}
+
+impl Handler<ConnectionLost> for StartTlsGate {
+    type Result = ();
+
+    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
+        self.report(ServerEvent::Lost(err));
+        ctx.stop();
+    }
+}
+// ANCHOR_END: starttls_server
+
 // ---------------------------------------------------------------------------------------------
 // The client side: a probe that forwards what it hears, and `main` playing the client's part.
 // ---------------------------------------------------------------------------------------------
@@ -337,7 +445,7 @@ enum ProbeEvent {
     Lost(Option<io::Error>),
 }
 
-/// The client's protocol in steps 1 and 3 to 6: it forwards everything to `main`, which reads
+/// The client's protocol in every step but 2: it forwards everything to `main`, which reads
 /// it like a script would.
 struct Probe {
     report: UnboundedSender<ProbeEvent>,
@@ -437,7 +545,8 @@ impl Client {
 }
 
 /// A line-protocol server, one client connected to it, and the server's end of that connection:
-/// what steps 1, 3, 4 and 5 share, and step 6 makes again over a Unix socket.
+/// what steps 1, 3, 4 and 5 share, and steps 6 to 8 make again over a Unix socket, over TLS,
+/// and through a STARTTLS gate.
 struct LineConnection {
     server: ServerHandle,
     server_events: UnboundedReceiver<ServerEvent>,
@@ -1030,6 +1139,179 @@ async fn over_unix() -> io::Result<()> {
     }
     println!("   server: the socket file is gone");
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps 7 and 8: TLS.
+// ---------------------------------------------------------------------------------------------
+
+/// Step 7: the line protocol served over TLS, with a certificate made for the occasion.
+async fn over_tls() -> io::Result<()> {
+    let (report, server_events) = unbounded_channel();
+    let (probe_report, probe_events) = unbounded_channel();
+    let probe = move || {
+        Probe {
+            report: probe_report,
+        }
+        .start()
+    };
+
+    // ANCHOR: tls
+    // A certificate for localhost, 127.0.0.1 and ::1, made now: nobody trusts it but a client
+    // told to.
+    let cert = SelfSigned::localhost()?;
+    // The same line protocol as over TCP: TLS is a layer under the transport, and a protocol
+    // sees plaintext. Each connection's protocol is made once its handshake succeeded.
+    let server = tls::serve(LOOPBACK, cert.acceptor()?, move || {
+        LineProtocol::new(report.clone()).start()
+    })
+    .await?;
+    let addr = server.addresses()[0].to_string();
+
+    // A client that trusts this certificate and no other. `connect` returns once the handshake
+    // is done: the certificate verified, and so did the name, here the host part of `addr`.
+    let connector = cert.connector()?;
+    let (transport, _probe) = connector.connect(&addr, probe).await?;
+
+    // The TLS keys of `get_extra_info` answer on a TLS transport.
+    let cipher = transport
+        .send(GetExtraInfo::new(keys::CIPHER))
+        .await
+        .map_err(transport_gone)?;
+    let peer_certificate = transport.peer_certificate().await; // `peercert`, typed
+    // ANCHOR_END: tls
+
+    println!("   server: SelfSigned::localhost(), a certificate made at start");
+    println!(
+        "   server: tls::serve with that certificate and the line protocol [listening on {addr}]"
+    );
+    println!(
+        "   client: TlsConnector::connect, trusting that certificate only; it verified it, and the \
+         name 127.0.0.1"
+    );
+    let client = Client::new(transport, probe_events);
+    let mut connection = LineConnection::accepted(server, server_events, client).await?;
+
+    let peer = peer_certificate.ok_or_else(|| failure("the client has no peer_certificate"))?;
+    println!(
+        "   client: peer_certificate() is {}, for {}",
+        peer.subject,
+        peer.subject_alt_names.join(", ")
+    );
+    let Some(cipher) = cipher.as_ref().and_then(ExtraInfo::as_cipher) else {
+        return Err(failure(format!("\"cipher\" over TLS gave {cipher:?}")));
+    };
+    println!(
+        "   client: GetExtraInfo(\"cipher\") is {} [{}, {} secret bits]",
+        cipher.protocol, cipher.name, cipher.secret_bits
+    );
+
+    connection.exchange_line("hello over tls").await?;
+
+    let session = connection
+        .server_side
+        .tls_session()
+        .await
+        .ok_or_else(|| failure("the server's end has no tls_session"))?;
+    if !session.server_side || session.cipher != *cipher {
+        return Err(failure(format!(
+            "the server's session {session:?} does not match the client's cipher {cipher:?}"
+        )));
+    }
+    println!(
+        "   server: tls_session() on its end: {}, server side, the same cipher",
+        session.version
+    );
+
+    connection.client.transport.close();
+    println!("   client: Close (close_notify, then FIN)");
+    connection.finish().await
+}
+
+/// Step 8: a plaintext connection, upgraded in place by both ends.
+async fn start_tls() -> io::Result<()> {
+    let cert = SelfSigned::localhost()?;
+    let acceptor = cert.acceptor()?;
+    let (report, mut server_events) = unbounded_channel();
+    let server = tcp::serve(LOOPBACK, move || {
+        StartTlsGate::new(acceptor.clone(), report.clone()).start()
+    })
+    .await?;
+    let addr = inet_address(&server);
+    println!(
+        "   server: tcp::serve with a STARTTLS gate in front of the line protocol [listening on \
+         {addr}]"
+    );
+    let mut client = Client::connect_tcp(addr).await?;
+    println!("   client: tcp::connect, in plaintext");
+    let server_side = match next(&mut server_events, "the server").await? {
+        ServerEvent::Connected(transport) => transport,
+        other => return Err(unexpected("the gate's ConnectionMade", other)),
+    };
+    println!("   server: the gate received ConnectionMade");
+
+    client
+        .transport
+        .write(format!("{}\n", String::from_utf8_lossy(STARTTLS_COMMAND)));
+    println!("   client -> server: \"STARTTLS\"");
+    match next(&mut server_events, "the server").await? {
+        ServerEvent::Upgrading => {}
+        other => return Err(unexpected("the gate's upgrade", other)),
+    }
+    println!(
+        "   server: the gate answered, sent StartTls (TlsAcceptor::start_tls) and SetProtocol to \
+         the line protocol"
+    );
+    let answer = client.read_line().await?;
+    if answer != STARTTLS_READY {
+        return Err(failure(format!("the gate answered {answer:?} to STARTTLS")));
+    }
+    println!("   server -> client, in plaintext: {answer:?}");
+
+    // ANCHOR: starttls_client
+    // The client's half of the upgrade: the same connection, now the client of a TLS session
+    // with `localhost`, verified as `connect` verifies. The reply comes once the handshake ended.
+    let upgrade = cert.connector()?.start_tls("localhost")?;
+    client.transport.start_tls(upgrade).await?;
+    let session = client.transport.tls_session().await; // `ssl_object`
+    // ANCHOR_END: starttls_client
+
+    let session = session.ok_or_else(|| failure("no tls_session after StartTls"))?;
+    println!(
+        "   client: StartTls returned Ok; tls_session() says {} [{}]",
+        session.version, session.cipher.name
+    );
+    match next(&mut server_events, "the server").await? {
+        ServerEvent::Connected(transport) if transport.same_transport(&server_side) => {}
+        other => return Err(unexpected("the line protocol's ConnectionMade", other)),
+    }
+    println!("   server: the line protocol received ConnectionMade, same transport");
+
+    let mut connection = LineConnection {
+        server,
+        server_events,
+        server_side,
+        client,
+    };
+    connection.exchange_line("hello after starttls").await?;
+    match connection.server_side.cipher().await {
+        Some(cipher) if cipher == session.cipher => {
+            println!(
+                "   server: cipher() on its end: {}, the same",
+                cipher.protocol
+            );
+        }
+        other => {
+            return Err(failure(format!(
+                "the server's cipher {other:?} is not the client's {:?}",
+                session.cipher
+            )));
+        }
+    }
+
+    connection.client.transport.close();
+    println!("   client: Close");
+    connection.finish().await
 }
 
 // ---------------------------------------------------------------------------------------------

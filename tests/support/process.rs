@@ -32,9 +32,9 @@ const POLL: Duration = Duration::from_millis(5);
 /// The test executable lives in `target/<profile>/deps/`; the examples are in
 /// `target/<profile>/examples/`. `cargo test` builds them before running the tests, but
 /// `cargo test --test <file>` does not: when the binary is missing, or older than the test
-/// executable (the library changed since) or than `examples/<name>.rs`, this runs
-/// `cargo build --example <name>` with the same cargo, target directory and profile (a no-op
-/// when the binary is fresh), once per test process.
+/// executable (the library changed since) or than its source (`examples/<name>.rs`, or any file
+/// under `examples/<name>/`), this runs `cargo build --example <name>` with the same cargo,
+/// target directory and profile (a no-op when the binary is fresh), once per test process.
 pub(crate) fn example(name: &str) -> PathBuf {
     static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -52,13 +52,14 @@ pub(crate) fn example(name: &str) -> PathBuf {
         return path;
     }
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    // A one-file example, or one with modules in a directory of its own.
+    // A one-file example, or one with modules in a directory of its own, any of which may have
+    // changed.
     let mut source = examples.join(format!("{name}.rs"));
     if !source.exists() {
-        source = examples.join(name).join("main.rs");
+        source = examples.join(name);
     }
     let built_at = modified(&path);
-    if built_at.is_none() || built_at < modified(&test_exe) || built_at < modified(&source) {
+    if built_at.is_none() || built_at < modified(&test_exe) || built_at < newest_modified(&source) {
         build_example(name, profile_dir);
     }
     assert!(
@@ -72,6 +73,16 @@ pub(crate) fn example(name: &str) -> PathBuf {
 
 fn modified(path: &Path) -> Option<std::time::SystemTime> {
     path.metadata().and_then(|meta| meta.modified()).ok()
+}
+
+/// When `path` was last modified; for a directory, the newest of the files under it.
+fn newest_modified(path: &Path) -> Option<std::time::SystemTime> {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return modified(path);
+    };
+    entries
+        .filter_map(|entry| newest_modified(&entry.ok()?.path()))
+        .max()
 }
 
 fn build_example(name: &str, profile_dir: &Path) {

@@ -19,6 +19,18 @@
 //! a pending acknowledged write resolves to an error. A server actor keeps accepting until
 //! `Close`, even with no handle left; its worker arbiters stop once it is closed and its last
 //! connection is gone.
+//!
+//! A TLS connection's handshake runs before its transport actor exists (on the worker that will
+//! own it, for a server): a handshake that fails, times out or is ended by `CloseClients` leaves
+//! no actor and no protocol behind. A `StartTls` in progress when its transport stops is answered
+//! with a `ConnectionEnded` error.
+//!
+//! # Feature flags
+//!
+//! * `tls` (off here, on by default in the `switchboard` facade): the `tls` module, and
+//!   `StartTls` on TCP and Unix-socket transports. It links OpenSSL through openssl-sys, which
+//!   finds the system's library (Debian: `libssl-dev`) or builds its own with openssl's
+//!   `vendored` feature. Without it, `StartTls` answers `Unsupported`.
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 

@@ -74,7 +74,7 @@ use openssl::{
     hash::MessageDigest,
     nid::Nid,
     pkey::{PKey, Private},
-    ssl::{Ssl, SslAcceptor, SslConnector, SslFiletype, SslMethod, SslVerifyMode},
+    ssl::{Ssl, SslAcceptor, SslConnector, SslMethod, SslVerifyMode},
     x509::{
         X509, X509NameBuilder,
         extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName},
@@ -296,24 +296,55 @@ impl TlsAcceptor {
         certificate_chain: impl AsRef<Path>,
         private_key: impl AsRef<Path>,
     ) -> stdio::Result<Self> {
-        let (chain, key) = (certificate_chain.as_ref(), private_key.as_ref());
-        let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
-            .map_err(stdio::Error::other)?;
+        let (chain_path, key_path) = (certificate_chain.as_ref(), private_key.as_ref());
+        let read = |what: &str, path: &Path| {
+            std::fs::read(path).map_err(|err| {
+                stdio::Error::new(
+                    err.kind(),
+                    format!("cannot read the {what} {}: {err}", path.display()),
+                )
+            })
+        };
         let invalid = |what: &str, path: &Path, err| {
             stdio::Error::new(
                 stdio::ErrorKind::InvalidInput,
-                format!("could not load the {what} from {}: {err}", path.display()),
+                format!("{} holds no usable {what}: {err}", path.display()),
             )
         };
+        let chain = X509::stack_from_pem(&read("certificate chain", chain_path)?)
+            .map_err(|err| invalid("PEM certificate", chain_path, err))?;
+        let key = PKey::private_key_from_pem(&read("private key", key_path)?)
+            .map_err(|err| invalid("PEM private key", key_path, err))?;
+        let mut chain = chain.into_iter();
+        let leaf = chain.next().ok_or_else(|| {
+            stdio::Error::new(
+                stdio::ErrorKind::InvalidInput,
+                format!("{} holds no certificate", chain_path.display()),
+            )
+        })?;
+        let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
+            .map_err(stdio::Error::other)?;
         builder
-            .set_certificate_chain_file(chain)
-            .map_err(|err| invalid("certificate chain", chain, err))?;
+            .set_certificate(&leaf)
+            .map_err(|err| invalid("certificate", chain_path, err))?;
+        for intermediate in chain {
+            builder
+                .add_extra_chain_cert(intermediate)
+                .map_err(|err| invalid("certificate chain", chain_path, err))?;
+        }
         builder
-            .set_private_key_file(key, SslFiletype::PEM)
-            .map_err(|err| invalid("private key", key, err))?;
-        builder
-            .check_private_key()
-            .map_err(|err| invalid("private key matching the certificate", key, err))?;
+            .set_private_key(&key)
+            .and_then(|()| builder.check_private_key())
+            .map_err(|err| {
+                stdio::Error::new(
+                    stdio::ErrorKind::InvalidInput,
+                    format!(
+                        "the private key {} does not match the certificate {}: {err}",
+                        key_path.display(),
+                        chain_path.display()
+                    ),
+                )
+            })?;
         Ok(TlsAcceptor::new(builder.build()))
     }
 
@@ -590,6 +621,31 @@ mod tests {
         assert_eq!(host_of("::1").unwrap(), "::1");
         assert!(host_of(":443").is_err());
         assert!(host_of("no-port").is_err());
+    }
+
+    #[test]
+    fn pem_files_that_cannot_serve_say_why() {
+        let dir = std::env::temp_dir().join(format!("sb-pem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let cert = SelfSigned::localhost().unwrap();
+        std::fs::write(&cert_path, cert.certificate_pem().unwrap()).unwrap();
+        std::fs::write(&key_path, cert.private_key_pem().unwrap()).unwrap();
+        assert!(TlsAcceptor::from_pem_files(&cert_path, &key_path).is_ok());
+
+        let missing = TlsAcceptor::from_pem_files(dir.join("nope.pem"), &key_path).unwrap_err();
+        assert_eq!(missing.kind(), stdio::ErrorKind::NotFound);
+        assert!(missing.to_string().contains("nope.pem"), "{missing}");
+        let swapped = TlsAcceptor::from_pem_files(&key_path, &cert_path).unwrap_err();
+        assert_eq!(swapped.kind(), stdio::ErrorKind::InvalidInput, "{swapped}");
+        let other = SelfSigned::localhost().unwrap();
+        std::fs::write(&key_path, other.private_key_pem().unwrap()).unwrap();
+        let mismatched = TlsAcceptor::from_pem_files(&cert_path, &key_path).unwrap_err();
+        assert!(
+            mismatched.to_string().contains("does not match"),
+            "{mismatched}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
