@@ -195,16 +195,7 @@ where
     F: Fn() -> P + Send + Sync + 'static,
     P: IntoProtocol + 'static,
 {
-    let mut listeners = Vec::new();
-    for target in lookup_host(addr).await? {
-        listeners.push(TcpListen::bind(target, options.backlog)?);
-    }
-    if listeners.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "address resolved to nothing",
-        ));
-    }
+    let listeners = TcpListen::bind_all(addr, options.backlog).await?;
     Ok(server::start(
         listeners,
         options,
@@ -219,7 +210,22 @@ pub(crate) struct TcpListen {
 }
 
 impl TcpListen {
-    pub(crate) fn bind(addr: net::SocketAddr, backlog: u32) -> io::Result<Self> {
+    /// Listens on every address `addr` resolves to.
+    pub(crate) async fn bind_all(addr: impl ToSocketAddrs, backlog: u32) -> io::Result<Vec<Self>> {
+        let mut listeners = Vec::new();
+        for target in lookup_host(addr).await? {
+            listeners.push(TcpListen::bind(target, backlog)?);
+        }
+        if listeners.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "address resolved to nothing",
+            ));
+        }
+        Ok(listeners)
+    }
+
+    fn bind(addr: net::SocketAddr, backlog: u32) -> io::Result<Self> {
         let socket = match addr {
             net::SocketAddr::V4(_) => TcpSocket::new_v4()?,
             net::SocketAddr::V6(_) => TcpSocket::new_v6()?,

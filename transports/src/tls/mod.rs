@@ -83,7 +83,7 @@ use openssl::{
 use switchboard_framework::{
     IntoProtocol, StartTls, TlsError, TlsErrorKind, TlsSettings, TransportHandle,
 };
-use tokio::net::{TcpStream, ToSocketAddrs, lookup_host};
+use tokio::net::{TcpStream, ToSocketAddrs};
 
 pub use self::io::MaybeTls;
 use self::io::{Setup, handshake};
@@ -426,16 +426,7 @@ where
     F: Fn() -> P + Send + Sync + 'static,
     P: IntoProtocol + 'static,
 {
-    let mut listeners = Vec::new();
-    for target in lookup_host(addr).await? {
-        listeners.push(TcpListen::bind(target, options.backlog)?);
-    }
-    if listeners.is_empty() {
-        return Err(stdio::Error::new(
-            stdio::ErrorKind::InvalidInput,
-            "address resolved to nothing",
-        ));
-    }
+    let listeners = TcpListen::bind_all(addr, options.backlog).await?;
     Ok(server::start(
         listeners,
         options,
