@@ -684,11 +684,19 @@ impl<IO: StreamIo> StreamTransport<IO> {
     /// Starts the handshake of the `StartTls` under way, then drives it; at its end, queues the
     /// writes held back and answers the `StartTls`.
     fn poll_upgrade(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TlsError>> {
-        let (Some(io), Some(rare)) = (self.io.as_mut(), self.rare.as_mut()) else {
+        let Some(rare) = self.rare.as_mut() else {
             return Poll::Ready(Ok(()));
         };
         let Some(upgrade) = &mut rare.upgrade else {
             return Poll::Ready(Ok(()));
+        };
+        let Some(io) = self.io.as_mut() else {
+            // The socket is gone: the dropped reply tells the caller the connection ended.
+            rare.upgrade = None;
+            return Poll::Ready(Err(TlsError::new(
+                TlsErrorKind::ConnectionEnded,
+                "the connection ended before the handshake did",
+            )));
         };
         let result = match upgrade.start.take() {
             Some((settings, prefix)) => io.start_tls(settings, prefix),
