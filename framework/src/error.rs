@@ -49,6 +49,9 @@ pub enum WriteError {
     /// The transport actor had stopped before the write could be handled.
     #[display("transport has stopped")]
     Stopped,
+    /// The transport only reads (the read end of a pipe): it has nothing to write to.
+    #[display("transport is read-only")]
+    ReadOnly,
 }
 
 impl WriteError {
@@ -65,6 +68,7 @@ impl WriteError {
             }
             WriteError::Aborted => io::ErrorKind::ConnectionAborted,
             WriteError::Stalled(_) => io::ErrorKind::TimedOut,
+            WriteError::ReadOnly => io::ErrorKind::Unsupported,
         }
     }
 }
@@ -72,6 +76,30 @@ impl WriteError {
 impl From<WriteError> for io::Error {
     fn from(err: WriteError) -> Self {
         io::Error::new(err.kind(), err)
+    }
+}
+
+/// A signal for a process that has already exited: its exit status was collected (or its
+/// transport has stopped), so its pid may belong to another process by now and no signal is
+/// sent. asyncio raises `ProcessLookupError` in the same case.
+///
+/// Replies to [`SendSignal`](crate::SendSignal), [`Terminate`](crate::Terminate) and
+/// [`Kill`](crate::Kill) carry it inside an `io::Error` of kind `NotFound`; find it with
+/// [`ProcessGone::of`].
+#[derive(Debug, Display, Error, Clone, Copy, PartialEq, Eq)]
+#[display("the process has already exited")]
+pub struct ProcessGone;
+
+impl ProcessGone {
+    /// Whether `err` carries a `ProcessGone`.
+    pub fn of(err: &io::Error) -> bool {
+        err.get_ref().is_some_and(|inner| inner.is::<ProcessGone>())
+    }
+}
+
+impl From<ProcessGone> for io::Error {
+    fn from(err: ProcessGone) -> Self {
+        io::Error::new(io::ErrorKind::NotFound, err)
     }
 }
 

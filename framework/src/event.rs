@@ -3,7 +3,7 @@
 
 use std::{fmt, io};
 
-use actix::Message;
+use actix::{Message, Recipient};
 use bytes::Bytes;
 
 use crate::TransportHandle;
@@ -16,21 +16,28 @@ use crate::TransportHandle;
 /// the handler sends (`PauseReading`, `SetWriteBufferLimits`, a greeting `Write`) takes effect
 /// before the first byte is read, as asyncio honours `pause_reading()` inside `connection_made`.
 /// A protocol that needs more time to set up keeps the `Ack` and drops it when ready.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
+///
+/// The handle's type is the transport's kind: a [`TransportHandle`] for every stream transport
+/// (the default, so `Handler<ConnectionMade>` is a stream protocol's handler), a
+/// [`SubprocessHandle`](crate::SubprocessHandle) for a subprocess transport.
+#[derive(Debug)]
 #[non_exhaustive]
-pub struct ConnectionMade {
+pub struct ConnectionMade<T = TransportHandle> {
     /// The handle to command the transport with; keep a clone.
-    pub transport: TransportHandle,
+    pub transport: T,
     /// The acknowledgement; dropping it lets the transport start delivering.
     pub ack: Ack,
 }
 
-impl ConnectionMade {
+impl<T> ConnectionMade<T> {
     /// An attachment to `transport`, acknowledged by `ack`. For transports and tests.
-    pub fn new(transport: TransportHandle, ack: Ack) -> Self {
+    pub fn new(transport: T, ack: Ack) -> Self {
         ConnectionMade { transport, ack }
     }
+}
+
+impl<T: 'static> Message for ConnectionMade<T> {
+    type Result = ();
 }
 
 /// Bytes from the peer (asyncio's `data_received`): never empty, in order, never duplicated.
@@ -65,14 +72,30 @@ impl DataReceived {
 /// The acknowledgement of one [`ConnectionMade`] or [`DataReceived`]: dropping it tells the
 /// transport the protocol is ready for the next chunk.
 pub struct Ack {
-    target: Option<(TransportHandle, u64)>,
+    target: Option<(AckTarget, u64)>,
+}
+
+/// Where an [`Ack`] goes when it is dropped.
+enum AckTarget {
+    /// A stream transport, through its handle.
+    Transport(TransportHandle),
+    /// Any other actor that counts deliveries (a subprocess transport).
+    Actor(Recipient<DeliveryAcked>),
 }
 
 impl Ack {
     /// An acknowledgement of delivery `seq` that goes back to `transport`. For transports.
     pub fn new(transport: TransportHandle, seq: u64) -> Self {
         Ack {
-            target: Some((transport, seq)),
+            target: Some((AckTarget::Transport(transport), seq)),
+        }
+    }
+
+    /// An acknowledgement of delivery `seq` that goes back to any actor handling
+    /// [`DeliveryAcked`]. For transports that are not stream transports.
+    pub fn to(recipient: Recipient<DeliveryAcked>, seq: u64) -> Self {
+        Ack {
+            target: Some((AckTarget::Actor(recipient), seq)),
         }
     }
 
@@ -92,8 +115,12 @@ impl Ack {
 
 impl Drop for Ack {
     fn drop(&mut self) {
-        if let Some((transport, seq)) = self.target.take() {
-            transport.port().acked(DeliveryAcked { seq });
+        match self.target.take() {
+            Some((AckTarget::Transport(transport), seq)) => {
+                transport.port().acked(DeliveryAcked { seq });
+            }
+            Some((AckTarget::Actor(recipient), seq)) => recipient.do_send(DeliveryAcked { seq }),
+            None => {}
         }
     }
 }

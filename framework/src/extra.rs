@@ -33,6 +33,11 @@ pub mod keys {
     pub const SSLCONTEXT: &str = "sslcontext";
     /// A snapshot of the TLS session: [`ExtraInfo::TlsSession`](super::ExtraInfo::TlsSession).
     pub const SSL_OBJECT: &str = "ssl_object";
+    /// The pipe under a pipe transport: [`ExtraInfo::Pipe`](super::ExtraInfo::Pipe).
+    pub const PIPE: &str = "pipe";
+    /// The child process of a subprocess transport:
+    /// [`ExtraInfo::Subprocess`](super::ExtraInfo::Subprocess).
+    pub const SUBPROCESS: &str = "subprocess";
 }
 
 /// One value of a transport's extra information, asked for by key with
@@ -63,6 +68,10 @@ pub enum ExtraInfo {
     TlsSession(TlsSession),
     /// An object of the library behind the transport: `sslcontext`.
     Object(ExtraObject),
+    /// The pipe under a pipe transport: `pipe`.
+    Pipe(PipeInfo),
+    /// The child process of a subprocess transport: `subprocess`.
+    Subprocess(ProcessInfo),
 }
 
 impl ExtraInfo {
@@ -110,6 +119,22 @@ impl ExtraInfo {
     pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
         match self {
             ExtraInfo::Object(object) => object.downcast_ref(),
+            _ => None,
+        }
+    }
+
+    /// The pipe description, if this value is one.
+    pub fn as_pipe(&self) -> Option<&PipeInfo> {
+        match self {
+            ExtraInfo::Pipe(info) => Some(info),
+            _ => None,
+        }
+    }
+
+    /// The process description, if this value is one.
+    pub fn as_subprocess(&self) -> Option<&ProcessInfo> {
+        match self {
+            ExtraInfo::Subprocess(info) => Some(info),
             _ => None,
         }
     }
@@ -329,5 +354,64 @@ mod tests {
             UnixAddress::Unnamed
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// The descriptor under a pipe transport, asyncio's `pipe` extra info (which is the file object).
+///
+/// The descriptor stays owned by the transport: never close it, read from it or write to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PipeInfo {
+    /// The file descriptor.
+    pub fd: RawFd,
+    /// Which way the transport moves bytes through it.
+    pub end: PipeEnd,
+    /// What the descriptor is.
+    pub file_type: PipeFileType,
+}
+
+impl PipeInfo {
+    /// Describes a pipe transport's descriptor.
+    pub fn new(fd: RawFd, end: PipeEnd, file_type: PipeFileType) -> Self {
+        PipeInfo { fd, end, file_type }
+    }
+}
+
+/// Which way a pipe transport moves bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PipeEnd {
+    /// It reads (asyncio's `connect_read_pipe`, a child's stdout or stderr).
+    Read,
+    /// It writes (asyncio's `connect_write_pipe`, a child's stdin).
+    Write,
+}
+
+/// What a pipe transport's descriptor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PipeFileType {
+    /// A pipe or a FIFO.
+    Fifo,
+    /// A character device, such as a terminal.
+    CharDevice,
+    /// A socket.
+    Socket,
+}
+
+/// The child process of a subprocess transport, asyncio's `subprocess` extra info (which is the
+/// `Popen` object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ProcessInfo {
+    /// The process id; it stays valid after the process exited, as `Popen.pid` does.
+    pub pid: u32,
+}
+
+impl ProcessInfo {
+    /// Describes a child process.
+    pub fn new(pid: u32) -> Self {
+        ProcessInfo { pid }
     }
 }

@@ -9,7 +9,11 @@
 //!   ([`IsClosing`], [`IsReading`], [`CanWriteEof`], [`GetWriteBufferSize`],
 //!   [`GetWriteBufferLimits`], [`GetProtocol`], [`GetStats`]);
 //! * protocol events, delivered through a [`ProtocolHandle`]: [`ConnectionMade`],
-//!   [`DataReceived`], [`EofReceived`], [`ConnectionLost`], [`PauseWriting`], [`ResumeWriting`].
+//!   [`DataReceived`], [`EofReceived`], [`ConnectionLost`], [`PauseWriting`], [`ResumeWriting`];
+//! * for subprocesses ([`subprocess`]): the commands [`GetPid`], [`GetReturnCode`],
+//!   [`GetPipeTransport`], [`SendSignal`], [`Terminate`] and [`Kill`] sent through a
+//!   [`SubprocessHandle`], and the events [`PipeDataReceived`], [`PipeConnectionLost`] and
+//!   [`ProcessExited`] delivered through a [`SubprocessProtocolHandle`].
 //!
 //! Switching the protocol of a live connection (STARTTLS, HTTP → WebSocket) is one
 //! [`SetProtocol`]: the transport re-addresses where it delivers.
@@ -106,6 +110,7 @@ mod extra;
 mod flow;
 mod protocol;
 mod stats;
+pub mod subprocess;
 mod tls;
 mod transport;
 
@@ -114,13 +119,14 @@ pub use command::{
     GetWriteBufferSize, IsClosing, IsReading, PauseReading, ResumeReading, SetProtocol,
     SetWriteBufferLimits, Write, WriteEof, WriteVectored,
 };
-pub use error::{InvalidWriteBufferLimits, WriteError, duplicate_error};
+pub use error::{InvalidWriteBufferLimits, ProcessGone, WriteError, duplicate_error};
 pub use event::{
     Ack, ConnectionLost, ConnectionMade, DataReceived, DeliveryAcked, EofDecided, EofReceived,
     PauseWriting, ResumeWriting,
 };
 pub use extra::{
-    AddressFamily, ExtraInfo, ExtraObject, SocketAddress, SocketInfo, SocketKind, UnixAddress, keys,
+    AddressFamily, ExtraInfo, ExtraObject, PipeEnd, PipeFileType, PipeInfo, ProcessInfo,
+    SocketAddress, SocketInfo, SocketKind, UnixAddress, keys,
 };
 pub use flow::{
     DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, FlowEdge, WriteBufferLimits, WriteFlow,
@@ -130,6 +136,11 @@ pub use protocol::{
     Handled, IntoProtocol, Protocol, ProtocolBuilder, ProtocolEvent, ProtocolHandle, Unhandled,
 };
 pub use stats::TransportStats;
+pub use subprocess::{
+    GetPid, GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, Kill, PipeConnectionLost,
+    PipeDataReceived, ProcessExited, SendSignal, SubprocessHandle, SubprocessProtocol,
+    SubprocessProtocolHandle, Terminate,
+};
 pub use tls::{
     BufferedPlaintext, Certificate, CipherInfo, StartTls, TlsError, TlsErrorKind, TlsSession,
     TlsSettings,
@@ -144,5 +155,9 @@ pub mod prelude {
         IntoProtocol, IsClosing, IsReading, PauseReading, PauseWriting, Protocol, ProtocolHandle,
         ResumeReading, ResumeWriting, SetProtocol, SetWriteBufferLimits, SocketAddress, StartTls,
         TlsError, TransportHandle, Write, WriteEof, WriteError, WriteVectored, keys,
+    };
+    pub use crate::{
+        PipeConnectionLost, PipeDataReceived, ProcessExited, SubprocessHandle,
+        SubprocessProtocolHandle,
     };
 }

@@ -102,6 +102,15 @@ impl ProtocolHandle {
     }
 }
 
+impl ProtocolHandle {
+    /// The handle a subprocess's pipe transport delivers through.
+    pub(crate) fn from_pipe(route: crate::subprocess::PipeRoute) -> Self {
+        ProtocolHandle {
+            port: Arc::new(route),
+        }
+    }
+}
+
 impl fmt::Debug for ProtocolHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProtocolHandle")
@@ -300,6 +309,49 @@ pub(crate) mod port {
         ConnectionLost => connection_lost;
         PauseWriting => pause_writing;
         ResumeWriting => resume_writing;
+    }
+}
+
+impl port::ProtocolPort for crate::subprocess::PipeRoute {
+    fn connected(&self) -> bool {
+        crate::subprocess::PipeRoute::connected(self)
+    }
+    fn addr_any(&self) -> &dyn Any {
+        self
+    }
+    fn same(&self, other: &dyn port::ProtocolPort) -> bool {
+        other
+            .addr_any()
+            .downcast_ref::<crate::subprocess::PipeRoute>()
+            .is_some_and(|other| crate::subprocess::PipeRoute::same(self, other))
+    }
+    fn actor_name(&self) -> &'static str {
+        "a subprocess pipe"
+    }
+    fn handles_eof(&self) -> bool {
+        false
+    }
+    fn handles_write_flow(&self) -> bool {
+        crate::subprocess::PipeRoute::handles_write_flow(self)
+    }
+    fn connection_made(&self, msg: ConnectionMade) {
+        crate::subprocess::PipeRoute::connection_made(self, msg);
+    }
+    fn data_received(&self, msg: DataReceived) {
+        crate::subprocess::PipeRoute::data_received(self, msg);
+    }
+    fn eof_received(&self, msg: EofReceived) {
+        // A read pipe closes at its EOF, as asyncio's subprocess pipes do.
+        drop(msg);
+    }
+    fn connection_lost(&self, msg: ConnectionLost) {
+        crate::subprocess::PipeRoute::connection_lost(self, msg);
+    }
+    fn pause_writing(&self, _: PauseWriting) {
+        crate::subprocess::PipeRoute::pause_writing(self);
+    }
+    fn resume_writing(&self, _: ResumeWriting) {
+        crate::subprocess::PipeRoute::resume_writing(self);
     }
 }
 

@@ -3,6 +3,8 @@
 //! * [`stream`]: the generic stream transport, one actor over any `AsyncRead + AsyncWrite`,
 //!   which implements flow control, close, half-close and protocol switching once;
 //! * [`tcp`] and [`unix`]: `connect` and `serve` for TCP and Unix-domain stream sockets;
+//! * [`pipe`]: read-pipe and write-pipe transports over pipes, FIFOs and terminals;
+//! * [`subprocess`]: a child process with a pipe transport per standard stream;
 //! * `tls` (feature `tls`): `connect` and `serve` for TLS, and `StartTls` on TCP and Unix
 //!   transports;
 //! * [`server`]: the server actor behind `serve`, and its [`ServerHandle`].
@@ -34,8 +36,10 @@
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod pipe;
 pub mod server;
 pub mod stream;
+pub mod subprocess;
 pub mod tcp;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -43,7 +47,7 @@ pub mod unix;
 mod watch;
 
 pub use server::{ServerHandle, ServerOptions};
-pub use stream::{StreamConfig, StreamIo, StreamTransport};
+pub use stream::{Direction, StreamConfig, StreamIo, StreamTransport};
 pub use tcp::TcpConnector;
 pub use watch::{PROTOCOL_WATCH_INTERVAL, protocol_watch_sweeps};
 
@@ -51,5 +55,5 @@ pub use watch::{PROTOCOL_WATCH_INTERVAL, protocol_watch_sweeps};
 pub mod prelude {
     #[cfg(feature = "tls")]
     pub use crate::tls::{self, TlsAcceptor, TlsConnector};
-    pub use crate::{ServerHandle, ServerOptions, StreamConfig, tcp, unix};
+    pub use crate::{ServerHandle, ServerOptions, StreamConfig, pipe, subprocess, tcp, unix};
 }

@@ -77,14 +77,45 @@ pub const DEFAULT_CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// actors, so a flood cannot starve `Abort` or timers: 256 KiB.
 pub const MAX_READ_PER_WAKEUP: usize = 256 * 1024;
 
+/// Which ways a stream carries bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Direction {
+    /// Both ways: a socket.
+    Duplex,
+    /// In only: the read end of a pipe. Writes are refused with
+    /// [`WriteError::ReadOnly`](switchboard_framework::WriteError::ReadOnly), and `Close` ends at
+    /// once, with nothing to flush or drain.
+    ReadOnly,
+    /// Out only: the write end of a pipe. Nothing is read; `WriteEof` flushes and then closes,
+    /// as closing a pipe is its EOF.
+    WriteOnly,
+}
+
 /// An I/O object a stream transport can own.
 ///
 /// Implemented for `tokio::net::TcpStream` and `tokio::net::UnixStream` (and for one end of a
-/// `UnixStream::pair`). A new stream kind implements this and reuses the whole transport.
+/// `UnixStream::pair`), and for the two ends of a pipe ([`ReadPipe`](crate::pipe::ReadPipe),
+/// [`WritePipe`](crate::pipe::WritePipe)). A new stream kind implements this and reuses the
+/// whole transport.
 pub trait StreamIo: AsyncRead + AsyncWrite + Unpin + 'static {
     /// The value of an extra-info key (`peername`, `sockname`, `socket`, ...), or `None` for a
     /// key this kind does not know.
     fn extra_info(&self, name: &str) -> Option<ExtraInfo>;
+
+    /// Which ways the stream carries bytes; a socket is [`Direction::Duplex`], the default.
+    fn direction(&self) -> Direction {
+        Direction::Duplex
+    }
+
+    /// For a [`Direction::WriteOnly`] stream: ready once nobody can read what it writes any
+    /// more (a pipe whose read end is closed). The transport polls it while it has nothing to
+    /// write and then ends with `ConnectionLost(None)`, without waiting for a write to fail, as
+    /// asyncio's write pipes do. The default never becomes ready.
+    fn poll_reader_closed(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let _ = cx;
+        Poll::Pending
+    }
 
     /// Whether the write side can be shut down while reading goes on.
     fn can_write_eof(&self) -> bool {

@@ -31,7 +31,7 @@ use tokio::{
 };
 use tokio_util::io::poll_read_buf;
 
-use super::{MAX_READ_PER_WAKEUP, StreamConfig, StreamIo};
+use super::{Direction, MAX_READ_PER_WAKEUP, StreamConfig, StreamIo};
 use crate::watch::ProtocolWatch;
 
 /// The first read of a wake-up asks for this much; a read that fills its request doubles the
@@ -380,6 +380,11 @@ impl<IO: StreamIo> StreamTransport<IO> {
         let ctx = Context::new();
         let me = TransportHandle::new(ctx.address());
         let (output, handle) = protocol().into_protocol();
+        // A write-only stream has nothing to read: as if its EOF were read and delivered.
+        let inbound = match io.direction() {
+            Direction::WriteOnly => Inbound::Eof { delivered: true },
+            Direction::Duplex | Direction::ReadOnly => Inbound::Open,
+        };
         let transport = StreamTransport {
             io: Some(io),
             me: me.clone(),
@@ -388,7 +393,7 @@ impl<IO: StreamIo> StreamTransport<IO> {
             read_buffer_limit: config.read_buffer_limit,
             write_stall_timeout: config.write_stall_timeout,
             close_drain_timeout: config.close_drain_timeout,
-            inbound: Inbound::Open,
+            inbound,
             paused: false,
             read_buf: BytesMut::new(),
             read_chunk: INITIAL_READ_CHUNK,
@@ -439,8 +444,18 @@ impl<IO: StreamIo> StreamTransport<IO> {
             .is_some_and(|rare| rare.upgrade.is_some())
     }
 
+    /// Which ways the stream carries bytes; a stopped transport's is of no matter.
+    fn direction(&self) -> Direction {
+        self.io
+            .as_ref()
+            .map_or(Direction::Duplex, StreamIo::direction)
+    }
+
     /// Why a write is refused now, if it is.
     fn refusal(&self) -> Option<WriteError> {
+        if self.direction() == Direction::ReadOnly {
+            return Some(WriteError::ReadOnly);
+        }
         match self.state {
             State::Open if self.shutdown != Shutdown::NotRequested => Some(WriteError::AfterEof),
             State::Open => None,
@@ -587,6 +602,12 @@ impl<IO: StreamIo> StreamTransport<IO> {
                 if protocol_gone {
                     tracing::debug!("protocol actor stopped: aborting its transport");
                     self.abort(ctx);
+                    return Poll::Ready(());
+                }
+                if self.poll_reader_closed(cx) {
+                    tracing::debug!("the read end of the pipe closed");
+                    self.io = None;
+                    self.finish(None, ctx);
                     return Poll::Ready(());
                 }
                 // First what waited for an acknowledgement that is back now, so that the read
@@ -857,13 +878,25 @@ impl<IO: StreamIo> StreamTransport<IO> {
         Ack::new(self.me.clone(), self.seq)
     }
 
+    /// Whether a write-only stream with nothing left to write lost its reader. With bytes
+    /// queued, the write fails instead (a broken pipe), so the protocol learns they were lost.
+    fn poll_reader_closed(&mut self, cx: &mut TaskContext<'_>) -> bool {
+        if self.direction() != Direction::WriteOnly || !self.queue.is_empty() {
+            return false;
+        }
+        self.io
+            .as_mut()
+            .is_some_and(|io| io.poll_reader_closed(cx).is_ready())
+    }
+
     /// Closing: once the write side is flushed and shut down, drain inbound data until the
     /// peer's EOF or the drain timeout.
     fn poll_close(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
         if !self.queue.is_empty() || self.shutdown != Shutdown::Done {
             return Poll::Pending;
         }
-        if matches!(self.inbound, Inbound::Eof { .. }) {
+        // A pipe has no peer to answer unread data with a reset: nothing to drain.
+        if matches!(self.inbound, Inbound::Eof { .. }) || self.direction() != Direction::Duplex {
             return Poll::Ready(());
         }
         let Some(io) = self.io.as_mut() else {
@@ -1028,6 +1061,10 @@ impl<IO: StreamIo> Handler<WriteEof> for StreamTransport<IO> {
         self.shutdown = Shutdown::Requested;
         let (tx, rx) = oneshot::channel();
         self.rare().eof_waiters.push(tx);
+        if self.direction() == Direction::WriteOnly {
+            // Closing a pipe is its EOF: flush, then close (asyncio's write pipes do the same).
+            self.begin_close();
+        }
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(WriteError::Stopped.into())) })
     }
 }

@@ -1,0 +1,638 @@
+//! Subprocess transports: asyncio's `subprocess_exec` and `subprocess_shell`.
+//!
+//! [`spawn`] starts a child process and a transport actor that supervises it. Each standard
+//! stream the child has piped gets a [pipe transport](crate::pipe) of its own: fd 0 writes to
+//! the child's stdin, fds 1 and 2 read its stdout and stderr, each with its own flow control, so
+//! a child that floods one pipe while its protocol holds the `Ack` blocks on that full pipe
+//! rather than growing our memory. The protocol (a
+//! [`SubprocessProtocol`](switchboard_framework::SubprocessProtocol)) receives `ConnectionMade`
+//! with a [`SubprocessHandle`], then `PipeDataReceived { fd, data }`, `PipeConnectionLost { fd,
+//! error }` and `ProcessExited { status }`, and `ConnectionLost(None)` exactly once, last, after
+//! the process exited *and* every pipe closed (see [`switchboard_framework::subprocess`]).
+//!
+//! The exit status is collected as soon as the child exits, so no zombie is left even while a
+//! grandchild keeps a pipe open. A signal sent after that fails with
+//! [`ProcessGone`](switchboard_framework::ProcessGone) instead of reaching a process that took
+//! the recycled pid.
+//!
+//! ```
+//! use actix::prelude::*;
+//! use switchboard_framework::prelude::*;
+//! use switchboard_transports::subprocess::{self, Command};
+//!
+//! #[derive(Default)]
+//! struct Capture {
+//!     stdout: Vec<u8>,
+//!     status: Option<std::process::ExitStatus>,
+//!     done: Option<tokio::sync::oneshot::Sender<(Vec<u8>, std::process::ExitStatus)>>,
+//! }
+//! impl Actor for Capture { type Context = Context<Self>; }
+//! impl Handler<ConnectionMade<SubprocessHandle>> for Capture {
+//!     type Result = ();
+//!     fn handle(&mut self, msg: ConnectionMade<SubprocessHandle>, ctx: &mut Context<Self>) {
+//!         // Feed the child's stdin, then close it so the child sees its EOF.
+//!         let process = msg.transport;
+//!         let feed = async move {
+//!             let stdin = process.pipe(0).await.expect("stdin is piped");
+//!             stdin.write("hello\n");
+//!             stdin.write_eof();
+//!         };
+//!         ctx.spawn(feed.into_actor(self));
+//!     }
+//! }
+//! impl Handler<PipeDataReceived> for Capture {
+//!     type Result = ();
+//!     fn handle(&mut self, msg: PipeDataReceived, _: &mut Context<Self>) {
+//!         if msg.fd == 1 {
+//!             self.stdout.extend_from_slice(&msg.data);
+//!         }
+//!     }
+//! }
+//! impl Handler<PipeConnectionLost> for Capture {
+//!     type Result = ();
+//!     fn handle(&mut self, _: PipeConnectionLost, _: &mut Context<Self>) {}
+//! }
+//! impl Handler<ProcessExited> for Capture {
+//!     type Result = ();
+//!     fn handle(&mut self, msg: ProcessExited, _: &mut Context<Self>) {
+//!         self.status = Some(msg.status);
+//!     }
+//! }
+//! impl Handler<ConnectionLost> for Capture {
+//!     type Result = ();
+//!     fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
+//!         let result = (std::mem::take(&mut self.stdout), self.status.unwrap());
+//!         let _ = self.done.take().unwrap().send(result);
+//!         ctx.stop();
+//!     }
+//! }
+//!
+//! # #[actix::main]
+//! # async fn main() -> std::io::Result<()> {
+//! let (done, finished) = tokio::sync::oneshot::channel();
+//! subprocess::spawn(Command::new("tr").args(["a-z", "A-Z"]), || {
+//!     Capture { done: Some(done), ..Capture::default() }.start()
+//! })?;
+//! let (stdout, status) = finished.await.unwrap();
+//! assert_eq!(stdout, b"HELLO\n");
+//! assert!(status.success());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::{
+    ffi::OsStr,
+    fmt, io,
+    os::fd::RawFd,
+    path::Path,
+    pin::pin,
+    process::{ExitStatus, Stdio},
+    task::{Context as TaskContext, Poll, ready},
+    time::Duration,
+};
+
+use actix::{
+    Actor, ActorContext, ActorFuture, AsyncContext, Context, Handler, MessageResult, SpawnHandle,
+};
+use switchboard_framework::{
+    Ack, Close, ConnectionLost, ConnectionMade, DeliveryAcked, ExtraInfo, GetExtraInfo, GetPid,
+    GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, IsClosing, Kill, ProcessExited,
+    ProcessGone, ProcessInfo, SendSignal, SubprocessHandle, SubprocessProtocolHandle, Terminate,
+    TransportHandle, keys,
+    subprocess::{PipeClosed, PipeOpened},
+};
+
+use crate::{
+    pipe::{ReadPipe, WritePipe},
+    stream::{StreamConfig, StreamTransport},
+};
+
+/// How often a subprocess transport checks that its protocol actor is alive; one that stopped
+/// makes it close and kill its child (the death pact of stream transports).
+const PROTOCOL_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A program to run under a subprocess transport: a [`std::process::Command`] whose standard
+/// streams default to piped (asyncio's `PIPE`), not inherited.
+///
+/// ```
+/// use std::process::Stdio;
+/// use switchboard_transports::subprocess::Command;
+///
+/// let command = Command::new("grep")
+///     .args(["-c", "needle"])
+///     .env("LC_ALL", "C")
+///     .stderr(Stdio::inherit());
+/// let shell = Command::shell("ls | wc -l"); // sh -c 'ls | wc -l'
+/// # let _ = (command, shell);
+/// ```
+pub struct Command {
+    command: std::process::Command,
+    stdin: Option<Stdio>,
+    stdout: Option<Stdio>,
+    stderr: Option<Stdio>,
+    pipe_config: StreamConfig,
+}
+
+impl Command {
+    /// Runs `program`, found in `PATH` as `execvp` finds it (asyncio's `subprocess_exec`).
+    pub fn new(program: impl AsRef<OsStr>) -> Command {
+        Command::from(std::process::Command::new(program))
+    }
+
+    /// Runs `command` with `/bin/sh -c` (asyncio's `subprocess_shell`).
+    pub fn shell(command: impl AsRef<OsStr>) -> Command {
+        let mut sh = std::process::Command::new("/bin/sh");
+        sh.arg("-c").arg(command);
+        Command::from(sh)
+    }
+
+    /// Adds an argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Command {
+        self.command.arg(arg);
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Command {
+        self.command.args(args);
+        self
+    }
+
+    /// Sets an environment variable of the child.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Command {
+        self.command.env(key, value);
+        self
+    }
+
+    /// Removes an environment variable from the child's environment.
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Command {
+        self.command.env_remove(key);
+        self
+    }
+
+    /// Starts the child with an empty environment.
+    pub fn env_clear(mut self) -> Command {
+        self.command.env_clear();
+        self
+    }
+
+    /// Sets the child's working directory.
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Command {
+        self.command.current_dir(dir);
+        self
+    }
+
+    /// What the child's stdin is: `Stdio::piped()` (the default) gives pipe 0, a write
+    /// transport; `Stdio::inherit()`, `Stdio::null()` or a file give no pipe.
+    pub fn stdin(mut self, stdio: impl Into<Stdio>) -> Command {
+        self.stdin = Some(stdio.into());
+        self
+    }
+
+    /// What the child's stdout is; piped by default (pipe 1, a read transport).
+    pub fn stdout(mut self, stdio: impl Into<Stdio>) -> Command {
+        self.stdout = Some(stdio.into());
+        self
+    }
+
+    /// What the child's stderr is; piped by default (pipe 2, a read transport).
+    pub fn stderr(mut self, stdio: impl Into<Stdio>) -> Command {
+        self.stderr = Some(stdio.into());
+        self
+    }
+
+    /// The settings of the pipe transports (read-buffer limit, write-buffer limits, ...).
+    pub fn pipe_config(mut self, config: StreamConfig) -> Command {
+        self.pipe_config = config;
+        self
+    }
+
+    /// The `std::process::Command` inside, for what this type does not wrap
+    /// (`std::os::unix::process::CommandExt`: `process_group`, `uid`, `arg0`, ...). Its stdio
+    /// settings are replaced by this type's.
+    pub fn std_mut(&mut self) -> &mut std::process::Command {
+        &mut self.command
+    }
+}
+
+impl From<std::process::Command> for Command {
+    /// Wraps a command; its standard streams become piped unless set on the result.
+    fn from(command: std::process::Command) -> Command {
+        Command {
+            command,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            pipe_config: StreamConfig::default(),
+        }
+    }
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Command")
+            .field("command", &self.command)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Spawns `command` under a subprocess transport on the current arbiter, and attaches the
+/// protocol `protocol` makes. Returns the transport's handle and the protocol's address.
+///
+/// Fails, with no protocol made and no process left, when the program cannot be started (not
+/// found, not executable) or a pipe cannot be set up. Call it inside an actix system.
+pub fn spawn<P: IntoSubprocessProtocol>(
+    command: Command,
+    protocol: impl FnOnce() -> P,
+) -> io::Result<(SubprocessHandle, P::Output)> {
+    let Command {
+        command,
+        stdin,
+        stdout,
+        stderr,
+        pipe_config,
+    } = command;
+    let mut command = tokio::process::Command::from(command);
+    command
+        .stdin(stdin.unwrap_or_else(Stdio::piped))
+        .stdout(stdout.unwrap_or_else(Stdio::piped))
+        .stderr(stderr.unwrap_or_else(Stdio::piped))
+        // A transport dropped without closing (its system stopped) still kills its child.
+        .kill_on_drop(true);
+    let mut child = command.spawn()?;
+    let pid = child.id().expect("a child that was just spawned has a pid");
+    let pipes = match child_pipes(&mut child) {
+        Ok(pipes) => pipes,
+        Err(err) => {
+            // tokio kills and reaps a dropped child.
+            drop(child);
+            return Err(err);
+        }
+    };
+    Ok(SubprocessTransportActor::start(
+        child,
+        pid,
+        pipes,
+        pipe_config,
+        protocol,
+    ))
+}
+
+/// Runs `program` with `args`, every standard stream piped (asyncio's `subprocess_exec`).
+pub fn exec<P: IntoSubprocessProtocol>(
+    program: impl AsRef<OsStr>,
+    args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+    protocol: impl FnOnce() -> P,
+) -> io::Result<(SubprocessHandle, P::Output)> {
+    spawn(Command::new(program).args(args), protocol)
+}
+
+/// Runs `command` with `/bin/sh -c`, every standard stream piped (asyncio's
+/// `subprocess_shell`).
+pub fn shell<P: IntoSubprocessProtocol>(
+    command: impl AsRef<OsStr>,
+    protocol: impl FnOnce() -> P,
+) -> io::Result<(SubprocessHandle, P::Output)> {
+    spawn(Command::shell(command), protocol)
+}
+
+/// The child's piped streams, as pipe I/O objects: stdin, stdout, stderr.
+struct ChildPipes {
+    stdin: Option<WritePipe>,
+    stdout: Option<ReadPipe>,
+    stderr: Option<ReadPipe>,
+}
+
+fn child_pipes(child: &mut tokio::process::Child) -> io::Result<ChildPipes> {
+    // tokio's own stdio types cannot tell when the child closed its stdin; the pipe types can.
+    let stdin = child.stdin.take().map(|s| s.into_owned_fd()).transpose()?;
+    let stdout = child.stdout.take().map(|s| s.into_owned_fd()).transpose()?;
+    let stderr = child.stderr.take().map(|s| s.into_owned_fd()).transpose()?;
+    Ok(ChildPipes {
+        stdin: stdin.map(WritePipe::new).transpose()?,
+        stdout: stdout.map(ReadPipe::new).transpose()?,
+        stderr: stderr.map(ReadPipe::new).transpose()?,
+    })
+}
+
+/// One of the child's pipes.
+struct Pipe {
+    transport: TransportHandle,
+    open: bool,
+}
+
+/// The subprocess-transport actor: supervises one child and its pipe transports. Addressed
+/// through a [`SubprocessHandle`].
+pub struct SubprocessTransportActor {
+    child: tokio::process::Child,
+    me: SubprocessHandle,
+    protocol: SubprocessProtocolHandle,
+    /// The pipe I/O objects, until `started` makes their transports.
+    unstarted: Option<(ChildPipes, StreamConfig)>,
+    /// Pipes 0, 1 and 2.
+    pipes: [Option<Pipe>; 3],
+    /// Whether the protocol acknowledged `ConnectionMade`; until then the pipes' own
+    /// `ConnectionMade` acknowledgements are held here, so no pipe delivers before.
+    attached: bool,
+    held: Vec<Ack>,
+    status: Option<ExitStatus>,
+    closing: bool,
+    exit_watch: Option<SpawnHandle>,
+}
+
+impl SubprocessTransportActor {
+    fn start<P: IntoSubprocessProtocol>(
+        child: tokio::process::Child,
+        pid: u32,
+        pipes: ChildPipes,
+        pipe_config: StreamConfig,
+        protocol: impl FnOnce() -> P,
+    ) -> (SubprocessHandle, P::Output) {
+        let ctx = Context::new();
+        let me = SubprocessHandle::new(ctx.address(), pid);
+        let (output, handle) = protocol().into_subprocess_protocol();
+        let actor = SubprocessTransportActor {
+            child,
+            me: me.clone(),
+            protocol: handle,
+            unstarted: Some((pipes, pipe_config)),
+            pipes: [None, None, None],
+            attached: false,
+            held: Vec::new(),
+            status: None,
+            closing: false,
+            exit_watch: None,
+        };
+        ctx.run(actor);
+        (me, output)
+    }
+
+    fn pid(&self) -> u32 {
+        self.me.pid()
+    }
+
+    fn pipe_slot(&mut self, fd: RawFd) -> Option<&mut Pipe> {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|fd| self.pipes.get_mut(fd))
+            .and_then(Option::as_mut)
+    }
+
+    /// Records the exit status and tells the protocol, once.
+    fn exited(&mut self, status: ExitStatus, ctx: &mut Context<Self>) {
+        if self.status.is_some() {
+            return;
+        }
+        tracing::debug!(pid = self.pid(), %status, "child exited");
+        self.status = Some(status);
+        self.me.record_exit(status);
+        if let Some(watch) = self.exit_watch.take() {
+            ctx.cancel_future(watch);
+        }
+        self.protocol.process_exited(ProcessExited::new(status));
+        self.try_finish(ctx);
+    }
+
+    /// Stops once the process exited and every pipe closed; `stopped` sends `ConnectionLost`.
+    fn try_finish(&mut self, ctx: &mut Context<Self>) {
+        let pipes_open = self.pipes.iter().flatten().any(|pipe| pipe.open);
+        if self.status.is_some() && !pipes_open {
+            ctx.stop();
+        }
+    }
+
+    fn signal(&mut self, signal: rustix::process::Signal) -> io::Result<()> {
+        // Collected already: the pid may be another process's by now.
+        if self.status.is_some() {
+            return Err(ProcessGone.into());
+        }
+        let pid = i32::try_from(self.pid())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "pid out of range"))?;
+        // Not collected yet, so the pid is still ours: a child that exited stays a zombie
+        // until collected, and kill(2) on a zombie succeeds.
+        rustix::process::kill_process(pid, signal).map_err(io::Error::from)
+    }
+
+    fn close(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        for pipe in self.pipes.iter().flatten() {
+            pipe.transport.close();
+        }
+        if self.status.is_none() {
+            match self.child.try_wait() {
+                // Exited already: not killed, as asyncio does not kill a finished process.
+                Ok(Some(status)) => self.exited(status, ctx),
+                Ok(None) => {
+                    if let Err(err) = self.child.start_kill() {
+                        tracing::debug!(pid = self.pid(), %err, "killing the child failed");
+                    }
+                }
+                Err(err) => tracing::debug!(pid = self.pid(), %err, "checking the child failed"),
+            }
+        }
+    }
+}
+
+impl fmt::Debug for SubprocessTransportActor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubprocessTransportActor")
+            .field("pid", &self.pid())
+            .field("status", &self.status)
+            .field("closing", &self.closing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waits for the child's exit inside the actor, so collecting the status and refusing signals
+/// from then on happen in one step.
+struct ExitWatch;
+
+impl ActorFuture<SubprocessTransportActor> for ExitWatch {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        act: &mut SubprocessTransportActor,
+        ctx: &mut Context<SubprocessTransportActor>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        // `Child::wait` keeps its state in the child, so a fresh future per poll loses nothing.
+        let status = ready!(pin!(act.child.wait()).poll(cx));
+        act.exit_watch = None;
+        let status = status.unwrap_or_else(|err| {
+            // Someone else collected it (a SIGCHLD set to SIG_IGN, a waitpid(-1) elsewhere):
+            // it is gone, with a status nobody can know now.
+            tracing::warn!(pid = act.pid(), %err, "the child's exit status is lost");
+            std::os::unix::process::ExitStatusExt::from_raw(255 << 8)
+        });
+        act.exited(status, ctx);
+        Poll::Ready(())
+    }
+}
+
+impl Actor for SubprocessTransportActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(0);
+        self.protocol.connection_made(ConnectionMade::new(
+            self.me.clone(),
+            Ack::to(ctx.address().recipient(), 0),
+        ));
+        // After `ConnectionMade` was sent, so every pipe event comes after it.
+        if let Some((pipes, config)) = self.unstarted.take() {
+            let addr = ctx.address();
+            let protocol = |fd| {
+                self.protocol
+                    .pipe_protocol(fd, addr.clone().recipient(), addr.clone().recipient())
+            };
+            let stdin = pipes.stdin.map(|io| {
+                StreamTransport::start(io, config.clone(), || protocol(0), None).0
+            });
+            let stdout = pipes.stdout.map(|io| {
+                StreamTransport::start(io, config.clone(), || protocol(1), None).0
+            });
+            let stderr = pipes
+                .stderr
+                .map(|io| StreamTransport::start(io, config, || protocol(2), None).0);
+            self.pipes = [stdin, stdout, stderr].map(|transport| {
+                transport.map(|transport| Pipe {
+                    transport,
+                    open: true,
+                })
+            });
+        }
+        self.exit_watch = Some(ctx.spawn(ExitWatch));
+        ctx.run_interval(PROTOCOL_CHECK_INTERVAL, |act, ctx| {
+            if !act.protocol.is_alive() && !act.closing {
+                tracing::debug!(pid = act.pid(), "protocol actor stopped: closing its subprocess");
+                act.close(ctx);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.held.clear();
+        self.protocol.connection_lost(ConnectionLost(None));
+    }
+}
+
+impl Handler<DeliveryAcked> for SubprocessTransportActor {
+    type Result = ();
+
+    fn handle(&mut self, _: DeliveryAcked, _: &mut Context<Self>) {
+        self.attached = true;
+        // Dropping them lets the pipes deliver.
+        self.held.clear();
+    }
+}
+
+impl Handler<PipeOpened> for SubprocessTransportActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PipeOpened, _: &mut Context<Self>) {
+        if !self.attached {
+            self.held.push(msg.ack);
+        }
+    }
+}
+
+impl Handler<PipeClosed> for SubprocessTransportActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PipeClosed, ctx: &mut Context<Self>) {
+        if let Some(pipe) = self.pipe_slot(msg.fd) {
+            pipe.open = false;
+        }
+        self.try_finish(ctx);
+    }
+}
+
+impl Handler<GetPid> for SubprocessTransportActor {
+    type Result = u32;
+
+    fn handle(&mut self, _: GetPid, _: &mut Context<Self>) -> u32 {
+        self.pid()
+    }
+}
+
+impl Handler<GetReturnCode> for SubprocessTransportActor {
+    type Result = Option<ExitStatus>;
+
+    fn handle(&mut self, _: GetReturnCode, _: &mut Context<Self>) -> Option<ExitStatus> {
+        self.status
+    }
+}
+
+impl Handler<GetPipeTransport> for SubprocessTransportActor {
+    type Result = Option<TransportHandle>;
+
+    fn handle(
+        &mut self,
+        GetPipeTransport(fd): GetPipeTransport,
+        _: &mut Context<Self>,
+    ) -> Option<TransportHandle> {
+        self.pipe_slot(fd).map(|pipe| pipe.transport.clone())
+    }
+}
+
+impl Handler<SendSignal> for SubprocessTransportActor {
+    type Result = io::Result<()>;
+
+    fn handle(&mut self, SendSignal(number): SendSignal, _: &mut Context<Self>) -> io::Result<()> {
+        let signal = rustix::process::Signal::from_named_raw(number).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{number} is not a signal number"),
+            )
+        })?;
+        self.signal(signal)
+    }
+}
+
+impl Handler<Terminate> for SubprocessTransportActor {
+    type Result = io::Result<()>;
+
+    fn handle(&mut self, _: Terminate, _: &mut Context<Self>) -> io::Result<()> {
+        self.signal(rustix::process::Signal::TERM)
+    }
+}
+
+impl Handler<Kill> for SubprocessTransportActor {
+    type Result = io::Result<()>;
+
+    fn handle(&mut self, _: Kill, _: &mut Context<Self>) -> io::Result<()> {
+        self.signal(rustix::process::Signal::KILL)
+    }
+}
+
+impl Handler<Close> for SubprocessTransportActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
+        self.close(ctx);
+    }
+}
+
+impl Handler<IsClosing> for SubprocessTransportActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: IsClosing, _: &mut Context<Self>) -> bool {
+        self.closing
+    }
+}
+
+impl Handler<GetExtraInfo> for SubprocessTransportActor {
+    type Result = MessageResult<GetExtraInfo>;
+
+    fn handle(&mut self, msg: GetExtraInfo, _: &mut Context<Self>) -> Self::Result {
+        let value = (msg.name == keys::SUBPROCESS)
+            .then(|| ExtraInfo::Subprocess(ProcessInfo::new(self.pid())));
+        MessageResult(value.or(msg.default))
+    }
+}
