@@ -9,8 +9,8 @@ pub use switchboard_framework::*;
 #[cfg(feature = "tls")]
 pub use switchboard_transports::tls;
 pub use switchboard_transports::{
-    PROTOCOL_WATCH_INTERVAL, ServerHandle, ServerOptions, StreamConfig, StreamIo, TcpConnector,
-    protocol_watch_sweeps, server, stream, tcp, unix,
+    Direction, PROTOCOL_WATCH_INTERVAL, ServerHandle, ServerOptions, StreamConfig, StreamIo,
+    TcpConnector, pipe, protocol_watch_sweeps, server, stream, subprocess, tcp, unix,
 };
 
 /// Everything a protocol author and a server author needs: `use switchboard::prelude::*;`.

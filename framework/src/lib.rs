@@ -10,7 +10,7 @@
 //!   [`GetWriteBufferLimits`], [`GetProtocol`], [`GetStats`]);
 //! * protocol events, delivered through a [`ProtocolHandle`]: [`ConnectionMade`],
 //!   [`DataReceived`], [`EofReceived`], [`ConnectionLost`], [`PauseWriting`], [`ResumeWriting`];
-//! * for subprocesses ([`subprocess`]): the commands [`GetPid`], [`GetReturnCode`],
+//! * for subprocesses: the commands [`GetPid`], [`GetReturnCode`],
 //!   [`GetPipeTransport`], [`SendSignal`], [`Terminate`] and [`Kill`] sent through a
 //!   [`SubprocessHandle`], and the events [`PipeDataReceived`], [`PipeConnectionLost`] and
 //!   [`ProcessExited`] delivered through a [`SubprocessProtocolHandle`].
@@ -110,7 +110,7 @@ mod extra;
 mod flow;
 mod protocol;
 mod stats;
-pub mod subprocess;
+mod subprocess;
 mod tls;
 mod transport;
 
@@ -137,9 +137,10 @@ pub use protocol::{
 };
 pub use stats::TransportStats;
 pub use subprocess::{
-    GetPid, GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, Kill, PipeConnectionLost,
-    PipeDataReceived, ProcessExited, SendSignal, SubprocessHandle, SubprocessProtocol,
-    SubprocessProtocolHandle, Terminate,
+    GetPid, GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, Kill, PipeClosed,
+    PipeConnectionLost, PipeDataReceived, PipeOpened, ProcessExited, SendSignal,
+    SubprocessCommand, SubprocessHandle, SubprocessProtocol, SubprocessProtocolHandle,
+    SubprocessTransport, Terminate,
 };
 pub use tls::{
     BufferedPlaintext, Certificate, CipherInfo, StartTls, TlsError, TlsErrorKind, TlsSession,

@@ -1,25 +1,5 @@
 //! The vocabulary of subprocess transports: their commands, the events their protocols receive,
 //! and the two handles, [`SubprocessHandle`] and [`SubprocessProtocolHandle`].
-//!
-//! A subprocess transport owns a child process and one pipe transport per piped standard
-//! stream. Its protocol receives, in this order:
-//!
-//! * [`ConnectionMade<SubprocessHandle>`](ConnectionMade) once, first. No pipe delivers anything
-//!   until its handler has returned (or its `Ack` is dropped), so a `PauseReading` sent to a
-//!   pipe from it is honoured before the first byte.
-//! * [`PipeDataReceived`] for fd 1 (stdout) and 2 (stderr), each pipe's chunks in order and one
-//!   at a time: the next chunk of a pipe comes once the previous one's `Ack` is dropped, so a
-//!   protocol that keeps it slows that pipe alone down, and a child flooding it blocks on a full
-//!   pipe instead of growing our memory.
-//! * [`PipeConnectionLost`] once per pipe (fd 0 when stdin closes, 1 and 2 at their EOF), after
-//!   that pipe's data.
-//! * [`ProcessExited`] once, when the child's exit status is collected. It is not ordered with
-//!   the pipe events: a child may exit before its output is read, and a grandchild may hold a
-//!   pipe open long after.
-//! * [`ConnectionLost`] once, last, after the process exited *and* every pipe closed.
-//!
-//! With [`SubprocessProtocolHandle::with_write_flow`], the stdin pipe's [`PauseWriting`] and
-//! [`ResumeWriting`] reach the protocol too.
 
 use std::{
     fmt,
@@ -40,13 +20,6 @@ use crate::{
     Ack, Close, ConnectionLost, ConnectionMade, DeliveryAcked, GetExtraInfo, IsClosing,
     PauseWriting, ProcessGone, ProtocolHandle, ResumeWriting, TransportHandle,
 };
-
-/// The child's standard input: a write pipe.
-pub const STDIN: RawFd = 0;
-/// The child's standard output: a read pipe.
-pub const STDOUT: RawFd = 1;
-/// The child's standard error: a read pipe.
-pub const STDERR: RawFd = 2;
 
 /// Asks for the child's process id. Also [`SubprocessHandle::pid`], without a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
@@ -95,7 +68,7 @@ pub struct Kill;
 #[rtype(result = "()")]
 #[non_exhaustive]
 pub struct PipeDataReceived {
-    /// The child's fd the bytes came from: [`STDOUT`] or [`STDERR`].
+    /// The child's fd the bytes came from: 1 (stdout) or 2 (stderr).
     pub fd: RawFd,
     /// The bytes.
     pub data: Bytes,
@@ -117,7 +90,7 @@ impl PipeDataReceived {
 #[rtype(result = "()")]
 #[non_exhaustive]
 pub struct PipeConnectionLost {
-    /// The child's fd: [`STDIN`], [`STDOUT`] or [`STDERR`].
+    /// The child's fd: 0 (stdin), 1 (stdout) or 2 (stderr).
     pub fd: RawFd,
     /// What ended the pipe, if it failed.
     pub error: Option<io::Error>,
@@ -382,6 +355,28 @@ subprocess_commands! {
 /// What makes an actor a subprocess protocol: it handles [`ConnectionMade<SubprocessHandle>`],
 /// [`PipeDataReceived`], [`PipeConnectionLost`], [`ProcessExited`] and [`ConnectionLost`].
 /// Implemented automatically.
+///
+/// # Event order
+///
+/// A subprocess transport owns a child process and one pipe transport per piped standard
+/// stream. Its protocol receives, in this order:
+///
+/// * `ConnectionMade<SubprocessHandle>` once, first. No pipe delivers anything until its
+///   handler has returned (or its `Ack` is dropped), so a `PauseReading` sent to a pipe from it
+///   is honoured before the first byte.
+/// * `PipeDataReceived` for fd 1 (stdout) and 2 (stderr), each pipe's chunks in order and one
+///   at a time: the next chunk of a pipe comes once the previous one's `Ack` is dropped, so a
+///   protocol that keeps it slows that pipe alone down, and a child flooding it blocks on a full
+///   pipe instead of growing our memory.
+/// * `PipeConnectionLost` once per pipe (fd 0 when stdin closes, 1 and 2 at their EOF), after
+///   that pipe's data.
+/// * `ProcessExited` once, when the child's exit status is collected. It is not ordered with
+///   the pipe events: a child may exit before its output is read, and a grandchild may hold a
+///   pipe open long after.
+/// * `ConnectionLost` once, last, after the process exited *and* every pipe closed.
+///
+/// With [`SubprocessProtocolHandle::with_write_flow`], the stdin pipe's [`PauseWriting`] and
+/// [`ResumeWriting`] reach the protocol too.
 pub trait SubprocessProtocol:
     Actor<Context = Context<Self>>
     + Handler<ConnectionMade<SubprocessHandle>>

@@ -86,12 +86,45 @@ fn newest_modified(path: &Path) -> Option<std::time::SystemTime> {
 }
 
 fn build_example(name: &str, profile_dir: &Path) {
+    cargo_build(&["--example", name], profile_dir);
+}
+
+/// The path of `sb-child`, the child program of the subprocess tests (`tests/child/`), built
+/// like [`example`]: when missing or older than its source, with the running test's cargo,
+/// target directory and profile, once per test process.
+pub(crate) fn child_program() -> PathBuf {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+
+    let test_exe = env::current_exe().expect("the test executable's path");
+    let profile_dir = test_exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable is in target/<profile>/deps/");
+    let path = profile_dir.join(format!("sb-child{}", env::consts::EXE_SUFFIX));
+    let mut built = lock(&BUILT);
+    if !*built {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/child");
+        let built_at = modified(&path);
+        if built_at.is_none() || built_at < newest_modified(&source) {
+            cargo_build(&["-p", "switchboard-test-child", "--bin", "sb-child"], profile_dir);
+        }
+        assert!(path.exists(), "building sb-child did not produce {}", path.display());
+        *built = true;
+    }
+    path
+}
+
+/// `cargo build --quiet ARGS` into the target directory and profile of `profile_dir`.
+fn cargo_build(args: &[&str], profile_dir: &Path) {
+    let name = args.join(" ");
     let target_dir = profile_dir
         .parent()
         .expect("target/<profile> has a parent directory");
     let mut cargo = Command::new(env!("CARGO"));
     cargo
-        .args(["build", "--quiet", "--example", name, "--target-dir"])
+        .args(["build", "--quiet"])
+        .args(args)
+        .arg("--target-dir")
         .arg(target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     match profile_dir.file_name().and_then(OsStr::to_str) {
@@ -107,10 +140,10 @@ fn build_example(name: &str, profile_dir: &Path) {
     let output = cargo
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|err| panic!("cannot run cargo to build example {name}: {err}"));
+        .unwrap_or_else(|err| panic!("cannot run cargo to build {name}: {err}"));
     assert!(
         output.status.success(),
-        "`cargo build --example {name}` failed ({}):\n{}",
+        "`cargo build {name}` failed ({}):\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );

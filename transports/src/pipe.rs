@@ -6,7 +6,7 @@
 //! limit past which it stops reading (the writer then blocks on a full pipe), `PauseReading` and
 //! `ResumeReading`. At the writer's EOF it delivers `EofReceived` (when the protocol opted in),
 //! then `ConnectionLost(None)`: a pipe has no half-open state. It refuses writes with
-//! [`WriteError::ReadOnly`](switchboard_framework::WriteError::ReadOnly).
+//! [`WriteError::ReadOnly`].
 //!
 //! A write-pipe transport writes as a socket transport does (straight to the pipe when it can,
 //! buffering otherwise, `PauseWriting`/`ResumeWriting` around the watermarks). `WriteEof` and

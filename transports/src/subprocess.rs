@@ -8,11 +8,12 @@
 //! [`SubprocessProtocol`](switchboard_framework::SubprocessProtocol)) receives `ConnectionMade`
 //! with a [`SubprocessHandle`], then `PipeDataReceived { fd, data }`, `PipeConnectionLost { fd,
 //! error }` and `ProcessExited { status }`, and `ConnectionLost(None)` exactly once, last, after
-//! the process exited *and* every pipe closed (see [`switchboard_framework::subprocess`]).
+//! the process exited *and* every pipe closed (see the event order of
+//! [`SubprocessProtocol`](switchboard_framework::SubprocessProtocol)).
 //!
 //! The exit status is collected as soon as the child exits, so no zombie is left even while a
 //! grandchild keeps a pipe open. A signal sent after that fails with
-//! [`ProcessGone`](switchboard_framework::ProcessGone) instead of reaching a process that took
+//! [`ProcessGone`] instead of reaching a process that took
 //! the recycled pid.
 //!
 //! ```
@@ -96,16 +97,22 @@ use actix::{
 };
 use switchboard_framework::{
     Ack, Close, ConnectionLost, ConnectionMade, DeliveryAcked, ExtraInfo, GetExtraInfo, GetPid,
-    GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, IsClosing, Kill, ProcessExited,
-    ProcessGone, ProcessInfo, SendSignal, SubprocessHandle, SubprocessProtocolHandle, Terminate,
-    TransportHandle, keys,
-    subprocess::{PipeClosed, PipeOpened},
+    GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, IsClosing, Kill, PipeClosed,
+    PipeOpened, ProcessExited, ProcessGone, ProcessInfo, SendSignal, SubprocessHandle,
+    SubprocessProtocolHandle, Terminate, TransportHandle, keys,
 };
 
 use crate::{
     pipe::{ReadPipe, WritePipe},
     stream::{StreamConfig, StreamTransport},
 };
+
+/// The child's standard input: pipe 0 is a write transport.
+pub const STDIN: RawFd = 0;
+/// The child's standard output: pipe 1 is a read transport.
+pub const STDOUT: RawFd = 1;
+/// The child's standard error: pipe 2 is a read transport.
+pub const STDERR: RawFd = 2;
 
 /// How often a subprocess transport checks that its protocol actor is alive; one that stopped
 /// makes it close and kill its child (the death pact of stream transports).
@@ -130,6 +137,7 @@ pub struct Command {
     stdin: Option<Stdio>,
     stdout: Option<Stdio>,
     stderr: Option<Stdio>,
+    stderr_to_stdout: bool,
     pipe_config: StreamConfig,
 }
 
@@ -201,6 +209,14 @@ impl Command {
         self
     }
 
+    /// Sends the child's stderr into its stdout pipe (asyncio's `stderr=STDOUT`): both arrive
+    /// as fd 1, in the order the child wrote them, and there is no pipe 2. Overrides
+    /// [`stderr`](Self::stderr); needs stdout piped (the default).
+    pub fn stderr_to_stdout(mut self) -> Command {
+        self.stderr_to_stdout = true;
+        self
+    }
+
     /// The settings of the pipe transports (read-buffer limit, write-buffer limits, ...).
     pub fn pipe_config(mut self, config: StreamConfig) -> Command {
         self.pipe_config = config;
@@ -223,6 +239,7 @@ impl From<std::process::Command> for Command {
             stdin: None,
             stdout: None,
             stderr: None,
+            stderr_to_stdout: false,
             pipe_config: StreamConfig::default(),
         }
     }
@@ -250,18 +267,44 @@ pub fn spawn<P: IntoSubprocessProtocol>(
         stdin,
         stdout,
         stderr,
+        stderr_to_stdout,
         pipe_config,
     } = command;
     let mut command = tokio::process::Command::from(command);
     command
         .stdin(stdin.unwrap_or_else(Stdio::piped))
-        .stdout(stdout.unwrap_or_else(Stdio::piped))
-        .stderr(stderr.unwrap_or_else(Stdio::piped))
         // A transport dropped without closing (its system stopped) still kills its child.
         .kill_on_drop(true);
-    let mut child = command.spawn()?;
+    // With stderr merged, the pipe is ours: both of the child's streams write to its one end.
+    let merged = if stderr_to_stdout {
+        if stdout.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "stderr_to_stdout needs stdout piped",
+            ));
+        }
+        let (reader, writer) = std::io::pipe()?;
+        command.stdout(writer.try_clone()?).stderr(writer);
+        Some(reader)
+    } else {
+        command
+            .stdout(stdout.unwrap_or_else(Stdio::piped))
+            .stderr(stderr.unwrap_or_else(Stdio::piped));
+        None
+    };
+    let spawned = command.spawn();
+    // Our copies of the merged pipe's write end go with the command: only the child's are left,
+    // so the pipe reaches its EOF when the child (and its children) close theirs.
+    drop(command);
+    let mut child = spawned?;
     let pid = child.id().expect("a child that was just spawned has a pid");
-    let pipes = match child_pipes(&mut child) {
+    let pipes = child_pipes(&mut child).and_then(|mut pipes| {
+        if let Some(reader) = merged {
+            pipes.stdout = Some(ReadPipe::new(reader)?);
+        }
+        Ok(pipes)
+    });
+    let pipes = match pipes {
         Ok(pipes) => pipes,
         Err(err) => {
             // tokio kills and reaps a dropped child.
@@ -491,15 +534,15 @@ impl Actor for SubprocessTransportActor {
                 self.protocol
                     .pipe_protocol(fd, addr.clone().recipient(), addr.clone().recipient())
             };
-            let stdin = pipes.stdin.map(|io| {
-                StreamTransport::start(io, config.clone(), || protocol(0), None).0
-            });
-            let stdout = pipes.stdout.map(|io| {
-                StreamTransport::start(io, config.clone(), || protocol(1), None).0
-            });
+            let stdin = pipes
+                .stdin
+                .map(|io| StreamTransport::start(io, config.clone(), || protocol(STDIN), None).0);
+            let stdout = pipes
+                .stdout
+                .map(|io| StreamTransport::start(io, config.clone(), || protocol(STDOUT), None).0);
             let stderr = pipes
                 .stderr
-                .map(|io| StreamTransport::start(io, config, || protocol(2), None).0);
+                .map(|io| StreamTransport::start(io, config, || protocol(STDERR), None).0);
             self.pipes = [stdin, stdout, stderr].map(|transport| {
                 transport.map(|transport| Pipe {
                     transport,
@@ -510,7 +553,10 @@ impl Actor for SubprocessTransportActor {
         self.exit_watch = Some(ctx.spawn(ExitWatch));
         ctx.run_interval(PROTOCOL_CHECK_INTERVAL, |act, ctx| {
             if !act.protocol.is_alive() && !act.closing {
-                tracing::debug!(pid = act.pid(), "protocol actor stopped: closing its subprocess");
+                tracing::debug!(
+                    pid = act.pid(),
+                    "protocol actor stopped: closing its subprocess"
+                );
                 act.close(ctx);
             }
         });
