@@ -15,7 +15,9 @@
 //! 7. TLS: a server with a certificate made at start (`SelfSigned`), a client that trusts it,
 //!    and the TLS keys of `get_extra_info` (`cipher`, `peercert`, `ssl_object`);
 //! 8. STARTTLS: a plaintext connection upgraded in place with `StartTls`, on both sides, then a
-//!    line over TLS.
+//!    line over TLS;
+//! 9. a subprocess: `sh -c` with its stdin, stdout and stderr piped, its output, its exit status,
+//!    and a signal sent after the exit.
 //!
 //! ```text
 //! cargo run --example tour
@@ -31,13 +33,21 @@
 //! reports what it sees to `main` over a channel, and `main` tells the story in a stable order.
 //! A real protocol would do its work in those handlers instead.
 
-use std::{fmt, io, net::SocketAddr, path::Path, process::ExitCode, time::Duration};
+use std::{
+    fmt, io,
+    net::SocketAddr,
+    os::fd::RawFd,
+    path::Path,
+    process::{ExitCode, ExitStatus},
+    time::Duration,
+};
 
 use actix::prelude::*;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use switchboard::{
-    UnixAddress,
+    ProcessGone, UnixAddress,
     prelude::*,
+    subprocess::{self, STDERR, STDIN, STDOUT},
     tls::{self, SelfSigned, TlsAcceptor},
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -80,6 +90,7 @@ async fn tour() -> io::Result<()> {
     step(6, "The same protocols over a Unix socket", over_unix()).await?;
     step(7, "TLS", over_tls()).await?;
     step(8, "STARTTLS: upgrading a live connection", start_tls()).await?;
+    step(9, "A subprocess", run_subprocess()).await?;
     Ok(())
 }
 
@@ -1312,6 +1323,163 @@ async fn start_tls() -> io::Result<()> {
     connection.client.transport.close();
     println!("   client: Close");
     connection.finish().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 9: a subprocess.
+// ---------------------------------------------------------------------------------------------
+
+/// What the child of step 9 runs, with `sh -c`: its stdin in upper case to its stdout, a word
+/// to its stderr, and exit status 3.
+const CHILD_SCRIPT: &str = "tr a-z A-Z; echo bye >&2; exit 3";
+
+/// What the subprocess step's protocol saw, reported to `main` at `ConnectionLost`.
+#[derive(Debug, Default)]
+struct ChildReport {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// The pipes whose `PipeConnectionLost` came, in the order they came.
+    closed_pipes: Vec<RawFd>,
+    status: Option<ExitStatus>,
+    lost: Option<io::Error>,
+}
+
+// ANCHOR: subprocess_protocol
+/// The subprocess step's protocol: keeps what the child writes to its stdout and stderr, and
+/// reports it all to `main` once the transport is done with the child.
+struct Collector {
+    seen: ChildReport,
+    report: UnboundedSender<ChildReport>,
+}
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade<SubprocessHandle>> for Collector {
+    type Result = ();
+
+    /// `spawn` returns the same handle to `main`, which writes the child's stdin.
+    fn handle(&mut self, _: ConnectionMade<SubprocessHandle>, _: &mut Context<Self>) {}
+}
+
+impl Handler<PipeDataReceived> for Collector {
+    type Result = ();
+
+    /// Each pipe's bytes in order; the two pipes are not ordered with each other.
+    fn handle(&mut self, msg: PipeDataReceived, _: &mut Context<Self>) {
+        match msg.fd {
+            STDOUT => self.seen.stdout.extend_from_slice(&msg.data),
+            STDERR => self.seen.stderr.extend_from_slice(&msg.data),
+            _ => {}
+        }
+    }
+}
+
+impl Handler<PipeConnectionLost> for Collector {
+    type Result = ();
+
+    /// Once per pipe, after its data: 0 when the child's stdin is closed, 1 and 2 at their EOF.
+    fn handle(&mut self, msg: PipeConnectionLost, _: &mut Context<Self>) {
+        self.seen.closed_pipes.push(msg.fd);
+    }
+}
+
+impl Handler<ProcessExited> for Collector {
+    type Result = ();
+
+    /// The child exited; its output may still be on its way.
+    fn handle(&mut self, msg: ProcessExited, _: &mut Context<Self>) {
+        self.seen.status = Some(msg.status);
+    }
+}
+
+impl Handler<ConnectionLost> for Collector {
+    type Result = ();
+
+    /// Once, last: the child exited *and* all its pipes closed.
+    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
+        self.seen.lost = err;
+        let _ = self.report.send(std::mem::take(&mut self.seen));
+        ctx.stop();
+    }
+}
+// ANCHOR_END: subprocess_protocol
+
+/// Step 9: a child process with its three standard streams piped.
+async fn run_subprocess() -> io::Result<()> {
+    let (report, mut reports) = unbounded_channel();
+    let collector = move || {
+        Collector {
+            seen: ChildReport::default(),
+            report,
+        }
+        .start()
+    };
+
+    // ANCHOR: subprocess
+    // `sh -c CHILD_SCRIPT`, with its stdin, stdout and stderr piped (the default).
+    let (process, _collector) = subprocess::shell(CHILD_SCRIPT, collector)?;
+    // Pipe 0 is the write side, the child's stdin. `WriteEof` flushes and closes it: the child
+    // reads its EOF.
+    let stdin = process
+        .pipe(STDIN)
+        .await
+        .ok_or_else(|| failure("the child's stdin is not piped"))?;
+    stdin.write("hello, subprocess\n");
+    stdin.write_eof();
+    // ANCHOR_END: subprocess
+    println!(
+        "   parent: subprocess::shell({CHILD_SCRIPT:?}) [pid {}]",
+        process.pid()
+    );
+    println!(r#"   parent -> child's stdin (pipe 0): "hello, subprocess\n", then WriteEof"#);
+
+    let mut seen = next(&mut reports, "the subprocess protocol").await?;
+    if seen.stdout != b"HELLO, SUBPROCESS\n" || seen.stderr != b"bye\n" {
+        return Err(failure(format!("the child wrote {seen:?}")));
+    }
+    println!("   child's stdout (pipe 1): {}", show(&seen.stdout));
+    println!("   child's stderr (pipe 2): {}", show(&seen.stderr));
+    // Which pipe closes first varies from run to run.
+    seen.closed_pipes.sort_unstable();
+    if seen.closed_pipes != [STDIN, STDOUT, STDERR] {
+        return Err(failure(format!(
+            "PipeConnectionLost came for pipes {:?}",
+            seen.closed_pipes
+        )));
+    }
+    println!("   PipeConnectionLost for pipes 0, 1 and 2, each after its data");
+    let status = seen
+        .status
+        .ok_or_else(|| failure("ConnectionLost came without ProcessExited"))?;
+    if status.code() != Some(3) {
+        return Err(failure(format!("the child ended with {status}")));
+    }
+    println!("   ProcessExited: {status}");
+    println!("   {}, last", describe_lost(&seen.lost));
+    if let Some(err) = seen.lost {
+        return Err(failure(format!("the subprocess transport failed: {err}")));
+    }
+
+    // ANCHOR: process_gone
+    // The exit status stays in the handle. A signal sent after the exit fails: the pid may
+    // belong to another process by now.
+    let returncode = process.returncode(); // Some(status)
+    let late_signal = process.terminate().await; // Err(ProcessGone)
+    // ANCHOR_END: process_gone
+    if returncode != Some(status) {
+        return Err(failure(format!("returncode() is {returncode:?}")));
+    }
+    match late_signal {
+        Err(err) if ProcessGone::of(&err) => {
+            println!("   parent: returncode() is {status}; Terminate now fails: {err}");
+        }
+        other => {
+            return Err(failure(format!("Terminate after the exit gave {other:?}")));
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

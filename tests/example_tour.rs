@@ -110,6 +110,16 @@ const TRANSCRIPT: &[&str] = &[
     "   server: ConnectionLost(None)",
     "   server: close() and wait_closed() returned",
     "",
+    "9. A subprocess",
+    r#"   parent: subprocess::shell("tr a-z A-Z; echo bye >&2; exit 3")"#,
+    r#"   parent -> child's stdin (pipe 0): "hello, subprocess\n", then WriteEof"#,
+    r#"   child's stdout (pipe 1): "HELLO, SUBPROCESS\n""#,
+    r#"   child's stderr (pipe 2): "bye\n""#,
+    "   PipeConnectionLost for pipes 0, 1 and 2, each after its data",
+    "   ProcessExited: exit status: 3",
+    "   ConnectionLost(None), last",
+    "   parent: returncode() is exit status: 3; Terminate now fails: the process has already exited",
+    "",
     "tour complete",
 ];
 

@@ -106,9 +106,16 @@ pub(crate) fn child_program() -> PathBuf {
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/child");
         let built_at = modified(&path);
         if built_at.is_none() || built_at < newest_modified(&source) {
-            cargo_build(&["-p", "switchboard-test-child", "--bin", "sb-child"], profile_dir);
+            cargo_build(
+                &["-p", "switchboard-test-child", "--bin", "sb-child"],
+                profile_dir,
+            );
         }
-        assert!(path.exists(), "building sb-child did not produce {}", path.display());
+        assert!(
+            path.exists(),
+            "building sb-child did not produce {}",
+            path.display()
+        );
         *built = true;
     }
     path

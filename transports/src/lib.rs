@@ -22,6 +22,13 @@
 //! `Close`, even with no handle left; its worker arbiters stop once it is closed and its last
 //! connection is gone.
 //!
+//! A pipe transport is a stream transport: it stops as one does, and releases its descriptor
+//! (restoring blocking mode if it found it blocking). A subprocess transport stops once its
+//! child has exited and every pipe transport has stopped, and sends `ConnectionLost` from
+//! `stopped()`; if it is stopped earlier (its system shutting down), its child is killed, and
+//! collected by tokio. Its protocol stopping makes it close: the pipes close and a running child
+//! is killed.
+//!
 //! A TLS connection's handshake runs before its transport actor exists (on the worker that will
 //! own it, for a server): a handshake that fails, times out or is ended by `CloseClients` leaves
 //! no actor and no protocol behind. A `StartTls` in progress when its transport stops is answered

@@ -94,10 +94,11 @@ pub fn connect_read<P: IntoProtocol>(
     pipe: impl Into<OwnedFd>,
     protocol: impl FnOnce() -> P,
 ) -> io::Result<(TransportHandle, P::Output)> {
-    connect_read_with(pipe, StreamConfig::default(), protocol)
+    connect_read_with(pipe, StreamConfig::for_pipes(), protocol)
 }
 
-/// [`connect_read`] with chosen transport settings.
+/// [`connect_read`] with chosen transport settings; [`connect_read`] uses
+/// [`StreamConfig::for_pipes`], which has no write stall timeout.
 pub fn connect_read_with<P: IntoProtocol>(
     pipe: impl Into<OwnedFd>,
     config: StreamConfig,
@@ -114,10 +115,12 @@ pub fn connect_write<P: IntoProtocol>(
     pipe: impl Into<OwnedFd>,
     protocol: impl FnOnce() -> P,
 ) -> io::Result<(TransportHandle, P::Output)> {
-    connect_write_with(pipe, StreamConfig::default(), protocol)
+    connect_write_with(pipe, StreamConfig::for_pipes(), protocol)
 }
 
-/// [`connect_write`] with chosen transport settings.
+/// [`connect_write`] with chosen transport settings; [`connect_write`] uses
+/// [`StreamConfig::for_pipes`], which has no write stall timeout: a write waits for a slow
+/// reader as long as it takes, as in asyncio.
 pub fn connect_write_with<P: IntoProtocol>(
     pipe: impl Into<OwnedFd>,
     config: StreamConfig,

@@ -217,7 +217,8 @@ impl Command {
         self
     }
 
-    /// The settings of the pipe transports (read-buffer limit, write-buffer limits, ...).
+    /// The settings of the pipe transports (read-buffer limit, write-buffer limits, ...);
+    /// [`StreamConfig::for_pipes`] by default, with no write stall timeout.
     pub fn pipe_config(mut self, config: StreamConfig) -> Command {
         self.pipe_config = config;
         self
@@ -240,7 +241,7 @@ impl From<std::process::Command> for Command {
             stdout: None,
             stderr: None,
             stderr_to_stdout: false,
-            pipe_config: StreamConfig::default(),
+            pipe_config: StreamConfig::for_pipes(),
         }
     }
 }

@@ -203,6 +203,15 @@ impl Default for StreamConfig {
 }
 
 impl StreamConfig {
+    /// The default settings of pipe transports ([`pipe`](crate::pipe), and the pipes of a
+    /// [`subprocess`](crate::subprocess)): those of a socket, without the write stall timeout. A
+    /// reader that is slow for a while (a child busy before it reads its stdin, a pager) is
+    /// normal for a pipe, and a reader that is gone makes the write fail at once, so asyncio's
+    /// behaviour, waiting for as long as it takes, is the right default there.
+    pub fn for_pipes() -> Self {
+        StreamConfig::default().write_stall_timeout(None)
+    }
+
     /// Sets the initial write-buffer limits.
     pub fn write_buffer_limits(mut self, limits: WriteBufferLimits) -> Self {
         self.write_buffer_limits = limits;
