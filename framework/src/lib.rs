@@ -138,9 +138,8 @@ pub use protocol::{
 pub use stats::TransportStats;
 pub use subprocess::{
     GetPid, GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, Kill, PipeClosed,
-    PipeConnectionLost, PipeDataReceived, PipeOpened, ProcessExited, SendSignal,
-    SubprocessCommand, SubprocessHandle, SubprocessProtocol, SubprocessProtocolHandle,
-    SubprocessTransport, Terminate,
+    PipeConnectionLost, PipeDataReceived, PipeOpened, ProcessExited, SendSignal, SubprocessCommand,
+    SubprocessHandle, SubprocessProtocol, SubprocessProtocolHandle, SubprocessTransport, Terminate,
 };
 pub use tls::{
     BufferedPlaintext, Certificate, CipherInfo, StartTls, TlsError, TlsErrorKind, TlsSession,

@@ -213,7 +213,6 @@ mod sealed {
     }
 }
 
-
 impl SubprocessHandle {
     /// The handle of the subprocess transport `addr`, whose child is `pid`. For transports.
     pub fn new<A: SubprocessTransport>(addr: Addr<A>, pid: u32) -> Self {

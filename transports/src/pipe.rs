@@ -167,7 +167,9 @@ fn not_pollable(fd: i32, err: io::Error) -> io::Error {
     if err.kind() == io::ErrorKind::PermissionDenied {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("fd {fd} cannot be watched for readiness (epoll refuses it, as it does /dev/null and regular files): {err}"),
+            format!(
+                "fd {fd} cannot be watched for readiness (epoll refuses it, as it does /dev/null and regular files): {err}"
+            ),
         )
     } else {
         err
@@ -204,7 +206,9 @@ impl ReadPipe {
     }
 
     fn pipe(&self) -> &Receiver {
-        self.pipe.as_ref().expect("a ReadPipe holds its pipe until dropped")
+        self.pipe
+            .as_ref()
+            .expect("a ReadPipe holds its pipe until dropped")
     }
 }
 
@@ -228,13 +232,24 @@ impl fmt::Debug for ReadPipe {
 }
 
 impl AsyncRead for ReadPipe {
+    /// Reads once the pipe is readable, and waits for readiness again only after a read that
+    /// would block. tokio's own `AsyncRead` for the pipe also waits again after a short read,
+    /// taking it to mean the pipe is empty; a terminal answers each read with at most one line,
+    /// so with edge-triggered readiness the lines after the first (and the EOF) were never read.
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let pipe = self.pipe.as_mut().expect("a ReadPipe holds its pipe");
-        Pin::new(pipe).poll_read(cx, buf)
+        let pipe = self.pipe();
+        loop {
+            ready!(pipe.poll_read_ready(cx))?;
+            // A `WouldBlock` clears the readiness, so the next poll waits for it.
+            match pipe.try_read_buf(buf) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result.map(drop)),
+            }
+        }
     }
 }
 
@@ -314,7 +329,9 @@ impl WritePipe {
     }
 
     fn pipe(&self) -> &Sender {
-        self.pipe.as_ref().expect("a WritePipe holds its pipe until dropped")
+        self.pipe
+            .as_ref()
+            .expect("a WritePipe holds its pipe until dropped")
     }
 
     /// Writes with `write` once the pipe is writable. tokio's `Sender` is `AsyncWrite` only by

@@ -38,8 +38,8 @@ fn main() -> ExitCode {
         Some("interleave") => interleave(arg(1)),
         Some("exit") => return ExitCode::from(arg(1) as u8),
         Some("raise") => {
-            let signal = rustix::process::Signal::from_named_raw(arg(1) as i32)
-                .unwrap_or_else(|| usage());
+            let signal =
+                rustix::process::Signal::from_named_raw(arg(1) as i32).unwrap_or_else(|| usage());
             let _ = rustix::process::kill_process(rustix::process::getpid(), signal);
             thread::sleep(Duration::from_secs(10));
             return ExitCode::from(4);
