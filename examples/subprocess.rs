@@ -322,28 +322,14 @@ impl Actor for Runner {
 impl Handler<ConnectionMade<SubprocessHandle>> for Runner {
     type Result = ();
 
-    fn handle(&mut self, msg: ConnectionMade<SubprocessHandle>, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: ConnectionMade<SubprocessHandle>, _: &mut Context<Self>) {
+        // The child's pipes are known at once; none delivers before this handler returns.
         let process = msg.transport;
-        let pipes = async move {
-            let stdin = process.pipe(STDIN).await;
-            let stdout = process.pipe(STDOUT).await;
-            let stderr = process.pipe(STDERR).await;
-            (stdin, stdout, stderr)
-        };
-        // `wait`: the runner handles no other event until it knows the child's pipes. The
-        // `ConnectionMade` acknowledgement is held until then too, so no pipe delivers before.
-        let ack = msg.ack;
-        let known = pipes
-            .into_actor(self)
-            .map(|(stdin, stdout, stderr), runner, _| {
-                if let (Some((_, relay)), Some(child_stdin)) = (&runner.stdin, stdin) {
-                    relay.do_send(Attach(child_stdin));
-                }
-                runner.child_stdout = stdout;
-                runner.child_stderr = stderr;
-                ack.release();
-            });
-        ctx.wait(known);
+        if let (Some((_, relay)), Some(child_stdin)) = (&self.stdin, process.pipe(STDIN)) {
+            relay.do_send(Attach(child_stdin));
+        }
+        self.child_stdout = process.pipe(STDOUT);
+        self.child_stderr = process.pipe(STDERR);
     }
 }
 // ANCHOR_END: connection_made

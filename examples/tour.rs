@@ -1424,7 +1424,6 @@ async fn run_subprocess() -> io::Result<()> {
     // reads its EOF.
     let stdin = process
         .pipe(STDIN)
-        .await
         .ok_or_else(|| failure("the child's stdin is not piped"))?;
     stdin.write("hello, subprocess\n");
     stdin.write_eof();

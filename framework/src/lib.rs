@@ -157,7 +157,8 @@ pub mod prelude {
         TlsError, TransportHandle, Write, WriteEof, WriteError, WriteVectored, keys,
     };
     pub use crate::{
-        PipeConnectionLost, PipeDataReceived, ProcessExited, SubprocessHandle,
-        SubprocessProtocolHandle,
+        GetPid, GetPipeTransport, GetReturnCode, Kill, PipeConnectionLost, PipeDataReceived,
+        ProcessExited, ProcessGone, SendSignal, SubprocessHandle, SubprocessProtocolHandle,
+        Terminate,
     };
 }

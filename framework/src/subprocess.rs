@@ -41,7 +41,9 @@ pub struct GetPipeTransport(pub RawFd);
 
 /// Sends the signal with this number to the child (asyncio's `send_signal`). Fails with
 /// [`ProcessGone`] once the exit status is collected, so a recycled pid is never signalled, and
-/// with `InvalidInput` for a number that is no signal.
+/// with `InvalidInput` for a number that is no named signal: the real-time signals (`SIGRTMIN`
+/// to `SIGRTMAX`) are not supported. Signal 0 sends nothing and succeeds while the child is
+/// there to be signalled, as kill(2)'s existence check does.
 ///
 /// Signal numbers come from the platform: `tokio::signal::unix::SignalKind::hangup().as_raw_value()`,
 /// or `libc::SIGHUP`.
@@ -195,6 +197,7 @@ mod sealed {
     #[derive(Debug)]
     pub struct Ports {
         pub(super) pid: u32,
+        pub(super) pipes: [Option<TransportHandle>; 3],
         pub(super) status: OnceLock<ExitStatus>,
         pub(super) get_pid: Recipient<GetPid>,
         pub(super) get_returncode: Recipient<GetReturnCode>,
@@ -214,11 +217,17 @@ mod sealed {
 }
 
 impl SubprocessHandle {
-    /// The handle of the subprocess transport `addr`, whose child is `pid`. For transports.
-    pub fn new<A: SubprocessTransport>(addr: Addr<A>, pid: u32) -> Self {
+    /// The handle of the subprocess transport `addr`, whose child is `pid` and whose pipe
+    /// transports for fds 0, 1 and 2 are `pipes`. For transports.
+    pub fn new<A: SubprocessTransport>(
+        addr: Addr<A>,
+        pid: u32,
+        pipes: [Option<TransportHandle>; 3],
+    ) -> Self {
         SubprocessHandle {
             inner: Arc::new(sealed::Ports {
                 pid,
+                pipes,
                 status: OnceLock::new(),
                 get_pid: addr.clone().recipient(),
                 get_returncode: addr.clone().recipient(),
@@ -273,11 +282,15 @@ impl SubprocessHandle {
         M::recipient(&self.inner).send(msg)
     }
 
-    /// The transport of pipe `fd` ([`GetPipeTransport`]): 0 to write to the child's stdin, 1 and
-    /// 2 for its stdout and stderr. `None` if that stream was not piped.
-    pub fn pipe(&self, fd: RawFd) -> impl Future<Output = Option<TransportHandle>> + use<> {
-        let request = self.send(GetPipeTransport(fd));
-        async move { request.await.ok().flatten() }
+    /// The transport of pipe `fd`, at once (what [`GetPipeTransport`] answers): 0 to write to
+    /// the child's stdin, 1 and 2 for its stdout and stderr. `None` if that stream was not
+    /// piped, or for another fd. A `PauseReading` sent to pipe 1 or 2 from the protocol's
+    /// `ConnectionMade` handler is honoured before its first byte.
+    pub fn pipe(&self, fd: RawFd) -> Option<TransportHandle> {
+        usize::try_from(fd)
+            .ok()
+            .and_then(|fd| self.inner.pipes.get(fd))
+            .and_then(Clone::clone)
     }
 
     /// Sends signal `signal` ([`SendSignal`]).

@@ -30,15 +30,11 @@
 //! impl Actor for Capture { type Context = Context<Self>; }
 //! impl Handler<ConnectionMade<SubprocessHandle>> for Capture {
 //!     type Result = ();
-//!     fn handle(&mut self, msg: ConnectionMade<SubprocessHandle>, ctx: &mut Context<Self>) {
+//!     fn handle(&mut self, msg: ConnectionMade<SubprocessHandle>, _: &mut Context<Self>) {
 //!         // Feed the child's stdin, then close it so the child sees its EOF.
-//!         let process = msg.transport;
-//!         let feed = async move {
-//!             let stdin = process.pipe(0).await.expect("stdin is piped");
-//!             stdin.write("hello\n");
-//!             stdin.write_eof();
-//!         };
-//!         ctx.spawn(feed.into_actor(self));
+//!         let stdin = msg.transport.pipe(subprocess::STDIN).expect("stdin is piped");
+//!         stdin.write("hello\n");
+//!         stdin.write_eof();
 //!     }
 //! }
 //! impl Handler<PipeDataReceived> for Capture {
@@ -211,7 +207,8 @@ impl Command {
 
     /// Sends the child's stderr into its stdout pipe (asyncio's `stderr=STDOUT`): both arrive
     /// as fd 1, in the order the child wrote them, and there is no pipe 2. Overrides
-    /// [`stderr`](Self::stderr); needs stdout piped (the default).
+    /// [`stderr`](Self::stderr); [`stdout`](Self::stdout) must be left unset, since this makes
+    /// the stdout pipe itself.
     pub fn stderr_to_stdout(mut self) -> Command {
         self.stderr_to_stdout = true;
         self
@@ -281,7 +278,7 @@ pub fn spawn<P: IntoSubprocessProtocol>(
         if stdout.is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "stderr_to_stdout needs stdout piped",
+                "stderr_to_stdout makes the stdout pipe itself: leave stdout unset",
             ));
         }
         let (reader, writer) = std::io::pipe()?;
@@ -371,8 +368,6 @@ pub struct SubprocessTransportActor {
     child: tokio::process::Child,
     me: SubprocessHandle,
     protocol: SubprocessProtocolHandle,
-    /// The pipe I/O objects, until `started` makes their transports.
-    unstarted: Option<(ChildPipes, StreamConfig)>,
     /// Pipes 0, 1 and 2.
     pipes: [Option<Pipe>; 3],
     /// Whether the protocol acknowledged `ConnectionMade`; until then the pipes' own
@@ -389,18 +384,38 @@ impl SubprocessTransportActor {
         child: tokio::process::Child,
         pid: u32,
         pipes: ChildPipes,
-        pipe_config: StreamConfig,
+        config: StreamConfig,
         protocol: impl FnOnce() -> P,
     ) -> (SubprocessHandle, P::Output) {
         let ctx = Context::new();
-        let me = SubprocessHandle::new(ctx.address(), pid);
-        let (output, handle) = protocol().into_subprocess_protocol();
+        let addr = ctx.address();
+        let (output, protocol) = protocol().into_subprocess_protocol();
+        // The pipes start before the subprocess transport does, so its handle can carry theirs.
+        // None of them delivers before the protocol acknowledged `ConnectionMade`: each one's
+        // own `ConnectionMade` acknowledgement comes here (`PipeOpened`) and is held until then.
+        let route =
+            |fd| protocol.pipe_protocol(fd, addr.clone().recipient(), addr.clone().recipient());
+        let stdin = pipes
+            .stdin
+            .map(|io| StreamTransport::start(io, config.clone(), || route(STDIN), None).0);
+        let stdout = pipes
+            .stdout
+            .map(|io| StreamTransport::start(io, config.clone(), || route(STDOUT), None).0);
+        let stderr = pipes
+            .stderr
+            .map(|io| StreamTransport::start(io, config, || route(STDERR), None).0);
+        let transports = [stdin, stdout, stderr];
+        let me = SubprocessHandle::new(addr.clone(), pid, transports.clone());
         let actor = SubprocessTransportActor {
             child,
             me: me.clone(),
-            protocol: handle,
-            unstarted: Some((pipes, pipe_config)),
-            pipes: [None, None, None],
+            protocol,
+            pipes: transports.map(|transport| {
+                transport.map(|transport| Pipe {
+                    transport,
+                    open: true,
+                })
+            }),
             attached: false,
             held: Vec::new(),
             status: None,
@@ -528,29 +543,6 @@ impl Actor for SubprocessTransportActor {
             self.me.clone(),
             Ack::to(ctx.address().recipient(), 0),
         ));
-        // After `ConnectionMade` was sent, so every pipe event comes after it.
-        if let Some((pipes, config)) = self.unstarted.take() {
-            let addr = ctx.address();
-            let protocol = |fd| {
-                self.protocol
-                    .pipe_protocol(fd, addr.clone().recipient(), addr.clone().recipient())
-            };
-            let stdin = pipes
-                .stdin
-                .map(|io| StreamTransport::start(io, config.clone(), || protocol(STDIN), None).0);
-            let stdout = pipes
-                .stdout
-                .map(|io| StreamTransport::start(io, config.clone(), || protocol(STDOUT), None).0);
-            let stderr = pipes
-                .stderr
-                .map(|io| StreamTransport::start(io, config, || protocol(STDERR), None).0);
-            self.pipes = [stdin, stdout, stderr].map(|transport| {
-                transport.map(|transport| Pipe {
-                    transport,
-                    open: true,
-                })
-            });
-        }
         self.exit_watch = Some(ctx.spawn(ExitWatch));
         ctx.run_interval(PROTOCOL_CHECK_INTERVAL, |act, ctx| {
             if !act.protocol.is_alive() && !act.closing {
@@ -632,10 +624,18 @@ impl Handler<SendSignal> for SubprocessTransportActor {
     type Result = io::Result<()>;
 
     fn handle(&mut self, SendSignal(number): SendSignal, _: &mut Context<Self>) -> io::Result<()> {
+        if number == 0 {
+            // kill(2)'s existence check: a child not yet collected is there to be signalled.
+            return match self.status {
+                Some(_) => Err(ProcessGone.into()),
+                None => Ok(()),
+            };
+        }
+        // rustix builds only the named signals safely; a real-time one would take `unsafe`.
         let signal = rustix::process::Signal::from_named_raw(number).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{number} is not a signal number"),
+                format!("{number} is not a named signal (real-time signals are not supported)"),
             )
         })?;
         self.signal(signal)

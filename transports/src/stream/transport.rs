@@ -604,7 +604,9 @@ impl<IO: StreamIo> StreamTransport<IO> {
                     self.abort(ctx);
                     return Poll::Ready(());
                 }
-                if self.poll_reader_closed(cx) {
+                // Not before the protocol has acknowledged `ConnectionMade`: nothing reaches it
+                // before, the end included.
+                if self.attached && self.poll_reader_closed(cx) {
                     tracing::debug!("the read end of the pipe closed");
                     self.io = None;
                     self.finish(None, ctx);
