@@ -23,7 +23,7 @@ mod support;
 use std::{ffi::OsString, net::SocketAddr, path::PathBuf, process::Command, time::Duration};
 
 use actix::prelude::*;
-use process::{Finished, Process, TIMEOUT, example_command};
+use process::{Finished, Process, TIMEOUT, assert_same_bytes, example_command, pseudo_random};
 use support::{Event, Probe, ProbeOptions, deadline, pattern};
 use switchboard::{
     prelude::*,
@@ -184,37 +184,6 @@ fn assert_refused(finished: &Finished, reason: &str) {
         stderr.contains(&format!("certificate verification failed: {reason}")),
         "stderr gives the TLS reason ({reason}):\n{stderr}"
     );
-}
-
-/// Compares two byte strings without printing megabytes when they differ.
-#[track_caller]
-fn assert_same_bytes(actual: &[u8], expected: &[u8], what: &str) {
-    if actual != expected {
-        let first = actual
-            .iter()
-            .zip(expected)
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| actual.len().min(expected.len()));
-        panic!(
-            "{what}: got {} bytes, expected {}; first difference at byte {first}",
-            actual.len(),
-            expected.len()
-        );
-    }
-}
-
-/// `len` pseudo-random bytes (xorshift64), different for each `seed`.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut bytes = Vec::with_capacity(len + 8);
-    while bytes.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    bytes.truncate(len);
-    bytes
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -462,3 +462,34 @@ pub(crate) fn python_command(script: &Path) -> Command {
         .arg(script);
     command
 }
+
+/// Compares two byte strings without printing megabytes when they differ.
+#[track_caller]
+pub(crate) fn assert_same_bytes(actual: &[u8], expected: &[u8], what: &str) {
+    if actual != expected {
+        let first = actual
+            .iter()
+            .zip(expected)
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| actual.len().min(expected.len()));
+        panic!(
+            "{what}: got {} bytes, expected {}; first difference at byte {first}",
+            actual.len(),
+            expected.len()
+        );
+    }
+}
+
+/// `len` pseudo-random bytes (xorshift64), different for each `seed`.
+pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
