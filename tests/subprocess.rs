@@ -78,6 +78,7 @@ subprocess_tests!(
     shell_and_exec_forms,
     child_closing_its_stdin_ends_pipe_0_without_a_write,
     stdin_bytes_the_child_never_read_end_pipe_0_with_broken_pipe,
+    a_pipe_closed_by_the_spawner_at_once_ends_after_connection_made,
 );
 
 const SIGKILL: i32 = 9;
@@ -458,6 +459,21 @@ async fn realtime_signals_are_refused_and_signal_zero_checks_the_child() {
         .await
         .expect_err("signal 0 after the exit");
     assert!(ProcessGone::of(&err), "{err}");
+}
+
+async fn a_pipe_closed_by_the_spawner_at_once_ends_after_connection_made() {
+    // The caller of `spawn` holds the pipes before the protocol has handled anything, and a read
+    // pipe closes without waiting for its protocol: its end must still come after
+    // `ConnectionMade`.
+    let (handle, _probe, mut events) =
+        spawn_probed(child(&["hang"]), SubProbeOptions::default()).expect("spawn sb-child hang");
+    handle.pipe(STDOUT).expect("stdout is piped").close();
+    handle.pipe(STDERR).expect("stderr is piped").abort();
+    let made = events.made().await;
+    assert!(made.same_transport(&handle));
+    handle.close();
+    let run = check_run(&events.until_lost().await);
+    assert_eq!(run.status().signal(), Some(SIGKILL), "{}", run.status());
 }
 
 async fn close_on_a_running_child_ends_its_pipes_and_kills_it() {

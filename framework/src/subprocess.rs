@@ -197,7 +197,7 @@ mod sealed {
     #[derive(Debug)]
     pub struct Ports {
         pub(super) pid: u32,
-        pub(super) pipes: [Option<TransportHandle>; 3],
+        pub(super) pipes: OnceLock<[Option<TransportHandle>; 3]>,
         pub(super) status: OnceLock<ExitStatus>,
         pub(super) get_pid: Recipient<GetPid>,
         pub(super) get_returncode: Recipient<GetReturnCode>,
@@ -217,17 +217,13 @@ mod sealed {
 }
 
 impl SubprocessHandle {
-    /// The handle of the subprocess transport `addr`, whose child is `pid` and whose pipe
-    /// transports for fds 0, 1 and 2 are `pipes`. For transports.
-    pub fn new<A: SubprocessTransport>(
-        addr: Addr<A>,
-        pid: u32,
-        pipes: [Option<TransportHandle>; 3],
-    ) -> Self {
+    /// The handle of the subprocess transport `addr`, whose child is `pid`. For transports,
+    /// which then [`attach_pipes`](Self::attach_pipes).
+    pub fn new<A: SubprocessTransport>(addr: Addr<A>, pid: u32) -> Self {
         SubprocessHandle {
             inner: Arc::new(sealed::Ports {
                 pid,
-                pipes,
+                pipes: OnceLock::new(),
                 status: OnceLock::new(),
                 get_pid: addr.clone().recipient(),
                 get_returncode: addr.clone().recipient(),
@@ -240,6 +236,12 @@ impl SubprocessHandle {
                 get_extra_info: addr.recipient(),
             }),
         }
+    }
+
+    /// Records the pipe transports for fds 0, 1 and 2. For transports, before the handle is
+    /// given to anyone; only the first call counts.
+    pub fn attach_pipes(&self, pipes: [Option<TransportHandle>; 3]) {
+        let _ = self.inner.pipes.set(pipes);
     }
 
     /// Records the exit status, so [`returncode`](Self::returncode) knows it. For transports;
@@ -287,9 +289,10 @@ impl SubprocessHandle {
     /// piped, or for another fd. A `PauseReading` sent to pipe 1 or 2 from the protocol's
     /// `ConnectionMade` handler is honoured before its first byte.
     pub fn pipe(&self, fd: RawFd) -> Option<TransportHandle> {
+        let pipes = self.inner.pipes.get()?;
         usize::try_from(fd)
             .ok()
-            .and_then(|fd| self.inner.pipes.get(fd))
+            .and_then(|fd| pipes.get(fd))
             .and_then(Clone::clone)
     }
 

@@ -390,8 +390,15 @@ impl SubprocessTransportActor {
         let ctx = Context::new();
         let addr = ctx.address();
         let (output, protocol) = protocol().into_subprocess_protocol();
-        // The pipes start before the subprocess transport does, so its handle can carry theirs.
-        // None of them delivers before the protocol acknowledged `ConnectionMade`: each one's
+        let me = SubprocessHandle::new(addr.clone(), pid);
+        // `ConnectionMade` is queued to the protocol before any pipe transport exists, so it
+        // comes first whatever a pipe does (a caller may close one at once). The protocol
+        // handles it only after this function returned, with the pipes attached to the handle.
+        protocol.connection_made(ConnectionMade::new(
+            me.clone(),
+            Ack::to(addr.clone().recipient(), 0),
+        ));
+        // None of the pipes reads before the protocol acknowledged `ConnectionMade`: each one's
         // own `ConnectionMade` acknowledgement comes here (`PipeOpened`) and is held until then.
         let route =
             |fd| protocol.pipe_protocol(fd, addr.clone().recipient(), addr.clone().recipient());
@@ -405,7 +412,7 @@ impl SubprocessTransportActor {
             .stderr
             .map(|io| StreamTransport::start(io, config, || route(STDERR), None).0);
         let transports = [stdin, stdout, stderr];
-        let me = SubprocessHandle::new(addr.clone(), pid, transports.clone());
+        me.attach_pipes(transports.clone());
         let actor = SubprocessTransportActor {
             child,
             me: me.clone(),
@@ -539,10 +546,6 @@ impl Actor for SubprocessTransportActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(0);
-        self.protocol.connection_made(ConnectionMade::new(
-            self.me.clone(),
-            Ack::to(ctx.address().recipient(), 0),
-        ));
         self.exit_watch = Some(ctx.spawn(ExitWatch));
         ctx.run_interval(PROTOCOL_CHECK_INTERVAL, |act, ctx| {
             if !act.protocol.is_alive() && !act.closing {
