@@ -113,6 +113,9 @@ pub fn duplicate_error(err: &io::Error) -> io::Error {
     if let Some(tls_err) = crate::TlsError::of(err) {
         return tls_err.clone().into();
     }
+    if let Some(code) = err.raw_os_error() {
+        return io::Error::from_raw_os_error(code);
+    }
     io::Error::new(err.kind(), err.to_string())
 }
 

@@ -13,7 +13,11 @@
 //! * for subprocesses: the commands [`GetPid`], [`GetReturnCode`],
 //!   [`GetPipeTransport`], [`SendSignal`], [`Terminate`] and [`Kill`] sent through a
 //!   [`SubprocessHandle`], and the events [`PipeDataReceived`], [`PipeConnectionLost`] and
-//!   [`ProcessExited`] delivered through a [`SubprocessProtocolHandle`].
+//!   [`ProcessExited`] delivered through a [`SubprocessProtocolHandle`];
+//! * for datagram endpoints (UDP, Unix datagrams): the command [`SendTo`] (with `Close`,
+//!   `Abort`, the reading and write-buffer commands and [`SetDatagramProtocol`]) sent through a
+//!   [`DatagramHandle`], and the events [`DatagramReceived`] and [`ErrorReceived`] delivered
+//!   through a [`DatagramProtocolHandle`].
 //!
 //! Switching the protocol of a live connection (STARTTLS, HTTP → WebSocket) is one
 //! [`SetProtocol`]: the transport re-addresses where it delivers.
@@ -104,6 +108,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod command;
+mod datagram;
 mod error;
 mod event;
 mod extra;
@@ -118,6 +123,11 @@ pub use command::{
     Abort, CanWriteEof, Close, GetExtraInfo, GetProtocol, GetStats, GetWriteBufferLimits,
     GetWriteBufferSize, IsClosing, IsReading, PauseReading, ResumeReading, SetProtocol,
     SetWriteBufferLimits, Write, WriteEof, WriteVectored,
+};
+pub use datagram::{
+    DatagramCommand, DatagramHandle, DatagramProtocol, DatagramProtocolHandle, DatagramReceived,
+    DatagramTransport, ErrorReceived, IntoDatagramProtocol, SendTo, SendToError,
+    SetDatagramProtocol,
 };
 pub use error::{InvalidWriteBufferLimits, ProcessGone, WriteError, duplicate_error};
 pub use event::{
@@ -160,5 +170,9 @@ pub mod prelude {
         GetPid, GetPipeTransport, GetReturnCode, Kill, PipeConnectionLost, PipeDataReceived,
         ProcessExited, ProcessGone, SendSignal, SubprocessHandle, SubprocessProtocolHandle,
         Terminate,
+    };
+    pub use crate::{
+        DatagramHandle, DatagramProtocolHandle, DatagramReceived, ErrorReceived, SendTo,
+        SendToError,
     };
 }

@@ -5,6 +5,8 @@
 //! * [`tcp`] and [`unix`]: `connect` and `serve` for TCP and Unix-domain stream sockets;
 //! * [`pipe`]: read-pipe and write-pipe transports over pipes, FIFOs and terminals;
 //! * [`subprocess`]: a child process with a pipe transport per standard stream;
+//! * [`datagram`]: the generic datagram transport, one actor over any [`DatagramSocket`];
+//! * [`udp`] and [`unix_datagram`]: UDP (IPv4, IPv6) and Unix datagram endpoints;
 //! * `tls` (feature `tls`): `connect` and `serve` for TLS, and `StartTls` on TCP and Unix
 //!   transports;
 //! * [`server`]: the server actor behind `serve`, and its [`ServerHandle`].
@@ -29,6 +31,11 @@
 //! collected by tokio. Its protocol stopping makes it close: the pipes close and a running child
 //! is killed.
 //!
+//! A datagram endpoint stops after `Close` (once its queued datagrams are sent), `Abort`, a
+//! socket failure that leaves it unusable, or the death of its protocol actor, and sends
+//! `ConnectionLost` from `stopped()`. Errors the socket reports about single datagrams (ICMP,
+//! sizes) do not stop it.
+//!
 //! A TLS connection's handshake runs before its transport actor exists (on the worker that will
 //! own it, for a server): a handshake that fails, times out or is ended by `CloseClients` leaves
 //! no actor and no protocol behind. A `StartTls` in progress when its transport stops is answered
@@ -43,6 +50,7 @@
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod datagram;
 pub mod pipe;
 pub mod server;
 pub mod stream;
@@ -50,9 +58,12 @@ pub mod subprocess;
 pub mod tcp;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod udp;
 pub mod unix;
+pub mod unix_datagram;
 mod watch;
 
+pub use datagram::{DatagramConfig, DatagramSocket};
 pub use server::{ServerHandle, ServerOptions};
 pub use stream::{Direction, StreamConfig, StreamIo, StreamTransport};
 pub use tcp::TcpConnector;
@@ -62,5 +73,8 @@ pub use watch::{PROTOCOL_WATCH_INTERVAL, protocol_watch_sweeps};
 pub mod prelude {
     #[cfg(feature = "tls")]
     pub use crate::tls::{self, TlsAcceptor, TlsConnector};
-    pub use crate::{ServerHandle, ServerOptions, StreamConfig, pipe, subprocess, tcp, unix};
+    pub use crate::{
+        DatagramConfig, ServerHandle, ServerOptions, StreamConfig, pipe, subprocess, tcp, udp, unix,
+        unix_datagram,
+    };
 }
