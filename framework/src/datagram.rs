@@ -585,4 +585,3 @@ impl IntoDatagramProtocol for DatagramProtocolHandle {
         (self.clone(), self)
     }
 }
-

@@ -167,12 +167,12 @@ pub mod prelude {
         TlsError, TransportHandle, Write, WriteEof, WriteError, WriteVectored, keys,
     };
     pub use crate::{
+        DatagramHandle, DatagramProtocolHandle, DatagramReceived, ErrorReceived, SendTo,
+        SendToError,
+    };
+    pub use crate::{
         GetPid, GetPipeTransport, GetReturnCode, Kill, PipeConnectionLost, PipeDataReceived,
         ProcessExited, ProcessGone, SendSignal, SubprocessHandle, SubprocessProtocolHandle,
         Terminate,
-    };
-    pub use crate::{
-        DatagramHandle, DatagramProtocolHandle, DatagramReceived, ErrorReceived, SendTo,
-        SendToError,
     };
 }

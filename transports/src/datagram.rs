@@ -41,12 +41,11 @@ use actix::{
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use switchboard_framework::{
-    Abort, AddressFamily, Close, ConnectionLost, ConnectionMade, DatagramHandle,
-    DatagramProtocolHandle, DatagramReceived, DeliveryAcked, ErrorReceived, ExtraInfo, FlowEdge,
-    GetExtraInfo, GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoDatagramProtocol,
-    IsClosing, IsReading, PauseReading, ResumeReading, SendTo, SendToError, SetDatagramProtocol,
-    SetWriteBufferLimits, SocketAddress, TransportStats, WriteBufferLimits, WriteError, WriteFlow,
-    duplicate_error,
+    Abort, Close, ConnectionLost, ConnectionMade, DatagramHandle, DatagramProtocolHandle,
+    DatagramReceived, DeliveryAcked, ErrorReceived, ExtraInfo, FlowEdge, GetExtraInfo, GetStats,
+    GetWriteBufferLimits, GetWriteBufferSize, IntoDatagramProtocol, IsClosing, IsReading,
+    PauseReading, ResumeReading, SendTo, SendToError, SetDatagramProtocol, SetWriteBufferLimits,
+    SocketAddress, TransportStats, WriteBufferLimits, WriteError, WriteFlow, duplicate_error,
 };
 use tokio::io::ReadBuf;
 
@@ -119,9 +118,6 @@ impl DatagramConfig {
 /// A datagram socket a [`DatagramTransport`] can drive: tokio's `UdpSocket` and `UnixDatagram`
 /// (through the wrappers of [`udp`](crate::udp) and [`unix_datagram`](crate::unix_datagram)).
 pub trait DatagramSocket: Sized + 'static {
-    /// The socket's address family, which every destination must share.
-    fn family(&self) -> AddressFamily;
-
     /// Receives one datagram into `buf`, with its sender's address.
     fn poll_recv_from(
         &self,
@@ -129,7 +125,11 @@ pub trait DatagramSocket: Sized + 'static {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<SocketAddress>>;
 
-    /// Sends one datagram to `addr`, of this socket's family.
+    /// Whether this socket can send to `addr` at all: an address of its family, in a form it
+    /// can reach.
+    fn check_destination(&self, addr: &SocketAddress) -> Result<(), SendToError>;
+
+    /// Sends one datagram to `addr`, which passed [`check_destination`](Self::check_destination).
     fn poll_send_to(
         &self,
         cx: &mut TaskContext<'_>,
@@ -327,8 +327,10 @@ impl<S: DatagramSocket> DatagramTransport<S> {
     }
 
     /// Where a datagram for `addr` goes, or why it may not.
-    fn destination(&self, addr: Option<SocketAddress>) -> Result<Option<SocketAddress>, SendToError> {
-        let family = self.socket.as_ref().map(|socket| socket.family());
+    fn destination(
+        &self,
+        addr: Option<SocketAddress>,
+    ) -> Result<Option<SocketAddress>, SendToError> {
         match (addr, &self.default_peer) {
             (None, None) => Err(SendToError::NoAddress),
             (None, Some(_)) => Ok(None),
@@ -337,18 +339,10 @@ impl<S: DatagramSocket> DatagramTransport<S> {
                 connected: peer.clone(),
             }),
             (Some(_), Some(_)) => Ok(None),
-            (Some(given), None) => {
-                let fits = match (&given, family) {
-                    (SocketAddress::Inet(_), Some(AddressFamily::Inet)) => true,
-                    (SocketAddress::Unix(_), Some(AddressFamily::Unix)) => true,
-                    _ => family.is_none(),
-                };
-                if fits {
-                    Ok(Some(given))
-                } else {
-                    Err(SendToError::WrongFamily(given))
-                }
-            }
+            (Some(given), None) => match &self.socket {
+                Some(socket) => socket.check_destination(&given).map(|()| Some(given)),
+                None => Ok(Some(given)),
+            },
         }
     }
 
@@ -487,7 +481,8 @@ impl<S: DatagramSocket> DatagramTransport<S> {
                     self.waiters.resolve(sent.seq, || Ok(()));
                 }
                 Err(err) => {
-                    self.waiters.resolve(sent.seq, || Err(duplicate_error(&err)));
+                    self.waiters
+                        .resolve(sent.seq, || Err(duplicate_error(&err)));
                     self.error_received(err);
                 }
             }
@@ -499,8 +494,7 @@ impl<S: DatagramSocket> DatagramTransport<S> {
     /// Reads and delivers datagrams while the window has room.
     fn poll_receive(&mut self, cx: &mut TaskContext<'_>) -> io::Result<()> {
         let max = self.config.max_datagram_size;
-        while self.attached && self.is_reading() && self.in_flight.len() < self.config.read_window
-        {
+        while self.attached && self.is_reading() && self.in_flight.len() < self.config.read_window {
             let Some(socket) = self.socket.clone() else {
                 return Ok(());
             };
@@ -605,7 +599,8 @@ impl<S: DatagramSocket> Actor for DatagramTransport<S> {
         self.socket = None;
         self.error_watch = None;
         self.waiters.fail_all(&WriteError::Stopped.into());
-        self.protocol.connection_lost(ConnectionLost(self.lost.take()));
+        self.protocol
+            .connection_lost(ConnectionLost(self.lost.take()));
     }
 }
 
@@ -671,9 +666,7 @@ impl<S: DatagramSocket> Handler<Close> for DatagramTransport<S> {
     fn handle(&mut self, _: Close, _: &mut Context<Self>) {
         if self.state == State::Open {
             self.state = State::Closing;
-            self.close_deadline = Some(Box::pin(actix_rt::time::sleep(
-                self.config.close_timeout,
-            )));
+            self.close_deadline = Some(Box::pin(actix_rt::time::sleep(self.config.close_timeout)));
         }
     }
 }
@@ -772,14 +765,12 @@ impl<S: DatagramSocket> Handler<GetExtraInfo> for DatagramTransport<S> {
     fn handle(&mut self, msg: GetExtraInfo, _: &mut Context<Self>) -> Self::Result {
         let socket = self.socket.as_ref();
         let value = match &*msg.name {
-            switchboard_framework::keys::SOCKNAME => {
-                socket.and_then(|socket| socket.sockname()).map(ExtraInfo::from)
-            }
-            switchboard_framework::keys::PEERNAME => self
-                .me
-                .peername()
-                .cloned()
+            switchboard_framework::keys::SOCKNAME => socket
+                .and_then(|socket| socket.sockname())
                 .map(ExtraInfo::from),
+            switchboard_framework::keys::PEERNAME => {
+                self.me.peername().cloned().map(ExtraInfo::from)
+            }
             name => socket.and_then(|socket| socket.extra_info(name)),
         };
         value.or(msg.default)
@@ -808,4 +799,3 @@ impl<S: DatagramSocket> Handler<DeliveryAcked> for DatagramTransport<S> {
         self.stats.read_in_flight = self.in_flight.iter().map(|(_, bytes)| bytes).sum();
     }
 }
-

@@ -74,7 +74,7 @@ pub mod prelude {
     #[cfg(feature = "tls")]
     pub use crate::tls::{self, TlsAcceptor, TlsConnector};
     pub use crate::{
-        DatagramConfig, ServerHandle, ServerOptions, StreamConfig, pipe, subprocess, tcp, udp, unix,
-        unix_datagram,
+        DatagramConfig, ServerHandle, ServerOptions, StreamConfig, pipe, subprocess, tcp, udp,
+        unix, unix_datagram,
     };
 }

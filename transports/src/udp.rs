@@ -74,8 +74,11 @@ use tokio::{
 use crate::datagram::{self, DatagramConfig, DatagramSocket};
 
 impl DatagramSocket for UdpSocket {
-    fn family(&self) -> AddressFamily {
-        AddressFamily::Inet
+    fn check_destination(&self, addr: &SocketAddress) -> Result<(), SendToError> {
+        match addr {
+            SocketAddress::Inet(_) => Ok(()),
+            other => Err(SendToError::WrongFamily(other.clone())),
+        }
     }
 
     fn poll_recv_from(
@@ -109,7 +112,9 @@ impl DatagramSocket for UdpSocket {
     fn take_error(&self) -> io::Result<Option<io::Error>> {
         let err = UdpSocket::take_error(self)?;
         // Forget the readiness that announced it: `try_io` clears it on `WouldBlock`.
-        let _ = self.try_io(Interest::ERROR, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+        let _ = self.try_io(Interest::ERROR, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
         Ok(err)
     }
 
@@ -124,8 +129,7 @@ impl DatagramSocket for UdpSocket {
     fn extra_info(&self, name: &str) -> Option<ExtraInfo> {
         match name {
             keys::SOCKET => Some(
-                SocketInfo::new(self.as_raw_fd(), AddressFamily::Inet, SocketKind::Datagram)
-                    .into(),
+                SocketInfo::new(self.as_raw_fd(), AddressFamily::Inet, SocketKind::Datagram).into(),
             ),
             _ => None,
         }
@@ -305,7 +309,10 @@ async fn open_first<P: IntoDatagramProtocol>(
         }
     }
     Err(first_err.unwrap_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing")
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
     }))
 }
 

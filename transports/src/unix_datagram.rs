@@ -109,8 +109,13 @@ fn unix_address(addr: tokio::net::unix::SocketAddr) -> SocketAddress {
 }
 
 impl DatagramSocket for UnixDatagramSocket {
-    fn family(&self) -> AddressFamily {
-        AddressFamily::Unix
+    fn check_destination(&self, addr: &SocketAddress) -> Result<(), SendToError> {
+        match addr {
+            SocketAddress::Unix(UnixAddress::Pathname(_)) => Ok(()),
+            // tokio sends to paths only; an unnamed sender has no address at all.
+            SocketAddress::Unix(_) => Err(SendToError::Unaddressable(addr.clone())),
+            other => Err(SendToError::WrongFamily(other.clone())),
+        }
     }
 
     fn poll_recv_from(
@@ -129,7 +134,6 @@ impl DatagramSocket for UnixDatagramSocket {
     ) -> Poll<io::Result<usize>> {
         match addr.as_unix() {
             Some(UnixAddress::Pathname(path)) => self.socket.poll_send_to(cx, buf, path),
-            // tokio sends to paths only; an unnamed sender has no address at all.
             _ => Poll::Ready(Err(SendToError::Unaddressable(addr.clone()).into())),
         }
     }
@@ -145,9 +149,9 @@ impl DatagramSocket for UnixDatagramSocket {
     fn take_error(&self) -> io::Result<Option<io::Error>> {
         let err = self.socket.take_error()?;
         // Forget the readiness that announced it: `try_io` clears it on `WouldBlock`.
-        let _ = self
-            .socket
-            .try_io(Interest::ERROR, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+        let _ = self.socket.try_io(Interest::ERROR, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
         Ok(err)
     }
 
