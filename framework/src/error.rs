@@ -104,8 +104,8 @@ impl From<ProcessGone> for io::Error {
 }
 
 /// Copies an `io::Error` for a second recipient (`io::Error` is not `Clone`): same kind, same
-/// message, and the same [`WriteError`] or [`TlsError`](crate::TlsError) source when there is
-/// one.
+/// message, the same [`WriteError`] or [`TlsError`](crate::TlsError) source when there is one,
+/// and the same OS error code for an error from a system call.
 pub fn duplicate_error(err: &io::Error) -> io::Error {
     if let Some(write_err) = WriteError::of(err) {
         return write_err.into();

@@ -157,6 +157,9 @@ pub trait DatagramSocket: Sized + 'static {
     fn extra_info(&self, name: &str) -> Option<ExtraInfo>;
 }
 
+/// The most datagrams (or errors) read in one wake-up of the driver, before it yields.
+const MAX_EVENTS_PER_WAKEUP: usize = 64;
+
 thread_local! {
     /// Every endpoint on a thread receives into this one buffer and copies each datagram out at
     /// its exact size, so an idle endpoint holds no receive buffer and a 10-byte datagram does
@@ -444,7 +447,9 @@ impl<S: DatagramSocket> DatagramTransport<S> {
         let Some(socket) = &self.socket else {
             return;
         };
-        loop {
+        // Bounded, so a readiness that would not clear cannot spin: the rest waits for the next
+        // wake-up.
+        for _ in 0..MAX_EVENTS_PER_WAKEUP {
             let watch = self
                 .error_watch
                 .get_or_insert_with(|| Rc::clone(socket).error_ready());
@@ -462,6 +467,7 @@ impl<S: DatagramSocket> DatagramTransport<S> {
                 }
             }
         }
+        cx.waker().wake_by_ref();
     }
 
     /// Sends queued datagrams in order until the socket would block.
@@ -494,7 +500,15 @@ impl<S: DatagramSocket> DatagramTransport<S> {
     /// Reads and delivers datagrams while the window has room.
     fn poll_receive(&mut self, cx: &mut TaskContext<'_>) -> io::Result<()> {
         let max = self.config.max_datagram_size;
+        // Errors and oversized datagrams take no room in the window: bound them per wake-up so
+        // a flood of them cannot starve the mailbox (`Close`, `Abort`).
+        let mut budget = MAX_EVENTS_PER_WAKEUP;
         while self.attached && self.is_reading() && self.in_flight.len() < self.config.read_window {
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                return Ok(());
+            }
+            budget -= 1;
             let Some(socket) = self.socket.clone() else {
                 return Ok(());
             };

@@ -14,17 +14,21 @@
 //! use switchboard_transports::udp;
 //!
 //! /// Answers every datagram with its length.
-//! struct Lengths;
+//! #[derive(Default)]
+//! struct Lengths(Option<DatagramHandle>);
 //! impl Actor for Lengths { type Context = Context<Self>; }
 //! impl Handler<ConnectionMade<DatagramHandle>> for Lengths {
 //!     type Result = ();
-//!     fn handle(&mut self, _: ConnectionMade<DatagramHandle>, _: &mut Context<Self>) {}
+//!     fn handle(&mut self, msg: ConnectionMade<DatagramHandle>, _: &mut Context<Self>) {
+//!         self.0 = Some(msg.transport);
+//!     }
 //! }
 //! impl Handler<DatagramReceived> for Lengths {
 //!     type Result = ();
 //!     fn handle(&mut self, msg: DatagramReceived, _: &mut Context<Self>) {
-//!         // The handle could be kept from `ConnectionMade`; the reply needs only the address.
-//!         let _ = msg;
+//!         if let Some(endpoint) = &self.0 {
+//!             endpoint.send_to(msg.data.len().to_string(), msg.addr);
+//!         }
 //!     }
 //! }
 //! impl Handler<ErrorReceived> for Lengths {
@@ -38,14 +42,13 @@
 //!
 //! # #[actix::main]
 //! # async fn main() -> std::io::Result<()> {
-//! let (endpoint, _) = udp::bind("127.0.0.1:0", || Lengths.start()).await?;
+//! let (endpoint, _) = udp::bind("127.0.0.1:0", || Lengths::default().start()).await?;
 //! let addr = endpoint.local_addr().expect("bound");
 //! let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
 //! peer.send_to(b"hello", addr).await?;
-//! endpoint.send_to("hi", peer.local_addr()?);
 //! let mut buf = [0; 16];
 //! let (n, from) = peer.recv_from(&mut buf).await?;
-//! assert_eq!((&buf[..n], from), (&b"hi"[..], addr));
+//! assert_eq!((&buf[..n], from), (&b"5"[..], addr));
 //! endpoint.close();
 //! # Ok(())
 //! # }
@@ -139,14 +142,16 @@ impl DatagramSocket for UdpSocket {
 /// How to open a UDP endpoint: its local and remote addresses and socket options, as
 /// asyncio's `create_datagram_endpoint` takes them.
 ///
-/// ```no_run
+/// ```
 /// # use switchboard_transports::udp;
+/// # #[allow(dead_code)]
 /// # fn demo<P: switchboard_framework::IntoDatagramProtocol>(p: impl FnOnce() -> P) -> std::io::Result<()> {
 /// let (endpoint, _) = udp::Endpoint::new()
 ///     .local_addr("0.0.0.0:9999".parse().unwrap())
 ///     .reuse_port(true)
 ///     .allow_broadcast(true)
 ///     .start(p)?;
+/// # drop(endpoint);
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, Default)]
