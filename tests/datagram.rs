@@ -987,3 +987,30 @@ async fn extra_info_names_both_ends_and_the_socket() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn a_unix_peer_that_goes_away_is_an_error_received_not_the_end() {
+    deadline(async {
+        let (endpoint, mut rx, peer) = unix_pair(DatagramConfig::default());
+        rx.made().await;
+        drop(peer);
+        // Linux refuses the first datagram after the peer closed, then says the socket is no
+        // longer connected: both reach the sender and `ErrorReceived`, asyncio's behaviour.
+        for expected in [
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::NotConnected,
+        ] {
+            let err = endpoint
+                .send_to_acked(SendTo::connected("anyone?"))
+                .await
+                .expect_err("nobody at the other end");
+            assert_eq!(err.kind(), expected, "{err}");
+            match rx.next().await {
+                Seen::Error(seen) => assert_eq!(seen.raw_os_error(), err.raw_os_error()),
+                other => panic!("expected ErrorReceived, got {other:?}"),
+            }
+        }
+        assert!(!endpoint.is_closing().await, "the endpoint stays open");
+    })
+    .await;
+}

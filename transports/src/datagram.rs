@@ -115,7 +115,7 @@ impl DatagramConfig {
     }
 }
 
-/// A datagram socket a [`DatagramTransport`] can drive: tokio's `UdpSocket` and `UnixDatagram`
+/// A datagram socket a [`DatagramTransportActor`] can drive: tokio's `UdpSocket` and `UnixDatagram`
 /// (through the wrappers of [`udp`](crate::udp) and [`unix_datagram`](crate::unix_datagram)).
 pub trait DatagramSocket: Sized + 'static {
     /// Receives one datagram into `buf`, with its sender's address.
@@ -235,7 +235,7 @@ enum State {
 }
 
 /// The datagram transport actor. Start one with [`start`].
-pub struct DatagramTransport<S: DatagramSocket> {
+pub struct DatagramTransportActor<S: DatagramSocket> {
     socket: Option<Rc<S>>,
     me: DatagramHandle,
     protocol: DatagramProtocolHandle,
@@ -289,7 +289,7 @@ where
     let (output, protocol) = protocol().into_datagram_protocol();
     let mut stats = TransportStats::default();
     stats.read_buffer_limit = config.read_window.saturating_mul(config.max_datagram_size);
-    let transport = DatagramTransport {
+    let transport = DatagramTransportActor {
         socket: Some(Rc::new(socket)),
         me: me.clone(),
         protocol,
@@ -315,7 +315,7 @@ where
     (me, output)
 }
 
-impl<S: DatagramSocket> DatagramTransport<S> {
+impl<S: DatagramSocket> DatagramTransportActor<S> {
     fn issue_ack(&mut self, bytes: usize) -> switchboard_framework::Ack {
         self.seq += 1;
         self.in_flight.push_back((self.seq, bytes));
@@ -560,9 +560,9 @@ fn is_transient(err: &io::Error) -> bool {
     )
 }
 
-impl<S: DatagramSocket> fmt::Debug for DatagramTransport<S> {
+impl<S: DatagramSocket> fmt::Debug for DatagramTransportActor<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatagramTransport")
+        f.debug_struct("DatagramTransportActor")
             .field("state", &self.state)
             .field("paused", &self.paused)
             .field("in_flight", &self.in_flight.len())
@@ -575,20 +575,20 @@ impl<S: DatagramSocket> fmt::Debug for DatagramTransport<S> {
 /// Drives the socket from inside the actor's context, after each mailbox drain.
 struct Driver;
 
-impl<S: DatagramSocket> ActorFuture<DatagramTransport<S>> for Driver {
+impl<S: DatagramSocket> ActorFuture<DatagramTransportActor<S>> for Driver {
     type Output = ();
 
     fn poll(
         self: Pin<&mut Self>,
-        act: &mut DatagramTransport<S>,
-        ctx: &mut Context<DatagramTransport<S>>,
+        act: &mut DatagramTransportActor<S>,
+        ctx: &mut Context<DatagramTransportActor<S>>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<()> {
         act.poll_io(ctx, cx)
     }
 }
 
-impl<S: DatagramSocket> Actor for DatagramTransport<S> {
+impl<S: DatagramSocket> Actor for DatagramTransportActor<S> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
@@ -618,7 +618,7 @@ impl<S: DatagramSocket> Actor for DatagramTransport<S> {
     }
 }
 
-impl<S: DatagramSocket> Handler<SendTo> for DatagramTransport<S> {
+impl<S: DatagramSocket> Handler<SendTo> for DatagramTransportActor<S> {
     type Result = SendReceipt;
 
     fn handle(&mut self, msg: SendTo, _: &mut Context<Self>) -> SendReceipt {
@@ -674,7 +674,7 @@ impl<S: DatagramSocket> Handler<SendTo> for DatagramTransport<S> {
     }
 }
 
-impl<S: DatagramSocket> Handler<Close> for DatagramTransport<S> {
+impl<S: DatagramSocket> Handler<Close> for DatagramTransportActor<S> {
     type Result = ();
 
     fn handle(&mut self, _: Close, _: &mut Context<Self>) {
@@ -685,7 +685,7 @@ impl<S: DatagramSocket> Handler<Close> for DatagramTransport<S> {
     }
 }
 
-impl<S: DatagramSocket> Handler<Abort> for DatagramTransport<S> {
+impl<S: DatagramSocket> Handler<Abort> for DatagramTransportActor<S> {
     type Result = ();
 
     fn handle(&mut self, _: Abort, ctx: &mut Context<Self>) {
@@ -693,7 +693,7 @@ impl<S: DatagramSocket> Handler<Abort> for DatagramTransport<S> {
     }
 }
 
-impl<S: DatagramSocket> Handler<IsClosing> for DatagramTransport<S> {
+impl<S: DatagramSocket> Handler<IsClosing> for DatagramTransportActor<S> {
     type Result = bool;
 
     fn handle(&mut self, _: IsClosing, _: &mut Context<Self>) -> bool {
@@ -701,7 +701,7 @@ impl<S: DatagramSocket> Handler<IsClosing> for DatagramTransport<S> {
     }
 }
 
-impl<S: DatagramSocket> Handler<PauseReading> for DatagramTransport<S> {
+impl<S: DatagramSocket> Handler<PauseReading> for DatagramTransportActor<S> {
     type Result = ();
 
     fn handle(&mut self, _: PauseReading, _: &mut Context<Self>) {
@@ -709,7 +709,7 @@ impl<S: DatagramSocket> Handler<PauseReading> for DatagramTransport<S> {
     }
 }
 
-impl<S: DatagramSocket> Handler<ResumeReading> for DatagramTransport<S> {
+impl<S: DatagramSocket> Handler<ResumeReading> for DatagramTransportActor<S> {
     type Result = ();
 
     fn handle(&mut self, _: ResumeReading, _: &mut Context<Self>) {
@@ -717,7 +717,7 @@ impl<S: DatagramSocket> Handler<ResumeReading> for DatagramTransport<S> {
     }
 }
 
-impl<S: DatagramSocket> Handler<IsReading> for DatagramTransport<S> {
+impl<S: DatagramSocket> Handler<IsReading> for DatagramTransportActor<S> {
     type Result = bool;
 
     fn handle(&mut self, _: IsReading, _: &mut Context<Self>) -> bool {
@@ -725,7 +725,7 @@ impl<S: DatagramSocket> Handler<IsReading> for DatagramTransport<S> {
     }
 }
 
-impl<S: DatagramSocket> Handler<GetWriteBufferSize> for DatagramTransport<S> {
+impl<S: DatagramSocket> Handler<GetWriteBufferSize> for DatagramTransportActor<S> {
     type Result = usize;
 
     fn handle(&mut self, _: GetWriteBufferSize, _: &mut Context<Self>) -> usize {
@@ -733,7 +733,7 @@ impl<S: DatagramSocket> Handler<GetWriteBufferSize> for DatagramTransport<S> {
     }
 }
 
-impl<S: DatagramSocket> Handler<GetWriteBufferLimits> for DatagramTransport<S> {
+impl<S: DatagramSocket> Handler<GetWriteBufferLimits> for DatagramTransportActor<S> {
     type Result = MessageResult<GetWriteBufferLimits>;
 
     fn handle(&mut self, _: GetWriteBufferLimits, _: &mut Context<Self>) -> Self::Result {
@@ -741,7 +741,7 @@ impl<S: DatagramSocket> Handler<GetWriteBufferLimits> for DatagramTransport<S> {
     }
 }
 
-impl<S: DatagramSocket> Handler<SetWriteBufferLimits> for DatagramTransport<S> {
+impl<S: DatagramSocket> Handler<SetWriteBufferLimits> for DatagramTransportActor<S> {
     type Result = <SetWriteBufferLimits as Message>::Result;
 
     fn handle(&mut self, msg: SetWriteBufferLimits, _: &mut Context<Self>) -> Self::Result {
@@ -752,7 +752,7 @@ impl<S: DatagramSocket> Handler<SetWriteBufferLimits> for DatagramTransport<S> {
     }
 }
 
-impl<S: DatagramSocket> Handler<SetDatagramProtocol> for DatagramTransport<S> {
+impl<S: DatagramSocket> Handler<SetDatagramProtocol> for DatagramTransportActor<S> {
     type Result = MessageResult<SetDatagramProtocol>;
 
     fn handle(&mut self, msg: SetDatagramProtocol, _: &mut Context<Self>) -> Self::Result {
@@ -773,7 +773,7 @@ impl<S: DatagramSocket> Handler<SetDatagramProtocol> for DatagramTransport<S> {
     }
 }
 
-impl<S: DatagramSocket> Handler<GetExtraInfo> for DatagramTransport<S> {
+impl<S: DatagramSocket> Handler<GetExtraInfo> for DatagramTransportActor<S> {
     type Result = Option<ExtraInfo>;
 
     fn handle(&mut self, msg: GetExtraInfo, _: &mut Context<Self>) -> Self::Result {
@@ -791,7 +791,7 @@ impl<S: DatagramSocket> Handler<GetExtraInfo> for DatagramTransport<S> {
     }
 }
 
-impl<S: DatagramSocket> Handler<GetStats> for DatagramTransport<S> {
+impl<S: DatagramSocket> Handler<GetStats> for DatagramTransportActor<S> {
     type Result = MessageResult<GetStats>;
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
@@ -799,7 +799,7 @@ impl<S: DatagramSocket> Handler<GetStats> for DatagramTransport<S> {
     }
 }
 
-impl<S: DatagramSocket> Handler<DeliveryAcked> for DatagramTransport<S> {
+impl<S: DatagramSocket> Handler<DeliveryAcked> for DatagramTransportActor<S> {
     type Result = ();
 
     fn handle(&mut self, msg: DeliveryAcked, _: &mut Context<Self>) {
