@@ -82,7 +82,9 @@
 //! at most one `DataReceived` is in flight, acknowledged by dropping it, so a slow protocol costs
 //! bounded memory; `PauseWriting`/`ResumeWriting` strictly alternate around one watermark rule
 //! ([`WriteFlow`]); every acknowledged write gets exactly one outcome ([`WriteLedger`]); and a
-//! transport whose protocol actor stops aborts (Akka's death pact).
+//! transport whose protocol actor stops aborts (Akka's death pact). Datagram endpoints deliver
+//! one [`DatagramReceived`] per datagram, never merged nor split, and report socket errors as
+//! [`ErrorReceived`] without ending.
 //!
 //! # Actor lifecycle
 //!
