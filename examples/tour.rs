@@ -17,7 +17,11 @@
 //! 8. STARTTLS: a plaintext connection upgraded in place with `StartTls`, on both sides, then a
 //!    line over TLS;
 //! 9. a subprocess: `sh -c` with its stdin, stdout and stderr piped, its output, its exit status,
-//!    and a signal sent after the exit.
+//!    and a signal sent after the exit;
+//! 10. datagrams: a UDP echo endpoint (`udp::bind`) and a connected one (`udp::connect`); three
+//!     datagrams sent back to back come back as three events, the empty one included; a `SendTo`
+//!     for another address is refused; the ICMP error of a closed port reaches `ErrorReceived`,
+//!     and the endpoint lives on.
 //!
 //! ```text
 //! cargo run --example tour
@@ -91,6 +95,7 @@ async fn tour() -> io::Result<()> {
     step(7, "TLS", over_tls()).await?;
     step(8, "STARTTLS: upgrading a live connection", start_tls()).await?;
     step(9, "A subprocess", run_subprocess()).await?;
+    step(10, "Datagrams", datagrams()).await?;
     Ok(())
 }
 
@@ -1477,6 +1482,201 @@ async fn run_subprocess() -> io::Result<()> {
         other => {
             return Err(failure(format!("Terminate after the exit gave {other:?}")));
         }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 10: datagrams.
+// ---------------------------------------------------------------------------------------------
+
+/// What the datagram step's protocols tell `main`.
+#[derive(Debug)]
+enum DatagramEvent {
+    Datagram { data: Bytes, from: SocketAddress },
+    Error(io::Error),
+    Lost(Option<io::Error>),
+}
+
+// ANCHOR: datagram_protocol
+/// The datagram step's protocol, on both endpoints: it reports every event to `main`, and on
+/// the server's endpoint also sends each datagram back where it came from.
+struct Datagrams {
+    endpoint: Option<DatagramHandle>,
+    echo: bool,
+    report: UnboundedSender<DatagramEvent>,
+}
+
+impl Actor for Datagrams {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade<DatagramHandle>> for Datagrams {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionMade<DatagramHandle>, _: &mut Context<Self>) {
+        self.endpoint = Some(msg.transport);
+    }
+}
+
+impl Handler<DatagramReceived> for Datagrams {
+    type Result = ();
+
+    /// One datagram, with its sender's address: never merged with the next, never split.
+    fn handle(&mut self, msg: DatagramReceived, _: &mut Context<Self>) {
+        if self.echo
+            && let Some(endpoint) = &self.endpoint
+        {
+            endpoint.send_to(msg.data.clone(), msg.addr.clone());
+        }
+        let _ = self.report.send(DatagramEvent::Datagram {
+            data: msg.data,
+            from: msg.addr,
+        });
+    }
+}
+
+impl Handler<ErrorReceived> for Datagrams {
+    type Result = ();
+
+    /// An error about one datagram; the endpoint goes on.
+    fn handle(&mut self, ErrorReceived(err): ErrorReceived, _: &mut Context<Self>) {
+        let _ = self.report.send(DatagramEvent::Error(err));
+    }
+}
+
+impl Handler<ConnectionLost> for Datagrams {
+    type Result = ();
+
+    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
+        let _ = self.report.send(DatagramEvent::Lost(err));
+        ctx.stop();
+    }
+}
+// ANCHOR_END: datagram_protocol
+
+impl Datagrams {
+    fn new(echo: bool, report: UnboundedSender<DatagramEvent>) -> Self {
+        Datagrams {
+            endpoint: None,
+            echo,
+            report,
+        }
+    }
+}
+
+/// What the client sends, back to back: over a stream, the three could arrive as `pingpong`.
+const DATAGRAMS: [&[u8]; 3] = [b"ping", b"", b"pong"];
+
+/// Step 10: a UDP echo endpoint, a client endpoint connected to it, and what datagrams keep
+/// that a stream does not.
+async fn datagrams() -> io::Result<()> {
+    let (server_report, mut server_events) = unbounded_channel();
+    let (client_report, mut client_events) = unbounded_channel();
+
+    // ANCHOR: datagram_endpoints
+    // An endpoint bound to a port, answering anyone, and one connected to it: its datagrams go
+    // there without an address, and only the server's come in.
+    let echo = move || Datagrams::new(true, server_report).start();
+    let (server, _echo) = udp::bind(LOOPBACK, echo).await?;
+    let server_addr = server
+        .local_addr()
+        .ok_or_else(|| failure("the server endpoint has no address"))?;
+    let client_protocol = move || Datagrams::new(false, client_report).start();
+    let (client, _client_protocol) = udp::connect(server_addr, client_protocol).await?;
+    for datagram in DATAGRAMS {
+        client.send_connected(datagram);
+    }
+    // ANCHOR_END: datagram_endpoints
+    println!("   server: udp::bind with an echo protocol [{server_addr}]");
+    let client_addr = client
+        .local_addr()
+        .ok_or_else(|| failure("the client endpoint has no address"))?;
+    println!("   client: udp::connect to the server [{client_addr}]");
+    println!(
+        "   client -> server: {}, back to back",
+        DATAGRAMS.map(show).join(", ")
+    );
+
+    for expected in DATAGRAMS {
+        match next(&mut server_events, "the server endpoint").await? {
+            DatagramEvent::Datagram { data, from } if data == expected => {
+                if from.as_inet() != Some(client_addr) {
+                    return Err(failure(format!("{} came from {from}", show(&data))));
+                }
+                println!("   server: DatagramReceived {} [from {from}]", show(&data));
+            }
+            other => {
+                return Err(unexpected(
+                    &format!("the datagram {}", show(expected)),
+                    other,
+                ));
+            }
+        }
+    }
+    for expected in DATAGRAMS {
+        match next(&mut client_events, "the client endpoint").await? {
+            DatagramEvent::Datagram { data, .. } if data == expected => {}
+            other => {
+                return Err(unexpected(
+                    &format!("the echo of {}", show(expected)),
+                    other,
+                ));
+            }
+        }
+    }
+    println!("   client: three DatagramReceived, one per echo, the empty one included");
+
+    // ANCHOR: send_to_refused
+    // A connected endpoint sends to its peer only. Another address is refused, with the
+    // reason, and the endpoint stays open.
+    let elsewhere = SocketAddr::from(([127, 0, 0, 1], 9));
+    let refused = client.send_to_acked(SendTo::new("astray", elsewhere)).await;
+    // ANCHOR_END: send_to_refused
+    match refused {
+        Err(err)
+            if matches!(
+                SendToError::of(&err),
+                Some(SendToError::NotConnectedAddress { .. })
+            ) =>
+        {
+            println!(
+                "   client: SendTo for another address is refused; the endpoint stays open [{err}]"
+            );
+        }
+        other => return Err(failure(format!("SendTo for {elsewhere} gave {other:?}"))),
+    }
+
+    server.close();
+    println!("   server: Close");
+    match next(&mut server_events, "the server endpoint").await? {
+        DatagramEvent::Lost(None) => println!("   server: ConnectionLost(None)"),
+        other => return Err(unexpected("the server's ConnectionLost", other)),
+    }
+
+    // ANCHOR: error_received
+    // Nobody listens on the server's port any more. The kernel takes the datagram; the port
+    // unreachable that comes back reaches the client's protocol as `ErrorReceived`.
+    client.send_to_acked(SendTo::connected("anyone?")).await?;
+    // ANCHOR_END: error_received
+    println!(r#"   client -> the closed port: "anyone?", taken by the kernel"#);
+    match next(&mut client_events, "the client endpoint").await? {
+        DatagramEvent::Error(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
+            println!(
+                "   client: ErrorReceived, ConnectionRefused; the endpoint stays open [{err}]"
+            );
+        }
+        other => return Err(unexpected("ErrorReceived(ConnectionRefused)", other)),
+    }
+    if client.is_closing().await {
+        return Err(failure("the client endpoint closed after ErrorReceived"));
+    }
+
+    client.close();
+    println!("   client: Close");
+    match next(&mut client_events, "the client endpoint").await? {
+        DatagramEvent::Lost(None) => println!("   client: ConnectionLost(None)"),
+        other => return Err(unexpected("the client's ConnectionLost", other)),
     }
     Ok(())
 }

@@ -9,8 +9,9 @@ pub use switchboard_framework::*;
 #[cfg(feature = "tls")]
 pub use switchboard_transports::tls;
 pub use switchboard_transports::{
-    Direction, PROTOCOL_WATCH_INTERVAL, ServerHandle, ServerOptions, StreamConfig, StreamIo,
-    TcpConnector, pipe, protocol_watch_sweeps, server, stream, subprocess, tcp, unix,
+    DatagramConfig, Direction, PROTOCOL_WATCH_INTERVAL, ServerHandle, ServerOptions, StreamConfig,
+    StreamIo, TcpConnector, datagram, pipe, protocol_watch_sweeps, server, stream, subprocess, tcp,
+    udp, unix, unix_datagram,
 };
 
 /// Everything a protocol author and a server author needs: `use switchboard::prelude::*;`.

@@ -115,8 +115,9 @@ pub enum SendToError {
     /// An endpoint that is not connected needs an address for each datagram.
     #[display("no address given and the endpoint is not connected")]
     NoAddress,
-    /// A connected endpoint sends only to the address it is connected to.
-    #[display("invalid address {given}: the endpoint is connected to {connected}")]
+    /// A connected endpoint (or one with a default destination, with `allow_broadcast`) sends
+    /// only to that address.
+    #[display("invalid address {given}: this endpoint sends only to {connected}")]
     NotConnectedAddress {
         /// The address asked for.
         given: SocketAddress,
