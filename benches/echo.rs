@@ -16,21 +16,24 @@
 
 use std::{
     fmt::Write as _,
-    fs,
-    io::{self, BufRead, BufReader},
+    fs, io,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    thread,
-    time::{Duration, Instant},
+    process::{Command, Stdio},
 };
 
 use clap::Parser;
 use serde::Serialize;
 
+#[path = "support/pinning.rs"]
+mod pinning;
 #[path = "../examples/loadgen/report.rs"]
 mod report;
+#[path = "support/server.rs"]
+mod server;
 
+use pinning::{Pinning, machine};
 use report::{Report, ServerUsage};
+use server::Server;
 
 #[derive(Debug, Parser)]
 #[command(about = "switchboard's echo server against a plain tokio one, side by side")]
@@ -354,62 +357,6 @@ fn build(root: &Path) -> io::Result<Binaries> {
     })
 }
 
-/// Which CPUs the server and the load generator get.
-#[derive(Debug)]
-enum Pinning {
-    /// `taskset` puts the server on one CPU and the load generator on another.
-    Pinned { server: usize, load: usize },
-    /// One CPU, or no `taskset`: both float, and the figures are noisier.
-    Floating(&'static str),
-}
-
-impl Pinning {
-    fn detect() -> Self {
-        let cpus = thread::available_parallelism().map_or(1, usize::from);
-        let taskset = Command::new("taskset")
-            .arg("-V")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        match (cpus, taskset) {
-            (1, _) => Pinning::Floating("one CPU"),
-            (_, false) => Pinning::Floating("no taskset (util-linux)"),
-            _ => Pinning::Pinned { server: 0, load: 1 },
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Pinning::Pinned { server, load } => {
-                format!("server pinned to CPU {server}, load generator to CPU {load}")
-            }
-            Pinning::Floating(why) => format!("not pinned ({why}): expect noisier figures"),
-        }
-    }
-
-    /// `program` under `bash`, which raises the soft fd limit to the hard one and `exec`s
-    /// through `taskset`, so that the child's pid is the program's.
-    fn command(&self, program: &Path, server: bool) -> Command {
-        let mut command = Command::new("bash");
-        command.arg("-c");
-        match self {
-            Pinning::Pinned { server: cpu, load } => {
-                let cpu = if server { cpu } else { load };
-                command
-                    .arg(r#"ulimit -Sn "$(ulimit -Hn)" && exec taskset -c "$0" "$@""#)
-                    .arg(cpu.to_string());
-            }
-            Pinning::Floating(_) => {
-                command
-                    .arg(r#"ulimit -Sn "$(ulimit -Hn)" && exec "$@""#)
-                    .arg("bash");
-            }
-        }
-        command.arg(program);
-        command
-    }
-}
-
 /// One server, one load: start the server, run `loadgen` against it, stop the server.
 fn measure(
     binaries: &Binaries,
@@ -445,7 +392,7 @@ fn measure(
             "--warmup",
             &args.warmup.to_string(),
         ])
-        .args(["--server-pid", &server.child.id().to_string()])
+        .args(["--server-pid", &server.pid().to_string()])
         .stderr(Stdio::inherit())
         .output()?;
     server.stop()?;
@@ -468,78 +415,6 @@ fn measure(
         )));
     }
     Ok((report, usage))
-}
-
-/// A running server, stopped with SIGTERM (and killed if it lingers) when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(mut command: Command) -> io::Result<Self> {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        BufReader::new(stdout).read_line(&mut line)?;
-        let Some(addr) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            return Err(io::Error::other(format!("the server printed {line:?}")));
-        };
-        let addr = addr.to_owned();
-        Ok(Server { child, addr })
-    }
-
-    fn stop(&mut self) -> io::Result<()> {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                return match status.success() {
-                    true => Ok(()),
-                    false => Err(io::Error::other(format!("the server exited with {status}"))),
-                };
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        Err(io::Error::other(
-            "the server did not exit within 10 s of SIGTERM",
-        ))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// The CPU model, kernel and toolchain, for the table's caption.
-fn machine() -> String {
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .map(|name| name.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let cpus = thread::available_parallelism().map_or(1, usize::from);
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let rustc = Command::new("rustc")
-        .arg("--version")
-        .output()
-        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-        .unwrap_or_default();
-    format!("{cpus} × {cpu}, Linux {}, {rustc}", kernel.trim())
 }
 
 /// The results as a Markdown table, with how they were made.

@@ -319,9 +319,8 @@ impl<S: DatagramSocket> DatagramTransportActor<S> {
     fn issue_ack(&mut self, bytes: usize) -> switchboard_framework::Ack {
         self.seq += 1;
         self.in_flight.push_back((self.seq, bytes));
-        let in_flight: usize = self.in_flight.iter().map(|(_, bytes)| bytes).sum();
-        self.stats.read_in_flight = in_flight;
-        self.stats.read_buffer_peak = self.stats.read_buffer_peak.max(in_flight);
+        self.stats.read_in_flight += bytes;
+        self.stats.read_buffer_peak = self.stats.read_buffer_peak.max(self.stats.read_in_flight);
         self.me.ack(self.seq)
     }
 
@@ -803,13 +802,16 @@ impl<S: DatagramSocket> Handler<DeliveryAcked> for DatagramTransportActor<S> {
     type Result = ();
 
     fn handle(&mut self, msg: DeliveryAcked, _: &mut Context<Self>) {
-        if let Some(at) = self.in_flight.iter().position(|(seq, _)| *seq == msg.seq) {
-            self.in_flight.remove(at);
+        // Acknowledgements come back in order unless a protocol keeps some, so the search
+        // usually ends at the front.
+        if let Some(at) = self.in_flight.iter().position(|(seq, _)| *seq == msg.seq)
+            && let Some((_, bytes)) = self.in_flight.remove(at)
+        {
+            self.stats.read_in_flight -= bytes;
         }
         // From `ConnectionMade`'s acknowledgement on, the protocol may receive.
         if msg.seq == self.made_seq {
             self.attached = true;
         }
-        self.stats.read_in_flight = self.in_flight.iter().map(|(_, bytes)| bytes).sum();
     }
 }
