@@ -52,7 +52,12 @@ struct UdpEcho {
 impl UdpEcho {
     /// Starts the server with `RUST_LOG=log` and waits for its one line.
     fn start(listen: Listen<'_>, log: &str) -> UdpEcho {
-        let mut command = example_command("udp_echo", log);
+        UdpEcho::start_example("udp_echo", listen, log)
+    }
+
+    /// Starts the example `name` (`udp_echo`, or the benchmark's baseline `tokio_udp_echo`).
+    fn start_example(name: &str, listen: Listen<'_>, log: &str) -> UdpEcho {
+        let mut command = example_command(name, log);
         match listen {
             Listen::Udp => {
                 command.args(["--addr", "127.0.0.1:0"]);
@@ -61,7 +66,7 @@ impl UdpEcho {
                 command.arg("--unix").arg(path);
             }
         }
-        let process = Process::spawn("udp_echo", command);
+        let process = Process::spawn(name, command);
         let Some(line) = process.stdout().first_line(TIMEOUT) else {
             panic!(
                 "udp_echo printed no complete line within {TIMEOUT:?}; stdout {:?}, stderr:\n{}",
@@ -166,6 +171,18 @@ fn concurrent_asyncio_clients_get_their_own_datagrams() {
     );
     for key in ["sent", "datagram_received", "echoed"] {
         assert_eq!(summary[key], 8 * 253, "{key} in {summary:#}");
+    }
+    server.stop("TERM");
+}
+
+/// The benchmark's baseline (`tokio_udp_echo`, plain tokio) passes the same check, so the
+/// benchmark compares two servers that do the same work.
+#[test]
+fn the_tokio_baseline_echoes_as_udp_echo_does() {
+    let server = UdpEcho::start_example("tokio_udp_echo", Listen::Udp, "warn");
+    let summary = python_peer(&server, &["--count", "200"]);
+    for key in ["sent", "datagram_received", "echoed"] {
+        assert_eq!(summary[key], 204, "{key} in {summary:#}");
     }
     server.stop("TERM");
 }
