@@ -1014,3 +1014,70 @@ async fn a_unix_peer_that_goes_away_is_an_error_received_not_the_end() {
     })
     .await;
 }
+
+/// Linux's "message too long".
+const EMSGSIZE: i32 = 90;
+
+#[actix_rt::test]
+async fn a_datagram_too_large_to_send_is_an_error_received_and_the_next_one_goes() {
+    deadline(async {
+        let target = UdpSocket::bind("127.0.0.1:0").await.expect("target");
+        let (probe, mut rx) = Dgram::new();
+        let (endpoint, _) = udp::connect(target.local_addr().expect("address"), || probe.handle())
+            .await
+            .expect("connect");
+        rx.made().await;
+        // Fire-and-forget: the error reaches the protocol.
+        endpoint.send_connected(bytes_of(MAX_UDP_V4 + 1));
+        let err = rx.error().await;
+        assert_eq!(err.raw_os_error(), Some(EMSGSIZE), "{err}");
+        // Acknowledged: the reply carries it too.
+        let reply = endpoint
+            .send_to_acked(SendTo::connected(bytes_of(MAX_UDP_V4 + 1)))
+            .await
+            .expect_err("too large");
+        assert_eq!(reply.raw_os_error(), Some(EMSGSIZE), "{reply}");
+        rx.error().await;
+        endpoint
+            .send_to_acked(SendTo::connected("small"))
+            .await
+            .expect("the endpoint sends on");
+        let mut buf = [0; 16];
+        let n = target.recv(&mut buf).await.expect("recv");
+        assert_eq!(&buf[..n], b"small");
+        endpoint.close();
+        assert!(rx.lost().await.is_none());
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn an_endpoint_with_both_addresses_is_bound_where_asked_and_connected() {
+    deadline(async {
+        let target = UdpSocket::bind("127.0.0.1:0").await.expect("target");
+        let target_addr = target.local_addr().expect("address");
+        let local = closed_udp_port().await;
+        let (probe, mut rx) = Dgram::new();
+        let (endpoint, _) = udp::Endpoint::new()
+            .local_addr(local)
+            .remote_addr(target_addr)
+            .start(|| probe.handle())
+            .expect("start");
+        rx.made().await;
+        assert_eq!(endpoint.local_addr(), Some(local));
+        assert_eq!(endpoint.peername(), Some(&SocketAddress::Inet(target_addr)));
+        target.send_to(b"from the peer", local).await.expect("send");
+        let (data, from) = rx.datagram().await;
+        assert_eq!(
+            (&data[..], from),
+            (&b"from the peer"[..], SocketAddress::Inet(target_addr))
+        );
+        // A connected socket hears only its peer.
+        let stranger = UdpSocket::bind("127.0.0.1:0").await.expect("stranger");
+        stranger.send_to(b"ignored", local).await.expect("send");
+        rx.assert_quiet(Duration::from_millis(100)).await;
+        endpoint.close();
+        rx.lost().await;
+    })
+    .await;
+}
