@@ -115,6 +115,7 @@ mod error;
 mod event;
 mod extra;
 mod flow;
+mod framing;
 mod protocol;
 mod stats;
 mod subprocess;
@@ -144,6 +145,7 @@ pub use flow::{
     DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, FlowEdge, WriteBufferLimits, WriteFlow,
     WriteLedger, WriteReceipt,
 };
+pub use framing::{DEFAULT_MAX_BUFFERED, Decoded, Framing};
 pub use protocol::{
     Handled, IntoProtocol, Protocol, ProtocolBuilder, ProtocolEvent, ProtocolHandle, Unhandled,
 };
