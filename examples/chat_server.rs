@@ -1,0 +1,552 @@
+//! A line-based chat room: every line a client sends reaches every other client.
+//!
+//! It shows many protocols talking to one shared actor: one `Client` protocol actor per
+//! connection, spread over the worker threads, and one `Room` actor that knows everyone. Each
+//! client frames its bytes into lines with a [`Framing`] over tokio-util's `LinesCodec`; the room
+//! writes straight to every client's transport, fire-and-forget, so it never waits for anyone.
+//!
+//! ```text
+//! cargo run --example chat_server                      # 127.0.0.1:7000
+//! cargo run --example chat_server -- --addr 127.0.0.1:0 --max-line 256 --write-limit 65536
+//! nc 127.0.0.1 7000                                    # in two or more terminals
+//! ```
+//!
+//! What a client sees and says:
+//!
+//! * on connecting, `* welcome NAME`, with a fresh guest name (`guest1`, `guest2`, ...); the
+//!   others see `* NAME joined`;
+//! * each line it sends reaches the others as `NAME: text` (empty lines are ignored);
+//! * `/nick NEW` renames it: `* you are now NEW` for it, `* OLD is now NEW` for the others. A
+//!   name is 1 to 32 letters, digits, `-` or `_`, and not someone else's;
+//! * `/quit` ends its session: `* bye`, then the server closes the connection gracefully;
+//! * when it leaves (`/quit`, EOF, a reset), the others see `* NAME left`.
+//!
+//! Mistakes get a line starting with `* ` and the session goes on: an unknown command, a bad
+//! name, a line longer than `--max-line` bytes (`LinesCodec` skips it and carries on with the
+//! next line), a line that is not UTF-8.
+//!
+//! A client that stops reading cannot make the server buffer without bound, nor slow the room
+//! down: once its transport's write buffer passes `--write-limit` bytes, the transport sends
+//! `PauseWriting`, and the room drops the client (an abortive close: what was buffered for it is
+//! discarded) and tells the others `* NAME left (too slow)`.
+//!
+//! It prints exactly one line to stdout, `listening on ADDR` with the address really bound
+//! (useful with port 0), once it accepts connections; logs go to stderr (`RUST_LOG=debug`). On
+//! SIGINT or SIGTERM it stops accepting, tells everyone `* server shutting down`, closes every
+//! connection gracefully and exits 0.
+
+use std::{
+    collections::HashMap,
+    io,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use clap::Parser;
+use switchboard::{Framing, Handled, ProtocolBuilder, WriteBufferLimits, prelude::*};
+use tokio_util::codec::{LinesCodec, LinesCodecError};
+
+/// The longest line a client may send by default, in bytes, without its newline.
+const DEFAULT_MAX_LINE: usize = 1024;
+
+/// How many bytes may wait in a client's write buffer by default before it is dropped as too
+/// slow: 256 KiB.
+const DEFAULT_WRITE_LIMIT: usize = 256 * 1024;
+
+/// How long the graceful shutdown waits for the connections to close before it aborts them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The longest name, in characters.
+const MAX_NAME: usize = 32;
+
+#[derive(Debug, Parser)]
+#[command(about = "A line-based chat room over TCP")]
+struct Args {
+    /// The TCP address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    addr: String,
+    /// The longest line a client may send, in bytes (without the newline).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE)]
+    max_line: usize,
+    /// Drop a client once this many bytes wait in its write buffer (it reads too slowly).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_WRITE_LIMIT)]
+    write_limit: usize,
+    /// Worker threads connections are spread over (default: one per core; 0: the main thread).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+// ANCHOR: messages
+/// A client's number, unique for the server's life; names change, numbers do not.
+type ClientId = u64;
+
+/// A client connected: greet it and tell the others.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Join {
+    id: ClientId,
+    transport: TransportHandle,
+}
+
+/// What a client said, in order: every line of one `DataReceived`. The client waits for the
+/// room to handle it before it reads on, so a client that floods the room waits for the room,
+/// and the room's mailbox stays small.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Lines {
+    id: ClientId,
+    inputs: Vec<Input>,
+}
+
+/// One line, parsed.
+#[derive(Debug)]
+enum Input {
+    /// Text for the others.
+    Say(String),
+    /// `/nick NAME`.
+    Nick(String),
+    /// `/quit`.
+    Quit,
+    /// The client sent its EOF: it is leaving, and its transport closes.
+    Hangup,
+    /// A line the client gets an error for.
+    Invalid(String),
+}
+
+/// A client's connection is gone; a client the room already let go is ignored.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Leave {
+    id: ClientId,
+}
+
+/// A client's write buffer went over the limit: it reads too slowly.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct TooSlow {
+    id: ClientId,
+}
+
+/// The server is shutting down: tell everyone, and forget them.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Shutdown;
+// ANCHOR_END: messages
+
+// ANCHOR: room
+/// The room: who is here, by number and by name. It only ever writes to transports with
+/// `TransportHandle::write` (fire-and-forget), so one slow client never slows it down.
+#[derive(Default)]
+struct Room {
+    members: HashMap<ClientId, Member>,
+    /// Each name in use, and whose it is.
+    names: HashMap<String, ClientId>,
+    /// The number of the last guest name handed out.
+    guests: u64,
+}
+
+struct Member {
+    name: String,
+    transport: TransportHandle,
+}
+
+impl Actor for Room {
+    type Context = Context<Self>;
+}
+
+impl Room {
+    /// A guest name no one has (a client may have taken `guest7` with `/nick` already).
+    fn guest_name(&mut self) -> String {
+        loop {
+            self.guests += 1;
+            let name = format!("guest{}", self.guests);
+            if !self.names.contains_key(&name) {
+                return name;
+            }
+        }
+    }
+
+    /// Writes `text` (whole lines) to everyone but `except`, as one buffer they all share.
+    fn broadcast(&self, except: Option<ClientId>, text: String) {
+        if text.is_empty() {
+            return;
+        }
+        let bytes = Bytes::from(text);
+        for (id, member) in &self.members {
+            if Some(*id) != except {
+                member.transport.write(bytes.clone());
+            }
+        }
+    }
+
+    /// Writes `text` (whole lines) to `id` alone.
+    fn tell(&self, id: ClientId, text: String) {
+        if let (Some(member), false) = (self.members.get(&id), text.is_empty()) {
+            member.transport.write(text);
+        }
+    }
+
+    /// Lets `id` go and tells the others, with `why` after `left`; returns its transport.
+    fn remove(&mut self, id: ClientId, why: &str) -> Option<TransportHandle> {
+        let member = self.members.remove(&id)?;
+        self.names.remove(&member.name);
+        self.broadcast(Some(id), format!("* {} left{why}\n", member.name));
+        Some(member.transport)
+    }
+
+    /// Renames `id` to `new`, or says why not; appends what `id` and the others are told.
+    fn rename(&mut self, id: ClientId, new: String, to_self: &mut String, to_others: &mut String) {
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        if new.is_empty() {
+            to_self.push_str("* usage: /nick NAME\n");
+        } else if !valid_name(&new) {
+            to_self.push_str(&format!(
+                "* invalid name {new:?}: 1 to {MAX_NAME} letters, digits, '-' or '_'\n"
+            ));
+        } else if new == member.name {
+            to_self.push_str(&format!("* you are already {new}\n"));
+        } else if self.names.contains_key(&new) {
+            to_self.push_str(&format!("* the name {new} is taken\n"));
+        } else {
+            let old = std::mem::replace(&mut member.name, new.clone());
+            self.names.remove(&old);
+            self.names.insert(new.clone(), id);
+            to_self.push_str(&format!("* you are now {new}\n"));
+            to_others.push_str(&format!("* {old} is now {new}\n"));
+        }
+    }
+}
+
+/// Whether `name` is 1 to [`MAX_NAME`] letters, digits, `-` or `_`.
+fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.chars().count())
+        && name
+            .chars()
+            .all(|ch| ch.is_alphanumeric() || ch == '-' || ch == '_')
+}
+
+impl Handler<Join> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
+        let name = self.guest_name();
+        msg.transport.write(format!("* welcome {name}\n"));
+        self.broadcast(Some(msg.id), format!("* {name} joined\n"));
+        self.names.insert(name.clone(), msg.id);
+        self.members.insert(
+            msg.id,
+            Member {
+                name,
+                transport: msg.transport,
+            },
+        );
+    }
+}
+
+impl Handler<Lines> for Room {
+    type Result = ();
+
+    /// Everything one chunk said goes out as one write per member: the lines for the others,
+    /// and the answers for the sender.
+    fn handle(&mut self, msg: Lines, _: &mut Context<Self>) {
+        let mut to_self = String::new();
+        let mut to_others = String::new();
+        for input in msg.inputs {
+            let Some(member) = self.members.get(&msg.id) else {
+                return; // gone already (a reset, too slow): its last words go nowhere
+            };
+            match input {
+                Input::Say(text) => {
+                    to_others.push_str(&format!("{}: {text}\n", member.name));
+                }
+                Input::Nick(new) => self.rename(msg.id, new, &mut to_self, &mut to_others),
+                Input::Invalid(why) => to_self.push_str(&format!("* {why}\n")),
+                Input::Quit | Input::Hangup => {
+                    let quit = matches!(input, Input::Quit);
+                    if quit {
+                        to_self.push_str("* bye\n");
+                    }
+                    self.tell(msg.id, std::mem::take(&mut to_self));
+                    self.broadcast(Some(msg.id), std::mem::take(&mut to_others));
+                    if let Some(transport) = self.remove(msg.id, "") {
+                        // After EOF the transport closes by itself once the client is done.
+                        if quit {
+                            transport.close();
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+        self.tell(msg.id, to_self);
+        self.broadcast(Some(msg.id), to_others);
+    }
+}
+
+impl Handler<Leave> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
+        self.remove(msg.id, "");
+    }
+}
+
+impl Handler<Shutdown> for Room {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) {
+        self.broadcast(None, "* server shutting down\n".to_owned());
+        self.members.clear();
+        self.names.clear();
+    }
+}
+// ANCHOR_END: room
+
+// ANCHOR: slow
+impl Handler<TooSlow> for Room {
+    type Result = ();
+
+    /// The client's write buffer is over the limit: drop it at once, discarding what waits for
+    /// it, rather than buffer more or wait for it to read.
+    fn handle(&mut self, msg: TooSlow, _: &mut Context<Self>) {
+        if let Some(transport) = self.remove(msg.id, " (too slow)") {
+            transport.abort();
+        }
+    }
+}
+// ANCHOR_END: slow
+
+// ANCHOR: client
+/// The protocol of one connection: it turns bytes into lines for the room. It never writes;
+/// everything a client reads comes from the room, in the order the room decided.
+struct Client {
+    id: ClientId,
+    room: Addr<Room>,
+    lines: Framing<LinesCodec>,
+    /// Set after `/quit`: what the client sends afterwards is ignored.
+    quit: bool,
+}
+
+impl Client {
+    /// Parses every complete line received so far.
+    fn inputs(&mut self) -> Vec<Input> {
+        let mut inputs = Vec::new();
+        while !self.quit {
+            let input = match self.lines.next_frame() {
+                Ok(Some(line)) => self.parse(line),
+                Ok(None) => break,
+                Err(err) => Some(self.invalid(err)),
+            };
+            inputs.extend(input);
+        }
+        inputs
+    }
+
+    fn parse(&mut self, line: String) -> Option<Input> {
+        let Some(command) = line.strip_prefix('/') else {
+            return (!line.is_empty()).then_some(Input::Say(line));
+        };
+        let (command, rest) = command.split_once(' ').unwrap_or((command, ""));
+        Some(match command {
+            "nick" => Input::Nick(rest.trim().to_owned()),
+            "quit" => {
+                self.quit = true;
+                Input::Quit
+            }
+            _ => Input::Invalid(format!(
+                "unknown command /{command} (try /nick NAME or /quit)"
+            )),
+        })
+    }
+
+    /// The error line for a line `LinesCodec` could not decode; it goes on with the next one.
+    fn invalid(&self, err: LinesCodecError) -> Input {
+        Input::Invalid(match err {
+            LinesCodecError::MaxLineLengthExceeded => {
+                let max = self.lines.codec().max_length();
+                format!("line too long (max {max} bytes)")
+            }
+            LinesCodecError::Io(_) => "line is not valid UTF-8".to_owned(),
+        })
+    }
+
+    /// Sends `inputs` to the room and holds `token` (an `Ack`, or the EOF decision) until the
+    /// room has handled them: the transport delivers nothing more meanwhile.
+    fn forward<T: 'static>(&self, inputs: Vec<Input>, token: T, ctx: &mut Context<Self>) {
+        let handled = self.room.send(Lines {
+            id: self.id,
+            inputs,
+        });
+        ctx.spawn(
+            async move {
+                let _ = handled.await;
+                drop(token);
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Actor for Client {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade> for Client {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+        self.room.do_send(Join {
+            id: self.id,
+            transport: msg.transport,
+        });
+    }
+}
+
+impl Handler<DataReceived> for Client {
+    type Result = ();
+
+    fn handle(&mut self, msg: DataReceived, ctx: &mut Context<Self>) {
+        let DataReceived { data, ack, .. } = msg;
+        if self.quit {
+            return;
+        }
+        self.lines.feed(&data);
+        let inputs = self.inputs();
+        if !inputs.is_empty() {
+            self.forward(inputs, ack, ctx);
+        }
+    }
+}
+
+impl Handler<EofReceived> for Client {
+    type Result = ();
+
+    /// The last line may lack its newline. The transport closes once the room has said goodbye
+    /// for us and `eof` is dropped.
+    fn handle(&mut self, eof: EofReceived, ctx: &mut Context<Self>) {
+        if self.quit {
+            return;
+        }
+        let mut inputs = Vec::new();
+        match self.lines.decode_eof() {
+            Ok(Some(line)) => inputs.extend(self.parse(line)),
+            Ok(None) => {}
+            Err(err) => inputs.push(self.invalid(err)),
+        }
+        if !self.quit {
+            inputs.push(Input::Hangup);
+        }
+        self.forward(inputs, eof, ctx);
+    }
+}
+
+impl Handler<ConnectionLost> for Client {
+    type Result = ();
+
+    fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
+        self.room.do_send(Leave { id: self.id });
+        ctx.stop();
+    }
+}
+// ANCHOR_END: client
+
+// ANCHOR: flow
+/// The transport's write buffer went over `--write-limit` (its high-water mark): the client is
+/// not reading what the room sends. The room drops it.
+impl Handler<PauseWriting> for Client {
+    type Result = ();
+
+    fn handle(&mut self, _: PauseWriting, _: &mut Context<Self>) {
+        self.room.do_send(TooSlow { id: self.id });
+    }
+}
+
+impl Handler<ResumeWriting> for Client {
+    type Result = ();
+
+    fn handle(&mut self, _: ResumeWriting, _: &mut Context<Self>) {}
+}
+
+/// Makes the protocol of each connection, opted in to the EOF and write-flow events.
+fn client(
+    id: ClientId,
+    room: Addr<Room>,
+    max_line: usize,
+) -> ProtocolBuilder<Client, Handled, Handled> {
+    let client = Client {
+        id,
+        room,
+        lines: Framing::new(LinesCodec::new_with_max_length(max_line)),
+        quit: false,
+    };
+    ProtocolHandle::builder(client.start())
+        .eof_received()
+        .write_flow()
+}
+// ANCHOR_END: flow
+
+#[actix::main]
+async fn main() -> io::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let args = Args::parse();
+
+    // ANCHOR: serve
+    // Each transport pauses its protocol (so the room drops the client) once more than
+    // `--write-limit` bytes wait in its write buffer.
+    let limits = WriteBufferLimits::new(args.write_limit, args.write_limit / 4)
+        .expect("a quarter of the limit is below it");
+    let mut options =
+        ServerOptions::default().stream(StreamConfig::default().write_buffer_limits(limits));
+    if let Some(workers) = args.workers {
+        options = options.workers(workers);
+    }
+    let room = Room::default().start();
+    let next_id = Arc::new(AtomicU64::new(1));
+    let max_line = args.max_line;
+    let factory = {
+        let room = room.clone();
+        move || {
+            client(
+                next_id.fetch_add(1, Ordering::Relaxed),
+                room.clone(),
+                max_line,
+            )
+        }
+    };
+    let server = tcp::serve_with(&args.addr, options, factory).await?;
+    println!("listening on {}", server.addresses()[0]);
+    // ANCHOR_END: serve
+
+    // ANCHOR: shutdown
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down: no new connections, closing the live ones");
+    server.close().await;
+    // The notice is in every transport's mailbox before the `Close` that follows it.
+    let _ = room.send(Shutdown).await;
+    server.close_clients().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, server.wait_closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}: aborting them");
+        server.abort_clients().await;
+        server.wait_closed().await;
+    }
+    // ANCHOR_END: shutdown
+    Ok(ExitCode::SUCCESS)
+}
