@@ -501,6 +501,11 @@ async fn main() -> io::Result<ExitCode> {
         .init();
     let args = Args::parse();
 
+    // Both signals are caught from before the `listening on` line: a client that sends one as
+    // soon as it reads the line finds the handlers in place.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+
     // ANCHOR: serve
     // Each transport pauses its protocol (so the room drops the client) once more than
     // `--write-limit` bytes wait in its write buffer.
@@ -529,9 +534,8 @@ async fn main() -> io::Result<ExitCode> {
     // ANCHOR_END: serve
 
     // ANCHOR: shutdown
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
+        _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
     tracing::info!("shutting down: no new connections, closing the live ones");

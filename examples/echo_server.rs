@@ -172,6 +172,11 @@ async fn main() -> io::Result<ExitCode> {
         None
     };
 
+    // Both signals are caught from before the `listening on` line: a client that sends one as
+    // soon as it reads the line finds the handlers in place.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+
     // ANCHOR: serve
     // The same `echo` factory whatever the server: TLS is a layer under the transport.
     let server = match (&args.unix, acceptor) {
@@ -183,9 +188,8 @@ async fn main() -> io::Result<ExitCode> {
     // ANCHOR_END: serve
 
     // ANCHOR: shutdown
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
+        _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
     tracing::info!("shutting down: no new connections, closing the live ones");

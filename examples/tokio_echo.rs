@@ -47,10 +47,12 @@ fn main() -> io::Result<()> {
         None => tokio::runtime::Builder::new_multi_thread(),
     };
     runtime.enable_all().build()?.block_on(async {
+        // Both signals are caught before `serve` prints its line.
+        let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
         tokio::select! {
             result = serve(&args) => result,
-            result = tokio::signal::ctrl_c() => result,
+            _ = interrupt.recv() => Ok(()),
             _ = terminate.recv() => Ok(()),
         }
     })

@@ -34,10 +34,12 @@ fn main() -> io::Result<()> {
         .enable_all()
         .build()?
         .block_on(async {
+            // Both signals are caught before `serve` prints its line.
+            let mut interrupt = signal(SignalKind::interrupt())?;
             let mut terminate = signal(SignalKind::terminate())?;
             tokio::select! {
                 result = serve(&args.addr) => result,
-                result = tokio::signal::ctrl_c() => result,
+                _ = interrupt.recv() => Ok(()),
                 _ = terminate.recv() => Ok(()),
             }
         })

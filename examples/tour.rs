@@ -21,7 +21,10 @@
 //! 10. datagrams: a UDP echo endpoint (`udp::bind`) and a connected one (`udp::connect`); three
 //!     datagrams sent back to back come back as three events, the empty one included; a `SendTo`
 //!     for another address is refused; the ICMP error of a closed port reaches `ErrorReceived`,
-//!     and the endpoint lives on.
+//!     and the endpoint lives on;
+//! 11. HTTP to WebSocket: an HTTP protocol answers an upgrade request with `101 Switching
+//!     Protocols` and hands the connection to a WebSocket echo protocol with `SetProtocol`,
+//!     together with the frame the client sent in the same write as its request.
 //!
 //! ```text
 //! cargo run --example tour
@@ -49,12 +52,13 @@ use std::{
 use actix::prelude::*;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use switchboard::{
-    ProcessGone, UnixAddress,
+    Framing, ProcessGone, UnixAddress,
     prelude::*,
     subprocess::{self, STDERR, STDIN, STDOUT},
     tls::{self, SelfSigned, TlsAcceptor},
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio_util::codec::{Decoder, Encoder};
 
 /// Where every server of the tour listens: loopback, on a port the kernel picks.
 const LOOPBACK: &str = "127.0.0.1:0";
@@ -96,6 +100,7 @@ async fn tour() -> io::Result<()> {
     step(8, "STARTTLS: upgrading a live connection", start_tls()).await?;
     step(9, "A subprocess", run_subprocess()).await?;
     step(10, "Datagrams", datagrams()).await?;
+    step(11, "HTTP to WebSocket: a switch on upgrade", websocket()).await?;
     Ok(())
 }
 
@@ -133,6 +138,11 @@ enum ServerEvent {
     Frame(Bytes),
     /// The STARTTLS gate read `STARTTLS`, answered, and sent `StartTls` and `SetProtocol`.
     Upgrading,
+    /// The HTTP protocol answered an upgrade request with `101` and sent `SetProtocol` with
+    /// this many bytes it had read behind the request head.
+    WebSocketUpgrade { leftover: usize },
+    /// The WebSocket protocol echoed a message.
+    WebSocketMessage(Bytes),
     /// The protocol attached at the end received `ConnectionLost`.
     Lost(Option<io::Error>),
 }
@@ -562,7 +572,7 @@ impl Client {
 
 /// A line-protocol server, one client connected to it, and the server's end of that connection:
 /// what steps 1, 3, 4 and 5 share, and steps 6 to 8 make again over a Unix socket, over TLS,
-/// and through a STARTTLS gate.
+/// and through a STARTTLS gate (step 11 too, with an HTTP protocol first).
 struct LineConnection {
     server: ServerHandle,
     server_events: UnboundedReceiver<ServerEvent>,
@@ -598,14 +608,24 @@ impl LineConnection {
 
     async fn accepted(
         server: ServerHandle,
+        server_events: UnboundedReceiver<ServerEvent>,
+        client: Client,
+    ) -> io::Result<LineConnection> {
+        LineConnection::accepted_by(server, server_events, client, "the line protocol").await
+    }
+
+    /// Waits for `protocol`, the server's first protocol, to receive `ConnectionMade`.
+    async fn accepted_by(
+        server: ServerHandle,
         mut server_events: UnboundedReceiver<ServerEvent>,
         client: Client,
+        protocol: &str,
     ) -> io::Result<LineConnection> {
         let server_side = match next(&mut server_events, "the server").await? {
             ServerEvent::Connected(transport) => transport,
             other => return Err(unexpected("the server's ConnectionMade", other)),
         };
-        println!("   server: the line protocol received ConnectionMade");
+        println!("   server: {protocol} received ConnectionMade");
         Ok(LineConnection {
             server,
             server_events,
@@ -1679,6 +1699,423 @@ async fn datagrams() -> io::Result<()> {
         other => return Err(unexpected("the client's ConnectionLost", other)),
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 11: HTTP to WebSocket.
+// ---------------------------------------------------------------------------------------------
+
+/// RFC 6455's sample `Sec-WebSocket-Key`, and the `Sec-WebSocket-Accept` the RFC gives for it.
+const WEBSOCKET_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const WEBSOCKET_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// What every `Sec-WebSocket-Accept` is computed with (RFC 6455, 1.3).
+const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// The client's first message, sent in the same write as its upgrade request.
+const WEBSOCKET_HELLO: &str = "hello, websocket";
+
+/// WebSocket opcodes this step uses (RFC 6455, 5.2).
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+
+// ANCHOR: websocket_upgrade
+/// The server's HTTP protocol: it reads a request head and, for a WebSocket upgrade of `/ws`,
+/// answers `101 Switching Protocols` and hands the connection to a [`WebSocketEcho`], with the
+/// bytes it read behind the head. Anything else gets a `404` and the connection closes. (The
+/// `websocket_echo` example is the full version: keep-alive, every check of RFC 6455.)
+struct HttpUpgrade {
+    transport: Option<TransportHandle>,
+    heads: Framing<RequestHeads>,
+    report: UnboundedSender<ServerEvent>,
+}
+
+impl Handler<DataReceived> for HttpUpgrade {
+    type Result = ();
+
+    fn handle(&mut self, msg: DataReceived, ctx: &mut Context<Self>) {
+        let Some(transport) = self.transport.clone() else {
+            return;
+        };
+        self.heads.feed(&msg.data);
+        let head = match self.heads.next_frame() {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(_) => return transport.close(),
+        };
+        let Some(key) = websocket_key(&head) else {
+            transport
+                .write("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            return transport.close();
+        };
+        transport.write(format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n\r\n",
+            accept_key(&key)
+        ));
+        // The client did not wait for the `101`: its first frame is already here, behind the
+        // head. It goes with the switch, after the `101` in the transport's queue.
+        let leftover = self.heads.take_leftover();
+        let _ = self.report.send(ServerEvent::WebSocketUpgrade {
+            leftover: leftover.len(),
+        });
+        let echo = WebSocketEcho {
+            transport: None,
+            frames: Framing::new(SmallFrames),
+            report: self.report.clone(),
+        };
+        transport.set_protocol(echo.start(), leftover);
+        ctx.stop();
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a `GET /ws` that asks for a WebSocket, version 13.
+fn websocket_key(head: &[u8]) -> Option<String> {
+    let mut fields = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut fields);
+    request.parse(head).ok()?;
+    let field = |name: &str| {
+        let field = request
+            .headers
+            .iter()
+            .find(|field| field.name.eq_ignore_ascii_case(name));
+        field.map(|field| field.value)
+    };
+    let upgrade = field("upgrade")?.eq_ignore_ascii_case(b"websocket");
+    let version = field("sec-websocket-version")? == b"13";
+    let wanted = request.method == Some("GET") && request.path == Some("/ws");
+    let key = String::from_utf8(field("sec-websocket-key")?.to_vec()).ok()?;
+    (upgrade && version && wanted).then_some(key)
+}
+
+/// The `Sec-WebSocket-Accept` for a key: base64(SHA-1(key + GUID)).
+fn accept_key(key: &str) -> String {
+    use base64::Engine;
+    use sha1::Digest;
+    let digest = sha1::Sha1::new()
+        .chain_update(key)
+        .chain_update(WEBSOCKET_GUID)
+        .finalize();
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
+/// The WebSocket protocol the connection is switched to: it echoes text, and answers a close
+/// with a close before it closes the connection.
+struct WebSocketEcho {
+    transport: Option<TransportHandle>,
+    frames: Framing<SmallFrames>,
+    report: UnboundedSender<ServerEvent>,
+}
+
+impl Handler<DataReceived> for WebSocketEcho {
+    type Result = ();
+
+    /// The first chunk is the leftover of the switch: the client's first frame.
+    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
+        let Some(transport) = self.transport.clone() else {
+            return;
+        };
+        self.frames.feed(&msg.data);
+        while let Some(frame) = self.frames.next_frame().transpose() {
+            let reply = match frame {
+                Ok(frame) if frame.opcode == OP_TEXT => {
+                    let _ = self
+                        .report
+                        .send(ServerEvent::WebSocketMessage(frame.payload.clone()));
+                    frame
+                }
+                Ok(frame) if frame.opcode == OP_CLOSE => {
+                    let _ = self.frames.write(&transport, frame);
+                    return transport.close();
+                }
+                Ok(_) => continue,
+                Err(err) => {
+                    tracing::warn!(%err, "bad frame: closing");
+                    return transport.close();
+                }
+            };
+            let _ = self.frames.write(&transport, reply);
+        }
+    }
+}
+// ANCHOR_END: websocket_upgrade
+
+impl Actor for HttpUpgrade {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade> for HttpUpgrade {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+        let _ = self
+            .report
+            .send(ServerEvent::Connected(msg.transport.clone()));
+        self.transport = Some(msg.transport);
+    }
+}
+
+impl Handler<ConnectionLost> for HttpUpgrade {
+    type Result = ();
+
+    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
+        let _ = self.report.send(ServerEvent::Lost(err));
+        ctx.stop();
+    }
+}
+
+impl Actor for WebSocketEcho {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade> for WebSocketEcho {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+        let _ = self
+            .report
+            .send(ServerEvent::Connected(msg.transport.clone()));
+        self.transport = Some(msg.transport);
+    }
+}
+
+impl Handler<ConnectionLost> for WebSocketEcho {
+    type Result = ();
+
+    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
+        let _ = self.report.send(ServerEvent::Lost(err));
+        ctx.stop();
+    }
+}
+
+/// Request heads: the bytes up to the blank line that ends them.
+struct RequestHeads;
+
+impl Decoder for RequestHeads {
+    type Item = Bytes;
+    type Error = io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<Bytes>> {
+        match src.windows(4).position(|window| window == b"\r\n\r\n") {
+            Some(end) => Ok(Some(src.split_to(end + 4).freeze())),
+            None if src.len() > MAX_LINE => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request head too long",
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
+/// One WebSocket frame.
+#[derive(Debug)]
+struct WsFrame {
+    opcode: u8,
+    payload: Bytes,
+}
+
+impl WsFrame {
+    fn new(opcode: u8, payload: impl Into<Bytes>) -> Self {
+        WsFrame {
+            opcode,
+            payload: payload.into(),
+        }
+    }
+
+    /// The frame as a client sends it: masked with `mask`.
+    fn masked(&self, mask: [u8; 4]) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_u8(0x80 | self.opcode);
+        out.put_u8(0x80 | self.payload.len() as u8);
+        out.put_slice(&mask);
+        out.extend(
+            self.payload
+                .iter()
+                .zip(mask.iter().cycle())
+                .map(|(byte, key)| byte ^ key),
+        );
+        out.freeze()
+    }
+}
+
+/// WebSocket frames, cut down to what this step sends: whole frames of at most 125 bytes,
+/// masked (from the client) or not (from the server). The `websocket_echo` example has the
+/// full codec.
+struct SmallFrames;
+
+/// The most payload a [`SmallFrames`] frame carries: what fits the 7-bit length.
+const SMALL_FRAME: usize = 125;
+
+impl Decoder for SmallFrames {
+    type Item = WsFrame;
+    type Error = io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<WsFrame>> {
+        let [first, second, ..] = src[..] else {
+            return Ok(None);
+        };
+        let len = usize::from(second & 0x7F);
+        if first & 0x80 == 0 || len > SMALL_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a fragmented or long frame: not in this tour",
+            ));
+        }
+        let mask_len = if second & 0x80 != 0 { 4 } else { 0 };
+        if src.len() < 2 + mask_len + len {
+            return Ok(None);
+        }
+        let mask = src.split_to(2 + mask_len).split_off(2);
+        let mut payload = src.split_to(len);
+        if !mask.is_empty() {
+            for (byte, key) in payload.iter_mut().zip(mask.iter().cycle()) {
+                *byte ^= key;
+            }
+        }
+        Ok(Some(WsFrame::new(first & 0x0F, payload)))
+    }
+}
+
+impl Encoder<WsFrame> for SmallFrames {
+    type Error = io::Error;
+
+    /// A server frame: not masked.
+    fn encode(&mut self, frame: WsFrame, dst: &mut BytesMut) -> io::Result<()> {
+        if frame.payload.len() > SMALL_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "frame too long",
+            ));
+        }
+        dst.put_u8(0x80 | frame.opcode);
+        dst.put_u8(frame.payload.len() as u8);
+        dst.put_slice(&frame.payload);
+        Ok(())
+    }
+}
+
+impl Client {
+    /// Reads a response head: the status line, and the header fields in lower case.
+    async fn read_response_head(&mut self) -> io::Result<(String, Vec<(String, String)>)> {
+        let status = self.read_line().await?.trim_end().to_owned();
+        let mut fields = Vec::new();
+        loop {
+            let line = self.read_line().await?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                return Ok((status, fields));
+            }
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| failure(format!("not a header field: {line:?}")))?;
+            fields.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+
+    async fn read_websocket_frame(&mut self) -> io::Result<WsFrame> {
+        loop {
+            if let Some(frame) = SmallFrames.decode(&mut self.received)? {
+                return Ok(frame);
+            }
+            self.receive_more("a WebSocket frame").await?;
+        }
+    }
+}
+
+/// Step 11: an upgrade request and the first WebSocket frame in one write; the switch keeps the
+/// frame.
+async fn websocket() -> io::Result<()> {
+    let (report, server_events) = unbounded_channel();
+    let server = tcp::serve(LOOPBACK, move || {
+        HttpUpgrade {
+            transport: None,
+            heads: Framing::new(RequestHeads),
+            report: report.clone(),
+        }
+        .start()
+    })
+    .await?;
+    let addr = inet_address(&server);
+    println!("   server: tcp::serve with an HTTP protocol [listening on {addr}]");
+    let client = Client::connect_tcp(addr).await?;
+    println!("   client: tcp::connect");
+    let mut connection =
+        LineConnection::accepted_by(server, server_events, client, "the HTTP protocol").await?;
+
+    // ANCHOR: websocket_client
+    // The request, and the client's first frame right behind it, in one write: the client
+    // does not wait for the `101`.
+    let mut wire = BytesMut::new();
+    wire.put_slice(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {WEBSOCKET_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let hello = WsFrame::new(OP_TEXT, WEBSOCKET_HELLO);
+    wire.put_slice(&hello.masked([0x37, 0xfa, 0x21, 0x3d]));
+    connection.client.transport.write(wire.freeze());
+    // ANCHOR_END: websocket_client
+    println!(
+        "   client -> server, in one write: \"GET /ws\" with Upgrade: websocket, and a masked text \
+         frame {WEBSOCKET_HELLO:?}"
+    );
+
+    let events = &mut connection.server_events;
+    match next(events, "the server").await? {
+        ServerEvent::WebSocketUpgrade { leftover } => println!(
+            "   server: the HTTP protocol answered 101 and sent SetProtocol with the bytes behind \
+             the request head [{leftover} bytes]"
+        ),
+        other => return Err(unexpected("the upgrade", other)),
+    }
+    match next(events, "the server").await? {
+        ServerEvent::Connected(transport) if transport.same_transport(&connection.server_side) => {
+            println!("   server: the WebSocket protocol received ConnectionMade, same transport");
+        }
+        other => return Err(unexpected("the WebSocket protocol's ConnectionMade", other)),
+    }
+    match next(events, "the server").await? {
+        ServerEvent::WebSocketMessage(message) if message == WEBSOCKET_HELLO => {
+            println!(
+                "   server: the WebSocket protocol echoed {}",
+                show(&message)
+            );
+        }
+        other => return Err(unexpected("the first message", other)),
+    }
+
+    let client = &mut connection.client;
+    let (status, fields) = client.read_response_head().await?;
+    let accept = fields
+        .iter()
+        .find(|(name, _)| name == "sec-websocket-accept");
+    if status != "HTTP/1.1 101 Switching Protocols"
+        || accept.map(|(_, value)| value.as_str()) != Some(WEBSOCKET_ACCEPT)
+    {
+        return Err(failure(format!(
+            "the server answered {status:?} with {fields:?}"
+        )));
+    }
+    println!(
+        "   server -> client: 101 Switching Protocols, with the Sec-WebSocket-Accept of RFC 6455"
+    );
+    let echo = client.read_websocket_frame().await?;
+    if echo.opcode != OP_TEXT || echo.payload != WEBSOCKET_HELLO {
+        return Err(unexpected("the echo", echo));
+    }
+    println!("   server -> client: a text frame {}", show(&echo.payload));
+
+    let close = WsFrame::new(OP_CLOSE, 1000u16.to_be_bytes().to_vec());
+    client.transport.write(close.masked([1, 2, 3, 4]));
+    println!("   client -> server: a close frame, code 1000");
+    let echo = client.read_websocket_frame().await?;
+    if echo.opcode != OP_CLOSE || echo.payload[..] != 1000u16.to_be_bytes() {
+        return Err(unexpected("the close echoed", echo));
+    }
+    println!("   server -> client: the close frame echoed, code 1000; the server closes");
+    connection.finish().await
 }
 
 // ---------------------------------------------------------------------------------------------

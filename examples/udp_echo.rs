@@ -142,6 +142,11 @@ async fn main() -> io::Result<ExitCode> {
         .init();
     let args = Args::parse();
 
+    // Both signals are caught from before the `listening on` line: a client that sends one as
+    // soon as it reads the line finds the handlers in place.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+
     // ANCHOR: bind
     let (ended, mut lost) = oneshot::channel();
     let (endpoint, _echo) = match &args.unix {
@@ -157,9 +162,8 @@ async fn main() -> io::Result<ExitCode> {
     // ANCHOR_END: bind
 
     // ANCHOR: shutdown
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
+        _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
         // The endpoint ended on its own: its socket failed.
         ended = &mut lost => {

@@ -124,14 +124,18 @@ async fn run(args: Args) -> io::Result<()> {
         tls,
     });
 
+    // Both signals are caught from before the `listening on` line: a client that sends one as
+    // soon as it reads the line finds the handlers in place.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+
     // ANCHOR: serve
     let server = tcp::serve(&args.addr, move || Session::new(config.clone()).start()).await?;
     println!("listening on {}", server.addresses()[0]);
     // ANCHOR_END: serve
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
+        _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
     tracing::info!("shutting down: no new connections, closing the live ones");
