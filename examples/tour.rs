@@ -58,7 +58,7 @@ use switchboard::{
     tls::{self, SelfSigned, TlsAcceptor},
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LinesCodec};
 
 /// Where every server of the tour listens: loopback, on a port the kernel picks.
 const LOOPBACK: &str = "127.0.0.1:0";
@@ -159,8 +159,8 @@ const MAX_LINE: usize = 8 * 1024;
 /// and on `SWITCH` hands the connection to a [`LengthProtocol`].
 struct LineProtocol {
     transport: Option<TransportHandle>,
-    /// Received bytes not parsed yet: the start of a line whose newline has not arrived.
-    unparsed: BytesMut,
+    /// Lines out of the received bytes; what is not a whole line yet waits in it.
+    lines: Framing<LinesCodec>,
     report: UnboundedSender<ServerEvent>,
 }
 
@@ -168,7 +168,7 @@ impl LineProtocol {
     fn new(report: UnboundedSender<ServerEvent>) -> Self {
         LineProtocol {
             transport: None,
-            unparsed: BytesMut::new(),
+            lines: Framing::new(LinesCodec::new_with_max_length(MAX_LINE)),
             report,
         }
     }
@@ -200,17 +200,22 @@ impl Handler<DataReceived> for LineProtocol {
         let Some(transport) = self.transport.clone() else {
             return;
         };
-        self.unparsed.extend_from_slice(&msg.data);
-        while let Some(line) = take_line(&mut self.unparsed) {
-            if line == SWITCH_COMMAND {
+        self.lines.feed(&msg.data);
+        while let Some(line) = self.lines.next_frame().transpose() {
+            let Ok(line) = line else {
+                tracing::warn!("line too long, or not UTF-8: closing");
+                transport.close();
+                return;
+            };
+            if line.as_bytes() == SWITCH_COMMAND {
                 self.report(ServerEvent::Switched {
-                    leftover: self.unparsed.len(),
+                    leftover: self.lines.buffered(),
                 });
                 // ANCHOR: switch
                 // Whatever follows `SWITCH\n` is not ours: a client that does not wait for an
                 // answer has already sent its first frames behind the command. They travel with
                 // the switch and reach the new protocol before any byte the transport reads later.
-                let leftover = self.unparsed.split().freeze();
+                let leftover = self.lines.take_leftover();
                 let frames = LengthProtocol::new(self.report.clone()).start();
                 transport.do_send(SetProtocol::new(frames).with_leftover(leftover));
                 // ANCHOR_END: switch
@@ -220,14 +225,8 @@ impl Handler<DataReceived> for LineProtocol {
                 ctx.stop();
                 return;
             }
-            let text = String::from_utf8_lossy(&line).into_owned();
-            transport.write(format!("{}\n", text.to_uppercase()));
-            self.report(ServerEvent::Line(text));
-        }
-        if self.unparsed.len() > MAX_LINE {
-            tracing::warn!(bytes = self.unparsed.len(), "line too long: closing");
-            self.unparsed.clear();
-            transport.close();
+            transport.write(format!("{}\n", line.to_uppercase()));
+            self.report(ServerEvent::Line(line));
         }
         // Returning drops `msg`, and with it its acknowledgement: only then does the transport
         // deliver another chunk. After a switch, it has handled our `SetProtocol` by then.
@@ -243,6 +242,8 @@ impl Handler<ConnectionLost> for LineProtocol {
     }
 }
 
+// ANCHOR_END: line_protocol
+
 /// Takes one line off the front of `buf`, without its `\n`, if a whole line is there.
 fn take_line(buf: &mut BytesMut) -> Option<Bytes> {
     let end = buf.iter().position(|&byte| byte == b'\n')?;
@@ -250,23 +251,27 @@ fn take_line(buf: &mut BytesMut) -> Option<Bytes> {
     line.truncate(end);
     Some(line.freeze())
 }
-// ANCHOR_END: line_protocol
 
 // ANCHOR: length_protocol
 /// The server's second protocol: frames of a 4-byte big-endian length and that many bytes. It
 /// echoes every frame back. Newlines mean nothing to it, and neither does `SWITCH`.
 struct LengthProtocol {
     transport: Option<TransportHandle>,
-    /// Received bytes not decoded yet: the start of a frame that has not fully arrived.
-    undecoded: BytesMut,
+    /// Frames out of the received bytes (the leftover of the switch first, as the first
+    /// `DataReceived`); what is not a whole frame yet waits in it.
+    frames: Framing<LengthDelimitedCodec>,
     report: UnboundedSender<ServerEvent>,
 }
 
 impl LengthProtocol {
     fn new(report: UnboundedSender<ServerEvent>) -> Self {
+        // tokio-util's codec: a 4-byte big-endian length, then that many bytes.
+        let codec = LengthDelimitedCodec::builder()
+            .max_frame_length(MAX_FRAME)
+            .new_codec();
         LengthProtocol {
             transport: None,
-            undecoded: BytesMut::new(),
+            frames: Framing::new(codec),
             report,
         }
     }
@@ -297,26 +302,24 @@ impl Handler<DataReceived> for LengthProtocol {
         let Some(transport) = self.transport.clone() else {
             return;
         };
-        self.undecoded.extend_from_slice(&msg.data);
-        // Answer every frame of this chunk in one write.
-        let mut replies = BytesMut::new();
-        loop {
-            match decode_frame(&mut self.undecoded) {
-                Ok(Some(frame)) => {
-                    encode_frame(&frame, &mut replies);
-                    self.report(ServerEvent::Frame(frame));
+        let mut echoes = Vec::new();
+        for frame in self.frames.decode(&msg.data) {
+            match frame {
+                Ok(frame) => {
+                    let frame = frame.freeze();
+                    let _ = self.report.send(ServerEvent::Frame(frame.clone()));
+                    echoes.push(frame);
                 }
-                Ok(None) => break,
                 Err(err) => {
                     tracing::warn!(%err, "bad frame: closing");
-                    self.undecoded.clear();
                     transport.close();
                     break;
                 }
             }
         }
-        if !replies.is_empty() {
-            transport.write(replies.freeze());
+        // Answer every frame of this chunk in one write.
+        if let Err(err) = self.frames.write_all(&transport, echoes) {
+            tracing::warn!(%err, "could not encode a frame");
         }
     }
 }
@@ -329,6 +332,8 @@ impl Handler<ConnectionLost> for LengthProtocol {
         ctx.stop();
     }
 }
+
+// ANCHOR_END: length_protocol
 
 /// The size of a frame's length prefix.
 const FRAME_HEADER: usize = 4;
@@ -362,7 +367,6 @@ fn decode_frame(buf: &mut BytesMut) -> io::Result<Option<Bytes>> {
     buf.advance(FRAME_HEADER);
     Ok(Some(buf.split_to(len).freeze()))
 }
-// ANCHOR_END: length_protocol
 
 /// The line that makes the STARTTLS gate upgrade the connection, and its answer.
 const STARTTLS_COMMAND: &[u8] = b"STARTTLS";
