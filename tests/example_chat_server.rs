@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use process::{Process, TIMEOUT, example_command};
+use process::{Process, example_command};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{
@@ -61,18 +61,10 @@ impl ChatServer {
         let mut command = example_command("chat_server", "error");
         command.args(["--addr", "127.0.0.1:0"]).args(extra_args);
         let process = Process::spawn("chat_server", command);
-        let Some(line) = process.stdout().first_line(TIMEOUT) else {
-            panic!(
-                "chat_server printed no complete line within {TIMEOUT:?}; stderr:\n{}",
-                process.stderr().text()
-            );
-        };
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|rest| rest.strip_suffix('\n'))
-            .unwrap_or_else(|| panic!("the first line is {line:?}, not `listening on ADDR`"))
-            .parse::<SocketAddr>()
-            .unwrap_or_else(|err| panic!("{line:?} does not hold a socket address: {err}"));
+        let addr = process.listening_on();
+        let addr: SocketAddr = addr
+            .parse()
+            .unwrap_or_else(|err| panic!("`{addr}` is not a socket address: {err}"));
         assert_ne!(addr.port(), 0, "the line must show the port really bound");
         ChatServer { process, addr }
     }

@@ -67,20 +67,7 @@ impl UdpEcho {
             }
         }
         let process = Process::spawn(name, command);
-        let Some(line) = process.stdout().first_line(TIMEOUT) else {
-            panic!(
-                "udp_echo printed no complete line within {TIMEOUT:?}; stdout {:?}, stderr:\n{}",
-                process.stdout().text(),
-                process.stderr().text()
-            );
-        };
-        let Some(addr) = line
-            .strip_prefix("listening on ")
-            .and_then(|rest| rest.strip_suffix('\n'))
-        else {
-            panic!("udp_echo's first line is {line:?}, not `listening on ADDR`");
-        };
-        let addr = addr.to_owned();
+        let addr = process.listening_on();
         match listen {
             Listen::Udp => {
                 let bound: SocketAddr = addr

@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use process::{Process, TIMEOUT, assert_same_bytes, example_command, pseudo_random};
+use process::{Process, assert_same_bytes, example_command, pseudo_random};
 use tungstenite::{
     Message,
     protocol::{CloseFrame, WebSocket, frame::coding::CloseCode},
@@ -62,16 +62,7 @@ impl Server {
         let mut command = example_command("websocket_echo", "warn");
         command.args(["--addr", "127.0.0.1:0"]).args(extra_args);
         let process = Process::spawn("websocket_echo", command);
-        let Some(line) = process.stdout().first_line(TIMEOUT) else {
-            panic!(
-                "websocket_echo printed no complete line within {TIMEOUT:?}; stderr:\n{}",
-                process.stderr().text()
-            );
-        };
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|rest| rest.strip_suffix('\n'))
-            .unwrap_or_else(|| panic!("the first line is {line:?}, not `listening on ADDR`"));
+        let addr = process.listening_on();
         let addr: SocketAddr = addr
             .parse()
             .unwrap_or_else(|err| panic!("`{addr}` is not a socket address: {err}"));

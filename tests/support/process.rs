@@ -321,6 +321,28 @@ impl Process {
         process
     }
 
+    /// Waits for the first line of a server example, `listening on ADDR`, and returns ADDR;
+    /// fails the test with the server's stderr if it prints anything else or nothing.
+    pub(crate) fn listening_on(&self) -> String {
+        let Some(line) = self.stdout().first_line(TIMEOUT) else {
+            panic!(
+                "{} printed no complete line within {TIMEOUT:?}; stdout {:?}, stderr:\n{}",
+                self.name,
+                self.stdout().text(),
+                self.stderr().text()
+            );
+        };
+        line.strip_prefix("listening on ")
+            .and_then(|rest| rest.strip_suffix('\n'))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}'s first line is {line:?}, not `listening on ADDR`",
+                    self.name
+                )
+            })
+            .to_owned()
+    }
+
     fn start(name: &str, mut command: Command, stdin: Stdio) -> (Process, Option<ChildStdin>) {
         let mut child = command
             .stdin(stdin)
