@@ -58,7 +58,7 @@ use switchboard::{
     tls::{self, SelfSigned, TlsAcceptor},
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LinesCodec};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LinesCodec, LinesCodecError};
 
 /// Where every server of the tour listens: loopback, on a port the kernel picks.
 const LOOPBACK: &str = "127.0.0.1:0";
@@ -379,7 +379,7 @@ const STARTTLS_READY: &str = "READY";
 struct StartTlsGate {
     transport: Option<TransportHandle>,
     acceptor: TlsAcceptor,
-    unparsed: BytesMut,
+    lines: Framing<LinesCodec>,
     report: UnboundedSender<ServerEvent>,
 }
 
@@ -388,7 +388,7 @@ impl StartTlsGate {
         StartTlsGate {
             transport: None,
             acceptor,
-            unparsed: BytesMut::new(),
+            lines: Framing::new(LinesCodec::new_with_max_length(MAX_LINE)),
             report,
         }
     }
@@ -418,14 +418,15 @@ impl Handler<DataReceived> for StartTlsGate {
         let Some(transport) = self.transport.clone() else {
             return;
         };
-        self.unparsed.extend_from_slice(&msg.data);
-        let Some(line) = take_line(&mut self.unparsed) else {
-            if self.unparsed.len() > MAX_LINE {
-                transport.close();
-            }
-            return;
+        self.lines.feed(&msg.data);
+        let line = match self.lines.next_frame() {
+            Ok(Some(line)) => line,
+            Ok(None) => return,
+            Err(LinesCodecError::MaxLineLengthExceeded) => return transport.close(),
+            // Not UTF-8: not `STARTTLS` either.
+            Err(LinesCodecError::Io(_)) => String::new(),
         };
-        if line != STARTTLS_COMMAND {
+        if line.as_bytes() != STARTTLS_COMMAND {
             transport.write("STARTTLS first\n");
             transport.close();
             return;
@@ -445,9 +446,9 @@ impl Handler<DataReceived> for StartTlsGate {
         transport.write(format!("{STARTTLS_READY}\n"));
         transport.do_send(start);
         // Whatever the client sent in the clear behind `STARTTLS` must not count as part of the
-        // protected session (RFC 3207, 4.2): the gate drops its unparsed bytes, and `StartTls`
+        // protected session (RFC 3207, 4.2): the gate drops its undecoded bytes, and `StartTls`
         // drops those the transport read and had not delivered.
-        self.unparsed.clear();
+        drop(self.lines.take_leftover());
         let lines = LineProtocol::new(self.report.clone()).start();
         transport.set_protocol(lines, Bytes::new());
         ctx.stop();
