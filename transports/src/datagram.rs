@@ -279,7 +279,11 @@ where
     S: DatagramSocket,
     P: IntoDatagramProtocol,
 {
-    let ctx = Context::new();
+    let mut ctx = Context::new();
+    // Unbounded from the first message on: an actix mailbox holds 16 messages until its actor
+    // starts and past that a `send` waits to be polled, so `send` and `do_send` from one sender
+    // would lose their order. Memory is bounded by flow control, not by the mailbox.
+    ctx.set_mailbox_capacity(0);
     let peername = if connected {
         socket.peername().or_else(|| default_peer.clone())
     } else {
@@ -591,9 +595,6 @@ impl<S: DatagramSocket> Actor for DatagramTransportActor<S> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Unbounded, as for stream transports: `send` and `do_send` keep their order, and
-        // memory is bounded by flow control, not by the mailbox.
-        ctx.set_mailbox_capacity(0);
         let ack = self.issue_ack(0);
         self.protocol
             .connection_made(ConnectionMade::new(self.me.clone(), ack));

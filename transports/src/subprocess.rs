@@ -387,7 +387,11 @@ impl SubprocessTransportActor {
         config: StreamConfig,
         protocol: impl FnOnce() -> P,
     ) -> (SubprocessHandle, P::Output) {
-        let ctx = Context::new();
+        let mut ctx = Context::new();
+        // Unbounded from the first message on: an actix mailbox holds 16 messages until its actor
+        // starts and past that a `send` waits to be polled, so `send` and `do_send` from one sender
+        // would lose their order. Memory is bounded by flow control, not by the mailbox.
+        ctx.set_mailbox_capacity(0);
         let addr = ctx.address();
         let (output, protocol) = protocol().into_subprocess_protocol();
         let me = SubprocessHandle::new(addr.clone(), pid);
@@ -545,7 +549,6 @@ impl Actor for SubprocessTransportActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(0);
         self.exit_watch = Some(ctx.spawn(ExitWatch));
         ctx.run_interval(PROTOCOL_CHECK_INTERVAL, |act, ctx| {
             if !act.protocol.is_alive() && !act.closing {

@@ -377,7 +377,11 @@ impl<IO: StreamIo> StreamTransport<IO> {
         protocol: impl FnOnce() -> P,
         on_stopped: Option<StopHook>,
     ) -> (TransportHandle, P::Output) {
-        let ctx = Context::new();
+        let mut ctx = Context::new();
+        // Unbounded from the first message on: an actix mailbox holds 16 messages until its actor
+        // starts and past that a `send` waits to be polled, so `send` and `do_send` from one sender
+        // would lose their order. Memory is bounded by flow control, not by the mailbox.
+        ctx.set_mailbox_capacity(0);
         let me = TransportHandle::new(ctx.address());
         let (output, handle) = protocol().into_protocol();
         // A write-only stream has nothing to read: as if its EOF were read and delivered.
@@ -987,9 +991,6 @@ impl<IO: StreamIo> Actor for StreamTransport<IO> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Unbounded: `send` never waits for capacity, so `send` and `do_send` from one sender
-        // keep their order. Memory is bounded by flow control, not by the mailbox.
-        ctx.set_mailbox_capacity(0);
         LIVE.fetch_add(1, Ordering::Relaxed);
         let ack = self.issue_ack(0);
         self.protocol
