@@ -1092,3 +1092,29 @@ async fn an_endpoint_with_both_addresses_is_bound_where_asked_and_connected() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn datagrams_sent_before_the_endpoint_started_keep_their_order() {
+    deadline(async {
+        // Before the endpoint's actor runs: past 16 messages an actix mailbox makes `send` wait
+        // to be polled, behind the later `Close`, unless the transport unbounds it at creation.
+        let (endpoint, mut rx, peer) = unix_pair(DatagramConfig::default());
+        let receipts: Vec<_> = (0..100)
+            .map(|n| endpoint.send_to_acked(SendTo::connected(numbered(n, 100))))
+            .collect();
+        endpoint.close();
+        let mut buf = [0; 200];
+        for expected in 0..100 {
+            let n = peer.recv(&mut buf).await.expect("recv");
+            assert_eq!(check_numbered(&buf[..n], 100), expected);
+        }
+        for (n, receipt) in receipts.into_iter().enumerate() {
+            receipt
+                .await
+                .unwrap_or_else(|err| panic!("datagram {n}: {err}"));
+        }
+        rx.made().await;
+        assert!(rx.lost().await.is_none());
+    })
+    .await
+}
