@@ -2,11 +2,11 @@
 //! switchboard's transport, with certificates made at run time.
 #![allow(dead_code)]
 
-use std::pin::Pin;
+use std::{io::Read, os::unix::net::UnixStream, pin::Pin};
 
 use switchboard::tls::{
     SelfSigned,
-    openssl::ssl::{Ssl, SslAcceptor, SslConnector, SslMethod, SslVerifyMode},
+    openssl::ssl::{HandshakeError, Ssl, SslAcceptor, SslConnector, SslMethod, SslVerifyMode},
 };
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
@@ -84,4 +84,27 @@ pub(crate) async fn probed_upgradable(
         crate::support::Peer::Tcp(peer.expect("connect")),
         events,
     )
+}
+
+/// The ClientHello a real OpenSSL client sends to `server_name`: its first TLS record, whole,
+/// for peers that start a handshake and then misbehave (stall, trickle, vanish).
+pub(crate) fn client_hello(server_name: &str) -> Vec<u8> {
+    let (client, mut wire) = UnixStream::pair().expect("socketpair");
+    client.set_nonblocking(true).expect("non-blocking");
+    let connector = SslConnector::builder(SslMethod::tls_client())
+        .expect("connector")
+        .build();
+    // The client writes its hello, then would block on an answer that never comes.
+    let _waiting = match connector.connect(server_name, client) {
+        Err(HandshakeError::WouldBlock(waiting)) => waiting,
+        Err(err) => panic!("the client failed before its hello: {err}"),
+        Ok(_) => unreachable!("nobody answered"),
+    };
+    let mut hello = vec![0; 5];
+    wire.read_exact(&mut hello).expect("the record header");
+    assert_eq!(hello[0], 0x16, "a handshake record: {hello:02x?}");
+    let len = usize::from(u16::from_be_bytes([hello[3], hello[4]]));
+    hello.resize(5 + len, 0);
+    wire.read_exact(&mut hello[5..]).expect("the record");
+    hello
 }
