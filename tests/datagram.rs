@@ -1105,7 +1105,10 @@ async fn datagrams_sent_before_the_endpoint_started_keep_their_order() {
         endpoint.close();
         let mut buf = [0; 200];
         for expected in 0..100 {
-            let n = peer.recv(&mut buf).await.expect("recv");
+            let n = tokio::time::timeout(Duration::from_secs(10), peer.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("datagram {expected} never arrived"))
+                .expect("recv");
             assert_eq!(check_numbered(&buf[..n], 100), expected);
         }
         for (n, receipt) in receipts.into_iter().enumerate() {
