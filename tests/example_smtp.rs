@@ -14,12 +14,18 @@
 //! - errors: bad sequence (503), unknown commands (500), over-long lines (500, once, then the
 //!   session goes on), and a line that never ends does not grow the server's memory;
 //! - the server prints `listening on ADDR`, then one `stored PATH` per message, and exits 0 on
-//!   SIGTERM.
+//!   SIGTERM;
+//! - the committed corpus of the `smtp_*` fuzz targets passes their checks, the parsers' unit
+//!   tests with it (both come in with `fuzz/checks/smtp.rs`).
 //!
 //! Every child process is killed when its test fails, and every wait is bounded.
 
 #[path = "support/process.rs"]
 mod process;
+
+/// The checks of the `smtp_*` fuzz targets, over the example's parsers.
+#[path = "../fuzz/checks/smtp.rs"]
+mod fuzz_checks;
 
 use std::{
     fs,
@@ -992,4 +998,14 @@ async fn a_line_that_never_ends_does_not_grow_memory() {
     client.expect("QUIT", "221 2.0.0 Bye").await;
     client.expect_eof().await;
     server.stop(0);
+}
+
+/// The committed seeds and regressions of the `smtp_*` fuzz targets pass the checks the targets
+/// run, here on the stable toolchain without a fuzzer.
+#[test]
+fn the_fuzz_corpus_passes_the_fuzz_checks() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    fuzz_checks::input::replay(&corpus.join("smtp_command"), fuzz_checks::command);
+    fuzz_checks::input::replay(&corpus.join("smtp_data"), fuzz_checks::data);
+    fuzz_checks::input::replay(&corpus.join("smtp_session"), fuzz_checks::session);
 }

@@ -9,12 +9,18 @@
 //! - `curl` and raw HTTP/1.1: the page, `404`, persistent connections, `Connection: close`,
 //!   HTTP/1.0, `400`, `431`, and `426` for `/ws` without a proper upgrade;
 //! - the server prints exactly one line, `listening on ADDR`, and exits 0 on SIGTERM, closing
-//!   its live connections.
+//!   its live connections;
+//! - the committed corpus of the `http_request` and `websocket_*` fuzz targets passes their
+//!   checks, the parsers' unit tests with it (both come in with `fuzz/checks/websocket.rs`).
 //!
 //! Every child process is killed when its test fails, and every wait is bounded.
 
 #[path = "support/process.rs"]
 mod process;
+
+/// The checks of the `http_request` and `websocket_*` fuzz targets, over the example's parsers.
+#[path = "../fuzz/checks/websocket.rs"]
+mod fuzz_checks;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -847,5 +853,21 @@ fn frame_helpers_match_the_rfc() {
     assert_eq!(
         frame(true, BINARY, &[0; 256], None)[..4],
         [0x82, 0x7E, 0x01, 0x00]
+    );
+}
+
+/// The committed seeds and regressions of the `http_request` and `websocket_*` fuzz targets pass
+/// the checks the targets run, here on the stable toolchain without a fuzzer.
+#[test]
+fn the_fuzz_corpus_passes_the_fuzz_checks() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    fuzz_checks::input::replay(&corpus.join("http_request"), fuzz_checks::http_request);
+    fuzz_checks::input::replay(
+        &corpus.join("websocket_frames"),
+        fuzz_checks::websocket_frames,
+    );
+    fuzz_checks::input::replay(
+        &corpus.join("websocket_messages"),
+        fuzz_checks::websocket_messages,
     );
 }

@@ -144,7 +144,13 @@ fn path_after<'a>(
         return None;
     }
     let address = match path.strip_prefix('@') {
-        Some(route) => route.split_once(':')?.1,
+        // The mailbox after the route is an address of its own: not empty (the null sender is
+        // `<>`) and not another route, so it reads the same written as `<address>`.
+        Some(route) => match route.split_once(':')?.1 {
+            "" => return None,
+            mailbox if mailbox.starts_with('@') => return None,
+            mailbox => mailbox,
+        },
         None => path,
     };
     if address.contains(['<', ' ']) {
@@ -246,6 +252,28 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+    }
+
+    /// Found by `fuzz/fuzz_targets/smtp_command.rs`: after a source route, the server took
+    /// `@b.net` (another route, without its colon) and an empty mailbox (the null sender) for
+    /// addresses, which read differently once written back as `<address>`.
+    #[test]
+    fn a_source_route_leads_to_a_mailbox() {
+        for line in [
+            &b"RCPT TO:<@relay.example:@b.net>"[..],
+            b"MAIL FROM:<@relay.example:>",
+            b"MAIL FROM:<@a,@b:@c>",
+        ] {
+            assert!(
+                matches!(parse(line), Err(ParseError::Syntax(_))),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(
+            parse(b"RCPT TO:<@a,@b:c@d>"),
+            Ok(Command::Rcpt { to: "c@d".into() })
+        );
     }
 
     #[test]

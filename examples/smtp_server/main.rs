@@ -11,6 +11,9 @@
 //!   switch carries the bytes the old protocol read and did not parse, so a client may pipeline
 //!   the message behind `DATA` and its next commands behind the final dot.
 //!
+//! The parsers touch no I/O: [`command`] parses a command line, [`lines`] splits the command
+//! stream, [`content`] reads the message of `DATA`. The fuzz targets under `fuzz/` drive them.
+//!
 //! ```text
 //! cargo run --example smtp_server                    # 127.0.0.1:2525, into ./maildir
 //! cargo run --example smtp_server -- --addr 127.0.0.1:0 --maildir /tmp/mail --require-tls
@@ -28,6 +31,7 @@
 //! SIGINT or SIGTERM it stops accepting, closes every connection and exits 0.
 
 mod command;
+mod content;
 mod data;
 mod envelope;
 mod lines;

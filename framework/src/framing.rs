@@ -74,8 +74,21 @@ pub struct Framing<C> {
     read: BytesMut,
     write: BytesMut,
     max_buffered: usize,
-    /// Set once more than `max_buffered` bytes made no frame: nothing is decoded after that.
-    failed: bool,
+    state: State,
+    /// The codec's last answer was an error that took no byte.
+    stuck: bool,
+}
+
+/// Whether a [`Framing`] decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Frames come out as bytes come in.
+    Decoding,
+    /// More than `max_buffered` bytes made no frame: nothing is decoded after that.
+    OverLimit,
+    /// [`take_leftover`](Framing::take_leftover) took the bytes not yet decoded, which the codec
+    /// may still describe: nothing is decoded until [`with_codec`](Framing::with_codec).
+    HandedOver,
 }
 
 impl<C> Framing<C> {
@@ -86,7 +99,8 @@ impl<C> Framing<C> {
             read: BytesMut::new(),
             write: BytesMut::new(),
             max_buffered: DEFAULT_MAX_BUFFERED,
-            failed: false,
+            state: State::Decoding,
+            stuck: false,
         }
     }
 
@@ -99,8 +113,11 @@ impl<C> Framing<C> {
     }
 
     /// Sets the most bytes held without a complete frame (default [`DEFAULT_MAX_BUFFERED`]);
-    /// past it, [`decode`](Self::decode) yields an `InvalidData` error. A codec's own limit
-    /// (`LinesCodec::new_with_max_length`) is the better guard where there is one.
+    /// past it, [`decode`](Self::decode) yields an `InvalidData` error. Bytes held behind an
+    /// error the codec does not move past (a `LengthDelimitedCodec` answers a frame too big with
+    /// the same error at every call) count too, for a protocol that goes on after errors. A
+    /// codec's own limit (`LinesCodec::new_with_max_length`) is the better guard where there is
+    /// one.
     pub fn max_buffered(mut self, limit: usize) -> Self {
         self.max_buffered = limit;
         self
@@ -109,7 +126,7 @@ impl<C> Framing<C> {
     /// Appends bytes received (those of a `DataReceived`); take the frames out with
     /// [`next_frame`](Self::next_frame).
     pub fn feed(&mut self, data: &[u8]) {
-        if !self.failed {
+        if self.state != State::OverLimit {
             self.read.extend_from_slice(data);
         }
     }
@@ -120,7 +137,20 @@ impl<C> Framing<C> {
     }
 
     /// Takes the bytes received and not yet decoded, for a switch to another protocol.
+    ///
+    /// This `Framing` decodes nothing more after it. Its codec may still describe the bytes
+    /// taken (how far a `LinesCodec` has looked for a newline, the length of the frame whose
+    /// head a `LengthDelimitedCodec` has read), and would misread the next bytes by it: bytes
+    /// fed afterwards make [`next_frame`](Self::next_frame) an `InvalidInput` error. To go on
+    /// reading in the same actor (after `STARTTLS`, say), go on with
+    /// [`with_codec`](Self::with_codec) and a new codec.
+    ///
+    /// The leftover is every byte not decoded where the codec leaves what it has not decoded
+    /// in the buffer, as `LinesCodec` does. A codec that takes the start of a frame out before
+    /// the frame is complete (`LengthDelimitedCodec` takes its head) holds those bytes itself:
+    /// take its leftover right after a frame, before asking for the next one.
     pub fn take_leftover(&mut self) -> Bytes {
+        self.state = State::HandedOver;
         self.read.split().freeze()
     }
 
@@ -135,14 +165,16 @@ impl<C> Framing<C> {
     }
 
     /// Goes on with another codec, over the bytes not yet decoded: a switch of framing inside
-    /// one protocol actor (a line-based handshake, then length-prefixed messages).
+    /// one protocol actor (a line-based handshake, then length-prefixed messages), or the same
+    /// framing afresh after [`take_leftover`](Self::take_leftover).
     pub fn with_codec<D>(self, codec: D) -> Framing<D> {
         Framing {
             codec,
             read: self.read,
             write: self.write,
             max_buffered: self.max_buffered,
-            failed: false,
+            state: State::Decoding,
+            stuck: false,
         }
     }
 
@@ -203,34 +235,59 @@ impl<C: Decoder> Framing<C> {
     /// The next frame from the bytes fed so far, if one is complete. Errors are as for
     /// [`decode`](Self::decode).
     pub fn next_frame(&mut self) -> Result<Option<C::Item>, C::Error> {
-        if self.failed {
-            return Ok(None);
+        if let Some(end) = self.ended() {
+            return end;
         }
-        match self.codec.decode(&mut self.read) {
-            Ok(Some(frame)) => Ok(Some(frame)),
-            Ok(None) if self.read.len() > self.max_buffered => {
-                self.failed = true;
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{} bytes received without a complete frame, over the limit of {}",
-                        self.read.len(),
-                        self.max_buffered
-                    ),
-                )
-                .into())
-            }
-            other => other,
+        let before = self.read.len();
+        let decoded = self.codec.decode(&mut self.read);
+        // An error over the same bytes twice: the codec is stuck at them (`LengthDelimitedCodec`
+        // at a frame too big, where `LinesCodec` skips a long line at the next call). It holds
+        // the bytes fed after that as if it waited for a frame, so the limit holds for it too,
+        // for a protocol that goes on after errors.
+        let took_none = decoded.is_err() && self.read.len() == before;
+        let stuck = took_none && self.stuck;
+        self.stuck = took_none;
+        let waits = match &decoded {
+            Ok(Some(_)) => false,
+            Ok(None) => true,
+            Err(_) => stuck,
+        };
+        if waits && self.read.len() > self.max_buffered {
+            self.state = State::OverLimit;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} bytes received without a complete frame, over the limit of {}",
+                    self.read.len(),
+                    self.max_buffered
+                ),
+            )
+            .into());
         }
+        decoded
     }
 
     /// The frames left at the peer's EOF (tokio-util's `decode_eof`): a last frame without its
     /// terminator, or an error for bytes that make no frame.
     pub fn decode_eof(&mut self) -> Result<Option<C::Item>, C::Error> {
-        if self.failed {
-            return Ok(None);
+        if let Some(end) = self.ended() {
+            return end;
         }
         self.codec.decode_eof(&mut self.read)
+    }
+
+    /// What decoding yields once it is over, if it is.
+    fn ended(&self) -> Option<Result<Option<C::Item>, C::Error>> {
+        match self.state {
+            State::Decoding => None,
+            State::OverLimit => Some(Ok(None)),
+            State::HandedOver if self.read.is_empty() => Some(Ok(None)),
+            State::HandedOver => Some(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "bytes fed after take_leftover, to a codec that may still describe the bytes taken",
+            )
+            .into())),
+        }
     }
 }
 
@@ -240,7 +297,7 @@ impl<C: fmt::Debug> fmt::Debug for Framing<C> {
             .field("codec", &self.codec)
             .field("buffered", &self.read.len())
             .field("max_buffered", &self.max_buffered)
-            .field("failed", &self.failed)
+            .field("state", &self.state)
             .finish()
     }
 }
@@ -275,7 +332,7 @@ impl<C: Decoder + fmt::Debug> fmt::Debug for Decoded<'_, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_util::codec::{LengthDelimitedCodec, LinesCodec};
+    use tokio_util::codec::{LengthDelimitedCodec, LinesCodec, LinesCodecError};
 
     #[test]
     fn frames_split_anywhere_come_out_whole_and_in_order() {
@@ -364,4 +421,82 @@ mod tests {
         let rest: Vec<String> = limited.decode(b"").collect::<Result<_, _>>().expect("ok");
         assert_eq!(rest, ["ok"]);
     }
+
+    /// Found by `fuzz/fuzz_targets/framing_lines.rs`: `LinesCodec` remembers how far it has
+    /// looked for a newline, and after `take_leftover` it looked past the end of the buffer (a
+    /// panic) or skipped the newlines of the next bytes (lines merged).
+    #[test]
+    fn after_take_leftover_nothing_is_decoded_until_a_new_codec() {
+        let mut framing = Framing::new(LinesCodec::new());
+        assert!(framing.decode(b"abc").next().is_none());
+        assert_eq!(&framing.take_leftover()[..], b"abc");
+        assert!(framing.next_frame().expect("nothing fed").is_none());
+        assert!(framing.decode_eof().expect("nothing fed").is_none());
+
+        let err = framing
+            .decode(b"x\nyz\n")
+            .next()
+            .expect("an error")
+            .expect_err("bytes fed after the hand-over");
+        let LinesCodecError::Io(err) = err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(framing.decode_eof().is_err(), "the bytes are still there");
+
+        let mut framing = framing.with_codec(LinesCodec::new());
+        let lines: Vec<String> = framing
+            .decode(b"")
+            .collect::<Result<_, _>>()
+            .expect("lines");
+        assert_eq!(lines, ["x", "yz"]);
+    }
+
+    /// Found by `fuzz/fuzz_targets/framing_length_delimited.rs`: a `LengthDelimitedCodec`
+    /// answers a frame too big with the same error at every call, and took every byte fed after
+    /// it, past `max_buffered`, for a protocol that went on after the error.
+    #[test]
+    fn a_codec_stuck_at_an_error_is_held_to_the_limit() {
+        let codec = LengthDelimitedCodec::builder()
+            .max_frame_length(4)
+            .new_codec();
+        let mut framing = Framing::new(codec).max_buffered(8);
+        framing.feed(&[0, 0, 0, 9]);
+        for _ in 0..2 {
+            let err = framing.next_frame().expect_err("a frame too big");
+            assert!(err.to_string().contains("too big"), "{err}");
+        }
+        framing.feed(&[0; 16]);
+        let err = framing.next_frame().expect_err("stuck, over the limit");
+        assert!(err.to_string().contains("over the limit of 8"), "{err}");
+        framing.feed(&[0; 16]);
+        assert!(framing.next_frame().expect("the end").is_none());
+        assert_eq!(framing.buffered(), 20, "bytes taken after the limit");
+
+        // A codec that moves past its errors is not stuck, whatever it holds.
+        let mut lines = Framing::new(LinesCodec::new_with_max_length(2)).max_buffered(8);
+        lines.feed(b"long line\nok\n");
+        assert!(
+            lines.next_frame().is_err(),
+            "the line over the codec's limit"
+        );
+        assert_eq!(lines.next_frame().expect("a line"), Some("ok".into()));
+    }
+
+    /// The committed seeds and regressions of the `framing_*` fuzz targets, through the checks
+    /// the targets run.
+    #[test]
+    fn the_fuzz_corpus_passes_the_fuzz_checks() {
+        let corpus = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus"));
+        fuzz_checks::input::replay(&corpus.join("framing_lines"), fuzz_checks::lines);
+        fuzz_checks::input::replay(
+            &corpus.join("framing_length_delimited"),
+            fuzz_checks::length_delimited,
+        );
+    }
 }
+
+/// The checks of the `framing_*` fuzz targets, to replay their corpus in the tests above.
+#[cfg(test)]
+#[path = "../../fuzz/checks/framing.rs"]
+mod fuzz_checks;

@@ -1,0 +1,373 @@
+//! RFC 6455 frames as the echo server reads and writes them: the frame codec (tungstenite's
+//! header parser, the masking, length and control-frame rules) and the message rules
+//! (reassembly, pings, the closing handshake, UTF-8), bytes in and frames out. No I/O here, so
+//! the fuzz targets under `fuzz/` drive the same code.
+
+use std::{
+    io::{self, Cursor},
+    str,
+};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use switchboard::Framing;
+use tokio_util::codec::{Decoder, Encoder};
+use tungstenite::protocol::frame::{
+    FrameHeader,
+    coding::{CloseCode, Control, Data, OpCode},
+};
+
+/// The most payload a control frame may carry (RFC 6455, 5.5).
+pub(crate) const MAX_CONTROL_PAYLOAD: u64 = 125;
+
+/// The longest frame header: 2 bytes, an 8-byte length and a 4-byte mask.
+pub(crate) const MAX_FRAME_HEADER: usize = 14;
+
+/// One frame, unmasked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Frame {
+    pub(crate) fin: bool,
+    pub(crate) opcode: OpCode,
+    pub(crate) payload: Bytes,
+}
+
+impl Frame {
+    /// A whole message, or a control frame, in one frame.
+    pub(crate) fn new(opcode: OpCode, payload: impl Into<Bytes>) -> Self {
+        Frame {
+            fin: true,
+            opcode,
+            payload: payload.into(),
+        }
+    }
+
+    /// A close frame with `code` and `reason` (nothing for `None`).
+    pub(crate) fn close(code: Option<CloseCode>, reason: &str) -> Self {
+        let mut payload = BytesMut::new();
+        if let Some(code) = code {
+            payload.put_u16(code.into());
+            payload.put_slice(reason.as_bytes());
+        }
+        Frame::new(OpCode::Control(Control::Close), payload)
+    }
+}
+
+/// Why the connection is failed: the close code to send, and a short reason.
+#[derive(Debug)]
+pub(crate) struct Violation {
+    pub(crate) code: CloseCode,
+    pub(crate) reason: &'static str,
+}
+
+impl Violation {
+    fn protocol(reason: &'static str) -> Self {
+        Violation {
+            code: CloseCode::Protocol,
+            reason,
+        }
+    }
+}
+
+impl From<io::Error> for Violation {
+    /// The framing's own limit, the one `io::Error` it reports: more bytes than any frame
+    /// allowed could take (never reached, since the codec checks each length first).
+    fn from(_: io::Error) -> Self {
+        Violation {
+            code: CloseCode::Size,
+            reason: "message too big",
+        }
+    }
+}
+
+// ANCHOR: frame_codec
+/// WebSocket frames: client frames in (masked, checked, unmasked), server frames out (unmasked).
+#[derive(Debug)]
+pub(crate) struct FrameCodec {
+    /// The most payload the next data frame may carry: what is left of the message limit.
+    pub(crate) data_budget: u64,
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = Violation;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Violation> {
+        let mut cursor = Cursor::new(&src[..]);
+        // `Ok(None)` until the whole header is there; an error for a reserved opcode.
+        let Some((header, len)) =
+            FrameHeader::parse(&mut cursor).map_err(|_| Violation::protocol("reserved opcode"))?
+        else {
+            return Ok(None);
+        };
+        // At most `MAX_FRAME_HEADER`.
+        let header_len = cursor.position() as usize;
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(Violation::protocol("reserved bit set, no extension agreed"));
+        }
+        // A client masks every frame (RFC 6455, 5.1).
+        let Some(mask) = header.mask else {
+            return Err(Violation::protocol("unmasked client frame"));
+        };
+        match header.opcode {
+            OpCode::Control(_) if len > MAX_CONTROL_PAYLOAD => {
+                return Err(Violation::protocol("control frame over 125 bytes"));
+            }
+            OpCode::Control(_) if !header.is_final => {
+                return Err(Violation::protocol("fragmented control frame"));
+            }
+            OpCode::Control(_) => {}
+            OpCode::Data(_) if len > i64::MAX as u64 => {
+                return Err(Violation::protocol("payload length with its top bit set"));
+            }
+            // Refused before a byte of it is buffered.
+            OpCode::Data(_) if len > self.data_budget => {
+                return Err(Violation {
+                    code: CloseCode::Size,
+                    reason: "message too big",
+                });
+            }
+            OpCode::Data(_) => {}
+        }
+        // Within the budget, which came from a `usize`.
+        let len = len as usize;
+        if src.len() < header_len + len {
+            src.reserve(header_len + len - src.len());
+            return Ok(None);
+        }
+        src.advance(header_len);
+        let mut payload = src.split_to(len);
+        for (i, byte) in payload.iter_mut().enumerate() {
+            *byte ^= mask[i % 4];
+        }
+        Ok(Some(Frame {
+            fin: header.is_final,
+            opcode: header.opcode,
+            payload: payload.freeze(),
+        }))
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = Violation;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), Violation> {
+        let header = FrameHeader {
+            is_final: frame.fin,
+            opcode: frame.opcode,
+            ..FrameHeader::default()
+        };
+        let len = frame.payload.len() as u64;
+        dst.reserve(header.len(len) + frame.payload.len());
+        // Into memory: it cannot fail.
+        header
+            .format(len, &mut dst.writer())
+            .map_err(|_| Violation {
+                code: CloseCode::Error,
+                reason: "cannot encode a frame header",
+            })?;
+        dst.put_slice(&frame.payload);
+        Ok(())
+    }
+}
+// ANCHOR_END: frame_codec
+
+// ANCHOR: echo
+/// The WebSocket side of one connection, without its I/O: the bytes received go in, the frames
+/// to send back come out. It echoes text and binary messages (fragmented ones reassembled),
+/// answers pings, performs the closing handshake, and fails the connection with the close code
+/// RFC 6455 asks for.
+#[derive(Debug)]
+pub(crate) struct Echo {
+    frames: Framing<FrameCodec>,
+    max_message: usize,
+    /// The message being reassembled: its opcode, and the payload of its fragments so far.
+    partial: Option<(OpCode, BytesMut)>,
+    /// Set once a close frame is sent: nothing more is read.
+    closing: bool,
+}
+
+impl Echo {
+    /// Accepts messages of up to `max_message` bytes, fragments together.
+    pub(crate) fn new(max_message: usize) -> Self {
+        let frames = Framing::new(FrameCodec {
+            data_budget: max_message as u64,
+        })
+        // Enough for the longest frame the codec lets through, a control frame of 125 bytes
+        // included whatever the message limit; the codec is the real limit.
+        .max_buffered(
+            max_message
+                .max(MAX_CONTROL_PAYLOAD as usize)
+                .saturating_add(MAX_FRAME_HEADER),
+        );
+        Echo {
+            frames,
+            max_message,
+            partial: None,
+            closing: false,
+        }
+    }
+
+    /// Whether a close frame was sent: the connection is to close, and nothing more is read.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Reads `data` (the bytes of one `DataReceived`): the frames to send back, in order. Once
+    /// [`is_closing`](Self::is_closing), the last of them is a close frame, and every byte after
+    /// it is ignored.
+    pub(crate) fn receive(&mut self, data: &[u8]) -> Vec<Frame> {
+        let mut out = Vec::new();
+        if self.closing {
+            return out;
+        }
+        self.frames.feed(data);
+        while !self.closing {
+            match self.frames.next_frame().and_then(|frame| match frame {
+                Some(frame) => self.on_frame(frame, &mut out).map(|()| true),
+                None => Ok(false),
+            }) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(violation) => {
+                    tracing::debug!(?violation, "failing the WebSocket connection");
+                    out.push(Frame::close(Some(violation.code), violation.reason));
+                    self.closing = true;
+                }
+            }
+        }
+        out
+    }
+
+    /// Encodes `frames` into one buffer, for one `Write`. A frame that cannot be encoded (never:
+    /// the header goes into memory) closes the connection.
+    pub(crate) fn encode(&mut self, frames: Vec<Frame>) -> Bytes {
+        let mut out = BytesMut::new();
+        for frame in frames {
+            if let Err(violation) = self.frames.codec_mut().encode(frame, &mut out) {
+                tracing::warn!(?violation, "cannot encode a frame");
+                self.closing = true;
+                break;
+            }
+        }
+        out.freeze()
+    }
+
+    /// Handles one frame; what to send back goes to `out`.
+    fn on_frame(&mut self, frame: Frame, out: &mut Vec<Frame>) -> Result<(), Violation> {
+        match frame.opcode {
+            OpCode::Data(Data::Continue) => {
+                let Some((_, payload)) = &mut self.partial else {
+                    return Err(Violation::protocol("continuation without a message"));
+                };
+                payload.extend_from_slice(&frame.payload);
+                if frame.fin
+                    && let Some((opcode, payload)) = self.partial.take()
+                {
+                    out.push(message(opcode, payload.freeze())?);
+                }
+            }
+            OpCode::Data(Data::Text | Data::Binary) => {
+                if self.partial.is_some() {
+                    return Err(Violation::protocol("new message inside a fragmented one"));
+                }
+                if frame.fin {
+                    out.push(message(frame.opcode, frame.payload)?);
+                } else {
+                    self.partial = Some((frame.opcode, BytesMut::from(&frame.payload[..])));
+                }
+            }
+            OpCode::Control(Control::Ping) => {
+                out.push(Frame::new(OpCode::Control(Control::Pong), frame.payload));
+            }
+            OpCode::Control(Control::Pong) => {}
+            OpCode::Control(Control::Close) => {
+                // The closing handshake: echo the code, then close the connection.
+                out.push(Frame::close(close_code(&frame.payload)?, ""));
+                self.closing = true;
+            }
+            // `FrameHeader::parse` refuses reserved opcodes.
+            OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_)) => {
+                return Err(Violation::protocol("reserved opcode"));
+            }
+        }
+        let assembled = self
+            .partial
+            .as_ref()
+            .map_or(0, |(_, payload)| payload.len());
+        self.frames.codec_mut().data_budget = (self.max_message - assembled) as u64;
+        Ok(())
+    }
+}
+
+/// The echo of a complete message, checked: a text message must be UTF-8 (RFC 6455, 8.1).
+fn message(opcode: OpCode, payload: Bytes) -> Result<Frame, Violation> {
+    if opcode == OpCode::Data(Data::Text) && str::from_utf8(&payload).is_err() {
+        return Err(Violation {
+            code: CloseCode::Invalid,
+            reason: "text message not UTF-8",
+        });
+    }
+    Ok(Frame::new(opcode, payload))
+}
+
+/// The code of a close frame's payload: none, or two bytes and a UTF-8 reason (RFC 6455, 5.5.1).
+fn close_code(payload: &[u8]) -> Result<Option<CloseCode>, Violation> {
+    let [high, low, reason @ ..] = payload else {
+        return match payload {
+            [] => Ok(None),
+            _ => Err(Violation::protocol("close frame of one byte")),
+        };
+    };
+    let code = CloseCode::from(u16::from_be_bytes([*high, *low]));
+    if !code.is_allowed() {
+        return Err(Violation::protocol("invalid close code"));
+    }
+    if str::from_utf8(reason).is_err() {
+        return Err(Violation {
+            code: CloseCode::Invalid,
+            reason: "close reason not UTF-8",
+        });
+    }
+    Ok(Some(code))
+}
+// ANCHOR_END: echo
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `payload` in a client's frame, masked (RFC 6455, 5.3).
+    fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(
+            payload
+                .iter()
+                .zip(mask.iter().cycle())
+                .map(|(byte, mask)| byte ^ mask),
+        );
+        frame
+    }
+
+    /// Found by `fuzz/fuzz_targets/websocket_frames.rs`: under a message limit below 125 bytes,
+    /// a ping longer than the limit that arrived in two reads failed the connection with 1009,
+    /// where the same ping in one read was answered.
+    #[test]
+    fn a_ping_in_two_reads_is_answered_under_a_small_message_limit() {
+        let ping = masked(0x9, &[b'p'; 100]);
+        let (first, second) = ping.split_at(50);
+        let mut echo = Echo::new(16);
+        assert!(echo.receive(first).is_empty());
+        let replies = echo.receive(second);
+        assert_eq!(
+            replies,
+            [Frame::new(OpCode::Control(Control::Pong), vec![b'p'; 100])]
+        );
+        assert!(!echo.is_closing());
+
+        // A message over the limit is still refused, before its payload is read.
+        let replies = echo.receive(&masked(0x2, &[0; 17])[..6]);
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].payload[..2], [0x03, 0xf1], "1009");
+    }
+}

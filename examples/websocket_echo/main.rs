@@ -1,0 +1,366 @@
+//! A WebSocket echo server (RFC 6455) behind a small HTTP/1.1 server: one connection, two
+//! protocols, switched at runtime with `SetProtocol`.
+//!
+//! Every connection starts with the HTTP protocol ([`Http`]). `GET /` serves a page whose script
+//! opens a WebSocket to `/ws`, sends what you type and shows the echoes. `GET /ws` with a valid
+//! upgrade request is answered `101 Switching Protocols`, and the connection is handed to the
+//! WebSocket protocol ([`WebSocket`]) together with the bytes the client sent behind its request
+//! (a client may send its first frame without waiting for the `101`). The WebSocket protocol
+//! echoes text and binary messages (fragmented ones reassembled), answers pings, performs the
+//! closing handshake, and fails the connection with the close code RFC 6455 asks for: 1002 for
+//! a protocol error (an unmasked frame, a control frame over 125 bytes or fragmented, a stray
+//! continuation, a reserved opcode or bit), 1007 for a text message that is not UTF-8, 1009 for
+//! a message over `--max-message`.
+//!
+//! ```text
+//! cargo run --example websocket_echo                  # http://127.0.0.1:8080/
+//! cargo run --example websocket_echo -- --addr 127.0.0.1:0 --max-message 65536
+//! curl -i http://127.0.0.1:8080/
+//! ```
+//!
+//! The HTTP side is HTTP/1.1 with persistent connections (`Connection: close` honoured; HTTP/1.0
+//! closes unless it asks for `keep-alive`). Other paths get `404`, other methods than `GET` and
+//! `HEAD` get `405`, a request that does not parse gets `400`, a head over 16 KiB or with over 64
+//! fields gets `431`, and `/ws` without a proper upgrade gets `426 Upgrade Required`. A request
+//! with a body is answered, then the connection is closed rather than the body read.
+//!
+//! Both protocols frame their bytes with [`Framing`] and a tokio-util codec. What is written by
+//! hand here, and why:
+//!
+//! - the request-head decoder ([`HttpCodec`](http::HttpCodec)) is a thin `Decoder` around
+//!   `httparse`, which does the parsing; the decoder adds the size limits and owns the result;
+//! - the WebSocket frame codec ([`FrameCodec`](frame::FrameCodec)) parses headers with
+//!   tungstenite's `FrameHeader::parse`, which reads a byte slice through a `Cursor` and says
+//!   "not enough bytes yet" without consuming any, so it fits a `Decoder` as is, and writes them
+//!   with `FrameHeader::format`. What the codec adds is what tungstenite does in its own read
+//!   loop, tied to its synchronous `Read + Write` stream: the payload limit checked before a
+//!   payload is buffered, the masking and control-frame rules, and unmasking;
+//! - messages, fragments and the closing handshake ([`Echo`](frame::Echo)), since they are what
+//!   this example is about.
+//!
+//! The parsing and the message rules have no I/O and live in modules of their own, [`http`] and
+//! [`frame`], which the fuzz targets under `fuzz/` drive too; the protocol actors here put them
+//! to work on a connection.
+//!
+//! It prints exactly one line to stdout, `listening on ADDR` with the address really bound,
+//! once it accepts connections; logs go to stderr (`RUST_LOG=debug`). On SIGINT or SIGTERM it
+//! stops accepting, closes every connection and exits 0.
+
+mod frame;
+mod http;
+
+use std::{io, process::ExitCode};
+
+use actix::prelude::*;
+use clap::Parser;
+use switchboard::{Framing, Handled, ProtocolBuilder, Unhandled, prelude::*};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    frame::Echo,
+    http::{HttpCodec, HttpError, Request, Response, Route, route},
+};
+
+/// The default of `--max-message`: 16 MiB.
+const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(about = "A WebSocket echo server behind a small HTTP/1.1 server")]
+struct Args {
+    /// The TCP address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// The largest WebSocket message accepted, in bytes, fragments together; a larger one closes
+    /// the connection with 1009.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE)]
+    max_message: usize,
+}
+
+/// What the HTTP protocol does after a response.
+enum Next {
+    /// Reads the next request on the same connection.
+    KeepAlive,
+    /// Closes the connection.
+    Close,
+    /// Hands the connection to the WebSocket protocol.
+    Upgrade,
+}
+
+// ANCHOR: http_protocol
+/// The protocol every connection starts with: HTTP/1.1 requests, answered in order.
+struct Http {
+    transport: Option<TransportHandle>,
+    requests: Framing<HttpCodec>,
+    max_message: usize,
+    /// Set once the connection is closing or switched: nothing more is read.
+    done: bool,
+}
+
+impl Http {
+    fn new(max_message: usize) -> Self {
+        Http {
+            transport: None,
+            requests: Framing::new(HttpCodec),
+            max_message,
+            done: false,
+        }
+    }
+
+    /// Answers `request`, and says what comes next.
+    fn respond(&mut self, transport: &TransportHandle, request: &Request) -> Next {
+        let mut response = match route(request) {
+            Route::Upgrade { accept } => {
+                let response = Response::new(101, "Switching Protocols")
+                    .header("Upgrade", "websocket")
+                    .header("Connection", "Upgrade")
+                    .header("Sec-WebSocket-Accept", accept);
+                return match self.requests.write(transport, response) {
+                    Ok(()) => Next::Upgrade,
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot encode the 101");
+                        Next::Close
+                    }
+                };
+            }
+            Route::Answer(response) => response,
+        };
+        // A body we do not read would be taken for the next request, and a client that sent a
+        // bad request may be out of step: close after answering.
+        let next = match request.has_body() {
+            Ok(false) if !request.wants_close() && response.status != 400 => Next::KeepAlive,
+            Ok(_) => Next::Close,
+            Err(_) => {
+                response = Response::text(400, "Bad Request");
+                Next::Close
+            }
+        };
+        let persistence = match (&next, request.minor_version) {
+            (Next::Close, _) => Some("close"),
+            (_, 0) => Some("keep-alive"),
+            _ => None,
+        };
+        // A 426 already says `Connection: Upgrade`; the persistence token joins it.
+        if let Some(token) = persistence {
+            match response
+                .headers
+                .iter_mut()
+                .find(|(name, _)| *name == "Connection")
+            {
+                Some((_, value)) => *value = format!("{value}, {token}"),
+                None => response.headers.push(("Connection", token.to_owned())),
+            }
+        }
+        response.head_only = request.method == "HEAD";
+        if let Err(err) = self.requests.write(transport, response) {
+            tracing::warn!(%err, "cannot encode a response");
+            return Next::Close;
+        }
+        next
+    }
+
+    /// Closes the connection and reads nothing more.
+    fn finish(&mut self, transport: &TransportHandle) {
+        self.done = true;
+        transport.close();
+    }
+}
+
+impl Actor for Http {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade> for Http {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+        self.transport = Some(msg.transport);
+    }
+}
+
+impl Handler<DataReceived> for Http {
+    type Result = ();
+
+    fn handle(&mut self, msg: DataReceived, ctx: &mut Context<Self>) {
+        let Some(transport) = self.transport.clone() else {
+            return;
+        };
+        if self.done {
+            return;
+        }
+        self.requests.feed(&msg.data);
+        // Pipelined requests are answered in order, each response behind the last.
+        loop {
+            let request = match self.requests.next_frame() {
+                Ok(Some(request)) => request,
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::debug!(%err, "bad request: closing");
+                    let response = match err {
+                        HttpError::HeadTooLarge => {
+                            Response::text(431, "Request Header Fields Too Large")
+                        }
+                        HttpError::Malformed(_) | HttpError::Io(_) => {
+                            Response::text(400, "Bad Request")
+                        }
+                    };
+                    let _ = self
+                        .requests
+                        .write(&transport, response.header("Connection", "close"));
+                    self.finish(&transport);
+                    return;
+                }
+            };
+            tracing::debug!(method = %request.method, target = %request.target, "request");
+            match self.respond(&transport, &request) {
+                Next::KeepAlive => {}
+                Next::Close => {
+                    self.finish(&transport);
+                    return;
+                }
+                Next::Upgrade => {
+                    // ANCHOR: switch
+                    // The bytes behind the request head are the client's first frames: they go
+                    // with the switch, and reach the WebSocket protocol before anything the
+                    // transport reads later. The `101` is already in the transport's queue.
+                    let leftover = self.requests.take_leftover();
+                    let websocket = WebSocket::new(self.max_message).start();
+                    transport.set_protocol(websocket_protocol(websocket), leftover);
+                    // ANCHOR_END: switch
+                    self.done = true;
+                    ctx.stop();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Handler<ConnectionLost> for Http {
+    type Result = ();
+
+    fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+// ANCHOR_END: http_protocol
+
+// ANCHOR: websocket_protocol
+/// The protocol a connection is switched to after the `101`: echoes every message. What to
+/// answer is [`Echo`]'s to say; this actor moves the bytes.
+struct WebSocket {
+    transport: Option<TransportHandle>,
+    echo: Echo,
+}
+
+/// The WebSocket protocol's handle, opted in to the write-flow events.
+fn websocket_protocol(
+    websocket: Addr<WebSocket>,
+) -> ProtocolBuilder<WebSocket, Unhandled, Handled> {
+    ProtocolHandle::builder(websocket).write_flow()
+}
+
+impl WebSocket {
+    fn new(max_message: usize) -> Self {
+        WebSocket {
+            transport: None,
+            echo: Echo::new(max_message),
+        }
+    }
+}
+
+impl Actor for WebSocket {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade> for WebSocket {
+    type Result = ();
+
+    /// Comes first after the switch, before the bytes the HTTP protocol handed over.
+    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+        self.transport = Some(msg.transport);
+    }
+}
+
+impl Handler<DataReceived> for WebSocket {
+    type Result = ();
+
+    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
+        let Some(transport) = self.transport.clone() else {
+            return;
+        };
+        if self.echo.is_closing() {
+            return;
+        }
+        // Everything this chunk asks for goes out in one write.
+        let replies = self.echo.receive(&msg.data);
+        let replies = self.echo.encode(replies);
+        if !replies.is_empty() {
+            transport.write(replies);
+        }
+        if self.echo.is_closing() {
+            // Flushes the close frame first.
+            transport.close();
+        }
+    }
+}
+
+impl Handler<ConnectionLost> for WebSocket {
+    type Result = ();
+
+    fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// A client that sends faster than it reads would fill the write buffer with echoes: stop
+/// reading while the buffer is over its high-water mark.
+impl Handler<PauseWriting> for WebSocket {
+    type Result = ();
+
+    fn handle(&mut self, _: PauseWriting, _: &mut Context<Self>) {
+        if let Some(transport) = &self.transport {
+            transport.pause_reading();
+        }
+    }
+}
+
+impl Handler<ResumeWriting> for WebSocket {
+    type Result = ();
+
+    fn handle(&mut self, _: ResumeWriting, _: &mut Context<Self>) {
+        if let Some(transport) = &self.transport {
+            transport.resume_reading();
+        }
+    }
+}
+// ANCHOR_END: websocket_protocol
+
+#[actix::main]
+async fn main() -> io::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let args = Args::parse();
+
+    // Both signals are caught from before the `listening on` line: a client that sends one as
+    // soon as it reads the line finds the handlers in place.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+
+    // ANCHOR: serve
+    let max_message = args.max_message;
+    let server = tcp::serve(&args.addr, move || Http::new(max_message).start()).await?;
+    println!("listening on {}", server.addresses()[0]);
+    // ANCHOR_END: serve
+
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down: no new connections, closing the live ones");
+    server.close().await;
+    server.close_clients().await;
+    server.wait_closed().await;
+    Ok(ExitCode::SUCCESS)
+}
