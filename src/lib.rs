@@ -14,6 +14,15 @@ pub use switchboard_transports::{
     udp, unix, unix_datagram,
 };
 
+/// Test utilities (feature `test-util`): the socket-free mock transport, probe and runners of
+/// [`framework::testing`], and the loopback servers, socket paths and certificates of
+/// [`transports::testing`], in one place.
+#[cfg(feature = "test-util")]
+pub mod testing {
+    pub use switchboard_framework::testing::*;
+    pub use switchboard_transports::testing::*;
+}
+
 /// Everything a protocol author and a server author needs: `use switchboard::prelude::*;`.
 pub mod prelude {
     pub use switchboard_framework::prelude::*;

@@ -103,7 +103,9 @@
 //!
 //! # Feature flags
 //!
-//! None yet; the `test-util` mock transport and probe are planned.
+//! * `test-util` (off by default): the [`testing`] module, a mock transport, a recording probe
+//!   protocol and test runners for unit-testing protocols with no socket. Enable it in
+//!   `[dev-dependencies]` only.
 //!
 //! [switchboard]: https://docs.rs/switchboard
 #![forbid(unsafe_code)]
@@ -119,6 +121,8 @@ mod framing;
 mod protocol;
 mod stats;
 mod subprocess;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 mod tls;
 mod transport;
 

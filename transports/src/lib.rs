@@ -47,6 +47,8 @@
 //!   `StartTls` on TCP and Unix-socket transports. It links OpenSSL through openssl-sys, which
 //!   finds the system's library (Debian: `libssl-dev`) or builds its own with openssl's
 //!   `vendored` feature. Without it, `StartTls` answers `Unsupported`.
+//! * `test-util` (off by default): the [`testing`] module: loopback servers, Unix socket paths
+//!   in a temporary directory, TLS certificates; for `[dev-dependencies]` only.
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
@@ -56,6 +58,8 @@ pub mod server;
 pub mod stream;
 pub mod subprocess;
 pub mod tcp;
+#[cfg(feature = "test-util")]
+pub mod testing;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod udp;
