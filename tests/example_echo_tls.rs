@@ -24,7 +24,7 @@ use std::{ffi::OsString, net::SocketAddr, path::PathBuf, process::Command, time:
 
 use actix::prelude::*;
 use process::{Finished, Process, TIMEOUT, assert_same_bytes, example_command, pseudo_random};
-use support::{Event, Probe, ProbeOptions, deadline, pattern};
+use support::{Event, ProbeOptions, deadline, pattern};
 use switchboard::{
     prelude::*,
     tls::{self, SelfSigned},
@@ -623,11 +623,11 @@ async fn tls_transport_pauses_and_resumes_writing_and_echoes_ten_mebibytes() {
         .await
         .expect("serve");
         let addr = server.addresses()[0].to_string();
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
+        let (probe, mut events) = ProbeOptions::default().probe();
         let (transport, _probe) = cert
             .connector()
             .expect("a connector")
-            .connect(&addr, || probe.start_full())
+            .connect(&addr, || probe.start())
             .await
             .expect("a verified TLS connection");
         events.made().await;

@@ -233,8 +233,8 @@ async fn read_pipe_delivers_an_independent_writers_bytes_then_eof_then_lost() {
             Stdio::null(),
             Stdio::from(OwnedFd::from(writer)),
         );
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
-        let (transport, _) = pipe::connect_read(reader, || probe.start_full()).unwrap();
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let (transport, _) = pipe::connect_read(reader, || probe.start()).unwrap();
         assert!(events.made().await.same_transport(&transport));
         let fd = pipe_info(&transport).await.fd;
         assert_eq!(fd_target(fd).as_ref(), Some(&target));
@@ -247,7 +247,7 @@ async fn read_pipe_delivers_an_independent_writers_bytes_then_eof_then_lost() {
         );
         // The default answer to EofReceived closes: ConnectionLost(None), once, last.
         assert!(events.lost().await.is_none());
-        assert_eq!(events.seen.first(), Some(&"Made"));
+        assert_eq!(events.seen().first(), Some(&"Made"));
         writer.success().await;
 
         wait_until_stopped(&transport).await;
@@ -270,13 +270,15 @@ async fn read_pipe_without_the_eof_opt_in_ends_with_connection_lost_alone() {
             Stdio::null(),
             Stdio::from(OwnedFd::from(writer)),
         );
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
+        let (probe, mut events) = ProbeOptions::default().probe();
         // No `.eof_received()`: the EOF is not the protocol's business.
-        let (_transport, _) = pipe::connect_read(reader, || probe.start()).unwrap();
+        let (_transport, _) =
+            pipe::connect_read(reader, || ProtocolHandle::new(probe.start().addr().clone()))
+                .unwrap();
         events.made().await;
         assert!(events.data(LEN).await == peer_stream(LEN));
         assert!(events.lost().await.is_none());
-        assert!(!events.seen.contains(&"Eof"), "{:?}", events.seen);
+        assert!(!events.seen().contains(&"Eof"), "{:?}", events.seen());
         writer.success().await;
     })
     .await
@@ -305,10 +307,9 @@ async fn read_pipe_stops_reading_at_its_limit_and_the_writer_blocks() {
         const LIMIT: usize = 16 * 1024;
         const TOTAL: usize = 4 * 1024 * 1024;
         let (reader, writer) = io::pipe().unwrap();
-        let (probe, mut events) = Probe::new(ProbeOptions::holding_acks());
+        let (probe, mut events) = ProbeOptions::holding_acks().probe();
         let config = StreamConfig::for_pipes().read_buffer_limit(LIMIT);
-        let (transport, probe) =
-            pipe::connect_read_with(reader, config, || probe.start_full()).unwrap();
+        let (transport, probe) = pipe::connect_read_with(reader, config, || probe.start()).unwrap();
         events.made().await;
 
         // A plain blocking writer on its own thread: its progress stops when the pipe is full.
@@ -332,7 +333,7 @@ async fn read_pipe_stops_reading_at_its_limit_and_the_writer_blocks() {
         // The protocol holds its first delivery: the transport reads up to its limit, then
         // leaves the rest in the pipe, and the writer blocks.
         let Some(Event::Data(first)) = events.next().await else {
-            panic!("first delivery, got {:?}", events.seen)
+            panic!("first delivery, got {:?}", events.seen())
         };
         let blocked_at = wait_until_stable(&written).await;
         assert!(
@@ -377,8 +378,8 @@ async fn pause_reading_stops_deliveries_and_resume_reading_restarts_them() {
     deadline(async {
         let (reader, writer) = io::pipe().unwrap();
         let mut writer = Sender::from_owned_fd(writer.into()).unwrap();
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
-        let (transport, _) = pipe::connect_read(reader, || probe.start_full()).unwrap();
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let (transport, _) = pipe::connect_read(reader, || probe.start()).unwrap();
         events.made().await;
         assert!(transport.send(IsReading).await.unwrap());
 
@@ -414,8 +415,8 @@ async fn read_pipe_refuses_writes_and_closes_without_waiting_for_eof() {
     deadline(async {
         let (reader, writer) = io::pipe().unwrap();
         let mut writer = Sender::from_owned_fd(writer.into()).unwrap();
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
-        let (transport, _) = pipe::connect_read(reader, || probe.start_full()).unwrap();
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let (transport, _) = pipe::connect_read(reader, || probe.start()).unwrap();
         events.made().await;
 
         let err = transport.write_acked("nowhere to go").await.unwrap_err();
@@ -626,8 +627,8 @@ async fn write_pipe_carries_ten_mib_to_a_slow_reader_with_alternating_flow_edges
 async fn write_pipe_ends_when_its_idle_reader_closes() {
     deadline(async {
         let (reader, writer) = io::pipe().unwrap();
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
-        let (transport, _) = pipe::connect_write(writer, || probe.start_full()).unwrap();
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let (transport, _) = pipe::connect_write(writer, || probe.start()).unwrap();
         events.made().await;
         assert_eq!(transport.send(GetStats).await.unwrap().bytes_sent, 0);
         // No write is made: the transport notices the reader leaving by itself, as asyncio does.
@@ -643,8 +644,8 @@ async fn write_pipe_reports_a_broken_pipe_when_its_reader_closes_with_bytes_queu
     deadline(async {
         const LEN: usize = 4 * 1024 * 1024;
         let (reader, writer) = io::pipe().unwrap();
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
-        let (transport, _) = pipe::connect_write(writer, || probe.start_full()).unwrap();
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let (transport, _) = pipe::connect_write(writer, || probe.start()).unwrap();
         events.made().await;
         // Nobody reads: the pipe fills and the rest waits in the write buffer.
         let pending = transport.write_acked(vec![7u8; LEN]);
@@ -684,11 +685,10 @@ async fn both_ends_of_a_pipe_report_pipe_extra_info_and_no_socket_keys() {
         let read_target = fd_target(reader.as_raw_fd()).unwrap();
         let write_target = fd_target(writer.as_raw_fd()).unwrap();
         assert_eq!(read_target, write_target, "one pipe, one inode");
-        let (read_probe, mut read_events) = Probe::new(ProbeOptions::default());
-        let (write_probe, mut write_events) = Probe::new(ProbeOptions::default());
-        let (read_transport, _) = pipe::connect_read(reader, || read_probe.start_full()).unwrap();
-        let (write_transport, _) =
-            pipe::connect_write(writer, || write_probe.start_full()).unwrap();
+        let (read_probe, mut read_events) = ProbeOptions::default().probe();
+        let (write_probe, mut write_events) = ProbeOptions::default().probe();
+        let (read_transport, _) = pipe::connect_read(reader, || read_probe.start()).unwrap();
+        let (write_transport, _) = pipe::connect_write(writer, || write_probe.start()).unwrap();
         read_events.made().await;
         write_events.made().await;
 
@@ -742,8 +742,8 @@ async fn fifo_read_end_delivers_what_another_process_writes() {
             .unwrap()
             .into_nonblocking_fd()
             .unwrap();
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
-        let (transport, _) = pipe::connect_read(fd, || probe.start_full()).unwrap();
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let (transport, _) = pipe::connect_read(fd, || probe.start()).unwrap();
         events.made().await;
         let info = pipe_info(&transport).await;
         assert_eq!(
@@ -786,10 +786,9 @@ async fn fifo_write_end_carries_bytes_to_another_process() {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
+        let (probe, mut events) = ProbeOptions::default().probe();
         let (transport, _) =
-            pipe::connect_write(sender.into_nonblocking_fd().unwrap(), || probe.start_full())
-                .unwrap();
+            pipe::connect_write(sender.into_nonblocking_fd().unwrap(), || probe.start()).unwrap();
         events.made().await;
         let info = pipe_info(&transport).await;
         assert_eq!(
@@ -811,8 +810,8 @@ async fn fifo_write_end_carries_bytes_to_another_process() {
 async fn a_socket_is_accepted_as_a_pipe() {
     deadline(async {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
-        let (transport, _) = pipe::connect_read(ours, || probe.start_full()).unwrap();
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let (transport, _) = pipe::connect_read(ours, || probe.start()).unwrap();
         events.made().await;
         let info = pipe_info(&transport).await;
         assert_eq!(
@@ -851,8 +850,8 @@ async fn a_terminal_is_read_line_by_line_until_its_eof() {
             .custom_flags(0o400)
             .open(path.trim())
             .unwrap();
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
-        let (transport, _) = pipe::connect_read(tty, || probe.start_full()).unwrap();
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let (transport, _) = pipe::connect_read(tty, || probe.start()).unwrap();
         events.made().await;
         let info = pipe_info(&transport).await;
         assert_eq!(
@@ -874,7 +873,7 @@ async fn a_terminal_is_read_line_by_line_until_its_eof() {
                 Err(_) => panic!(
                     "nothing more after {:?} (events {:?}): the rest waits in the terminal",
                     String::from_utf8_lossy(&typed),
-                    events.seen
+                    events.seen()
                 ),
             }
         }
@@ -930,8 +929,8 @@ async fn blocking_mode_is_restored_when_the_transport_releases_the_pipe() {
         let (reader, writer) = io::pipe().unwrap();
         let watch = reader.try_clone().unwrap();
         assert!(!is_nonblocking(watch.as_raw_fd()));
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
-        let (transport, _) = pipe::connect_read(reader, || probe.start_full()).unwrap();
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let (transport, _) = pipe::connect_read(reader, || probe.start()).unwrap();
         events.made().await;
         assert!(is_nonblocking(watch.as_raw_fd()));
         drop(writer);
@@ -946,8 +945,8 @@ async fn blocking_mode_is_restored_when_the_transport_releases_the_pipe() {
         // The same for a write end.
         let (reader, writer) = io::pipe().unwrap();
         let watch = writer.try_clone().unwrap();
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
-        let (transport, _) = pipe::connect_write(writer, || probe.start_full()).unwrap();
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let (transport, _) = pipe::connect_write(writer, || probe.start()).unwrap();
         events.made().await;
         assert!(is_nonblocking(watch.as_raw_fd()));
         transport.close();
@@ -963,8 +962,8 @@ async fn blocking_mode_is_restored_when_the_transport_releases_the_pipe() {
         let (reader, writer) = tokio_pipe();
         let reader = reader.into_nonblocking_fd().unwrap();
         let watch = reader.try_clone().unwrap();
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
-        let (transport, _) = pipe::connect_read(reader, || probe.start_full()).unwrap();
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let (transport, _) = pipe::connect_read(reader, || probe.start()).unwrap();
         events.made().await;
         drop(writer);
         assert!(events.data_until_eof().await.is_empty());
@@ -980,8 +979,8 @@ async fn a_stopped_protocol_makes_its_read_pipe_abort_and_release_the_pipe() {
     deadline(async {
         let (reader, writer) = io::pipe().unwrap();
         let writer = Sender::from_owned_fd(writer.into()).unwrap();
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
-        let (transport, probe) = pipe::connect_read(reader, || probe.start_full()).unwrap();
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let (transport, probe) = pipe::connect_read(reader, || probe.start()).unwrap();
         events.made().await;
         // The pipe is idle: only the protocol watch can notice.
         probe.do_send(StopProbe);
@@ -996,10 +995,9 @@ async fn a_stopped_protocol_makes_its_read_pipe_abort_and_release_the_pipe() {
 async fn a_stopped_protocol_makes_its_write_pipe_abort_and_release_the_pipe() {
     deadline(async {
         let (mut reader, writer) = tokio_pipe();
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
+        let (probe, mut events) = ProbeOptions::default().probe();
         let (transport, probe) =
-            pipe::connect_write(writer.into_nonblocking_fd().unwrap(), || probe.start_full())
-                .unwrap();
+            pipe::connect_write(writer.into_nonblocking_fd().unwrap(), || probe.start()).unwrap();
         events.made().await;
         probe.do_send(StopProbe);
         assert!(events.next().await.is_none(), "the probe stopped");

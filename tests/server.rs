@@ -13,7 +13,7 @@ use std::{
 
 use actix::prelude::*;
 use bytes::Bytes;
-use support::{Kind, Peer, ProbeOptions, Served, probe_factory, send_all};
+use support::{Fragile, Kind, Peer, ProbeOptions, Served, probe_factory, send_all};
 use switchboard::{prelude::*, server::ServerSocket};
 use tokio::io::AsyncReadExt;
 
@@ -278,10 +278,7 @@ async fn connection_limit_holds_the_excess_in_the_backlog(kind: Kind) {
 }
 
 async fn a_panicking_protocol_leaves_the_others_alone(kind: Kind) {
-    let (factory, _) = probe_factory(ProbeOptions {
-        panic_on: Some(Bytes::from_static(b"boom")),
-        ..ProbeOptions::default()
-    });
+    let factory = || Fragile.start();
     let served = Served::start(kind, ServerOptions::default().workers(1), factory).await;
     let mut victim = served.connect_raw().await.unwrap();
     let mut bystander = served.connect_raw().await.unwrap();

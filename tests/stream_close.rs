@@ -14,7 +14,7 @@ use std::{
 };
 
 use actix::prelude::*;
-use support::{Event, Kind, Probe, ProbeOptions, pair, probed, send_all};
+use support::{Event, Kind, ProbeOptions, pair, probed, send_all};
 use switchboard::{prelude::*, stream::StreamConfig};
 use tokio::io::AsyncWriteExt;
 
@@ -310,8 +310,8 @@ async fn close_after_the_peers_eof_shuts_down_only_where_dropping_is_not_enough(
             drop_closes_after_eof,
         };
         // The probe lets the EOF close the transport, as asyncio's default does.
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
-        let _ = switchboard::stream::spawn(io, StreamConfig::default(), || probe.start_full());
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let _ = switchboard::stream::spawn(io, StreamConfig::default(), || probe.start());
         events.made().await;
         peer.shutdown().await.expect("the peer's EOF");
         assert!(matches!(events.next().await, Some(Event::Eof)));

@@ -355,8 +355,8 @@ async fn sixty_four_kib_in_one_write_then_an_immediate_close_arrive_whole(kind: 
 
 async fn writes_sent_before_the_transport_started_keep_their_order(kind: Kind) {
     const WRITES: u64 = 100;
-    let (probe, mut events) = support::Probe::new(ProbeOptions::default());
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
+    let (probe, mut events) = support::ProbeOptions::default().probe();
+    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start()).await;
     // The actor has not run yet: an actix mailbox holds 16 messages until its actor starts, and
     // a `send` past that waits to be polled, behind any later `do_send`, here the Close.
     let writes: Vec<_> = (0..WRITES)

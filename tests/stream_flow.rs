@@ -13,7 +13,7 @@ use std::{
 use actix::prelude::*;
 use bytes::Bytes;
 use futures::future::join_all;
-use support::{Event, Kind, Peer, Probe, ProbeOptions, ReleaseAcks, pair, probed, send_all};
+use support::{Event, Kind, Peer, ProbeOptions, ReleaseAcks, pair, probed, send_all};
 use switchboard::{InvalidWriteBufferLimits, prelude::*, stream::StreamConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -416,9 +416,9 @@ async fn every_acknowledged_write_gets_exactly_one_outcome(kind: Kind) {
 }
 
 async fn a_stalled_write_aborts_the_connection(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
+    let (probe, mut events) = ProbeOptions::default().probe();
     let config = StreamConfig::default().write_stall_timeout(Some(Duration::from_millis(300)));
-    let (transport, _, _peer) = pair(kind, config, || probe.start_full()).await;
+    let (transport, _, _peer) = pair(kind, config, || probe.start()).await;
     events.made().await;
     let write = transport.write_acked(vec![0u8; 64 * 1024 * 1024]);
     let err = events.until_lost().await.expect("a stall is an error");

@@ -6,7 +6,7 @@ mod support;
 use std::{io, time::Duration};
 
 use actix::prelude::*;
-use support::{Event, Kind, Probe, ProbeOptions, StopProbe, pair, pattern, probed, send_all};
+use support::{Event, Fragile, Kind, ProbeOptions, StopProbe, pair, pattern, probed, send_all};
 use switchboard::{AddressFamily, SocketKind, UnixAddress, prelude::*, stream::StreamConfig};
 use tokio::io::AsyncWriteExt;
 
@@ -24,8 +24,8 @@ for_each_kind!(
 );
 
 async fn made_first_then_data_then_eof_then_lost_once(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
+    let (probe, mut events) = ProbeOptions::default().probe();
+    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start()).await;
     let made = events.made().await;
     assert!(
         made.same_transport(&transport),
@@ -36,17 +36,18 @@ async fn made_first_then_data_then_eof_then_lost_once(kind: Kind) {
     assert_eq!(events.data_until_eof().await, b"hello");
     // The default answer to EOF (the event is dropped) closes: ConnectionLost(None), last, once.
     assert!(events.lost().await.is_none());
-    assert_eq!(events.seen.first(), Some(&"Made"));
+    assert_eq!(events.seen().first(), Some(&"Made"));
     let (rest, err) = peer.read_to_end_or_error().await;
     assert!(rest.is_empty() && err.is_none(), "peer sees a clean EOF");
 }
 
 async fn pause_reading_in_connection_made_is_honoured(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions {
+    let (probe, mut events) = (ProbeOptions {
         pause_on_made: true,
         ..ProbeOptions::default()
-    });
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
+    })
+    .probe();
+    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start()).await;
     send_all(&mut peer, b"early bytes").await;
     events.made().await;
     events.assert_quiet(Duration::from_millis(300)).await;
@@ -191,14 +192,7 @@ async fn protocol_that_stops_makes_its_transport_abort(kind: Kind) {
 }
 
 async fn protocol_that_panics_makes_its_transport_abort(kind: Kind) {
-    let (transport, _, mut peer, _events) = probed(
-        kind,
-        ProbeOptions {
-            panic_on: Some("boom".into()),
-            ..ProbeOptions::default()
-        },
-    )
-    .await;
+    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || Fragile.start()).await;
     send_all(&mut peer, b"boom").await;
     let (rest, _) = tokio::time::timeout(support::TIMEOUT, peer.read_to_end_or_error())
         .await
@@ -272,9 +266,9 @@ async fn commands_to_a_stopped_transport_fail_cleanly(kind: Kind) {
 #[actix_rt::test]
 async fn peer_reset_ends_in_connection_lost_with_the_error() {
     support::deadline(async {
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
+        let (probe, mut events) = ProbeOptions::default().probe();
         let (_transport, _, peer) =
-            pair(Kind::Tcp, StreamConfig::default(), || probe.start_full()).await;
+            pair(Kind::Tcp, StreamConfig::default(), || probe.start()).await;
         events.made().await;
         peer.reset();
         let err = events.until_lost().await.expect("a reset is an error");
@@ -287,9 +281,9 @@ async fn peer_reset_ends_in_connection_lost_with_the_error() {
 async fn events_arrive_in_the_documented_order_only() {
     // A model check of one connection's whole event sequence: Made, Data*, Eof?, Lost.
     support::deadline(async {
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
+        let (probe, mut events) = ProbeOptions::default().probe();
         let (_transport, _, mut peer) =
-            pair(Kind::Tcp, StreamConfig::default(), || probe.start_full()).await;
+            pair(Kind::Tcp, StreamConfig::default(), || probe.start()).await;
         for i in 0..50u8 {
             send_all(&mut peer, &[i; 100]).await;
         }

@@ -65,8 +65,8 @@ impl Handler<ConnectionLost> for Lines {
 }
 
 async fn switch_from_data_received_with_pipelined_bytes(kind: Kind) {
-    let (probe, mut events) = Probe::new(ProbeOptions::default());
-    let next = ProtocolHandle::from(probe.start_full());
+    let (probe, mut events) = ProbeOptions::default().probe();
+    let next = ProtocolHandle::from(probe.start());
     let lines = Arc::new(Mutex::new(Vec::new()));
     let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || {
         Lines {
@@ -260,10 +260,10 @@ async fn writes_before_the_switch_go_out_first(kind: Kind) {
 }
 
 async fn new_protocol_hears_pause_writing_at_once(kind: Kind) {
-    let (first, mut first_events) = Probe::new(ProbeOptions::default());
+    let (first, mut first_events) = ProbeOptions::default().probe();
     let config =
         StreamConfig::default().write_buffer_limits(WriteBufferLimits::new(1024, 256).unwrap());
-    let (transport, _, mut peer) = pair(kind, config, || first.start_full()).await;
+    let (transport, _, mut peer) = pair(kind, config, || first.start()).await;
     first_events.made().await;
     // The peer reads nothing, so a big write stays buffered past the high-water mark.
     transport.write(vec![7u8; 8 * 1024 * 1024]);
@@ -271,9 +271,9 @@ async fn new_protocol_hears_pause_writing_at_once(kind: Kind) {
         first_events.next().await,
         Some(Event::PauseWriting)
     ));
-    let (second, mut second_events) = Probe::new(ProbeOptions::default());
+    let (second, mut second_events) = ProbeOptions::default().probe();
     let previous = transport
-        .send(SetProtocol::new(second.start_full()))
+        .send(SetProtocol::new(second.start()))
         .await
         .unwrap();
     assert!(previous.is_alive());
@@ -298,25 +298,19 @@ async fn new_protocol_hears_pause_writing_at_once(kind: Kind) {
 }
 
 async fn third_party_switch_and_get_protocol(kind: Kind) {
-    let (first, mut first_events) = Probe::new(ProbeOptions::default());
+    let (first, mut first_events) = ProbeOptions::default().probe();
     let (transport, first_addr, mut peer) =
-        pair(kind, StreamConfig::default(), || first.start_full()).await;
+        pair(kind, StreamConfig::default(), || first.start()).await;
     first_events.made().await;
     let current = transport.send(GetProtocol).await.unwrap();
     assert_eq!(current.downcast::<Probe>(), Some(first_addr.clone()));
     send_all(&mut peer, b"to first").await;
     assert_eq!(first_events.data(8).await, b"to first");
 
-    let (second, mut second_events) = Probe::new(ProbeOptions::default());
-    let second_addr = second.start();
-    let previous = transport
-        .send(SetProtocol::new(
-            ProtocolHandle::builder(second_addr.clone())
-                .eof_received()
-                .write_flow(),
-        ))
-        .await
-        .unwrap();
+    let (second, mut second_events) = ProbeOptions::default().probe();
+    let second = second.start();
+    let second_addr = second.addr().clone();
+    let previous = transport.send(SetProtocol::new(second)).await.unwrap();
     assert_eq!(previous.downcast::<Probe>(), Some(first_addr));
     assert_eq!(
         transport
@@ -335,11 +329,11 @@ async fn third_party_switch_and_get_protocol(kind: Kind) {
 }
 
 async fn connection_lost_goes_to_the_protocol_attached_at_the_end(kind: Kind) {
-    let (first, mut first_events) = Probe::new(ProbeOptions::default());
-    let (transport, _, peer) = pair(kind, StreamConfig::default(), || first.start_full()).await;
+    let (first, mut first_events) = ProbeOptions::default().probe();
+    let (transport, _, peer) = pair(kind, StreamConfig::default(), || first.start()).await;
     first_events.made().await;
-    let (second, mut second_events) = Probe::new(ProbeOptions::default());
-    transport.do_send(SetProtocol::new(second.start_full()));
+    let (second, mut second_events) = ProbeOptions::default().probe();
+    transport.do_send(SetProtocol::new(second.start()));
     second_events.made().await;
     drop(peer);
     second_events.until_lost().await;

@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use support::{Event, Probe, ProbeOptions, deadline, pattern, probe_factory};
+use support::{Event, ProbeOptions, deadline, pattern, probe_factory};
 use switchboard::{
     CanWriteEof, ExtraInfo, ServerOptions, StreamConfig, TlsError, TlsErrorKind, WriteBufferLimits,
     WriteEof, keys,
@@ -101,13 +101,13 @@ async fn ten_mib_echo_through_tls_with_write_flow_control_then_close_notify() {
             }
         });
 
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
+        let (probe, mut events) = ProbeOptions::default().probe();
         let connector = cert
             .connector()
             .unwrap()
             .config(StreamConfig::default().write_buffer_limits(WriteBufferLimits::default()));
         let (transport, _) = connector
-            .connect(&addr, || probe.start_full())
+            .connect(&addr, || probe.start())
             .await
             .expect("TLS connect");
         events.made().await;
@@ -259,9 +259,9 @@ async fn a_client_sees_the_server_certificate_it_verified() {
             let mut rest = Vec::new();
             let _ = tls.read_to_end(&mut rest).await;
         });
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
+        let (probe, mut events) = ProbeOptions::default().probe();
         let (transport, _) = connector
-            .connect(&addr, || probe.start_full())
+            .connect(&addr, || probe.start())
             .await
             .expect("connect, verifying the certificate and the IP address");
         events.made().await;
@@ -294,7 +294,7 @@ async fn clients_refuse_a_self_signed_certificate_unless_told_in_so_many_words()
         let mut client_made = false;
         let err = tls::connect(&addr, || {
             client_made = true;
-            Probe::new(ProbeOptions::default()).0.start_full()
+            ProbeOptions::default().probe().0.start()
         })
         .await
         .expect_err("a self-signed certificate must be refused");
@@ -311,7 +311,7 @@ async fn clients_refuse_a_self_signed_certificate_unless_told_in_so_many_words()
             .connector()
             .unwrap()
             .connect(&addr_of(&other_server), || {
-                Probe::new(ProbeOptions::default()).0.start_full()
+                ProbeOptions::default().probe().0.start()
             })
             .await
             .expect_err("a certificate for another name must be refused");
@@ -324,7 +324,7 @@ async fn clients_refuse_a_self_signed_certificate_unless_told_in_so_many_words()
             .unwrap()
             .server_name("example.org")
             .connect(&addr_of(&other_server), || {
-                Probe::new(ProbeOptions::default()).0.start_full()
+                ProbeOptions::default().probe().0.start()
             })
             .await
             .expect("the certificate is for example.org");
@@ -334,7 +334,7 @@ async fn clients_refuse_a_self_signed_certificate_unless_told_in_so_many_words()
             .unwrap()
             .danger_accept_invalid_hostnames(true)
             .connect(&addr_of(&other_server), || {
-                Probe::new(ProbeOptions::default()).0.start_full()
+                ProbeOptions::default().probe().0.start()
             })
             .await
             .expect("host name check turned off");
@@ -345,7 +345,7 @@ async fn clients_refuse_a_self_signed_certificate_unless_told_in_so_many_words()
         let (transport, _) = TlsConnector::new()
             .unwrap()
             .danger_accept_invalid_certs(true)
-            .connect(&addr, || Probe::new(ProbeOptions::default()).0.start_full())
+            .connect(&addr, || ProbeOptions::default().probe().0.start())
             .await
             .expect("verification turned off");
         let mut events = probes.recv().await.unwrap();
@@ -396,7 +396,7 @@ async fn a_handshake_that_never_completes_is_cut_off_by_the_timeout() {
             .connector()
             .unwrap()
             .handshake_timeout(Duration::from_millis(300))
-            .connect(&addr, || Probe::new(ProbeOptions::default()).0.start_full())
+            .connect(&addr, || ProbeOptions::default().probe().0.start())
             .await
             .expect_err("no handshake");
         assert_eq!(
@@ -434,7 +434,7 @@ async fn a_server_runs_at_most_its_limit_of_handshakes_at_once() {
         let mut client = Box::pin(async move {
             connector
                 .connect(&client_addr, || {
-                    Probe::new(ProbeOptions::default()).0.start_full()
+                    ProbeOptions::default().probe().0.start()
                 })
                 .await
         });

@@ -24,7 +24,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use support::{Probe, ProbeOptions, ProbeRx, deadline, open_fds, probe_factory};
+use support::{ProbeOptions, ProbeRx, deadline, open_fds, probe_factory};
 use switchboard::{
     ServerHandle, ServerOptions, TlsError, TlsErrorKind,
     stream::live_transports,
@@ -149,10 +149,10 @@ impl Server {
     /// A well-behaved client connects, and the server's fresh protocol hears it.
     async fn serves(&mut self, connector: &TlsConnector) {
         let made_before = self.made();
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
+        let (probe, mut events) = ProbeOptions::default().probe();
         let (transport, _) = tokio::time::timeout(
             support::TIMEOUT,
-            connector.connect(&self.addr.to_string(), || probe.start_full()),
+            connector.connect(&self.addr.to_string(), || probe.start()),
         )
         .await
         .expect("a good client's handshake hung")
@@ -693,7 +693,7 @@ fn a_certificate_for_another_host_is_refused_by_name_and_the_server_is_told() {
                 .server_name("example.com")
                 .connect(&server.addr.to_string(), || {
                     client_made = true;
-                    Probe::new(ProbeOptions::default()).0.start_full()
+                    ProbeOptions::default().probe().0.start()
                 }),
         )
         .await
@@ -757,7 +757,7 @@ fn an_expired_certificate_is_refused_as_expired_by_every_client() {
             support::TIMEOUT,
             TlsConnector::from_connector(trusting(&certificate))
                 .connect(&server.addr.to_string(), || {
-                    Probe::new(ProbeOptions::default()).0.start_full()
+                    ProbeOptions::default().probe().0.start()
                 }),
         )
         .await
@@ -826,9 +826,8 @@ fn stalled_handshakes_past_the_limit_wait_their_turn_and_a_good_client_follows_t
         // The good client queues behind every stalled one.
         let connector = cert.connector().unwrap();
         let addr = server.addr.to_string();
-        let (probe, mut events) = Probe::new(ProbeOptions::default());
-        let good =
-            actix_rt::spawn(async move { connector.connect(&addr, || probe.start_full()).await });
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let good = actix_rt::spawn(async move { connector.connect(&addr, || probe.start()).await });
         let (mut most_connections, mut most_sockets) = (0, 0);
         while !good.is_finished() {
             assert!(
@@ -932,7 +931,7 @@ fn a_server_that_answers_garbage_or_vanishes_mid_handshake_fails_the_client_at_o
                 support::TIMEOUT,
                 connector.connect(&addr, || {
                     client_made = true;
-                    Probe::new(ProbeOptions::default()).0.start_full()
+                    ProbeOptions::default().probe().0.start()
                 }),
             );
             let (kept, connected) = tokio::join!(server, connecting);

@@ -63,9 +63,9 @@ async fn server_side_start_tls_is_ordered_between_the_writes_around_it() {
         assert_eq!(rest, b"bye");
         assert!(events.until_lost().await.is_none());
         assert!(
-            !events.seen.iter().skip(1).any(|seen| *seen == "Made"),
+            !events.seen().iter().skip(1).any(|seen| *seen == "Made"),
             "{:?}",
-            events.seen
+            events.seen()
         );
     })
     .await
@@ -270,7 +270,7 @@ async fn start_tls_refuses_what_it_cannot_do_and_the_connection_goes_on() {
             .connector()
             .unwrap()
             .connect(&server.addresses()[0].to_string(), || {
-                support::Probe::new(ProbeOptions::default()).0.start_full()
+                support::ProbeOptions::default().probe().0.start()
             })
             .await
             .unwrap();

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests: connected pairs and servers of each transport kind
-//! with an independent raw peer (plain tokio sockets, not switchboard), and a probe protocol
-//! that records every event it receives, in order.
-#![allow(dead_code, unreachable_pub)]
+//! with an independent raw peer (plain tokio sockets, not switchboard). The probe protocol that
+//! records every event is the library's own (`switchboard::testing::Probe`), so the tests
+//! exercise what users get.
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::{
     future::Future,
@@ -14,6 +15,9 @@ use std::{
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
+pub use switchboard::testing::{
+    Event, PendingProbe, Probe, ProbeEvents as ProbeRx, ReleaseAcks, StopProbe,
+};
 use switchboard::{
     ProtocolBuilder, UnixAddress,
     prelude::*,
@@ -178,8 +182,8 @@ pub async fn probed(
     kind: Kind,
     options: ProbeOptions,
 ) -> (TransportHandle, Addr<Probe>, Peer, ProbeRx) {
-    let (probe, mut events) = Probe::new(options);
-    let (transport, probe, peer) = pair(kind, StreamConfig::default(), || probe.start_full()).await;
+    let (probe, mut events) = options.probe();
+    let (transport, probe, peer) = pair(kind, StreamConfig::default(), || probe.start()).await;
     events.made().await;
     (transport, probe, peer, events)
 }
@@ -243,31 +247,7 @@ impl Served {
     }
 }
 
-/// What a [`Probe`] saw, in order.
-#[derive(Debug)]
-pub enum Event {
-    Made(TransportHandle),
-    Data(Bytes),
-    Eof,
-    Lost(Option<io::Error>),
-    PauseWriting,
-    ResumeWriting,
-}
-
-impl Event {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Event::Made(_) => "Made",
-            Event::Data(_) => "Data",
-            Event::Eof => "Eof",
-            Event::Lost(_) => "Lost",
-            Event::PauseWriting => "PauseWriting",
-            Event::ResumeWriting => "ResumeWriting",
-        }
-    }
-}
-
-/// How a probe behaves.
+/// How a probe behaves (the fields of [`ProbeBuilder`], as a struct the tests fill in).
 #[derive(Debug, Clone, Default)]
 pub struct ProbeOptions {
     /// Answer `EofReceived` with `keep_open()`.
@@ -278,8 +258,6 @@ pub struct ProbeOptions {
     pub pause_on_made: bool,
     /// Write these bytes from the `ConnectionMade` handler.
     pub greeting: Option<Bytes>,
-    /// Panic when a chunk contains this byte string.
-    pub panic_on: Option<Bytes>,
 }
 
 impl ProbeOptions {
@@ -289,6 +267,24 @@ impl ProbeOptions {
             hold_acks: true,
             ..ProbeOptions::default()
         }
+    }
+
+    /// The library's probe with these options, not started yet, and its events.
+    pub fn probe(self) -> (PendingProbe, ProbeRx) {
+        let mut builder = Probe::builder().timeout(TIMEOUT);
+        if self.keep_open_on_eof {
+            builder = builder.keep_open_on_eof();
+        }
+        if self.hold_acks {
+            builder = builder.hold_acks();
+        }
+        if self.pause_on_made {
+            builder = builder.pause_on_made();
+        }
+        if let Some(greeting) = self.greeting {
+            builder = builder.greeting(greeting);
+        }
+        builder.build()
     }
 }
 
@@ -310,50 +306,6 @@ pub async fn wait_until_buffered(transport: &TransportHandle, n: usize) {
     }
 }
 
-/// A protocol that forwards every event to a channel the test reads, and handles every optional
-/// event.
-pub struct Probe {
-    events: mpsc::UnboundedSender<Event>,
-    options: ProbeOptions,
-    transport: Option<TransportHandle>,
-    held: Vec<Ack>,
-}
-
-/// The test's end of a probe.
-pub struct ProbeRx {
-    events: mpsc::UnboundedReceiver<Event>,
-    pub seen: Vec<&'static str>,
-}
-
-impl Probe {
-    pub fn new(options: ProbeOptions) -> (Probe, ProbeRx) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (
-            Probe {
-                events: tx,
-                options,
-                transport: None,
-                held: Vec::new(),
-            },
-            ProbeRx {
-                events: rx,
-                seen: Vec::new(),
-            },
-        )
-    }
-
-    /// Starts the probe on the current arbiter; returns what a transport attaches to.
-    pub fn start_full(self) -> ProtocolBuilder<Probe, switchboard::Handled, switchboard::Handled> {
-        ProtocolHandle::builder(self.start())
-            .eof_received()
-            .write_flow()
-    }
-
-    fn record(&self, event: Event) {
-        let _ = self.events.send(event);
-    }
-}
-
 /// A probe factory for servers: every connection gets a fresh probe, whose receiving end
 /// arrives on the returned channel.
 pub fn probe_factory(
@@ -367,230 +319,39 @@ pub fn probe_factory(
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
     let factory = move || {
-        let (probe, probe_rx) = Probe::new(options.clone());
+        let (probe, probe_rx) = options.clone().probe();
         let _ = tx.send(probe_rx);
-        probe.start_full()
+        probe.start()
     };
     (factory, rx)
 }
 
-impl Actor for Probe {
+/// A protocol that panics in its handler when a chunk contains `boom`.
+pub struct Fragile;
+
+impl Actor for Fragile {
     type Context = Context<Self>;
 }
 
-impl Handler<ConnectionMade> for Probe {
+impl Handler<ConnectionMade> for Fragile {
     type Result = ();
-
-    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-        if self.options.pause_on_made {
-            msg.transport.pause_reading();
-        }
-        if let Some(greeting) = &self.options.greeting {
-            msg.transport.write(greeting.clone());
-        }
-        self.transport = Some(msg.transport.clone());
-        self.record(Event::Made(msg.transport));
-    }
+    fn handle(&mut self, _: ConnectionMade, _: &mut Context<Self>) {}
 }
 
-impl Handler<DataReceived> for Probe {
+impl Handler<DataReceived> for Fragile {
     type Result = ();
-
     fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-        if let Some(needle) = &self.options.panic_on
-            && msg.data.windows(needle.len()).any(|w| w == &needle[..])
-        {
-            panic!("probe told to panic on {needle:?}");
-        }
-        let DataReceived { data, ack, .. } = msg;
-        if self.options.hold_acks {
-            self.held.push(ack);
-        }
-        self.record(Event::Data(data));
+        assert!(
+            !msg.data.windows(4).any(|window| window == b"boom"),
+            "told to panic on boom"
+        );
     }
 }
 
-impl Handler<EofReceived> for Probe {
+impl Handler<ConnectionLost> for Fragile {
     type Result = ();
-
-    fn handle(&mut self, msg: EofReceived, _: &mut Context<Self>) {
-        self.record(Event::Eof);
-        if self.options.keep_open_on_eof {
-            msg.keep_open();
-        }
-    }
-}
-
-impl Handler<ConnectionLost> for Probe {
-    type Result = ();
-
-    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
-        self.record(Event::Lost(err));
+    fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
         ctx.stop();
-    }
-}
-
-impl Handler<PauseWriting> for Probe {
-    type Result = ();
-
-    fn handle(&mut self, _: PauseWriting, _: &mut Context<Self>) {
-        self.record(Event::PauseWriting);
-    }
-}
-
-impl Handler<ResumeWriting> for Probe {
-    type Result = ();
-
-    fn handle(&mut self, _: ResumeWriting, _: &mut Context<Self>) {
-        self.record(Event::ResumeWriting);
-    }
-}
-
-/// Releases every held acknowledgement; with `keep_holding: false` the probe stops holding.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ReleaseAcks {
-    pub keep_holding: bool,
-}
-
-impl Handler<ReleaseAcks> for Probe {
-    type Result = ();
-
-    fn handle(&mut self, msg: ReleaseAcks, _: &mut Context<Self>) {
-        self.options.hold_acks = msg.keep_holding;
-        self.held.clear();
-    }
-}
-
-/// Stops the probe actor (to test the death pact).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopProbe;
-
-impl Handler<StopProbe> for Probe {
-    type Result = ();
-
-    fn handle(&mut self, _: StopProbe, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
-}
-
-/// Runs a closure inside the probe, with its transport (to send from inside the actor).
-pub struct WithTransport(pub Box<dyn FnOnce(&TransportHandle) + Send>);
-
-impl Message for WithTransport {
-    type Result = ();
-}
-
-impl Handler<WithTransport> for Probe {
-    type Result = ();
-
-    fn handle(&mut self, msg: WithTransport, _: &mut Context<Self>) {
-        let transport = self.transport.as_ref().expect("probe not connected");
-        (msg.0)(transport);
-    }
-}
-
-impl ProbeRx {
-    /// The next event; fails the test after [`TIMEOUT`]. `None` once the probe has stopped and
-    /// every event was read.
-    pub async fn next(&mut self) -> Option<Event> {
-        let event = tokio::time::timeout(TIMEOUT, self.events.recv())
-            .await
-            .unwrap_or_else(|_| {
-                panic!("no event within {TIMEOUT:?}; seen so far: {:?}", self.seen)
-            });
-        if let Some(event) = &event {
-            self.seen.push(event.name());
-        }
-        event
-    }
-
-    /// An event already queued, without waiting.
-    pub fn try_next(&mut self) -> Option<Event> {
-        let event = self.events.try_recv().ok();
-        if let Some(event) = &event {
-            self.seen.push(event.name());
-        }
-        event
-    }
-
-    /// Expects `ConnectionMade` next and returns its handle.
-    pub async fn made(&mut self) -> TransportHandle {
-        match self.next().await {
-            Some(Event::Made(transport)) => transport,
-            other => panic!("expected Made, got {other:?}"),
-        }
-    }
-
-    /// Collects `DataReceived` bytes until `n` arrived, skipping write-flow edges; fails on any
-    /// other event.
-    pub async fn data(&mut self, n: usize) -> Vec<u8> {
-        let mut data = Vec::with_capacity(n);
-        while data.len() < n {
-            match self.next().await {
-                Some(Event::Data(chunk)) => data.extend_from_slice(&chunk),
-                Some(Event::PauseWriting | Event::ResumeWriting) => {}
-                other => panic!(
-                    "expected data ({} of {n} bytes so far), got {other:?}",
-                    data.len()
-                ),
-            }
-        }
-        assert_eq!(data.len(), n, "more bytes than expected");
-        data
-    }
-
-    /// Collects data until `Eof`, skipping write-flow edges, and returns the bytes.
-    pub async fn data_until_eof(&mut self) -> Vec<u8> {
-        let mut data = Vec::new();
-        loop {
-            match self.next().await {
-                Some(Event::Data(chunk)) => data.extend_from_slice(&chunk),
-                Some(Event::PauseWriting | Event::ResumeWriting) => {}
-                Some(Event::Eof) => return data,
-                other => panic!("expected data or Eof, got {other:?}"),
-            }
-        }
-    }
-
-    /// Expects `ConnectionLost` next, then nothing more, ever.
-    pub async fn lost(&mut self) -> Option<io::Error> {
-        let err = match self.next().await {
-            Some(Event::Lost(err)) => err,
-            other => panic!("expected Lost, got {other:?}"),
-        };
-        self.assert_ended().await;
-        err
-    }
-
-    /// Skips data and flow events until `ConnectionLost`, then expects nothing more.
-    pub async fn until_lost(&mut self) -> Option<io::Error> {
-        loop {
-            match self.next().await {
-                Some(Event::Lost(err)) => {
-                    self.assert_ended().await;
-                    return err;
-                }
-                Some(Event::Made(_)) => panic!("a second ConnectionMade"),
-                Some(_) => {}
-                None => panic!("probe stopped without ConnectionLost"),
-            }
-        }
-    }
-
-    /// Asserts the probe stopped and nothing else was delivered.
-    pub async fn assert_ended(&mut self) {
-        if let Some(event) = self.next().await {
-            panic!("event after ConnectionLost: {event:?}");
-        }
-    }
-
-    /// Asserts no event arrives for `quiet`.
-    pub async fn assert_quiet(&mut self, quiet: Duration) {
-        if let Ok(Some(event)) = tokio::time::timeout(quiet, self.events.recv()).await {
-            panic!("unexpected event {event:?}");
-        }
     }
 }
 

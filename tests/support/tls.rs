@@ -71,11 +71,11 @@ pub(crate) async fn probed_upgradable(
     let addr = listener.local_addr().expect("local_addr");
     let (peer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
     let (ours, _) = accepted.expect("accept");
-    let (probe, mut events) = crate::support::Probe::new(options);
+    let (probe, mut events) = options.probe();
     let (transport, probe) = switchboard::stream::spawn(
         switchboard::tls::MaybeTls::plain(ours),
         switchboard::StreamConfig::default(),
-        || probe.start_full(),
+        || probe.start(),
     );
     events.made().await;
     (

@@ -30,7 +30,7 @@ mod mock;
 mod probe;
 
 pub use mock::{Ending, MockBuilder, MockTransport, Sent};
-pub use probe::{Event, Probe, ProbeBuilder, ProbeEvents};
+pub use probe::{Event, PendingProbe, Probe, ProbeBuilder, ProbeEvents, ReleaseAcks, StopProbe};
 
 /// How long a single expected event or state may take before a wait fails the test: long enough
 /// for a loaded CI machine running sanitizers, short enough that a hang reads as a failure.

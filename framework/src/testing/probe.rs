@@ -2,7 +2,7 @@
 
 use std::{fmt, io, time::Duration};
 
-use actix::{Actor, ActorContext, Addr, Context, Handler, Message};
+use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -92,25 +92,52 @@ impl ProbeBuilder {
     /// Starts the probe on the current arbiter. Returns what a transport attaches to (it opted
     /// in to every optional event) and the receiving end of its events.
     pub fn start(self) -> (ProtocolBuilder<Probe, Handled, Handled>, ProbeEvents) {
+        let (pending, events) = self.build();
+        (pending.start(), events)
+    }
+
+    /// Makes the probe without starting it, for a protocol factory that runs elsewhere (a
+    /// server's worker arbiter): the events reach this end wherever it is started.
+    pub fn build(self) -> (PendingProbe, ProbeEvents) {
         let (tx, rx) = mpsc::unbounded_channel();
         let timeout = self.timeout.unwrap_or(DEFAULT_EVENT_TIMEOUT);
-        let addr = Probe {
+        let context = Context::new();
+        let events = ProbeEvents {
+            events: rx,
+            seen: Vec::new(),
+            addr: context.address(),
+            timeout,
+        };
+        let probe = Probe {
             events: tx,
             options: self,
             transport: None,
             held: Vec::new(),
-        }
-        .start();
-        let protocol = ProtocolHandle::builder(addr.clone())
-            .eof_received()
-            .write_flow();
-        let events = ProbeEvents {
-            events: rx,
-            seen: Vec::new(),
-            addr,
-            timeout,
         };
-        (protocol, events)
+        (PendingProbe { context, probe }, events)
+    }
+}
+
+/// A [`Probe`] made and not started yet; see [`ProbeBuilder::build`].
+#[must_use = "a probe records nothing until started"]
+pub struct PendingProbe {
+    context: Context<Probe>,
+    probe: Probe,
+}
+
+impl PendingProbe {
+    /// Starts the probe on the current arbiter; returns what a transport attaches to.
+    pub fn start(self) -> ProtocolBuilder<Probe, Handled, Handled> {
+        let addr = self.context.run(self.probe);
+        ProtocolHandle::builder(addr).eof_received().write_flow()
+    }
+}
+
+impl fmt::Debug for PendingProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingProbe")
+            .field("probe", &self.probe)
+            .finish_non_exhaustive()
     }
 }
 
@@ -229,11 +256,13 @@ impl Handler<ResumeWriting> for Probe {
     }
 }
 
-/// Releases the held acknowledgements.
-#[derive(Message)]
+/// Releases every acknowledgement a [`Probe`] holds; with `keep_holding` it goes on holding the
+/// next ones. (Also [`ProbeEvents::release_acks`].)
+#[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-struct ReleaseAcks {
-    keep_holding: bool,
+pub struct ReleaseAcks {
+    /// Whether to go on holding acknowledgements after these.
+    pub keep_holding: bool,
 }
 
 impl Handler<ReleaseAcks> for Probe {
@@ -245,10 +274,10 @@ impl Handler<ReleaseAcks> for Probe {
     }
 }
 
-/// Stops the probe.
-#[derive(Message)]
+/// Stops a [`Probe`], as a protocol that dies does. (Also [`ProbeEvents::stop`].)
+#[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-struct StopProbe;
+pub struct StopProbe;
 
 impl Handler<StopProbe> for Probe {
     type Result = ();
