@@ -28,7 +28,7 @@
 //! # A protocol
 //!
 //! A protocol is an actor with three handlers. This one answers every chunk with its length,
-//! and is driven here by hand, the way a transport drives it:
+//! and is driven here by a mock transport, the way a socket would drive it:
 //!
 //! ```
 //! use actix::prelude::*;
@@ -67,12 +67,13 @@
 //!     }
 //! }
 //!
-//! # #[actix::main]
-//! # async fn main() {
-//! let protocol = ProtocolHandle::from(Counter::default().start());
-//! protocol.deliver(DataReceived::new("hello".into(), Ack::detached()));
-//! assert!(protocol.is_alive());
-//! # }
+//! # switchboard_framework::testing::run(async {
+//! // A transport with no socket (feature `test-util`): feed it bytes, read back the replies.
+//! let mock = switchboard_framework::testing::MockTransport::connect(Counter::default().start()).await;
+//! mock.feed("hello").await;
+//! mock.feed("hi").await;
+//! assert_eq!(mock.written(), "5 bytes\n2 bytes\n");
+//! # });
 //! ```
 //!
 //! # Guarantees
@@ -103,7 +104,7 @@
 //!
 //! # Feature flags
 //!
-//! * `test-util` (off by default): the [`testing`] module, a mock transport, a recording probe
+//! * `test-util` (off by default): the `testing` module, a mock transport, a recording probe
 //!   protocol and test runners for unit-testing protocols with no socket. Enable it in
 //!   `[dev-dependencies]` only.
 //!

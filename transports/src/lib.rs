@@ -47,7 +47,7 @@
 //!   `StartTls` on TCP and Unix-socket transports. It links OpenSSL through openssl-sys, which
 //!   finds the system's library (Debian: `libssl-dev`) or builds its own with openssl's
 //!   `vendored` feature. Without it, `StartTls` answers `Unsupported`.
-//! * `test-util` (off by default): the [`testing`] module: loopback servers, Unix socket paths
+//! * `test-util` (off by default): the `testing` module: loopback servers, Unix socket paths
 //!   in a temporary directory, TLS certificates; for `[dev-dependencies]` only.
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]

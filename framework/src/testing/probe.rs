@@ -146,14 +146,14 @@ impl fmt::Debug for PendingProbe {
 /// handle, and stops at `ConnectionLost`.
 ///
 /// ```
-/// use switchboard_framework::{prelude::*, testing::{MockTransport, Probe}};
+/// use switchboard_framework::testing::{MockTransport, Probe};
 ///
 /// # switchboard_framework::testing::run(async {
 /// let (protocol, mut events) = Probe::builder().greeting("hi\n").start();
 /// let mock = MockTransport::connect(protocol).await;
 /// mock.feed("abc").await;
 /// mock.eof().await;
-/// assert_eq!(events.made().await.same_transport(&mock.handle()), true);
+/// assert!(events.made().await.same_transport(&mock.handle()));
 /// assert_eq!(events.data_until_eof().await, b"abc");
 /// assert!(events.lost().await.is_none());
 /// assert_eq!(events.seen(), ["Made", "Data", "Eof", "Lost"]);

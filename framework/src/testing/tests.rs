@@ -217,18 +217,31 @@ async fn vectored_writes_are_one_write() {
 async fn set_protocol_hands_the_leftover_to_the_new_protocol_first() {
     let (old, mut old_events) = probe();
     let mock = MockTransport::connect(old).await;
-    let (new, mut new_events) = probe();
-    old_events.with_transport(move |transport| transport.set_protocol(new, "tail"));
+    old_events.with_transport(|transport| transport.pause_reading());
     mock.settle().await;
-    mock.feed("fed").await;
+    mock.feed("queued").await;
+    let (new, mut new_events) = probe();
+    old_events.with_transport(move |transport| {
+        transport.set_protocol(new, "tail");
+        transport.resume_reading();
+    });
+    mock.settle().await;
     assert!(
         mock.protocol()
             .same_protocol(&ProtocolHandle::from(new_events.addr().clone()))
     );
     let made = new_events.made().await;
     assert!(made.same_transport(&mock.handle()));
-    assert_eq!(new_events.expect(&["Data", "Data"]).await.len(), 2);
-    assert_eq!(new_events.seen(), ["Made", "Data", "Data"]);
+    let chunks: Vec<_> = new_events
+        .expect(&["Data", "Data"])
+        .await
+        .into_iter()
+        .map(|event| match event {
+            Event::Data(data) => data,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(chunks, ["tail", "queued"], "the leftover comes first");
     old_events.made().await;
     assert!(
         old_events.try_next().is_none(),
@@ -236,9 +249,13 @@ async fn set_protocol_hands_the_leftover_to_the_new_protocol_first() {
     );
     mock.lose(None).await;
     assert!(new_events.lost().await.is_none());
+    assert_eq!(
+        mock.command_names(),
+        ["PauseReading", "SetProtocol", "ResumeReading"]
+    );
     assert!(matches!(
-        &mock.take_commands()[..],
-        [Sent::SetProtocol { leftover, .. }] if leftover == "tail"
+        &mock.take_commands()[1],
+        Sent::SetProtocol { leftover, .. } if leftover == "tail"
     ));
 }
 
