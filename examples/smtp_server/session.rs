@@ -371,21 +371,39 @@ impl Handler<ConnectionLost> for Session {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::{fs, io, net::SocketAddr, path::Path, sync::OnceLock, time::Duration};
 
-    use switchboard::tls::SelfSigned;
+    use switchboard::{
+        BufferedPlaintext, TlsError, TlsErrorKind,
+        testing::{Chunking, Ending, MockTransport, Sent, within},
+        tls::{SelfSigned, TlsAcceptor},
+    };
 
     use super::*;
     use crate::maildir::Maildir;
 
     fn session(require_tls: bool, maildir: &Path) -> Session {
-        Session::new(Arc::new(Config {
+        Session::new(config_with(maildir, 1000, require_tls))
+    }
+
+    /// The configuration of the tests: `mx.test`, messages of up to `max_size` bytes, stored in
+    /// `maildir`.
+    fn config_with(maildir: &Path, max_size: usize, require_tls: bool) -> Arc<Config> {
+        Arc::new(Config {
             hostname: "mx.test".into(),
-            max_size: 1000,
+            max_size,
             require_tls,
-            tls: SelfSigned::localhost().unwrap().acceptor().unwrap(),
+            tls: acceptor(),
             maildir: Maildir::create(maildir, "mx.test").unwrap(),
-        }))
+        })
+    }
+
+    /// The self-signed acceptor for STARTTLS, made once for every test.
+    fn acceptor() -> TlsAcceptor {
+        static ACCEPTOR: OnceLock<TlsAcceptor> = OnceLock::new();
+        ACCEPTOR
+            .get_or_init(|| SelfSigned::localhost().unwrap().acceptor().unwrap())
+            .clone()
     }
 
     /// Executes `line`; the replies and what comes next.
@@ -486,5 +504,443 @@ mod tests {
         let (replies, next) = run(&mut session, "QUIT");
         assert_eq!(replies, "221 2.0.0 Bye\r\n");
         assert!(matches!(next, Next::Quit));
+    }
+
+    // ---- The session and the DATA phase on a mock transport: whole dialogues, no socket ----
+
+    /// The client's address, as the mock transport reports it.
+    const PEER: &str = "192.0.2.7:40000";
+
+    const GREETING: &str = "220 mx.test ESMTP switchboard\r\n";
+    const EHLO_REPLY: &str = "250-mx.test greets client\r\n250-SIZE 1000\r\n250-8BITMIME\r\n\
+                              250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250 STARTTLS\r\n";
+    /// The `EHLO` reply over TLS: no more `STARTTLS`.
+    const EHLO_REPLY_TLS: &str = "250-mx.test greets client\r\n250-SIZE 1000\r\n\
+                                  250-8BITMIME\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n";
+    const SENDER_OK: &str = "250 2.1.0 Sender OK\r\n";
+    const RECIPIENT_OK: &str = "250 2.1.5 Recipient OK\r\n";
+    const GO_AHEAD: &str = "354 End data with <CR><LF>.<CR><LF>\r\n";
+    /// A message stored; [`replies`] writes its id as `ID`.
+    const QUEUED: &str = "250 2.0.0 OK: queued as ID\r\n";
+    const BYE: &str = "221 2.0.0 Bye\r\n";
+
+    /// The configuration of most tests: messages of up to 1000 bytes, no TLS required.
+    fn config(maildir: &Path) -> Arc<Config> {
+        config_with(maildir, 1000, false)
+    }
+
+    /// A new session on a mock transport, its greeting sent.
+    async fn connect(config: Arc<Config>) -> MockTransport {
+        let peer: SocketAddr = PEER.parse().unwrap();
+        MockTransport::builder()
+            .peername(peer)
+            .connect(Session::new(config).start())
+            .await
+    }
+
+    /// Everything the server wrote, as text, with the id of each stored message replaced by
+    /// `ID` once checked: a message of that id is in `maildir/new`.
+    fn replies(mock: &MockTransport, maildir: &Path) -> String {
+        const PREFIX: &str = "queued as ";
+        let written = String::from_utf8_lossy(&mock.written()).into_owned();
+        let mut out = String::new();
+        let mut rest = &written[..];
+        while let Some(at) = rest.find(PREFIX) {
+            let (before, after) = rest.split_at(at + PREFIX.len());
+            let end = after.find("\r\n").unwrap_or(after.len());
+            let id = &after[..end];
+            let path = maildir.join("new").join(format!("{id}.mx.test"));
+            assert!(path.is_file(), "no message stored as {id:?}");
+            out.push_str(before);
+            out.push_str("ID");
+            rest = &after[end..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// The messages in `maildir/new`, whole, sorted.
+    fn stored_raw(maildir: &Path) -> Vec<String> {
+        let mut messages: Vec<String> = fs::read_dir(maildir.join("new"))
+            .unwrap()
+            .map(|entry| String::from_utf8(fs::read(entry.unwrap().path()).unwrap()).unwrap())
+            .collect();
+        messages.sort();
+        messages
+    }
+
+    /// The messages in `maildir/new` as the client sent them: without the `Return-Path:` and
+    /// `Received:` fields the server puts in front, sorted.
+    fn stored(maildir: &Path) -> Vec<String> {
+        let mut messages: Vec<String> = stored_raw(maildir)
+            .iter()
+            .map(|message| {
+                let mut rest = &message[..];
+                for field in ["Return-Path:", "Received:"] {
+                    assert!(rest.starts_with(field), "{message:?}");
+                    // The field and its folded lines, which start with a tab.
+                    loop {
+                        rest = &rest[rest.find("\r\n").unwrap() + 2..];
+                        if !rest.starts_with('\t') {
+                            break;
+                        }
+                    }
+                }
+                rest.to_owned()
+            })
+            .collect();
+        messages.sort();
+        messages
+    }
+
+    // ANCHOR: test_smtp_dialogue
+    /// A whole SMTP dialogue, from the greeting to `QUIT`, cut at every split point and sent
+    /// one byte at a time too. However the bytes arrive, the server sends the same replies,
+    /// stores the same message (dot-unstuffed, without the final dot) and closes.
+    #[actix::test]
+    async fn test_smtp_dialogue() {
+        let input = "EHLO client\r\n\
+                     MAIL FROM:<alice@example.org>\r\n\
+                     RCPT TO:<bob@mx.test>\r\n\
+                     DATA\r\n\
+                     Subject: hi\r\n\
+                     \r\n\
+                     ..a line that starts with a dot\r\n\
+                     .\r\n\
+                     QUIT\r\n";
+        let expected = [
+            GREETING,
+            EHLO_REPLY,
+            SENDER_OK,
+            RECIPIENT_OK,
+            GO_AHEAD,
+            QUEUED,
+            BYE,
+        ]
+        .concat();
+        for chunking in Chunking::every(input.len()) {
+            let maildir = tempfile::tempdir().unwrap();
+            let mock = connect(config(maildir.path())).await;
+
+            mock.feed_chunked(input, &chunking).await;
+
+            assert_eq!(replies(&mock, maildir.path()), expected, "{chunking:?}");
+            assert_eq!(
+                stored(maildir.path()),
+                ["Subject: hi\r\n\r\n.a line that starts with a dot\r\n"],
+                "{chunking:?}"
+            );
+            assert_eq!(mock.ending(), Some(Ending::Closed), "{chunking:?}");
+        }
+    }
+    // ANCHOR_END: test_smtp_dialogue
+
+    // ANCHOR: test_smtp_switch_to_data
+    /// `DATA` hands the connection to the DATA phase with `SetProtocol`, together with the
+    /// bytes that came after `DATA\r\n` in the same chunk. After the final dot, the DATA phase
+    /// hands it back to the same session, together with the bytes that came after the dot.
+    #[actix::test]
+    async fn test_smtp_switch_to_data() {
+        let maildir = tempfile::tempdir().unwrap();
+        let session = Session::new(config(maildir.path())).start();
+        let mock = MockTransport::connect(session.clone()).await;
+        mock.feed("EHLO client\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n")
+            .await;
+        mock.take_commands();
+
+        // `DATA` and the start of the message, in one chunk.
+        mock.feed("DATA\r\nSubject: hi\r\n").await;
+        let sent = mock.take_commands();
+        let [Sent::Write(reply), Sent::SetProtocol { leftover, .. }] = &sent[..] else {
+            panic!("DATA sent {sent:?}");
+        };
+        assert_eq!(reply, GO_AHEAD);
+        assert_eq!(leftover, "Subject: hi\r\n");
+        assert!(mock.protocol().downcast::<DataPhase>().is_some());
+
+        // The end of the message and the next command, in one chunk.
+        mock.feed("\r\nHello\r\n.\r\nNOOP\r\n").await;
+        let sent = mock.take_commands();
+        let [
+            Sent::Write(stored_reply),
+            Sent::SetProtocol { protocol, leftover },
+            Sent::Write(noop_reply),
+        ] = &sent[..]
+        else {
+            panic!("the end of the message sent {sent:?}");
+        };
+        assert!(stored_reply.starts_with(b"250 2.0.0 OK: queued as "));
+        assert_eq!(leftover, "NOOP\r\n");
+        assert_eq!(protocol.downcast::<Session>(), Some(session));
+        assert_eq!(noop_reply, "250 2.0.0 OK\r\n");
+        assert_eq!(stored(maildir.path()), ["Subject: hi\r\n\r\nHello\r\n"]);
+    }
+    // ANCHOR_END: test_smtp_switch_to_data
+
+    /// Two transactions pipelined whole, `HELO` to `QUIT`, at every split point: each DATA
+    /// phase hands the next transaction back, and both messages are stored, with the trace
+    /// fields of a `HELO` session from the mock's peer.
+    #[actix::test]
+    async fn two_messages_pipelined_at_every_split_point() {
+        let input = "HELO client\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\none\r\n.\r\n\
+                     MAIL FROM:<c@x>\r\nRCPT TO:<d@y>\r\nRCPT TO:<e@y>\r\nDATA\r\ntwo\r\n.\r\n\
+                     QUIT\r\n";
+        let transaction = [SENDER_OK, RECIPIENT_OK, GO_AHEAD, QUEUED].concat();
+        let expected = [
+            GREETING,
+            "250 mx.test\r\n",
+            &transaction,
+            SENDER_OK,
+            RECIPIENT_OK,
+            RECIPIENT_OK,
+            GO_AHEAD,
+            QUEUED,
+            BYE,
+        ]
+        .concat();
+        for chunking in Chunking::every(input.len()) {
+            let maildir = tempfile::tempdir().unwrap();
+            let mock = connect(config(maildir.path())).await;
+            mock.feed_chunked(input, &chunking).await;
+            assert_eq!(replies(&mock, maildir.path()), expected, "{chunking:?}");
+            assert_eq!(
+                stored(maildir.path()),
+                ["one\r\n", "two\r\n"],
+                "{chunking:?}"
+            );
+            assert_eq!(mock.ending(), Some(Ending::Closed), "{chunking:?}");
+        }
+        let maildir = tempfile::tempdir().unwrap();
+        let mock = connect(config(maildir.path())).await;
+        mock.feed(input).await;
+        let raw = stored_raw(maildir.path());
+        let (first, second) = (&raw[0], &raw[1]);
+        assert!(
+            first.starts_with("Return-Path: <a@x>\r\nReceived: from client ([192.0.2.7])\r\n")
+                && first.contains("\tby mx.test with SMTP id ")
+                && first.contains("\r\n\tfor <b@y>;\r\n"),
+            "{first:?}"
+        );
+        // Two recipients: no `for`.
+        assert!(
+            second.starts_with("Return-Path: <c@x>\r\n") && !second.contains("\tfor <"),
+            "{second:?}"
+        );
+    }
+
+    /// Errors, at every split point: commands out of sequence (503), unknown (500), not
+    /// implemented (502), a line over 512 bytes (500 5.5.6, then the next line is read as a
+    /// command again), and nothing read after `QUIT`.
+    #[actix::test]
+    async fn errors_at_every_split_point() {
+        let input = format!(
+            "MAIL FROM:<a@x>\r\nFOO\r\nEXPN staff\r\nDATA\r\n{}\r\nNOOP\r\nQUIT\r\nNOOP\r\n",
+            "x".repeat(520)
+        );
+        let expected = [
+            GREETING,
+            "503 5.5.1 Bad sequence of commands\r\n",
+            "500 5.5.2 Command not recognized\r\n",
+            "502 5.5.1 Command not implemented\r\n",
+            "503 5.5.1 Bad sequence of commands\r\n",
+            "500 5.5.6 Line too long\r\n",
+            "250 2.0.0 OK\r\n",
+            BYE,
+        ]
+        .concat();
+        for chunking in Chunking::every(input.len()) {
+            let maildir = tempfile::tempdir().unwrap();
+            let mock = connect(config(maildir.path())).await;
+            mock.feed_chunked(input.clone(), &chunking).await;
+            assert_eq!(replies(&mock, maildir.path()), expected, "{chunking:?}");
+            assert_eq!(mock.command_names().last(), Some(&"Close"), "{chunking:?}");
+            assert_eq!(mock.ending(), Some(Ending::Closed), "{chunking:?}");
+        }
+    }
+
+    /// The replies to the commands of one chunk go out in one write (RFC 2920).
+    #[actix::test]
+    async fn pipelined_commands_are_answered_in_one_write() {
+        let maildir = tempfile::tempdir().unwrap();
+        let mock = connect(config(maildir.path())).await;
+        mock.feed("EHLO client\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nNOOP\r\n")
+            .await;
+        let replies = [
+            EHLO_REPLY,
+            SENDER_OK,
+            RECIPIENT_OK,
+            RECIPIENT_OK,
+            "250 2.0.0 OK\r\n",
+        ];
+        assert_eq!(mock.writes(), [GREETING, &replies.concat()]);
+        assert!(!mock.is_closing());
+    }
+
+    /// `STARTTLS` (with `--require-tls`): `220`, then the upgrade; the session starts over as
+    /// RFC 3207 §4.2 says (no transaction, no `EHLO`, no second `STARTTLS`), and the message
+    /// sent over TLS is stored as `ESMTPS`. Both halves at every split point.
+    #[actix::test]
+    async fn starttls_upgrades_and_starts_the_session_over() {
+        let before = "EHLO client\r\nMAIL FROM:<a@x>\r\nSTARTTLS\r\n";
+        let after = "MAIL FROM:<a@x>\r\nEHLO client\r\nSTARTTLS\r\nMAIL FROM:<a@x>\r\n\
+                     RCPT TO:<b@y>\r\nDATA\r\nhi\r\n.\r\n";
+        let expected_before = [
+            GREETING,
+            EHLO_REPLY,
+            "530 5.7.0 Must issue a STARTTLS command first\r\n",
+            "220 2.0.0 Ready to start TLS\r\n",
+        ]
+        .concat();
+        let expected_after = [
+            "503 5.5.1 Bad sequence of commands\r\n",
+            EHLO_REPLY_TLS,
+            "503 5.5.1 TLS already active\r\n",
+            SENDER_OK,
+            RECIPIENT_OK,
+            GO_AHEAD,
+            QUEUED,
+        ]
+        .concat();
+        // A split point past the end of `before` delivers it whole.
+        for chunking in Chunking::every(after.len()) {
+            let maildir = tempfile::tempdir().unwrap();
+            let mock = connect(config_with(maildir.path(), 1000, true)).await;
+            mock.feed_chunked(before, &chunking).await;
+            assert_eq!(
+                replies(&mock, maildir.path()),
+                expected_before,
+                "{chunking:?}"
+            );
+            let sent = mock.take_commands();
+            assert!(
+                matches!(
+                    sent.last(),
+                    Some(Sent::StartTls { plaintext: BufferedPlaintext::Discard, leftover })
+                        if leftover.is_empty()
+                ),
+                "{chunking:?}: {sent:?}"
+            );
+
+            mock.feed_chunked(after, &chunking).await;
+            assert_eq!(
+                replies(&mock, maildir.path()),
+                [&expected_before[..], &expected_after].concat(),
+                "{chunking:?}"
+            );
+            let stored = stored_raw(maildir.path());
+            assert!(stored[0].contains(" with ESMTPS id "), "{stored:?}");
+            assert_eq!(
+                mock.command_names()
+                    .iter()
+                    .filter(|&&name| name == "StartTls")
+                    .count(),
+                1
+            );
+        }
+    }
+
+    /// What a client pipelines behind `STARTTLS` arrived in the clear and is never executed
+    /// (RFC 3207 §4.2, CVE-2011-0411), whether it came in the same chunk or later.
+    #[actix::test]
+    async fn plaintext_pipelined_behind_starttls_is_dropped() {
+        let input = "EHLO client\r\nSTARTTLS\r\nMAIL FROM:<evil@x>\r\nRCPT TO:<b@y>\r\n";
+        for chunking in Chunking::every(input.len()) {
+            let maildir = tempfile::tempdir().unwrap();
+            let mock = connect(config(maildir.path())).await;
+            mock.feed_chunked(input, &chunking).await;
+            // Over TLS: no transaction was started.
+            mock.feed("EHLO client\r\nRCPT TO:<b@y>\r\n").await;
+            let expected = [
+                GREETING,
+                EHLO_REPLY,
+                "220 2.0.0 Ready to start TLS\r\n",
+                EHLO_REPLY_TLS,
+                "503 5.5.1 Bad sequence of commands\r\n",
+            ]
+            .concat();
+            assert_eq!(replies(&mock, maildir.path()), expected, "{chunking:?}");
+        }
+    }
+
+    /// A failed handshake ends the connection, and the session with it.
+    #[actix::test]
+    async fn a_failed_handshake_ends_the_session() {
+        let maildir = tempfile::tempdir().unwrap();
+        let mock = MockTransport::builder()
+            .refuse_start_tls(TlsError::new(TlsErrorKind::Handshake, "no shared cipher"))
+            .connect(Session::new(config(maildir.path())).start())
+            .await;
+        mock.feed("STARTTLS\r\n").await;
+        assert_eq!(
+            mock.take_written(),
+            [GREETING, "220 2.0.0 Ready to start TLS\r\n"].concat()
+        );
+        assert_eq!(mock.ending(), Some(Ending::Lost));
+        mock.protocol_stopped().await;
+    }
+
+    /// A message over `max_size` (here 16 bytes) is read to its end, refused with 552 and not
+    /// stored; the session goes on. A `SIZE` over the limit is refused at `MAIL`.
+    #[actix::test]
+    async fn a_message_too_big_is_refused_at_every_split_point() {
+        let input = "HELO c\r\nMAIL FROM:<a@x> SIZE=17\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n\
+                     DATA\r\n0123456789abcdefg\r\n.\r\nNOOP\r\n";
+        let expected = [
+            GREETING,
+            "250 mx.test\r\n",
+            &format!("{TOO_BIG}\r\n"),
+            SENDER_OK,
+            RECIPIENT_OK,
+            GO_AHEAD,
+            &format!("{TOO_BIG}\r\n"),
+            "250 2.0.0 OK\r\n",
+        ]
+        .concat();
+        for chunking in Chunking::every(input.len()) {
+            let maildir = tempfile::tempdir().unwrap();
+            let mock = connect(config_with(maildir.path(), 16, false)).await;
+            mock.feed_chunked(input, &chunking).await;
+            assert_eq!(replies(&mock, maildir.path()), expected, "{chunking:?}");
+            assert!(stored(maildir.path()).is_empty(), "{chunking:?}");
+            assert!(mock.protocol().downcast::<Session>().is_some());
+        }
+    }
+
+    /// A message that cannot be stored is answered 451, and the session goes on.
+    #[actix::test]
+    async fn a_message_that_cannot_be_stored_is_answered_451() {
+        let maildir = tempfile::tempdir().unwrap();
+        let mock = connect(config(maildir.path())).await;
+        fs::remove_dir_all(maildir.path().join("new")).unwrap();
+        mock.feed("HELO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nhi\r\n.\r\nNOOP\r\n")
+            .await;
+        let written = String::from_utf8_lossy(&mock.written()).into_owned();
+        assert!(
+            written.ends_with(
+                "451 4.3.0 Cannot store the message now; try again later\r\n250 2.0.0 OK\r\n"
+            ),
+            "{written:?}"
+        );
+    }
+
+    /// A connection lost in the middle of a message stops the DATA phase and the session.
+    #[actix::test]
+    async fn a_connection_lost_during_data_stops_both_protocols() {
+        let maildir = tempfile::tempdir().unwrap();
+        let session = Session::new(config(maildir.path())).start();
+        let mock = MockTransport::connect(session.clone()).await;
+        mock.feed("HELO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nhalf a mess")
+            .await;
+        assert!(mock.protocol().downcast::<DataPhase>().is_some());
+        mock.lose(Some(io::Error::from(io::ErrorKind::ConnectionReset)))
+            .await;
+        mock.protocol_stopped().await;
+        within(Duration::from_secs(10), async {
+            while session.connected() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        assert!(stored(maildir.path()).is_empty());
     }
 }

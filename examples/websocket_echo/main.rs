@@ -48,6 +48,8 @@
 
 mod frame;
 mod http;
+#[cfg(test)]
+mod tests;
 
 use std::{io, process::ExitCode};
 

@@ -376,6 +376,8 @@ impl MockTransport {
     }
 
     /// Delivers `PauseWriting` (ignored unless the protocol opted in to write flow) and settles.
+    /// Write-flow events do not wait behind queued data, so they reach a protocol that paused
+    /// reading.
     /// The mock does not check that pause and resume alternate: the test decides.
     pub async fn pause_writing(&self) {
         self.enqueue(Inbound::PauseWriting);
@@ -389,7 +391,8 @@ impl MockTransport {
     }
 
     /// Ends the connection as a peer's reset or an I/O error does: `ConnectionLost(err)` to the
-    /// protocol after the chunks already queued, then nothing more. Settles.
+    /// protocol after the chunks already queued (dropping them instead if reading is paused, as
+    /// a reset drops unread bytes), then nothing more. Settles.
     pub async fn lose(&self, err: Option<io::Error>) {
         self.enqueue(Inbound::Lost(err));
         self.settle().await;
@@ -487,6 +490,11 @@ impl MockTransport {
     /// The names of every recorded command, in order: `["Write", "SetProtocol", "Close"]`.
     pub fn command_names(&self) -> Vec<&'static str> {
         self.lock().log.iter().map(Sent::name).collect()
+    }
+
+    /// The names of the commands recorded since the last `take_commands` (or this), in order.
+    pub fn take_command_names(&self) -> Vec<&'static str> {
+        self.take_commands().iter().map(Sent::name).collect()
     }
 
     /// The commands recorded since the last `take_commands`, in order.
@@ -707,15 +715,30 @@ impl State {
     }
 
     fn is_settled(&mut self) -> bool {
-        if self.ending.is_some() {
-            return true;
+        self.ending.is_some()
+            || (self.next_deliverable().is_none()
+                && self.outstanding.is_empty()
+                && !self.eof_pending)
+    }
+
+    /// The position of the next queued event that can be delivered now. Data and EOF keep
+    /// their order and wait for the previous acknowledgement and for reading; write-flow events
+    /// never wait for them (a real transport's write side is independent of its read side); a
+    /// lost connection comes after the data unless reading is paused, when it drops the data as
+    /// a reset drops unread bytes.
+    fn next_deliverable(&self) -> Option<usize> {
+        let reads_blocked =
+            self.paused || self.closing || !self.outstanding.is_empty() || self.eof_pending;
+        for (i, inbound) in self.inbound.iter().enumerate() {
+            match inbound {
+                Inbound::Data(_) | Inbound::Eof if reads_blocked => {}
+                Inbound::Data(_) | Inbound::Eof => return Some(i),
+                Inbound::PauseWriting | Inbound::ResumeWriting => return Some(i),
+                Inbound::Lost(_) if i == 0 || self.paused => return Some(i),
+                Inbound::Lost(_) => return None,
+            }
         }
-        let blocked = match self.inbound.front() {
-            None => true,
-            Some(Inbound::Data(_) | Inbound::Eof) => self.paused,
-            Some(_) => false,
-        };
-        blocked && self.outstanding.is_empty() && !self.eof_pending
+        None
     }
 
     fn is_reading(&self) -> bool {
@@ -723,21 +746,22 @@ impl State {
     }
 
     fn stats(&self) -> TransportStats {
-        let mut stats = TransportStats::default();
-        stats.bytes_received = self.bytes_received;
-        stats.bytes_sent = self.bytes_sent;
-        stats.deliveries = self.deliveries;
-        stats.read_buffer_size = self
-            .inbound
-            .iter()
-            .map(|inbound| match inbound {
-                Inbound::Data(data) => data.len(),
-                _ => 0,
-            })
-            .sum();
-        stats.read_in_flight = self.read_in_flight;
-        stats.write_buffer_size = self.write_buffer_size;
-        stats
+        TransportStats {
+            bytes_received: self.bytes_received,
+            bytes_sent: self.bytes_sent,
+            deliveries: self.deliveries,
+            read_buffer_size: self
+                .inbound
+                .iter()
+                .map(|inbound| match inbound {
+                    Inbound::Data(data) => data.len(),
+                    _ => 0,
+                })
+                .sum(),
+            read_in_flight: self.read_in_flight,
+            write_buffer_size: self.write_buffer_size,
+            ..TransportStats::default()
+        }
     }
 
     fn record(&mut self, sent: Sent) {
@@ -821,18 +845,10 @@ impl MockActor {
                 return;
             }
             let protocol = state.protocol.clone();
-            let next = match state.inbound.front() {
-                None => return,
-                Some(Inbound::Data(_) | Inbound::Eof)
-                    if state.paused
-                        || state.closing
-                        || !state.outstanding.is_empty()
-                        || state.eof_pending =>
-                {
-                    return;
-                }
-                Some(_) => state.inbound.pop_front().expect("front exists"),
+            let Some(next) = state.next_deliverable() else {
+                return;
             };
+            let next = state.inbound.remove(next).expect("a queued event");
             match next {
                 Inbound::Data(data) => {
                     state.next_seq += 1;

@@ -453,3 +453,25 @@ fn chunkings_cut_without_empty_pieces() {
 fn run_within_fails_a_test_that_hangs() {
     run_within(Duration::from_millis(20), futures::future::pending::<()>());
 }
+
+#[actix::test]
+async fn write_flow_events_reach_a_protocol_that_paused_reading() {
+    let (protocol, mut events) = Probe::builder().pause_on_made().start();
+    let mock = MockTransport::connect(protocol).await;
+    mock.push("waits for reading");
+    mock.pause_writing().await;
+    mock.resume_writing().await;
+    events
+        .expect(&["Made", "PauseWriting", "ResumeWriting"])
+        .await;
+    assert_eq!(mock.stats().read_buffer_size, 17, "the data still waits");
+    mock.lose(Some(io::ErrorKind::ConnectionReset.into())).await;
+    assert_eq!(
+        events.lost().await.map(|err| err.kind()),
+        Some(io::ErrorKind::ConnectionReset)
+    );
+    assert_eq!(
+        events.seen(),
+        ["Made", "PauseWriting", "ResumeWriting", "Lost"]
+    );
+}

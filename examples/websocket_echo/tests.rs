@@ -1,0 +1,480 @@
+//! The two protocols of the echo server on a mock transport, with no socket: HTTP (responses,
+//! pipelining, persistence, the upgrade and the switch to WebSocket) and the WebSocket echo
+//! (messages, pings, the closing handshake, and the close codes of a failed connection). Every
+//! input is fed cut at every split point, since a socket may deliver it cut anywhere.
+
+use bytes::Bytes;
+use switchboard::testing::{Chunking, Ending, MockTransport, Sent};
+
+use super::*;
+
+/// The upgrade request of RFC 6455, 1.3, and the `101` that answers it.
+const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+                       Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                       Sec-WebSocket-Version: 13\r\n\r\n";
+const SWITCHING: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                         Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\
+                         \r\n\r\n";
+
+// The opcodes (RFC 6455, 5.2).
+const CONTINUATION: u8 = 0x0;
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xa;
+
+/// The first byte and the length of a frame's header.
+fn header(fin: bool, opcode: u8, mask_bit: u8, len: usize) -> Vec<u8> {
+    let mut header = vec![if fin { 0x80 | opcode } else { opcode }];
+    if len < 126 {
+        header.push(mask_bit | len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        header.push(mask_bit | 126);
+        header.extend_from_slice(&len.to_be_bytes());
+    } else {
+        header.push(mask_bit | 127);
+        header.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    header
+}
+
+/// A client's frame: its payload masked, as a client must (RFC 6455, 5.3).
+fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = header(fin, opcode, 0x80, payload.len());
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    frame
+}
+
+/// A whole message or control frame from a client.
+fn client(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    client_frame(true, opcode, payload)
+}
+
+/// A server's frame: final, unmasked.
+fn server(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = header(true, opcode, 0, payload.len());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A close frame's payload: the code, then the reason.
+fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    [&code.to_be_bytes()[..], reason.as_bytes()].concat()
+}
+
+/// A plain-text response of the HTTP protocol, with `headers` (each ending in CRLF) between
+/// its `Content-Type` and its `Content-Length`.
+fn text_response(status: &str, headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n{headers}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A new connection, on the HTTP protocol.
+async fn http() -> MockTransport {
+    MockTransport::connect(Http::new(1024).start()).await
+}
+
+/// A connection on the WebSocket protocol, as after an upgrade.
+async fn websocket(max_message: usize) -> MockTransport {
+    MockTransport::connect(websocket_protocol(WebSocket::new(max_message).start())).await
+}
+
+/// What the HTTP protocol has read past the end of a request head of `head_len` bytes when
+/// `input` arrives cut as `chunking` says: the rest of the chunk in which the head ends.
+fn read_past_head(input: &[u8], head_len: usize, chunking: &Chunking) -> Bytes {
+    let mut end = 0;
+    for chunk in chunking.split(&Bytes::copy_from_slice(input)) {
+        end += chunk.len();
+        if end >= head_len {
+            return Bytes::copy_from_slice(&input[head_len..end]);
+        }
+    }
+    panic!("the head never ends")
+}
+
+// ANCHOR: test_websocket_upgrade
+/// An upgrade request with the client's first frame right behind it, cut at every split point.
+/// The HTTP protocol answers `101` and switches the connection to the WebSocket protocol with
+/// `SetProtocol`, handing over the bytes it read past the request head (the start of the frame,
+/// or all of it); the WebSocket protocol then echoes the frame.
+#[actix::test]
+async fn test_websocket_upgrade() {
+    let hello = client(TEXT, b"hello");
+    let input = [UPGRADE.as_bytes(), &hello].concat();
+    for chunking in Chunking::every(input.len()) {
+        let mock = MockTransport::connect(Http::new(1024).start()).await;
+
+        mock.feed_chunked(input.clone(), &chunking).await;
+
+        // The `101`, then the echo, unmasked as a server's frames are.
+        let echo = server(TEXT, b"hello");
+        assert_eq!(
+            mock.written(),
+            [SWITCHING.as_bytes(), &echo].concat(),
+            "{chunking:?}"
+        );
+        // One switch, to the WebSocket protocol, with what was read past the head.
+        let switches: Vec<Bytes> = mock
+            .take_commands()
+            .into_iter()
+            .filter_map(|sent| match sent {
+                Sent::SetProtocol { leftover, .. } => Some(leftover),
+                _ => None,
+            })
+            .collect();
+        let leftover = read_past_head(&input, UPGRADE.len(), &chunking);
+        assert_eq!(switches, [leftover], "{chunking:?}");
+        assert!(mock.protocol().downcast::<WebSocket>().is_some());
+    }
+}
+// ANCHOR_END: test_websocket_upgrade
+
+/// Pipelined requests are answered in order: 404, 426 for `/ws` without an upgrade, 405, the
+/// head of a 404 for `HEAD`, then 400 for an HTTP/1.1 request without `Host`, which closes the
+/// connection: the request behind it is never answered.
+#[actix::test]
+async fn pipelined_requests_at_every_split_point() {
+    let input = "GET /nope HTTP/1.1\r\nHost: a\r\n\r\n\
+                 GET /ws HTTP/1.1\r\nHost: a\r\n\r\n\
+                 POST / HTTP/1.1\r\nHost: a\r\n\r\n\
+                 HEAD /nope?x=1 HTTP/1.1\r\nHost: a\r\n\r\n\
+                 GET / HTTP/1.1\r\n\r\n\
+                 GET /nope HTTP/1.1\r\nHost: a\r\n\r\n";
+    let not_found = text_response("404 Not Found", "", "Not Found\n");
+    let expected = [
+        &not_found[..],
+        &text_response(
+            "426 Upgrade Required",
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",
+            "Upgrade Required\n",
+        ),
+        &text_response(
+            "405 Method Not Allowed",
+            "Allow: GET, HEAD\r\n",
+            "Method Not Allowed\n",
+        ),
+        &not_found[..not_found.len() - "Not Found\n".len()],
+        &text_response("400 Bad Request", "Connection: close\r\n", "Bad Request\n"),
+    ]
+    .concat();
+    for chunking in Chunking::every(input.len()) {
+        let mock = http().await;
+        mock.feed_chunked(input, &chunking).await;
+        assert_eq!(
+            String::from_utf8_lossy(&mock.written()),
+            expected,
+            "{chunking:?}"
+        );
+        assert_eq!(mock.ending(), Some(Ending::Closed), "{chunking:?}");
+    }
+}
+
+/// HTTP/1.0 persists only with `keep-alive`, HTTP/1.1 unless `close`.
+#[actix::test]
+async fn persistence_at_every_split_point() {
+    let input = "GET /nope HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+                 GET /nope HTTP/1.1\r\nHost: a\r\n\r\n\
+                 GET /nope HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n\
+                 GET /nope HTTP/1.1\r\nHost: a\r\n\r\n";
+    let expected = [
+        text_response("404 Not Found", "Connection: keep-alive\r\n", "Not Found\n"),
+        text_response("404 Not Found", "", "Not Found\n"),
+        text_response("404 Not Found", "Connection: close\r\n", "Not Found\n"),
+    ]
+    .concat();
+    for chunking in Chunking::every(input.len()) {
+        let mock = http().await;
+        mock.feed_chunked(input, &chunking).await;
+        assert_eq!(
+            String::from_utf8_lossy(&mock.written()),
+            expected,
+            "{chunking:?}"
+        );
+        assert_eq!(mock.ending(), Some(Ending::Closed), "{chunking:?}");
+    }
+
+    // HTTP/1.0 without `keep-alive` closes.
+    let mock = http().await;
+    mock.feed("GET /nope HTTP/1.0\r\n\r\n").await;
+    let expected = text_response("404 Not Found", "Connection: close\r\n", "Not Found\n");
+    assert_eq!(String::from_utf8_lossy(&mock.written()), expected);
+    assert_eq!(mock.ending(), Some(Ending::Closed));
+}
+
+/// `GET /` serves the page and keeps the connection.
+#[actix::test]
+async fn the_page() {
+    let mock = http().await;
+    mock.feed("GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let written = String::from_utf8_lossy(&mock.written()).into_owned();
+    assert!(
+        written.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"),
+        "{written}"
+    );
+    assert!(written.ends_with("</html>\n"), "{written}");
+    assert!(!mock.is_closing());
+}
+
+/// A head that does not parse is answered 400, one over 16 KiB 431, and either closes.
+#[actix::test]
+async fn bad_heads_are_answered_and_close() {
+    let input = "GET /nope HTTP/1.1\r\nHost: a\r\n\r\nNOT AN HTTP REQUEST\r\n\r\n";
+    let expected = [
+        text_response("404 Not Found", "", "Not Found\n"),
+        text_response("400 Bad Request", "Connection: close\r\n", "Bad Request\n"),
+    ]
+    .concat();
+    for chunking in Chunking::every(input.len()) {
+        let mock = http().await;
+        mock.feed_chunked(input, &chunking).await;
+        assert_eq!(
+            String::from_utf8_lossy(&mock.written()),
+            expected,
+            "{chunking:?}"
+        );
+        assert_eq!(mock.ending(), Some(Ending::Closed), "{chunking:?}");
+    }
+
+    let input = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nx-pad: {}\r\n\r\n",
+        "a".repeat(http::MAX_HEAD)
+    );
+    let expected = text_response(
+        "431 Request Header Fields Too Large",
+        "Connection: close\r\n",
+        "Request Header Fields Too Large\n",
+    );
+    let chunkings = [
+        Chunking::Whole,
+        Chunking::Bytewise,
+        Chunking::SplitAt(100),
+        Chunking::SplitAt(http::MAX_HEAD - 1),
+        Chunking::SplitAt(http::MAX_HEAD),
+        Chunking::SplitAt(http::MAX_HEAD + 1),
+        Chunking::Sizes(vec![1000]),
+    ];
+    for chunking in chunkings {
+        let mock = http().await;
+        mock.feed_chunked(input.clone(), &chunking).await;
+        assert_eq!(
+            String::from_utf8_lossy(&mock.written()),
+            expected,
+            "{chunking:?}"
+        );
+        assert_eq!(mock.ending(), Some(Ending::Closed), "{chunking:?}");
+    }
+}
+
+/// Text and binary messages are echoed, fragmented ones reassembled (a UTF-8 character split
+/// between fragments included), pings answered with the same payload, pongs ignored; a close
+/// frame is answered with its code and the connection closed, and nothing after it is read.
+#[actix::test]
+async fn echo_at_every_split_point() {
+    let input = [
+        client(TEXT, b"hello"),
+        client(BINARY, &[0, 1, 2, 255]),
+        client(PING, b"are you there?"),
+        client(PONG, b"unsolicited"),
+        client_frame(false, TEXT, b"caf\xc3"),
+        client(PING, b"mid"),
+        client_frame(false, CONTINUATION, b"\xa9 "),
+        client_frame(true, CONTINUATION, b"au lait"),
+        client(CLOSE, &close_payload(1000, "bye")),
+        client(TEXT, b"too late"),
+    ]
+    .concat();
+    let expected = [
+        server(TEXT, b"hello"),
+        server(BINARY, &[0, 1, 2, 255]),
+        server(PONG, b"are you there?"),
+        server(PONG, b"mid"),
+        server(TEXT, "café au lait".as_bytes()),
+        server(CLOSE, &close_payload(1000, "")),
+    ]
+    .concat();
+    for chunking in Chunking::every(input.len()) {
+        let mock = websocket(1024).await;
+        mock.feed_chunked(input.clone(), &chunking).await;
+        assert_eq!(mock.written(), expected, "{chunking:?}");
+        assert_eq!(mock.command_names().last(), Some(&"Close"), "{chunking:?}");
+        assert_eq!(mock.ending(), Some(Ending::Closed), "{chunking:?}");
+    }
+
+    // A close frame without a code is answered with none.
+    let mock = websocket(1024).await;
+    mock.feed(client(CLOSE, b"")).await;
+    assert_eq!(mock.written(), server(CLOSE, b""));
+}
+
+/// Frames with 16-bit and 64-bit lengths, echoed with the same lengths.
+#[actix::test]
+async fn long_frames_are_echoed() {
+    let medium = vec![b'm'; 300];
+    let long: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
+    let input = [client(TEXT, &medium), client(BINARY, &long)].concat();
+    let expected = [server(TEXT, &medium), server(BINARY, &long)].concat();
+    let mut chunkings: Vec<Chunking> = (1..=20).map(Chunking::SplitAt).collect();
+    chunkings.extend([
+        Chunking::Whole,
+        Chunking::Sizes(vec![1000]),
+        Chunking::Sizes(vec![7, 4096]),
+    ]);
+    for chunking in chunkings {
+        let mock = websocket(100_000).await;
+        mock.feed_chunked(input.clone(), &chunking).await;
+        assert_eq!(mock.written(), expected, "{chunking:?}");
+        assert!(!mock.is_closing());
+    }
+}
+
+/// Each violation of RFC 6455 fails the connection with its close code and a reason, after the
+/// echo of the message before it, and nothing after it is read.
+#[actix::test]
+async fn violations_close_with_their_code_at_every_split_point() {
+    let mut unmasked = server(TEXT, b"hi");
+    unmasked[0] = 0x81;
+    let mut reserved_bit = client(TEXT, b"hi");
+    reserved_bit[0] |= 0x40;
+    let cases: [(&str, usize, Vec<u8>, u16, &str); 14] = [
+        ("unmasked", 1024, unmasked, 1002, "unmasked client frame"),
+        (
+            "reserved bit",
+            1024,
+            reserved_bit,
+            1002,
+            "reserved bit set, no extension agreed",
+        ),
+        (
+            "reserved opcode",
+            1024,
+            client(0x3, b""),
+            1002,
+            "reserved opcode",
+        ),
+        (
+            "long ping",
+            1024,
+            client(PING, &[b'p'; 126]),
+            1002,
+            "control frame over 125 bytes",
+        ),
+        (
+            "fragmented ping",
+            1024,
+            client_frame(false, PING, b"p"),
+            1002,
+            "fragmented control frame",
+        ),
+        (
+            "stray continuation",
+            1024,
+            client(CONTINUATION, b"x"),
+            1002,
+            "continuation without a message",
+        ),
+        (
+            "message in a message",
+            1024,
+            [client_frame(false, TEXT, b"a"), client(TEXT, b"b")].concat(),
+            1002,
+            "new message inside a fragmented one",
+        ),
+        (
+            "text not UTF-8",
+            1024,
+            client(TEXT, b"caf\xc3"),
+            1007,
+            "text message not UTF-8",
+        ),
+        (
+            "message too big",
+            16,
+            client(BINARY, &[0; 17]),
+            1009,
+            "message too big",
+        ),
+        (
+            "fragments too big",
+            16,
+            [
+                client_frame(false, BINARY, &[0; 10]),
+                client(CONTINUATION, &[0; 7]),
+            ]
+            .concat(),
+            1009,
+            "message too big",
+        ),
+        (
+            "close of one byte",
+            1024,
+            client(CLOSE, &[3]),
+            1002,
+            "close frame of one byte",
+        ),
+        (
+            "close code 1005",
+            1024,
+            client(CLOSE, &close_payload(1005, "")),
+            1002,
+            "invalid close code",
+        ),
+        (
+            "close code 999",
+            1024,
+            client(CLOSE, &close_payload(999, "")),
+            1002,
+            "invalid close code",
+        ),
+        (
+            "close reason not UTF-8",
+            1024,
+            client(CLOSE, &[&close_payload(1000, "")[..], b"\xff"].concat()),
+            1007,
+            "close reason not UTF-8",
+        ),
+    ];
+    for (name, max_message, bad, code, reason) in cases {
+        let input = [client(TEXT, b"ok"), bad, client(TEXT, b"never read")].concat();
+        let expected = [
+            server(TEXT, b"ok"),
+            server(CLOSE, &close_payload(code, reason)),
+        ]
+        .concat();
+        for chunking in Chunking::every(input.len()) {
+            let mock = websocket(max_message).await;
+            mock.feed_chunked(input.clone(), &chunking).await;
+            assert_eq!(mock.written(), expected, "{name}, {chunking:?}");
+            assert_eq!(mock.ending(), Some(Ending::Closed), "{name}, {chunking:?}");
+        }
+    }
+}
+
+/// While the peer reads slowly (`PauseWriting`), the WebSocket protocol stops reading; it
+/// reads again on `ResumeWriting`. A lost connection stops it.
+#[actix::test]
+async fn write_flow_pauses_reading() {
+    let mock = websocket(1024).await;
+    mock.pause_writing().await;
+    assert_eq!(
+        mock.take_commands().last().map(Sent::name),
+        Some("PauseReading")
+    );
+    mock.push(client(TEXT, b"held"));
+    mock.settle().await;
+    assert!(mock.written().is_empty(), "read while paused");
+    // Write-flow events do not wait behind the held frame: they reach a paused reader.
+    mock.resume_writing().await;
+    assert_eq!(
+        mock.command_names(),
+        ["PauseReading", "ResumeReading", "Write"]
+    );
+    assert_eq!(mock.written(), server(TEXT, b"held"));
+    mock.lose(None).await;
+    mock.protocol_stopped().await;
+}
