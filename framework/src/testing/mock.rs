@@ -255,7 +255,7 @@ impl MockBuilder {
 /// a [`TransportHandle`], one `DataReceived` at a time (the next only once the previous one's
 /// [`Ack`] is released), nothing while reading is paused, `EofReceived` after the data, and
 /// `ConnectionLost` exactly once, last. What the protocol sends is recorded in order
-/// ([`commands`](Self::commands), [`written`](Self::written)) and answered as a real transport
+/// ([`take_commands`](Self::take_commands), [`written`](Self::written)) and answered as a real transport
 /// answers: writes after `Close` are refused, `SetProtocol` re-addresses the deliveries (the
 /// leftover first), `Close` and `Abort` end the connection with `ConnectionLost(None)`.
 ///
