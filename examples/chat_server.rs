@@ -554,3 +554,230 @@ async fn main() -> io::Result<ExitCode> {
     // ANCHOR_END: shutdown
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The chat protocol and its room, on mock transports: a real `Room` actor, one `Client`
+    //! protocol per mock connection, no socket.
+
+    use std::io;
+
+    use switchboard::testing::{Chunking, Ending, MockTransport};
+
+    use super::*;
+
+    /// Connects client `id` to `room` with the default line limit; `MockTransport::connect`
+    /// returns once the room has welcomed it.
+    async fn join(room: &Addr<Room>, id: ClientId) -> MockTransport {
+        join_with(room, id, DEFAULT_MAX_LINE).await
+    }
+
+    async fn join_with(room: &Addr<Room>, id: ClientId, max_line: usize) -> MockTransport {
+        let mock = MockTransport::connect(client(id, room.clone(), max_line)).await;
+        // The room writes from its own actor: let it finish.
+        mock.settle().await;
+        mock
+    }
+
+    /// Waits until every mock has handled what the room sent it.
+    async fn settle(mocks: &[&MockTransport]) {
+        for mock in mocks {
+            mock.settle().await;
+        }
+    }
+
+    // ANCHOR: test_chat_room
+    // Two clients in one room: each is welcomed, hears the other join, say a line and leave.
+    #[actix::test]
+    async fn test_chat_room() {
+        let room = Room::default().start();
+        let alice = join(&room, 1).await;
+        let bob = join(&room, 2).await;
+        assert_eq!(alice.take_written(), "* welcome guest1\n* guest2 joined\n");
+        assert_eq!(bob.take_written(), "* welcome guest2\n");
+
+        alice.feed("hello, bob\n").await;
+        settle(&[&alice, &bob]).await;
+        assert_eq!(bob.take_written(), "guest1: hello, bob\n");
+        assert_eq!(alice.take_written(), "", "no echo to the sender");
+
+        // Bob hangs up (EOF): the others are told, and his connection closes.
+        assert!(!bob.eof().await);
+        settle(&[&alice, &bob]).await;
+        assert_eq!(alice.take_written(), "* guest2 left\n");
+        assert_eq!(bob.ending(), Some(Ending::ClosedAtEof));
+    }
+    // ANCHOR_END: test_chat_room
+
+    /// What alice says and what bob hears, at every split point of alice's bytes: lines,
+    /// commands, an empty line, a line too long, a line that is not UTF-8.
+    #[actix::test]
+    async fn lines_are_the_same_at_every_split_point() {
+        let cases: &[(&[u8], &str, &str)] = &[
+            (b"hi\n\nthere\n", "", "guest1: hi\nguest1: there\n"),
+            (
+                b"a\r\n/nick al\nb\n",
+                "* you are now al\n",
+                "guest1: a\n* guest1 is now al\nal: b\n",
+            ),
+            (
+                b"0123456789\nok\n",
+                "* line too long (max 8 bytes)\n",
+                "guest1: ok\n",
+            ),
+            (
+                b"\xff\xfe\n/dance\nok\n",
+                "* line is not valid UTF-8\n\
+                 * unknown command /dance (try /nick NAME or /quit)\n",
+                "guest1: ok\n",
+            ),
+        ];
+        for &(input, to_alice, to_bob) in cases {
+            for chunking in Chunking::every(input.len()) {
+                let room = Room::default().start();
+                let alice = join_with(&room, 1, 8).await;
+                let bob = join(&room, 2).await;
+                alice.take_written();
+                bob.take_written();
+
+                alice
+                    .feed_chunked(Bytes::from_static(input), &chunking)
+                    .await;
+                settle(&[&alice, &bob]).await;
+                let what = format!("{:?} {chunking:?}", String::from_utf8_lossy(input));
+                assert_eq!(alice.take_written(), to_alice, "{what}");
+                assert_eq!(bob.take_written(), to_bob, "{what}");
+                assert!(
+                    !alice.is_closing(),
+                    "{what}: mistakes do not end the session"
+                );
+            }
+        }
+    }
+
+    /// The last line may lack its newline: at EOF it is said, then the client leaves.
+    #[actix::test]
+    async fn eof_says_the_last_line_then_leaves() {
+        let input = "one\ntwo";
+        for chunking in Chunking::every(input.len()) {
+            let room = Room::default().start();
+            let alice = join(&room, 1).await;
+            let bob = join(&room, 2).await;
+            bob.take_written();
+            alice.feed_chunked(input, &chunking).await;
+            assert!(!alice.eof().await);
+            settle(&[&alice, &bob]).await;
+            assert_eq!(
+                bob.take_written(),
+                "guest1: one\nguest1: two\n* guest1 left\n",
+                "{chunking:?}"
+            );
+            assert_eq!(alice.ending(), Some(Ending::ClosedAtEof));
+        }
+    }
+
+    /// A client that stops reading (PauseWriting) is dropped at once, abortively, and the
+    /// others are told why, once.
+    #[actix::test]
+    async fn a_slow_client_is_dropped() {
+        let room = Room::default().start();
+        let alice = join(&room, 1).await;
+        let bob = join(&room, 2).await;
+        let carol = join(&room, 3).await;
+        alice.take_written();
+        bob.take_written();
+
+        carol.pause_writing().await;
+        carol.protocol_stopped().await;
+        settle(&[&alice, &bob]).await;
+        assert_eq!(carol.ending(), Some(Ending::Aborted));
+        assert_eq!(
+            carol.command_names(),
+            ["Write", "Abort"],
+            "welcome, then dropped"
+        );
+        assert_eq!(alice.take_written(), "* guest3 left (too slow)\n");
+        assert_eq!(bob.take_written(), "* guest3 left (too slow)\n");
+
+        // The room goes on without carol.
+        alice.feed("still here\n").await;
+        settle(&[&alice, &bob]).await;
+        assert_eq!(bob.take_written(), "guest1: still here\n");
+        assert_eq!(carol.take_written(), "* welcome guest3\n");
+    }
+
+    /// A connection lost (a reset) makes the client leave.
+    #[actix::test]
+    async fn a_lost_connection_leaves_the_room() {
+        let room = Room::default().start();
+        let alice = join(&room, 1).await;
+        let bob = join(&room, 2).await;
+        alice.take_written();
+        bob.lose(Some(io::ErrorKind::ConnectionReset.into())).await;
+        bob.protocol_stopped().await;
+        settle(&[&alice]).await;
+        assert_eq!(alice.take_written(), "* guest2 left\n");
+
+        // Its name is free again, and the room still relays.
+        let carol = join(&room, 3).await;
+        carol.feed("/nick guest2\nhi\n").await;
+        settle(&[&alice, &carol]).await;
+        assert_eq!(
+            alice.take_written(),
+            "* guest3 joined\n* guest3 is now guest2\nguest2: hi\n"
+        );
+    }
+
+    /// `/quit`: `* bye`, a graceful close, the others told once; what follows is ignored.
+    #[actix::test]
+    async fn quit_says_bye_and_closes() {
+        let room = Room::default().start();
+        let alice = join(&room, 1).await;
+        let bob = join(&room, 2).await;
+        alice.take_written();
+        alice.take_commands();
+        bob.take_written();
+
+        alice.feed("last\n/quit\nignored\n").await;
+        alice.protocol_stopped().await;
+        settle(&[&bob]).await;
+        assert_eq!(alice.take_written(), "* bye\n");
+        let commands: Vec<_> = alice
+            .take_commands()
+            .iter()
+            .map(|sent| sent.name())
+            .collect();
+        assert_eq!(commands, ["Write", "Close"]);
+        assert_eq!(alice.ending(), Some(Ending::Closed));
+        assert_eq!(bob.take_written(), "guest1: last\n* guest1 left\n");
+    }
+
+    /// Names: the checks of `/nick`, and a guest name never given twice.
+    #[actix::test]
+    async fn nick_checks_the_name() {
+        let room = Room::default().start();
+        let alice = join(&room, 1).await;
+        let bob = join(&room, 2).await;
+        alice.take_written();
+        bob.take_written();
+
+        bob.feed("/nick guest3\n").await;
+        alice
+            .feed("/nick\n/nick a b\n/nick guest1\n/nick guest3\n")
+            .await;
+        settle(&[&alice, &bob]).await;
+        assert_eq!(
+            alice.take_written(),
+            "* guest2 is now guest3\n\
+             * usage: /nick NAME\n\
+             * invalid name \"a b\": 1 to 32 letters, digits, '-' or '_'\n\
+             * you are already guest1\n\
+             * the name guest3 is taken\n"
+        );
+        assert_eq!(bob.take_written(), "* you are now guest3\n");
+
+        // guest3 is taken by bob: the next guest is guest4.
+        let carol = join(&room, 3).await;
+        assert_eq!(carol.take_written(), "* welcome guest4\n");
+    }
+}

@@ -199,3 +199,128 @@ async fn main() -> io::Result<ExitCode> {
     // ANCHOR_END: shutdown
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The echo protocol on a mock transport: no socket, no server.
+
+    use std::io;
+
+    use switchboard::testing::{self, Chunking, Ending, MockTransport, Probe};
+
+    use super::*;
+
+    // ANCHOR: test_echo
+    // Every byte comes back, however the bytes are cut into reads.
+    #[actix::test]
+    async fn test_echo() {
+        let input = "hello\nworld\n";
+        for chunking in Chunking::every(input.len()) {
+            let mock = MockTransport::connect(echo()).await;
+            mock.feed_chunked(input, &chunking).await;
+            assert_eq!(mock.written(), input, "{chunking:?}");
+        }
+    }
+    // ANCHOR_END: test_echo
+
+    // ANCHOR: test_echo_backpressure
+    // A full write buffer (PauseWriting) stops reading; room again (ResumeWriting) restarts it.
+    #[actix::test]
+    async fn test_echo_backpressure() {
+        let mock = MockTransport::connect(echo()).await;
+
+        mock.pause_writing().await;
+        assert!(!mock.is_reading());
+        assert_eq!(mock.command_names(), ["PauseReading"]);
+
+        mock.resume_writing().await;
+        assert!(mock.is_reading());
+        assert_eq!(mock.command_names(), ["PauseReading", "ResumeReading"]);
+    }
+    // ANCHOR_END: test_echo_backpressure
+
+    // ANCHOR: test_echo_over_loopback
+    // The same protocol behind a real server on a free loopback port, with a Probe as the client.
+    #[actix::test]
+    async fn test_echo_over_loopback() {
+        let server = testing::tcp_server(echo).await.expect("listen on loopback");
+        let (client, mut events) = Probe::builder().start();
+        let (transport, _) = switchboard::tcp::connect(server.addr, move || client)
+            .await
+            .expect("connect");
+        events.made().await;
+        transport.write("ping\n");
+        assert_eq!(events.data(5).await, b"ping\n");
+        transport.close();
+        assert!(events.until_lost().await.is_none(), "a clean close");
+        server.handle.close().await;
+    }
+    // ANCHOR_END: test_echo_over_loopback
+
+    /// What arrives while reading is paused waits, and is echoed once writing resumes.
+    #[actix::test]
+    async fn bytes_received_while_paused_wait_for_resume_writing() {
+        let mock = MockTransport::connect(echo()).await;
+        mock.pause_writing().await;
+        mock.feed("waits").await;
+        assert_eq!(mock.written(), "", "nothing is read while paused");
+
+        // Write-flow events do not wait behind the data held by paused reading.
+        mock.resume_writing().await;
+        assert_eq!(mock.written(), "waits");
+        assert_eq!(
+            mock.command_names(),
+            ["PauseReading", "ResumeReading", "Write"]
+        );
+    }
+
+    /// One `Write` per `DataReceived`, with that delivery's bytes: an echo never merges reads.
+    #[actix::test]
+    async fn each_read_is_echoed_as_one_write() {
+        let mock = MockTransport::connect(echo()).await;
+        mock.feed_chunked("abcdefg", &Chunking::Sizes(vec![3, 1]))
+            .await;
+        assert_eq!(mock.writes(), ["abc", "d", "efg"]);
+        assert_eq!(mock.command_names(), ["Write", "Write", "Write"]);
+    }
+
+    /// A client that half-closes gets back everything it sent, then the connection closes.
+    #[actix::test]
+    async fn at_eof_it_finishes_echoing_then_closes() {
+        let mock = MockTransport::connect(echo()).await;
+        mock.push("last ");
+        mock.push("words");
+        assert!(
+            !mock.eof().await,
+            "Echo does not keep a half-open connection"
+        );
+        assert_eq!(mock.written(), "last words");
+        assert_eq!(mock.ending(), Some(Ending::ClosedAtEof));
+        mock.protocol_stopped().await;
+    }
+
+    /// The protocol actor stops at `ConnectionLost`, whatever ended the connection.
+    #[actix::test]
+    async fn it_stops_when_the_connection_is_lost() {
+        let mock = MockTransport::connect(echo()).await;
+        mock.feed("ping").await;
+        mock.lose(Some(io::ErrorKind::ConnectionReset.into())).await;
+        mock.protocol_stopped().await;
+        assert_eq!(mock.written(), "ping");
+        assert_eq!(mock.ending(), Some(Ending::Lost));
+    }
+
+    /// Without `write_flow()` the transport would not send the flow events at all; the factory
+    /// opts in, and pausing twice or resuming twice does no harm.
+    #[actix::test]
+    async fn the_factory_opts_in_to_write_flow() {
+        let mock = MockTransport::connect(echo()).await;
+        assert!(mock.protocol().handles_write_flow());
+        assert!(!mock.protocol().handles_eof());
+        mock.pause_writing().await;
+        mock.pause_writing().await;
+        mock.resume_writing().await;
+        mock.feed("x").await;
+        assert_eq!(mock.written(), "x");
+    }
+}

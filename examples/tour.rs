@@ -303,6 +303,7 @@ impl Handler<DataReceived> for LengthProtocol {
             return;
         };
         let mut echoes = Vec::new();
+        let mut bad_frame = false;
         for frame in self.frames.decode(&msg.data) {
             match frame {
                 Ok(frame) => {
@@ -312,14 +313,18 @@ impl Handler<DataReceived> for LengthProtocol {
                 }
                 Err(err) => {
                     tracing::warn!(%err, "bad frame: closing");
-                    transport.close();
+                    bad_frame = true;
                     break;
                 }
             }
         }
-        // Answer every frame of this chunk in one write.
+        // Answer every frame of this chunk in one write, before closing for a bad one: the
+        // transport refuses a write sent after `Close`.
         if let Err(err) = self.frames.write_all(&transport, echoes) {
             tracing::warn!(%err, "could not encode a frame");
+        }
+        if bad_frame {
+            transport.close();
         }
     }
 }
@@ -2166,4 +2171,519 @@ fn describe_lost(err: &Option<io::Error>) -> String {
 /// A frame as text, quoted and escaped: `"bravo\ncharlie"`.
 fn show(frame: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(frame))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The tour's server protocols on a mock transport: no socket, every split point.
+
+    use switchboard::{
+        BufferedPlaintext,
+        testing::{Chunking, Ending, MockTransport, Sent},
+    };
+
+    use super::*;
+
+    /// A channel for a protocol's reports, as `main` would hold it.
+    fn reports() -> (UnboundedSender<ServerEvent>, UnboundedReceiver<ServerEvent>) {
+        unbounded_channel()
+    }
+
+    /// Everything reported so far.
+    fn reported(events: &mut UnboundedReceiver<ServerEvent>) -> Vec<ServerEvent> {
+        let mut seen = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            seen.push(event);
+        }
+        seen
+    }
+
+    /// `payloads` as length-prefixed frames, back to back.
+    fn frames(payloads: &[&[u8]]) -> Bytes {
+        let mut out = BytesMut::new();
+        for payload in payloads {
+            encode_frame(payload, &mut out);
+        }
+        out.freeze()
+    }
+
+    /// What a protocol that switches after the first `end` bytes of `input` has read and not
+    /// parsed: the rest of the delivery that held byte `end - 1`.
+    fn leftover_at(input: &Bytes, end: usize, chunking: &Chunking) -> Bytes {
+        let mut start = 0;
+        for piece in chunking.split(input) {
+            if start + piece.len() >= end {
+                return piece.slice(end - start..);
+            }
+            start += piece.len();
+        }
+        panic!("{end} is past the end of the input");
+    }
+
+    fn names(commands: &[Sent]) -> Vec<&'static str> {
+        commands.iter().map(Sent::name).collect()
+    }
+
+    // ANCHOR: test_line_protocol_every_split
+    // Each line is answered in upper case, however the bytes are cut into reads.
+    #[actix::test]
+    async fn test_line_protocol_every_split() {
+        let input = "hello\nworld\n";
+        for chunking in Chunking::every(input.len()) {
+            let (report, _events) = reports();
+            let mock = MockTransport::connect(LineProtocol::new(report).start()).await;
+            mock.feed_chunked(input, &chunking).await;
+            assert_eq!(mock.written(), "HELLO\nWORLD\n", "{chunking:?}");
+        }
+    }
+    // ANCHOR_END: test_line_protocol_every_split
+
+    /// `\r\n` ends a line too; an empty line gets an empty answer; a line waits for its newline.
+    #[actix::test]
+    async fn line_protocol_answers_whole_lines_only() {
+        let (report, mut events) = reports();
+        let mock = MockTransport::connect(LineProtocol::new(report).start()).await;
+        mock.feed("a b\r\n\nhalf").await;
+        assert_eq!(mock.writes(), ["A B\n", "\n"]);
+        mock.feed(" done\n").await;
+        assert_eq!(mock.take_written(), "A B\n\nHALF DONE\n");
+        let lines: Vec<_> = reported(&mut events)
+            .into_iter()
+            .filter_map(|event| match event {
+                ServerEvent::Line(line) => Some(line),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lines, ["a b", "", "half done"]);
+    }
+
+    /// `SWITCH` hands the connection to a `LengthProtocol` with the bytes behind the command,
+    /// at every split point: the frames the client pipelined are echoed, none lost or doubled.
+    #[actix::test]
+    async fn line_protocol_switch_hands_over_the_leftover_at_every_split() {
+        let head = b"hi\nSWITCH\n";
+        let tail = frames(&[b"one", b"SWITCH\n", b"two"]);
+        let input = Bytes::from([&head[..], &tail[..]].concat());
+        for chunking in Chunking::every(input.len()) {
+            let (report, mut events) = reports();
+            let mock = MockTransport::connect(LineProtocol::new(report).start()).await;
+            let line_protocol = mock.protocol();
+            mock.feed_chunked(input.clone(), &chunking).await;
+
+            let expected_leftover = leftover_at(&input, head.len(), &chunking);
+            let commands = mock.take_commands();
+            match &commands[..] {
+                [
+                    Sent::Write(answer),
+                    Sent::SetProtocol { protocol, leftover },
+                    rest @ ..,
+                ] => {
+                    assert_eq!(answer, "HI\n", "{chunking:?}");
+                    assert_eq!(leftover, &expected_leftover, "{chunking:?}");
+                    assert!(protocol.downcast::<LengthProtocol>().is_some());
+                    assert!(rest.iter().all(|sent| matches!(sent, Sent::Write(_))));
+                }
+                _ => panic!("{chunking:?}: {:?}", names(&commands)),
+            }
+            assert_eq!(mock.written(), [&b"HI\n"[..], &tail[..]].concat());
+            assert!(!mock.is_closing(), "a switch keeps the connection");
+            assert!(!line_protocol.is_alive(), "the line protocol stopped");
+
+            let seen = reported(&mut events);
+            assert!(
+                matches!(
+                    &seen[..],
+                    [
+                        ServerEvent::Connected(_),
+                        ServerEvent::Line(line),
+                        ServerEvent::Switched { leftover },
+                        ServerEvent::Connected(_),
+                        ServerEvent::Frame(one),
+                        ServerEvent::Frame(switch),
+                        ServerEvent::Frame(two),
+                    ] if line == "hi" && *leftover == expected_leftover.len()
+                        && one == "one" && switch == "SWITCH\n" && two == "two"
+                ),
+                "{chunking:?}: {seen:?}"
+            );
+        }
+    }
+
+    /// A line over `MAX_LINE` bytes closes the connection, after the lines before it were
+    /// answered; so does a line that is not UTF-8. Nothing after it is answered.
+    #[actix::test]
+    async fn line_protocol_closes_on_a_bad_line() {
+        let long = [&b"ok\n"[..], &[b'x'; MAX_LINE + 1][..]].concat();
+        let not_utf8 = b"ok\n\xff\xfe\nnever\n".to_vec();
+        for input in [Bytes::from(long), Bytes::from(not_utf8)] {
+            let chunkings = [
+                Chunking::Whole,
+                Chunking::Bytewise,
+                Chunking::SplitAt(3),
+                Chunking::SplitAt(5),
+                Chunking::Sizes(vec![1000]),
+            ];
+            for chunking in chunkings {
+                let (report, _events) = reports();
+                let mock = MockTransport::connect(LineProtocol::new(report).start()).await;
+                mock.feed_chunked(input.clone(), &chunking).await;
+                assert_eq!(mock.written(), "OK\n", "{chunking:?}");
+                assert_eq!(mock.command_names(), ["Write", "Close"], "{chunking:?}");
+                assert_eq!(mock.ending(), Some(Ending::Closed));
+            }
+        }
+    }
+
+    /// The line protocol does not keep a half-open connection: at EOF the transport closes, and
+    /// a last line without its newline gets no answer.
+    #[actix::test]
+    async fn line_protocol_closes_at_eof() {
+        let (report, mut events) = reports();
+        let mock = MockTransport::connect(LineProtocol::new(report).start()).await;
+        mock.feed("one\ntwo").await;
+        assert!(!mock.eof().await);
+        mock.protocol_stopped().await;
+        assert_eq!(mock.written(), "ONE\n");
+        assert_eq!(mock.ending(), Some(Ending::ClosedAtEof));
+        assert!(matches!(
+            reported(&mut events).last(),
+            Some(ServerEvent::Lost(None))
+        ));
+    }
+
+    // ANCHOR: test_length_protocol
+    // Every frame comes back; the frames of one read come back in one write.
+    #[actix::test]
+    async fn test_length_protocol() {
+        let (report, _events) = reports();
+        let mock = MockTransport::connect(LengthProtocol::new(report).start()).await;
+
+        let two_frames = frames(&[b"bravo", b"charlie\n"]);
+        mock.feed(two_frames.clone()).await;
+        assert_eq!(mock.writes(), [two_frames]);
+    }
+    // ANCHOR_END: test_length_protocol
+
+    /// The echo is the input, at every split point, the empty frame and newlines included.
+    #[actix::test]
+    async fn length_protocol_echoes_at_every_split() {
+        let input = frames(&[b"alpha", b"", b"bravo\ncharlie", b"SWITCH\n"]);
+        for chunking in Chunking::every(input.len()) {
+            let (report, mut events) = reports();
+            let mock = MockTransport::connect(LengthProtocol::new(report).start()).await;
+            mock.feed_chunked(input.clone(), &chunking).await;
+            assert_eq!(mock.written(), input, "{chunking:?}");
+            assert!(!mock.is_closing());
+            let echoed: Vec<_> = reported(&mut events)
+                .into_iter()
+                .filter_map(|event| match event {
+                    ServerEvent::Frame(frame) => Some(frame),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(echoed, ["alpha", "", "bravo\ncharlie", "SWITCH\n"]);
+        }
+    }
+
+    /// A length over `MAX_FRAME` closes the connection without waiting for the frame, and the
+    /// frames before it are still echoed, however the bytes are cut.
+    #[actix::test]
+    async fn length_protocol_closes_on_a_frame_too_long() {
+        let mut input = BytesMut::from(&frames(&[b"ok"])[..]);
+        input.put_u32(u32::try_from(MAX_FRAME + 1).expect("small"));
+        input.put_slice(b"never");
+        let input = input.freeze();
+        for chunking in Chunking::every(input.len()) {
+            let (report, _events) = reports();
+            let mock = MockTransport::connect(LengthProtocol::new(report).start()).await;
+            mock.feed_chunked(input.clone(), &chunking).await;
+            assert_eq!(mock.written(), frames(&[b"ok"]), "{chunking:?}");
+            assert_eq!(mock.command_names(), ["Write", "Close"], "{chunking:?}");
+        }
+    }
+
+    const INJECTED: &str = "INJECTED\n";
+
+    fn acceptor() -> TlsAcceptor {
+        SelfSigned::localhost()
+            .and_then(|cert| cert.acceptor())
+            .expect("a certificate for localhost")
+    }
+
+    /// `STARTTLS`: `READY` in plaintext, then `StartTls`, then the switch to the line protocol,
+    /// in that order; what the client sent in the clear behind the command is dropped, at every
+    /// split point; the line protocol answers what comes after the upgrade.
+    #[actix::test]
+    async fn start_tls_gate_upgrades_and_drops_injected_plaintext() {
+        let acceptor = acceptor();
+        let input = format!("STARTTLS\n{INJECTED}");
+        for chunking in Chunking::every(input.len()) {
+            let (report, mut events) = reports();
+            let gate = StartTlsGate::new(acceptor.clone(), report).start();
+            let mock = MockTransport::connect(gate).await;
+            mock.feed_chunked(input.clone(), &chunking).await;
+
+            let commands = mock.take_commands();
+            match &commands[..] {
+                [
+                    Sent::Write(ready),
+                    Sent::StartTls {
+                        plaintext: BufferedPlaintext::Discard,
+                        leftover: tls_leftover,
+                    },
+                    Sent::SetProtocol { protocol, leftover },
+                ] => {
+                    assert_eq!(ready, "READY\n");
+                    assert!(
+                        tls_leftover.is_empty() && leftover.is_empty(),
+                        "{chunking:?}"
+                    );
+                    assert!(protocol.downcast::<LineProtocol>().is_some());
+                }
+                _ => panic!("{chunking:?}: {:?}", names(&commands)),
+            }
+
+            mock.feed("after\n").await;
+            assert_eq!(mock.written(), "READY\nAFTER\n", "{chunking:?}");
+            let seen = reported(&mut events);
+            assert!(
+                matches!(
+                    &seen[..],
+                    [
+                        ServerEvent::Connected(_),
+                        ServerEvent::Upgrading,
+                        ServerEvent::Connected(_),
+                        ServerEvent::Line(line),
+                    ] if line == "after"
+                ),
+                "{chunking:?}: {seen:?}"
+            );
+        }
+    }
+
+    /// Anything but `STARTTLS` first gets `STARTTLS first` and a close, a line that is not
+    /// UTF-8 too; a line too long is closed on without an answer.
+    #[actix::test]
+    async fn start_tls_gate_refuses_anything_else() {
+        let acceptor = acceptor();
+        let cases: [(Bytes, &str); 3] = [
+            (Bytes::from_static(b"HELO\nSTARTTLS\n"), "STARTTLS first\n"),
+            (Bytes::from_static(b"\xffSTARTTLS\n"), "STARTTLS first\n"),
+            (Bytes::from(vec![b'S'; MAX_LINE + 1]), ""),
+        ];
+        for (input, answer) in cases {
+            for chunking in [Chunking::Whole, Chunking::Bytewise, Chunking::SplitAt(4)] {
+                let (report, _events) = reports();
+                let gate = StartTlsGate::new(acceptor.clone(), report).start();
+                let mock = MockTransport::connect(gate).await;
+                mock.feed_chunked(input.clone(), &chunking).await;
+                assert_eq!(mock.written(), answer, "{chunking:?}");
+                assert_eq!(mock.ending(), Some(Ending::Closed), "{chunking:?}");
+                assert!(!mock.command_names().contains(&"StartTls"));
+            }
+        }
+    }
+
+    fn http_upgrade(report: UnboundedSender<ServerEvent>) -> Addr<HttpUpgrade> {
+        HttpUpgrade {
+            transport: None,
+            heads: Framing::new(RequestHeads),
+            report,
+        }
+        .start()
+    }
+
+    fn upgrade_request(version: &str) -> String {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {WEBSOCKET_KEY}\r\nSec-WebSocket-Version: {version}\r\n\r\n"
+        )
+    }
+
+    /// An unmasked server frame, as `SmallFrames` encodes it.
+    fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![0x80 | opcode, payload.len() as u8];
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    /// The upgrade request and the first frame in one stream, cut at every point: `101` with
+    /// RFC 6455's accept key, `SetProtocol` with exactly the bytes behind the head, and the
+    /// frame echoed by the WebSocket protocol.
+    #[actix::test]
+    async fn http_upgrade_switches_with_the_frame_behind_the_head_at_every_split() {
+        let request = upgrade_request("13");
+        let hello = WsFrame::new(OP_TEXT, WEBSOCKET_HELLO).masked([0x37, 0xfa, 0x21, 0x3d]);
+        let input = Bytes::from([request.as_bytes(), &hello[..]].concat());
+        let switching = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {WEBSOCKET_ACCEPT}\r\n\r\n"
+        );
+        let expected = [
+            switching.as_bytes(),
+            &server_frame(OP_TEXT, WEBSOCKET_HELLO.as_bytes()),
+        ]
+        .concat();
+        for chunking in Chunking::every(input.len()) {
+            let (report, mut events) = reports();
+            let mock = MockTransport::connect(http_upgrade(report)).await;
+            mock.feed_chunked(input.clone(), &chunking).await;
+
+            let expected_leftover = leftover_at(&input, request.len(), &chunking);
+            let commands = mock.take_commands();
+            match &commands[..] {
+                [
+                    Sent::Write(answer),
+                    Sent::SetProtocol { protocol, leftover },
+                    Sent::Write(_),
+                ] => {
+                    assert_eq!(answer, switching.as_bytes());
+                    assert_eq!(leftover, &expected_leftover, "{chunking:?}");
+                    assert!(protocol.downcast::<WebSocketEcho>().is_some());
+                }
+                _ => panic!("{chunking:?}: {:?}", names(&commands)),
+            }
+            assert_eq!(mock.written(), expected, "{chunking:?}");
+            let seen = reported(&mut events);
+            assert!(
+                matches!(
+                    &seen[..],
+                    [
+                        ServerEvent::Connected(_),
+                        ServerEvent::WebSocketUpgrade { leftover },
+                        ServerEvent::Connected(_),
+                        ServerEvent::WebSocketMessage(message),
+                    ] if *leftover == expected_leftover.len() && message == WEBSOCKET_HELLO
+                ),
+                "{chunking:?}: {seen:?}"
+            );
+        }
+    }
+
+    /// A request that is not a version-13 WebSocket upgrade of `/ws` gets a `404` and a close;
+    /// a head that never ends gets a close.
+    #[actix::test]
+    async fn http_upgrade_refuses_other_requests() {
+        let not_found = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let cases = [
+            (
+                "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_owned(),
+                not_found,
+            ),
+            (upgrade_request("8"), not_found),
+            (upgrade_request("13").replace("GET", "PUT"), not_found),
+            ("x".repeat(MAX_LINE + 1), ""),
+        ];
+        for (input, answer) in cases {
+            let (report, _events) = reports();
+            let mock = MockTransport::connect(http_upgrade(report)).await;
+            mock.feed_chunked(input.clone(), &Chunking::Bytewise).await;
+            assert_eq!(mock.written(), answer, "{input:?}");
+            assert_eq!(mock.ending(), Some(Ending::Closed), "{input:?}");
+            assert!(!mock.command_names().contains(&"SetProtocol"));
+        }
+    }
+
+    fn websocket_echo(report: UnboundedSender<ServerEvent>) -> Addr<WebSocketEcho> {
+        WebSocketEcho {
+            transport: None,
+            frames: Framing::new(SmallFrames),
+            report,
+        }
+        .start()
+    }
+
+    /// Text is echoed unmasked, other data frames are ignored, and a close is answered with a
+    /// close before the connection closes; at every split point.
+    #[actix::test]
+    async fn websocket_echo_echoes_text_and_answers_close() {
+        let code = 1000u16.to_be_bytes();
+        let input = [
+            &WsFrame::new(OP_TEXT, "hi").masked([1, 2, 3, 4])[..],
+            &WsFrame::new(0x2, "binary").masked([5, 6, 7, 8])[..],
+            &WsFrame::new(OP_CLOSE, code.to_vec()).masked([9, 9, 9, 9])[..],
+            &WsFrame::new(OP_TEXT, "after close").masked([1, 1, 1, 1])[..],
+        ]
+        .concat();
+        let expected = [server_frame(OP_TEXT, b"hi"), server_frame(OP_CLOSE, &code)].concat();
+        for chunking in Chunking::every(input.len()) {
+            let (report, _events) = reports();
+            let mock = MockTransport::connect(websocket_echo(report)).await;
+            mock.feed_chunked(input.clone(), &chunking).await;
+            assert_eq!(mock.written(), expected, "{chunking:?}");
+            assert_eq!(
+                mock.command_names(),
+                ["Write", "Write", "Close"],
+                "{chunking:?}"
+            );
+        }
+    }
+
+    /// A fragmented frame, or one longer than this cut-down codec reads, closes the connection.
+    #[actix::test]
+    async fn websocket_echo_closes_on_a_frame_it_cannot_read() {
+        let fragment = vec![0x01, 0x80 | 2, 0, 0, 0, 0, b'h', b'i'];
+        let long = vec![0x81, 0x80 | 126, 0, 200];
+        for input in [fragment, long] {
+            let (report, _events) = reports();
+            let mock = MockTransport::connect(websocket_echo(report)).await;
+            mock.feed(input).await;
+            assert_eq!(mock.written(), "");
+            assert_eq!(mock.command_names(), ["Close"]);
+        }
+    }
+
+    /// The producer sets its limits first, writes until `PauseWriting`, writes nothing while
+    /// paused, goes on at `ResumeWriting`, and closes once it has written `TO_SEND` bytes.
+    #[actix::test]
+    async fn producer_stops_at_pause_writing_and_goes_on_at_resume() {
+        let (report, mut events) = unbounded_channel();
+        let producer = ProtocolHandle::builder(Producer::new(report).start()).write_flow();
+        // `start`, not `connect`: `connect` would wait for the producer to be idle, which it is
+        // only once it has written everything.
+        let mock = MockTransport::builder().start(producer);
+        mock.pause_writing().await;
+
+        let sent = match events.try_recv() {
+            Ok(ProducerEvent::Paused { sent }) => sent,
+            other => panic!("expected Paused, got {other:?}"),
+        };
+        let commands = mock.take_commands();
+        assert!(matches!(
+            commands.first(),
+            Some(Sent::SetWriteBufferLimits {
+                high: Some(HIGH_WATER_MARK),
+                low: Some(LOW_WATER_MARK),
+            })
+        ));
+        assert!(
+            commands[1..]
+                .iter()
+                .all(|sent| matches!(sent, Sent::Write(_)))
+        );
+        assert_eq!(mock.stats().bytes_sent, sent as u64);
+        assert!(sent < TO_SEND, "paused before the end");
+
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        mock.settle().await;
+        assert_eq!(
+            mock.stats().bytes_sent,
+            sent as u64,
+            "not one byte while paused"
+        );
+
+        mock.resume_writing().await;
+        assert_eq!(mock.ending(), Some(Ending::Closed));
+        assert_eq!(mock.stats().bytes_sent, TO_SEND as u64);
+        assert!(mock.writes().iter().all(|write| write.len() <= CHUNK_SIZE));
+        let commands = mock.take_commands();
+        assert_eq!(commands.last().map(Sent::name), Some("Close"));
+        assert!(matches!(events.try_recv(), Ok(ProducerEvent::Resumed)));
+        assert!(matches!(
+            events.try_recv(),
+            Ok(ProducerEvent::Done { sent: TO_SEND })
+        ));
+        mock.protocol_stopped().await;
+        assert!(matches!(events.try_recv(), Ok(ProducerEvent::Lost(None))));
+    }
 }

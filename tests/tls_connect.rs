@@ -433,9 +433,7 @@ async fn a_server_runs_at_most_its_limit_of_handshakes_at_once() {
         let client_addr = addr.clone();
         let mut client = Box::pin(async move {
             connector
-                .connect(&client_addr, || {
-                    ProbeOptions::default().probe().0.start()
-                })
+                .connect(&client_addr, || ProbeOptions::default().probe().0.start())
                 .await
         });
         assert!(
