@@ -309,3 +309,28 @@ async fn events_arrive_in_the_documented_order_only() {
     })
     .await
 }
+
+/// An actix `System` that stops while its transports' protocol watch sleeps, then another
+/// `System` on the same thread: the second one's idle connections still notice a protocol that
+/// stopped. (The first runtime drops the sweep mid-sleep; the thread's watch list must not stay
+/// marked as swept.)
+#[test]
+fn a_later_system_on_the_same_thread_still_watches_idle_connections() {
+    System::new().block_on(async {
+        let (_transport, _probe, _peer, _events) = probed(Kind::Tcp, ProbeOptions::default()).await;
+        // Returning drops the runtime, and with it the sweep sleeping on this thread.
+    });
+    System::new().block_on(async {
+        let (_transport, probe, mut peer, _events) =
+            probed(Kind::Tcp, ProbeOptions::default()).await;
+        probe.do_send(StopProbe);
+        let (rest, err) = tokio::time::timeout(support::TIMEOUT, peer.read_to_end_or_error())
+            .await
+            .expect("an idle transport on a later System never noticed its protocol stopped");
+        assert!(rest.is_empty());
+        assert_eq!(
+            err.expect("abort resets a TCP connection").kind(),
+            io::ErrorKind::ConnectionReset
+        );
+    });
+}

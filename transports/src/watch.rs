@@ -97,7 +97,28 @@ impl ProtocolWatch {
     }
 }
 
+/// Ends a sweep's bookkeeping however the sweep ends: its loop finds the list empty, or its
+/// runtime drops it mid-sleep. The second happens when an actix `System` stops while transports
+/// live on its thread and another `System` runs on the same thread later: without the reset,
+/// the thread's list would stay marked as swept and no idle transport there would ever notice
+/// its protocol's death again.
+struct SweepRunning;
+
+impl Drop for SweepRunning {
+    fn drop(&mut self) {
+        SWEEPS.fetch_sub(1, Ordering::Relaxed);
+        // The thread may be exiting (its locals gone), or a list borrow may be live in a frame
+        // this drop interrupts; in both cases there is no later sweep to enable.
+        let _ = WATCHLIST.try_with(|list| {
+            if let Ok(mut list) = list.try_borrow_mut() {
+                list.sweeping = false;
+            }
+        });
+    }
+}
+
 async fn sweep() {
+    let _running = SweepRunning;
     loop {
         actix_rt::time::sleep(PROTOCOL_WATCH_INTERVAL).await;
         let more = WATCHLIST.with(|list| {
@@ -117,7 +138,6 @@ async fn sweep() {
             list.sweeping
         });
         if !more {
-            SWEEPS.fetch_sub(1, Ordering::Relaxed);
             break;
         }
     }
