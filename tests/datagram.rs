@@ -1121,3 +1121,52 @@ async fn datagrams_sent_before_the_endpoint_started_keep_their_order() {
     })
     .await
 }
+
+/// A factory that panics fails the bind with a [`FactoryPanicked`](switchboard::FactoryPanicked)
+/// error instead of unwinding through the caller, and releases the socket: the same UDP port and
+/// Unix path can be bound again at once, and the arbiter goes on.
+#[actix_rt::test]
+async fn a_panicking_factory_fails_the_bind_and_releases_the_socket() {
+    deadline(async {
+        let panicking = || -> Addr<Dgram> { panic!("factory told to panic") };
+        let told = |err: &io::Error| {
+            switchboard::FactoryPanicked::of(err).map(|err| err.message().to_owned())
+        };
+
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let err = udp::bind(port, panicking)
+            .await
+            .expect_err("the factory panicked");
+        assert_eq!(
+            told(&err).as_deref(),
+            Some("factory told to panic"),
+            "{err}"
+        );
+        let (probe, _events) = Dgram::new();
+        let (endpoint, _) = udp::bind(port, || probe.start())
+            .await
+            .expect("the port is free again");
+        endpoint.abort();
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("endpoint.sock");
+        let err = unix_datagram::bind(&path, panicking).expect_err("the factory panicked");
+        assert_eq!(
+            told(&err).as_deref(),
+            Some("factory told to panic"),
+            "{err}"
+        );
+        assert!(
+            !path.exists(),
+            "the socket file of a failed bind is removed"
+        );
+        let (probe, _events) = Dgram::new();
+        let (endpoint, _) =
+            unix_datagram::bind(&path, || probe.start()).expect("the path is free again");
+        endpoint.abort();
+    })
+    .await
+}

@@ -20,10 +20,12 @@ use tokio::io::AsyncReadExt;
 for_each_kind!(
     close_stops_accepting_and_live_connections_go_on,
     wait_closed_waits_for_every_connection,
+    wait_closed_waits_for_every_protocol_to_handle_connection_lost,
     close_clients_flushes_and_abort_clients_resets,
     start_serving_later_and_sockets,
     connection_limit_holds_the_excess_in_the_backlog,
     a_panicking_protocol_leaves_the_others_alone,
+    a_panicking_factory_ends_only_its_connection,
 );
 
 /// Echoes, and records which thread it runs on.
@@ -175,6 +177,58 @@ async fn wait_closed_waits_for_every_connection(kind: Kind) {
     assert_eq!(served.server.stats().await.connections, 0);
 }
 
+/// A protocol that is busy when its connection ends handles `ConnectionLost` late; `wait_closed`
+/// waits for that, so a `main` that returns right after it loses none of its protocols' last
+/// words (asyncio's `wait_closed` waits for every connection to be gone).
+async fn wait_closed_waits_for_every_protocol_to_handle_connection_lost(kind: Kind) {
+    /// Told `busy`, it waits half a second before handling anything else (`ctx.wait` holds its
+    /// mailbox), so its `ConnectionLost` is handled well after its transport has stopped.
+    struct Busy(Arc<Mutex<Vec<&'static str>>>);
+    impl Actor for Busy {
+        type Context = Context<Self>;
+    }
+    impl Handler<ConnectionMade> for Busy {
+        type Result = ();
+        fn handle(&mut self, _: ConnectionMade, _: &mut Context<Self>) {}
+    }
+    impl Handler<DataReceived> for Busy {
+        type Result = ();
+        fn handle(&mut self, _: DataReceived, ctx: &mut Context<Self>) {
+            ctx.wait(actix::fut::wrap_future(tokio::time::sleep(
+                Duration::from_millis(500),
+            )));
+        }
+    }
+    impl Handler<ConnectionLost> for Busy {
+        type Result = ();
+        fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
+            self.0.lock().unwrap().push("lost handled");
+            ctx.stop();
+        }
+    }
+
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let factory = {
+        let log = log.clone();
+        move || Busy(log.clone()).start()
+    };
+    let served = Served::start(kind, ServerOptions::default().workers(1), factory).await;
+    let mut peer = served.connect_raw().await.unwrap();
+    send_all(&mut peer, b"busy").await;
+    peer.shutdown_write().await; // our EOF: the transport closes and stops at once
+    let (_, err) = peer.read_to_end_or_error().await;
+    assert!(err.is_none(), "{err:?}");
+    served.server.close().await;
+    tokio::time::timeout(support::TIMEOUT, served.server.wait_closed())
+        .await
+        .expect("wait_closed resolves");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["lost handled"],
+        "wait_closed resolved before the protocol handled ConnectionLost"
+    );
+}
+
 async fn close_clients_flushes_and_abort_clients_resets(kind: Kind) {
     /// Greets with a large message on connect.
     struct Greeter;
@@ -238,14 +292,19 @@ async fn start_serving_later_and_sockets(kind: Kind) {
     assert_eq!(sockets.len(), 1);
     assert_eq!(sockets[0].address, served.server.addresses()[0]);
     assert!(!served.server.is_serving().await);
-    // The socket listens: the kernel queues the connection, nobody accepts it yet.
-    let mut peer = served.connect_raw().await.expect("queued in the backlog");
-    let mut byte = [0; 1];
-    let early = tokio::time::timeout(Duration::from_millis(300), peer.read(&mut byte)).await;
-    assert!(early.is_err(), "served before start_serving");
+    // Bound, not listening: a connection is refused, as asyncio refuses it before
+    // `start_serving()` (the kernel does not queue it for later).
+    let early = served
+        .connect_raw()
+        .await
+        .expect_err("connected before start_serving");
+    assert_eq!(early.kind(), io::ErrorKind::ConnectionRefused, "{early}");
     served.server.start_serving().await;
     served.server.start_serving().await; // idempotent
     assert!(served.server.is_serving().await);
+    assert_eq!(served.server.sockets().await, sockets, "the same sockets");
+    // Listening by the time `start_serving` answers.
+    let mut peer = served.connect_raw().await.expect("served after start_serving");
     assert_eq!(peer.read_n(5).await, b"hello");
     let mut probe = probes.recv().await.unwrap();
     probe.made().await;
@@ -448,4 +507,66 @@ fn support_example(name: &str) -> std::path::PathBuf {
         assert!(status.success());
     }
     path
+}
+
+/// A factory that panics for every third connection ends only that connection, on one worker or
+/// two (where connections cross to the second worker's thread): of thirty clients, the ten
+/// whose factory panicked see their connection end with nothing served, the failure is logged at
+/// error level with their address, and the twenty others, and a newcomer, are served.
+async fn a_panicking_factory_ends_only_its_connection(kind: Kind) {
+    support::captured_logs(); // installs the capture before anything logs
+    for workers in [1, 2] {
+        let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (echo, _) = echo_factory();
+        let factory = {
+            let made = made.clone();
+            move || {
+                let n = made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                assert!(n % 3 != 2, "factory told to panic for connection {n}");
+                echo()
+            }
+        };
+        let served = Served::start(kind, ServerOptions::default().workers(workers), factory).await;
+        let mut served_peers = Vec::new();
+        for n in 0..30 {
+            let mut peer = served
+                .connect_raw()
+                .await
+                .expect("the server still accepts");
+            if n % 3 == 2 {
+                let (rest, _) = tokio::time::timeout(support::TIMEOUT, peer.read_to_end_or_error())
+                    .await
+                    .expect("the connection whose factory panicked ends");
+                assert!(rest.is_empty(), "connection {n} was served: {rest:?}");
+                if let Some(local) = peer.local_inet_addr() {
+                    let logs = support::captured_logs();
+                    let line = logs
+                        .lines()
+                        .find(|line| line.contains(&format!("peer={local}")))
+                        .unwrap_or_else(|| panic!("no log line for {local}:\n{logs}"));
+                    assert!(line.contains("ERROR"), "{line}");
+                    assert!(
+                        line.contains(&format!(
+                            "the protocol factory panicked: factory told to panic for connection {n}"
+                        )),
+                        "{line}"
+                    );
+                }
+            } else {
+                echo_once(&mut peer, format!("connection {n}").as_bytes()).await;
+                served_peers.push(peer);
+            }
+        }
+        let mut newcomer = served.connect_raw().await.unwrap();
+        echo_once(&mut newcomer, b"newcomer").await;
+        for (i, peer) in served_peers.iter_mut().enumerate() {
+            echo_once(peer, format!("still served {i}").as_bytes()).await;
+        }
+        let stats = served.server.stats().await;
+        assert_eq!(
+            (stats.connections, stats.accepted),
+            (21, 31),
+            "{workers} workers"
+        );
+    }
 }

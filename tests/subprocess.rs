@@ -73,6 +73,7 @@ subprocess_tests!(
     streams_not_piped_have_no_pipe_and_no_events,
     stderr_to_stdout_arrives_on_fd_1_in_the_order_written,
     missing_program_fails_and_makes_no_protocol,
+    a_panicking_factory_fails_the_spawn_and_kills_the_child,
     protocol_that_stops_gets_its_child_killed,
     extra_info_subprocess_and_pipe,
     shell_and_exec_forms,
@@ -1071,4 +1072,45 @@ fn open_fd_targets() -> Vec<String> {
             ))
         })
         .collect()
+}
+
+/// A factory that panics fails the spawn with a
+/// [`FactoryPanicked`](switchboard::FactoryPanicked) error instead of unwinding through the
+/// caller, and the child it was for is killed and collected.
+async fn a_panicking_factory_fails_the_spawn_and_kills_the_child() {
+    let marker = format!("factory-panic-{}", std::process::id());
+    let result = subprocess::spawn(child(&["hang", &marker]), || -> Addr<SubProbe> {
+        panic!("factory told to panic")
+    });
+    let err = result.expect_err("the factory panicked");
+    assert_eq!(
+        switchboard::FactoryPanicked::of(&err).map(|err| err.message().to_owned()),
+        Some("factory told to panic".to_owned()),
+        "{err}"
+    );
+    let ours_with_marker = || {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| is_our_child(pid))
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                    cmdline
+                        .windows(marker.len())
+                        .any(|w| w == marker.as_bytes())
+                })
+            })
+            .count()
+    };
+    eventually(
+        "the child of a failed spawn is killed and collected",
+        || ours_with_marker() == 0,
+    )
+    .await;
+    let after = run_to_end(child(&["exit", "3"])).await;
+    assert_eq!(
+        after.status.and_then(|status| status.code()),
+        Some(3),
+        "spawning goes on"
+    );
 }

@@ -103,6 +103,51 @@ impl From<ProcessGone> for io::Error {
     }
 }
 
+/// A protocol factory panicked instead of making a protocol.
+///
+/// Whatever the factory was for is closed and nothing else is affected: a server closes that one
+/// connection (the peer sees it end), logs the failure at error level with the peer's address,
+/// and goes on serving; `connect`, `bind` and `subprocess::spawn` return this inside an
+/// `io::Error` of kind `Other`, with the socket closed or the child killed. The panic's own
+/// message is kept; find the error with [`FactoryPanicked::of`].
+#[derive(Debug, Display, Error, Clone, PartialEq, Eq)]
+#[display("the protocol factory panicked: {message}")]
+pub struct FactoryPanicked {
+    #[error(not(source))]
+    message: String,
+}
+
+impl FactoryPanicked {
+    /// The error for a panic whose payload is `payload` (what `std::panic::catch_unwind`
+    /// returns): its message when it is a string, a placeholder otherwise.
+    pub fn from_payload(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = if let Some(text) = payload.downcast_ref::<&str>() {
+            (*text).to_owned()
+        } else if let Some(text) = payload.downcast_ref::<String>() {
+            text.clone()
+        } else {
+            "a panic without a message".to_owned()
+        };
+        FactoryPanicked { message }
+    }
+
+    /// The panic's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The `FactoryPanicked` behind an `io::Error`, if there is one.
+    pub fn of(err: &io::Error) -> Option<&FactoryPanicked> {
+        err.get_ref()?.downcast_ref::<FactoryPanicked>()
+    }
+}
+
+impl From<FactoryPanicked> for io::Error {
+    fn from(err: FactoryPanicked) -> Self {
+        io::Error::other(err)
+    }
+}
+
 /// Copies an `io::Error` for a second recipient (`io::Error` is not `Clone`): same kind, same
 /// message, the same [`WriteError`] or [`TlsError`](crate::TlsError) source when there is one,
 /// and the same OS error code for an error from a system call.
@@ -112,6 +157,9 @@ pub fn duplicate_error(err: &io::Error) -> io::Error {
     }
     if let Some(tls_err) = crate::TlsError::of(err) {
         return tls_err.clone().into();
+    }
+    if let Some(panicked) = FactoryPanicked::of(err) {
+        return panicked.clone().into();
     }
     if let Some(code) = err.raw_os_error() {
         return io::Error::from_raw_os_error(code);
@@ -153,5 +201,26 @@ mod tests {
             "invalid write-buffer limits: high (10) must be >= low (20)"
         );
         assert_eq!(io::Error::from(err).kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn a_factory_panic_keeps_its_message() {
+        let payload = std::panic::catch_unwind(|| panic!("no protocol for {}", 7)).unwrap_err();
+        let err: io::Error = FactoryPanicked::from_payload(&*payload).into();
+        assert_eq!(err.kind(), io::ErrorKind::Other);
+        assert_eq!(
+            err.to_string(),
+            "the protocol factory panicked: no protocol for 7"
+        );
+        let copy = duplicate_error(&err);
+        assert_eq!(
+            FactoryPanicked::of(&copy).map(FactoryPanicked::message),
+            Some("no protocol for 7")
+        );
+        let payload = std::panic::catch_unwind(|| std::panic::panic_any(42)).unwrap_err();
+        assert_eq!(
+            FactoryPanicked::from_payload(&*payload).message(),
+            "a panic without a message"
+        );
     }
 }

@@ -137,7 +137,9 @@ pub use datagram::{
     DatagramTransport, ErrorReceived, IntoDatagramProtocol, SendTo, SendToError,
     SetDatagramProtocol,
 };
-pub use error::{InvalidWriteBufferLimits, ProcessGone, WriteError, duplicate_error};
+pub use error::{
+    FactoryPanicked, InvalidWriteBufferLimits, ProcessGone, WriteError, duplicate_error,
+};
 pub use event::{
     Ack, ConnectionLost, ConnectionMade, DataReceived, DeliveryAcked, EofDecided, EofReceived,
     PauseWriting, ResumeWriting,
@@ -152,7 +154,8 @@ pub use flow::{
 };
 pub use framing::{DEFAULT_MAX_BUFFERED, Decoded, Framing};
 pub use protocol::{
-    Handled, IntoProtocol, Protocol, ProtocolBuilder, ProtocolEvent, ProtocolHandle, Unhandled,
+    Handled, IntoProtocol, LostHandled, Protocol, ProtocolBuilder, ProtocolEvent, ProtocolHandle,
+    Unhandled,
 };
 pub use stats::TransportStats;
 pub use subprocess::{

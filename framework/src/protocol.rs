@@ -1,8 +1,17 @@
 //! [`ProtocolHandle`]: how a transport addresses its protocol, built from any actor's `Addr`.
 
-use std::{any::Any, fmt, marker::PhantomData, sync::Arc};
+use std::{
+    any::Any,
+    fmt,
+    future::Future,
+    marker::PhantomData,
+    pin::Pin,
+    sync::Arc,
+    task::{Context as TaskContext, Poll},
+};
 
 use actix::{Actor, Addr, Context, Handler};
+use futures::future::BoxFuture;
 
 use crate::{
     ConnectionLost, ConnectionMade, DataReceived, EofReceived, PauseWriting, ResumeWriting,
@@ -76,6 +85,15 @@ impl ProtocolHandle {
         event.deliver_via(&*self.port);
     }
 
+    /// Delivers [`ConnectionLost`] and returns a future that resolves once the protocol has
+    /// handled it, or at once if the protocol had stopped (nothing is left to handle it). For
+    /// transports whose owner waits for the end of its connections' protocols (a server's
+    /// `WaitClosed`); the event is queued now, behind every event delivered before it, whether
+    /// or not the future is polled.
+    pub fn deliver_lost(&self, lost: ConnectionLost) -> LostHandled {
+        LostHandled(self.port.connection_lost_handled(lost))
+    }
+
     /// Whether the protocol actor is still running. A transport whose protocol stopped aborts.
     pub fn is_alive(&self) -> bool {
         self.port.connected()
@@ -99,6 +117,25 @@ impl ProtocolHandle {
     /// The protocol's typed address, if it is an `A`.
     pub fn downcast<A: Actor>(&self) -> Option<Addr<A>> {
         self.port.addr_any().downcast_ref::<Addr<A>>().cloned()
+    }
+}
+
+/// Resolves once a protocol has handled the [`ConnectionLost`] that
+/// [`ProtocolHandle::deliver_lost`] delivered, or could not (it had stopped).
+#[must_use = "a future does nothing unless polled"]
+pub struct LostHandled(BoxFuture<'static, ()>);
+
+impl Future for LostHandled {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for LostHandled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LostHandled").finish_non_exhaustive()
     }
 }
 
@@ -283,6 +320,7 @@ pub(crate) mod port {
         fn data_received(&self, msg: DataReceived);
         fn eof_received(&self, msg: EofReceived);
         fn connection_lost(&self, msg: ConnectionLost);
+        fn connection_lost_handled(&self, msg: ConnectionLost) -> BoxFuture<'static, ()>;
         fn pause_writing(&self, msg: PauseWriting);
         fn resume_writing(&self, msg: ResumeWriting);
     }
@@ -346,6 +384,11 @@ impl port::ProtocolPort for crate::subprocess::PipeRoute {
     }
     fn connection_lost(&self, msg: ConnectionLost) {
         crate::subprocess::PipeRoute::connection_lost(self, msg);
+    }
+    fn connection_lost_handled(&self, msg: ConnectionLost) -> BoxFuture<'static, ()> {
+        // The subprocess transport hears of it now; nothing waits for a pipe's protocol.
+        crate::subprocess::PipeRoute::connection_lost(self, msg);
+        Box::pin(std::future::ready(()))
     }
     fn pause_writing(&self, _: PauseWriting) {
         crate::subprocess::PipeRoute::pause_writing(self);
@@ -442,6 +485,15 @@ pub(crate) mod route {
         }
         fn connection_lost(&self, msg: ConnectionLost) {
             self.addr.do_send(msg);
+        }
+        fn connection_lost_handled(&self, msg: ConnectionLost) -> BoxFuture<'static, ()> {
+            // The one delivery made with `send`, for its reply: it is the last one, so no later
+            // `do_send` can overtake it, and `send` queues it at once unless the mailbox is full
+            // (then the future queues it as soon as there is room), behind everything before.
+            let handled = self.addr.send(msg);
+            Box::pin(async move {
+                let _ = handled.await;
+            })
         }
         fn pause_writing(&self, msg: PauseWriting) {
             F::pause(&self.addr, msg);

@@ -74,6 +74,14 @@ pub enum Peer {
 }
 
 impl Peer {
+    /// The peer's own address, for TCP (what the server logs as the connection's peer).
+    pub fn local_inet_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Peer::Tcp(stream) => stream.local_addr().ok(),
+            Peer::Unix(_) => None,
+        }
+    }
+
     /// Closes with a reset where the kind has one (TCP); otherwise just closes.
     pub fn reset(self) {
         if let Peer::Tcp(stream) = &self {
@@ -390,4 +398,40 @@ pub async fn send_all(peer: &mut Peer, data: &[u8]) {
         .await
         .expect("peer write timed out")
         .expect("peer write failed");
+}
+
+/// What the library logs at `WARN` and above in this test process, as text.
+///
+/// Captured by a global `tracing` subscriber installed on first use, so the log of every thread
+/// (worker arbiters included) lands here. Tests look for their own lines by something unique to
+/// them, such as a peer's address, as other tests in the same process log too.
+pub fn captured_logs() -> String {
+    use std::sync::OnceLock;
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    let logs = LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global tracing subscriber in the tests");
+        logs
+    });
+    String::from_utf8_lossy(&logs.lock().unwrap()).into_owned()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }

@@ -268,6 +268,9 @@ pub struct DatagramTransportActor<S: DatagramSocket> {
 ///
 /// `default_peer` is where sends without an address go; `connected` says whether the socket is
 /// connected to it (otherwise it is only a default destination, as with `allow_broadcast`).
+/// `protocol` is called here, in the caller's code: a panic in it propagates to the caller, with
+/// `socket` dropped (`udp::bind` and the other openers turn it into a
+/// [`FactoryPanicked`](switchboard_framework::FactoryPanicked) error instead).
 pub fn start<S, P>(
     socket: S,
     default_peer: Option<SocketAddress>,

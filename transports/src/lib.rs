@@ -53,6 +53,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod datagram;
+mod factory;
 pub mod pipe;
 pub mod server;
 pub mod stream;

@@ -79,7 +79,10 @@ use tokio::{
     net::unix::pipe::{Receiver, Sender},
 };
 
-use crate::stream::{Direction, StreamConfig, StreamIo, StreamTransport};
+use crate::{
+    factory,
+    stream::{Direction, StreamConfig, StreamIo, StreamTransport},
+};
 
 /// Starts a read-pipe transport over `pipe` (a pipe's read end, a FIFO, a socket or a
 /// character device such as a terminal) and attaches the protocol `protocol` makes.
@@ -105,6 +108,7 @@ pub fn connect_read_with<P: IntoProtocol>(
     protocol: impl FnOnce() -> P,
 ) -> io::Result<(TransportHandle, P::Output)> {
     let pipe = ReadPipe::new(pipe)?;
+    let protocol = factory::make(protocol)?;
     Ok(StreamTransport::start(pipe, config, protocol, None))
 }
 
@@ -127,6 +131,7 @@ pub fn connect_write_with<P: IntoProtocol>(
     protocol: impl FnOnce() -> P,
 ) -> io::Result<(TransportHandle, P::Output)> {
     let pipe = WritePipe::new(pipe)?;
+    let protocol = factory::make(protocol)?;
     Ok(StreamTransport::start(pipe, config, protocol, None))
 }
 

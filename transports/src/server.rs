@@ -44,7 +44,8 @@ use futures::{
     task::AtomicWaker,
 };
 use switchboard_framework::{
-    Abort, Close, IntoProtocol, SocketAddress, SocketInfo, TransportHandle,
+    Abort, Close, ExtraInfo, IntoProtocol, LostHandled, SocketAddress, SocketInfo, TransportHandle,
+    keys,
 };
 use tokio::{sync::oneshot, time::Sleep};
 
@@ -80,8 +81,9 @@ pub struct ServerOptions {
     pub backlog: u32,
     /// See [`DEFAULT_ACCEPT_BACKOFF`].
     pub accept_backoff: Duration,
-    /// Whether to accept at once (asyncio's `start_serving=True`); otherwise the sockets listen
-    /// and the kernel queues connections until [`StartServing`].
+    /// Whether to listen and accept at once (asyncio's `start_serving=True`). Otherwise the
+    /// sockets are only bound, and connections are refused, until [`StartServing`] makes them
+    /// listen (asyncio calls `listen(2)` in `start_serving()` too).
     pub start_serving: bool,
     /// The settings of every connection's transport.
     pub stream: StreamConfig,
@@ -154,7 +156,8 @@ pub struct Sockets;
 #[rtype(result = "bool")]
 pub struct IsServing;
 
-/// Starts accepting (idempotent; does nothing after `Close`).
+/// Makes the sockets listen and starts accepting; replies once they listen, so a connection
+/// made after the reply is served (idempotent; does nothing after `Close`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]
 #[rtype(result = "()")]
 pub struct StartServing;
@@ -205,6 +208,11 @@ pub(crate) trait Listen: Detach + Send + Unpin + 'static {
     /// An accepted connection, registered with the acceptor's runtime.
     type Io: StreamIo + Detach;
 
+    /// Starts listening, on the acceptor's arbiter; nothing to do if it listens already. A
+    /// socket that does not listen yet refuses connections.
+    fn listen(&mut self, backlog: u32) -> io::Result<()>;
+
+    /// Accepts a connection; pending forever while the socket does not listen.
     fn poll_accept(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<Self::Io>>;
 
     fn socket(&self) -> ServerSocket;
@@ -320,7 +328,7 @@ impl ServerHandle {
         self.ports.is_serving.send(IsServing).await.unwrap_or(false)
     }
 
-    /// Starts accepting.
+    /// Starts listening and accepting; resolves once the sockets listen.
     pub async fn start_serving(&self) {
         let _ = self.ports.start_serving.send(StartServing).await;
     }
@@ -355,7 +363,12 @@ impl fmt::Debug for ServerHandle {
 
 /// State shared by the server actor, the acceptor and the connections on every worker.
 struct Shared {
+    /// Connections accepted and not yet ended: on their way to a worker, in their handshake,
+    /// or with a running transport. The connection limit counts these.
     live: AtomicUsize,
+    /// Connections whose transport has stopped and whose protocol has not yet handled
+    /// `ConnectionLost`; `WaitClosed` waits for these too.
+    finishing: AtomicUsize,
     /// Connections in their handshake now.
     handshaking: AtomicUsize,
     max_handshakes: usize,
@@ -410,8 +423,12 @@ impl Client {
 #[derive(Default)]
 struct Drain {
     closed: bool,
-    /// Whether the acceptor still holds the listening sockets.
+    /// Whether the acceptor still holds the server's sockets.
     listening: bool,
+    /// Whether the sockets listen (from the start, or since the first `StartServing`).
+    started: bool,
+    /// `StartServing` replies once the sockets listen, so a connection made after it is served.
+    start_waiters: Vec<oneshot::Sender<()>>,
     /// `Close` replies once the listening sockets are closed.
     close_waiters: Vec<oneshot::Sender<()>>,
     waiters: Vec<oneshot::Sender<()>>,
@@ -443,10 +460,48 @@ impl Shared {
         }
     }
 
+    /// A connection's transport has stopped: it leaves the books at once (the connection limit
+    /// counts it no more), and `WaitClosed` waits on until its protocol has handled
+    /// `ConnectionLost`.
+    fn transport_stopped(self: &Arc<Self>, id: u64, handled: LostHandled) {
+        self.finishing.fetch_add(1, SeqCst);
+        let finished = Finished(self.clone());
+        let wait = async move {
+            handled.await;
+            drop(finished);
+        };
+        // Polled on the connection's own arbiter. An arbiter that is stopping drops the future
+        // unpolled, and the connection counts as finished then: nothing is left to handle it.
+        if let Some(arbiter) = Arbiter::try_current() {
+            arbiter.spawn(wait);
+        }
+        self.connection_stopped(id);
+    }
+
+    /// Whether `WaitClosed` may resolve: closed, not listening, and every connection ended,
+    /// its protocol's `ConnectionLost` handled.
+    fn drained(&self, drain: &Drain) -> bool {
+        drain.closed
+            && !drain.listening
+            && self.live.load(SeqCst) == 0
+            && self.finishing.load(SeqCst) == 0
+    }
+
+    /// The acceptor's sockets listen now: `StartServing` may reply.
+    fn started_listening(&self) {
+        let mut drain = lock(&self.drain);
+        drain.started = true;
+        for waiter in drain.start_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
     /// The acceptor has closed the listening sockets: `Close` may reply.
     fn stopped_listening(&self) {
         let mut drain = lock(&self.drain);
         drain.listening = false;
+        // A `StartServing` that waited for sockets that will never listen has its answer.
+        drain.start_waiters.clear();
         for waiter in drain.close_waiters.drain(..) {
             let _ = waiter.send(());
         }
@@ -457,13 +512,25 @@ impl Shared {
     /// Once closed and empty: wakes `WaitClosed` waiters and retires the workers.
     fn check_drained(&self) {
         let mut drain = lock(&self.drain);
-        if drain.closed && !drain.listening && self.live.load(SeqCst) == 0 {
+        if self.drained(&drain) {
             for waiter in drain.waiters.drain(..) {
                 let _ = waiter.send(());
             }
             for worker in drain.workers.drain(..) {
                 retire(worker);
             }
+        }
+    }
+}
+
+/// Counts a connection finished when dropped: once its protocol has handled `ConnectionLost`,
+/// or when nothing is left to poll for it.
+struct Finished(Arc<Shared>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        if self.0.finishing.fetch_sub(1, SeqCst) == 1 {
+            self.0.check_drained();
         }
     }
 }
@@ -518,6 +585,7 @@ where
     let pool: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
     let shared = Arc::new(Shared {
         live: AtomicUsize::new(0),
+        finishing: AtomicUsize::new(0),
         handshaking: AtomicUsize::new(0),
         max_handshakes: open.max_handshakes(),
         accepted: AtomicU64::new(0),
@@ -528,12 +596,15 @@ where
         clients: Mutex::new(HashMap::new()),
         drain: Mutex::new(Drain {
             listening: true,
+            started: options.start_serving,
             workers: arbiters,
             ..Drain::default()
         }),
     });
     let mut acceptor = Acceptor {
         listeners: Vec::new(),
+        listening: options.start_serving,
+        backlog: options.backlog,
         factory: Arc::new(factory),
         open: Arc::new(open),
         config: options.stream.clone(),
@@ -605,6 +676,10 @@ impl ServerPorts {
 /// server actor through [`Shared`]. Dropping it closes the listening sockets.
 struct Acceptor<L: Listen, O, P> {
     listeners: Vec<L>,
+    /// Whether the sockets listen; with `start_serving(false)` they are only bound until the
+    /// first `StartServing`.
+    listening: bool,
+    backlog: u32,
     factory: Factory<P>,
     open: Arc<O>,
     config: StreamConfig,
@@ -630,6 +705,9 @@ impl<L: Listen, O: Open<L::Io>, P: IntoProtocol + 'static> Future for Acceptor<L
             // `StartServing` wakes us.
             return Poll::Pending;
         }
+        if !this.listening {
+            this.listen();
+        }
         if let Some(backoff) = &mut this.backoff {
             if backoff.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -650,6 +728,22 @@ impl<L: Listen, O, P> Drop for Acceptor<L, O, P> {
 }
 
 impl<L: Listen, O: Open<L::Io>, P: IntoProtocol + 'static> Acceptor<L, O, P> {
+    /// Makes the bound sockets listen, at the first `StartServing`. A socket that cannot
+    /// (another socket took its port meanwhile) is closed, and the error logged.
+    fn listen(&mut self) {
+        for mut listener in std::mem::take(&mut self.listeners) {
+            match listener.listen(self.backlog) {
+                Ok(()) => self.listeners.push(listener),
+                Err(err) => {
+                    tracing::error!(%err, "a server socket could not listen: closed");
+                    listener.close();
+                }
+            }
+        }
+        self.listening = true;
+        self.shared.started_listening();
+    }
+
     fn accept(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
         let mut accepted = 0;
         for index in 0..self.listeners.len() {
@@ -805,7 +899,8 @@ fn open_connection<In, O: Open<In>, P: IntoProtocol + 'static>(
     });
 }
 
-/// Starts the transport and the protocol.
+/// Starts the transport and the protocol. A factory that panics ends only this connection: it
+/// is closed (the peer sees its end) and leaves the books, and the failure is logged.
 fn start_transport<IO: StreamIo, P: IntoProtocol>(
     io: IO,
     factory: Factory<P>,
@@ -813,12 +908,28 @@ fn start_transport<IO: StreamIo, P: IntoProtocol>(
     id: u64,
     config: StreamConfig,
 ) {
+    let protocol = match crate::factory::make(|| factory()) {
+        Ok(protocol) => protocol,
+        Err(err) => {
+            let peer = io.extra_info(keys::PEERNAME);
+            let peer = peer
+                .as_ref()
+                .and_then(ExtraInfo::as_address)
+                .map_or_else(|| "unknown".to_owned(), ToString::to_string);
+            tracing::error!(%peer, %err, "connection closed");
+            drop(io);
+            shared.connection_stopped(id);
+            return;
+        }
+    };
     let on_stopped = shared.clone();
     let (transport, _) = StreamTransport::start(
         io,
         config,
-        || factory(),
-        Some(Box::new(move || on_stopped.connection_stopped(id))),
+        protocol,
+        Some(Box::new(move |handled| {
+            on_stopped.transport_stopped(id, handled)
+        })),
     );
     // The transport has not run yet (it is polled after this returns), so it cannot have
     // stopped and left the books already.
@@ -868,7 +979,7 @@ impl Handler<WaitClosed> for Server {
 
     fn handle(&mut self, _: WaitClosed, _: &mut Context<Self>) -> Self::Result {
         let mut drain = lock(&self.shared.drain);
-        if drain.closed && !drain.listening && self.shared.live.load(SeqCst) == 0 {
+        if self.shared.drained(&drain) {
             return Box::pin(async {});
         }
         let (tx, rx) = oneshot::channel();
@@ -896,14 +1007,24 @@ impl Handler<IsServing> for Server {
 }
 
 impl Handler<StartServing> for Server {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: StartServing, _: &mut Context<Self>) {
+    /// Replies once the sockets listen, so that a connection made after the reply is served.
+    fn handle(&mut self, _: StartServing, _: &mut Context<Self>) -> Self::Result {
         if !self.closed && !self.serving {
             self.serving = true;
             self.shared.serving.store(true, SeqCst);
             self.shared.acceptor.wake();
         }
+        let mut drain = lock(&self.shared.drain);
+        if self.closed || drain.started || !drain.listening {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = oneshot::channel();
+        drain.start_waiters.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
     }
 }
 

@@ -99,6 +99,7 @@ use switchboard_framework::{
 };
 
 use crate::{
+    factory,
     pipe::{ReadPipe, WritePipe},
     stream::{StreamConfig, StreamTransport},
 };
@@ -255,7 +256,10 @@ impl fmt::Debug for Command {
 /// protocol `protocol` makes. Returns the transport's handle and the protocol's address.
 ///
 /// Fails, with no protocol made and no process left, when the program cannot be started (not
-/// found, not executable) or a pipe cannot be set up. Call it inside an actix system.
+/// found, not executable) or a pipe cannot be set up. The protocol is made once the child runs;
+/// a `protocol` that panics kills the child and returns a
+/// [`FactoryPanicked`](switchboard_framework::FactoryPanicked) error. Call it inside an actix
+/// system.
 pub fn spawn<P: IntoSubprocessProtocol>(
     command: Command,
     protocol: impl FnOnce() -> P,
@@ -302,8 +306,9 @@ pub fn spawn<P: IntoSubprocessProtocol>(
         }
         Ok(pipes)
     });
-    let pipes = match pipes {
-        Ok(pipes) => pipes,
+    let made = pipes.and_then(|pipes| Ok((pipes, factory::make(protocol)?)));
+    let (pipes, protocol) = match made {
+        Ok(made) => made,
         Err(err) => {
             // tokio kills and reaps a dropped child.
             drop(child);
@@ -385,7 +390,7 @@ impl SubprocessTransportActor {
         pid: u32,
         pipes: ChildPipes,
         config: StreamConfig,
-        protocol: impl FnOnce() -> P,
+        protocol: P,
     ) -> (SubprocessHandle, P::Output) {
         let mut ctx = Context::new();
         // Unbounded from the first message on: an actix mailbox holds 16 messages until its actor
@@ -393,7 +398,7 @@ impl SubprocessTransportActor {
         // would lose their order. Memory is bounded by flow control, not by the mailbox.
         ctx.set_mailbox_capacity(0);
         let addr = ctx.address();
-        let (output, protocol) = protocol().into_subprocess_protocol();
+        let (output, protocol) = protocol.into_subprocess_protocol();
         let me = SubprocessHandle::new(addr.clone(), pid);
         // `ConnectionMade` is queued to the protocol before any pipe transport exists, so it
         // comes first whatever a pipe does (a caller may close one at once). The protocol
@@ -408,13 +413,13 @@ impl SubprocessTransportActor {
             |fd| protocol.pipe_protocol(fd, addr.clone().recipient(), addr.clone().recipient());
         let stdin = pipes
             .stdin
-            .map(|io| StreamTransport::start(io, config.clone(), || route(STDIN), None).0);
+            .map(|io| StreamTransport::start(io, config.clone(), route(STDIN), None).0);
         let stdout = pipes
             .stdout
-            .map(|io| StreamTransport::start(io, config.clone(), || route(STDOUT), None).0);
+            .map(|io| StreamTransport::start(io, config.clone(), route(STDOUT), None).0);
         let stderr = pipes
             .stderr
-            .map(|io| StreamTransport::start(io, config, || route(STDERR), None).0);
+            .map(|io| StreamTransport::start(io, config, route(STDERR), None).0);
         let transports = [stdin, stdout, stderr];
         me.attach_pipes(transports.clone());
         let actor = SubprocessTransportActor {

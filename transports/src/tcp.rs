@@ -60,6 +60,7 @@ use switchboard_framework::{
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs, lookup_host};
 
 use crate::{
+    factory,
     server::{self, Detach, Direct, Listen, ServerHandle, ServerOptions, ServerSocket},
     stream::{self, StreamConfig, StreamIo, StreamTransport},
 };
@@ -124,13 +125,16 @@ impl TcpConnector {
     /// transport on the current arbiter with the protocol `protocol` makes.
     ///
     /// Returns once the transport is started; the protocol receives `ConnectionMade` before
-    /// any other event. When every address fails, the error is the last one.
+    /// any other event. When every address fails, the error is the last one. The protocol is
+    /// made once connected; a `protocol` that panics closes the socket and returns a
+    /// [`FactoryPanicked`](switchboard_framework::FactoryPanicked) error.
     pub async fn connect<P: IntoProtocol>(
         &self,
         addr: impl ToSocketAddrs,
         protocol: impl FnOnce() -> P,
     ) -> io::Result<(TransportHandle, P::Output)> {
         let stream = self.open(addr).await?;
+        let protocol = factory::make(protocol)?;
         Ok(StreamTransport::start(
             stream::upgradable(stream),
             self.config.clone(),
@@ -195,7 +199,7 @@ where
     F: Fn() -> P + Send + Sync + 'static,
     P: IntoProtocol + 'static,
 {
-    let listeners = TcpListen::bind_all(addr, options.backlog).await?;
+    let listeners = TcpListen::bind_all(addr, options.backlog, options.start_serving).await?;
     Ok(server::start(
         listeners,
         options,
@@ -204,17 +208,34 @@ where
     ))
 }
 
+/// A TCP server socket: listening, or bound only until the server starts serving
+/// (`start_serving(false)`), so that connections are refused until then, as asyncio's are.
 pub(crate) struct TcpListen {
-    listener: TcpListener,
+    state: TcpListenState,
     socket: ServerSocket,
 }
 
+enum TcpListenState {
+    Bound(TcpSocket),
+    Listening(TcpListener),
+    /// `listen(2)` failed.
+    Failed,
+}
+
 impl TcpListen {
-    /// Listens on every address `addr` resolves to.
-    pub(crate) async fn bind_all(addr: impl ToSocketAddrs, backlog: u32) -> io::Result<Vec<Self>> {
+    /// Binds every address `addr` resolves to, and listens on each at once if `listen`.
+    pub(crate) async fn bind_all(
+        addr: impl ToSocketAddrs,
+        backlog: u32,
+        listen: bool,
+    ) -> io::Result<Vec<Self>> {
         let mut listeners = Vec::new();
         for target in lookup_host(addr).await? {
-            listeners.push(TcpListen::bind(target, backlog)?);
+            let mut listener = TcpListen::bind(target)?;
+            if listen {
+                listener.listen(backlog)?;
+            }
+            listeners.push(listener);
         }
         if listeners.is_empty() {
             return Err(io::Error::new(
@@ -225,7 +246,7 @@ impl TcpListen {
         Ok(listeners)
     }
 
-    fn bind(addr: net::SocketAddr, backlog: u32) -> io::Result<Self> {
+    fn bind(addr: net::SocketAddr) -> io::Result<Self> {
         let socket = match addr {
             net::SocketAddr::V4(_) => TcpSocket::new_v4()?,
             net::SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -234,15 +255,14 @@ impl TcpListen {
         socket.bind(addr).map_err(|err| {
             io::Error::new(err.kind(), format!("could not bind on {addr}: {err}"))
         })?;
-        let listener = socket.listen(backlog)?;
-        let local = listener.local_addr()?;
+        let local = socket.local_addr()?;
         let info = SocketInfo::new(
-            listener.as_raw_fd(),
+            socket.as_raw_fd(),
             AddressFamily::of(&local),
             SocketKind::Stream,
         );
         Ok(TcpListen {
-            listener,
+            state: TcpListenState::Bound(socket),
             socket: ServerSocket::new(SocketAddress::Inet(local), info),
         })
     }
@@ -251,8 +271,25 @@ impl TcpListen {
 impl Listen for TcpListen {
     type Io = TcpStream;
 
+    fn listen(&mut self, backlog: u32) -> io::Result<()> {
+        match std::mem::replace(&mut self.state, TcpListenState::Failed) {
+            TcpListenState::Bound(socket) => {
+                let address = &self.socket.address;
+                let listener = socket.listen(backlog).map_err(|err| {
+                    io::Error::new(err.kind(), format!("could not listen on {address}: {err}"))
+                })?;
+                self.state = TcpListenState::Listening(listener);
+            }
+            state => self.state = state,
+        }
+        Ok(())
+    }
+
     fn poll_accept(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<TcpStream>> {
-        let (stream, _) = ready!(self.listener.poll_accept(cx))?;
+        let TcpListenState::Listening(listener) = &self.state else {
+            return Poll::Pending;
+        };
+        let (stream, _) = ready!(listener.poll_accept(cx))?;
         if let Err(err) = stream.set_nodelay(true) {
             // The peer may already be gone; that is this connection's business alone (an
             // accept error would make the whole server back off).
@@ -268,18 +305,40 @@ impl Listen for TcpListen {
     fn close(self) {}
 }
 
+/// A [`TcpListen`] on its way to another arbiter: a bound socket is registered with no runtime
+/// yet, so it moves as it is.
+pub(crate) enum DetachedTcpListen {
+    Bound(TcpSocket),
+    Listening(net::TcpListener),
+}
+
 impl Detach for TcpListen {
-    type Detached = (net::TcpListener, ServerSocket);
+    type Detached = (DetachedTcpListen, ServerSocket);
 
     fn detach(self) -> io::Result<Self::Detached> {
-        Ok((self.listener.into_std()?, self.socket))
+        let state = match self.state {
+            TcpListenState::Bound(socket) => DetachedTcpListen::Bound(socket),
+            TcpListenState::Listening(listener) => {
+                DetachedTcpListen::Listening(listener.into_std()?)
+            }
+            TcpListenState::Failed => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the socket failed to listen",
+                ));
+            }
+        };
+        Ok((state, self.socket))
     }
 
-    fn attach((listener, socket): Self::Detached) -> io::Result<Self> {
-        Ok(TcpListen {
-            listener: TcpListener::from_std(listener)?,
-            socket,
-        })
+    fn attach((state, socket): Self::Detached) -> io::Result<Self> {
+        let state = match state {
+            DetachedTcpListen::Bound(socket) => TcpListenState::Bound(socket),
+            DetachedTcpListen::Listening(listener) => {
+                TcpListenState::Listening(TcpListener::from_std(listener)?)
+            }
+        };
+        Ok(TcpListen { state, socket })
     }
 }
 

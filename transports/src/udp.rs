@@ -74,7 +74,10 @@ use tokio::{
     net::{ToSocketAddrs, UdpSocket},
 };
 
-use crate::datagram::{self, DatagramConfig, DatagramSocket};
+use crate::{
+    datagram::{self, DatagramConfig, DatagramSocket},
+    factory,
+};
 
 impl DatagramSocket for UdpSocket {
     fn check_destination(&self, addr: &SocketAddress) -> Result<(), SendToError> {
@@ -221,12 +224,13 @@ impl Endpoint {
     ) -> io::Result<(DatagramHandle, P::Output)> {
         let connected = self.remote_addr.is_some() && !self.allow_broadcast;
         let socket = UdpSocket::from_std(socket)?;
+        let protocol = factory::make(protocol)?;
         Ok(datagram::start(
             socket,
             self.remote_addr.map(SocketAddress::Inet),
             connected,
             self.config,
-            protocol,
+            || protocol,
         ))
     }
 
@@ -331,11 +335,12 @@ pub fn from_std<P: IntoDatagramProtocol>(
     socket.set_nonblocking(true)?;
     let peer = socket.peer_addr().ok();
     let socket = UdpSocket::from_std(socket)?;
+    let protocol = factory::make(protocol)?;
     Ok(datagram::start(
         socket,
         peer.map(SocketAddress::Inet),
         peer.is_some(),
         config,
-        protocol,
+        || protocol,
     ))
 }

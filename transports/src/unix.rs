@@ -65,6 +65,7 @@ use switchboard_framework::{
 use tokio::net::{UnixListener, UnixSocket, UnixStream};
 
 use crate::{
+    factory,
     server::{self, Detach, Direct, Listen, ServerHandle, ServerOptions, ServerSocket},
     stream::{self, StreamConfig, StreamIo, StreamTransport},
 };
@@ -107,6 +108,7 @@ pub async fn connect_with<P: IntoProtocol>(
     protocol: impl FnOnce() -> P,
 ) -> io::Result<(TransportHandle, P::Output)> {
     let stream = UnixStream::connect(path).await?;
+    let protocol = factory::make(protocol)?;
     Ok(StreamTransport::start(
         stream::upgradable(stream),
         config,
@@ -135,7 +137,13 @@ where
     F: Fn() -> P + Send + Sync + 'static,
     P: IntoProtocol + 'static,
 {
-    let listener = UnixListen::bind(path.as_ref(), options.backlog)?;
+    let mut listener = UnixListen::bind(path.as_ref())?;
+    if options.start_serving
+        && let Err(err) = listener.listen(options.backlog)
+    {
+        listener.close();
+        return Err(err);
+    }
     Ok(server::start(
         vec![listener],
         options,
@@ -144,16 +152,25 @@ where
     ))
 }
 
+/// A Unix-socket server socket: listening, or bound only until the server starts serving
+/// (`start_serving(false)`), so that connections are refused until then, as asyncio's are.
 struct UnixListen {
-    listener: UnixListener,
+    state: UnixListenState,
     socket: ServerSocket,
     path: PathBuf,
     /// Device and inode of the socket file we made, so closing never removes someone else's.
     file_id: Option<(u64, u64)>,
 }
 
+enum UnixListenState {
+    Bound(UnixSocket),
+    Listening(UnixListener),
+    /// `listen(2)` failed.
+    Failed,
+}
+
 impl UnixListen {
-    fn bind(path: &Path, backlog: u32) -> io::Result<Self> {
+    fn bind(path: &Path) -> io::Result<Self> {
         if let Ok(meta) = std::fs::symlink_metadata(path)
             && meta.file_type().is_socket()
         {
@@ -167,18 +184,13 @@ impl UnixListen {
                 format!("could not bind on {}: {err}", path.display()),
             )
         })?;
-        let listener = socket.listen(backlog)?;
         let file_id = std::fs::metadata(path)
             .ok()
             .map(|meta| (meta.dev(), meta.ino()));
-        let info = SocketInfo::new(
-            listener.as_raw_fd(),
-            AddressFamily::Unix,
-            SocketKind::Stream,
-        );
+        let info = SocketInfo::new(socket.as_raw_fd(), AddressFamily::Unix, SocketKind::Stream);
         let address = SocketAddress::Unix(UnixAddress::Pathname(path.to_path_buf()));
         Ok(UnixListen {
-            listener,
+            state: UnixListenState::Bound(socket),
             socket: ServerSocket::new(address, info),
             path: path.to_path_buf(),
             file_id,
@@ -189,8 +201,27 @@ impl UnixListen {
 impl Listen for UnixListen {
     type Io = UnixStream;
 
+    fn listen(&mut self, backlog: u32) -> io::Result<()> {
+        match std::mem::replace(&mut self.state, UnixListenState::Failed) {
+            UnixListenState::Bound(socket) => {
+                let listener = socket.listen(backlog).map_err(|err| {
+                    io::Error::new(
+                        err.kind(),
+                        format!("could not listen on {}: {err}", self.path.display()),
+                    )
+                })?;
+                self.state = UnixListenState::Listening(listener);
+            }
+            state => self.state = state,
+        }
+        Ok(())
+    }
+
     fn poll_accept(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<UnixStream>> {
-        let (stream, _) = ready!(self.listener.poll_accept(cx))?;
+        let UnixListenState::Listening(listener) = &self.state else {
+            return Poll::Pending;
+        };
+        let (stream, _) = ready!(listener.poll_accept(cx))?;
         Poll::Ready(Ok(stream))
     }
 
@@ -208,26 +239,46 @@ impl Listen for UnixListen {
     }
 }
 
+/// A [`UnixListen`] on its way to another arbiter: a bound socket is registered with no runtime
+/// yet, so it moves as it is.
+enum DetachedUnixListen {
+    Bound(UnixSocket),
+    Listening(std::os::unix::net::UnixListener),
+}
+
 impl Detach for UnixListen {
     type Detached = (
-        std::os::unix::net::UnixListener,
+        DetachedUnixListen,
         ServerSocket,
         PathBuf,
         Option<(u64, u64)>,
     );
 
     fn detach(self) -> io::Result<Self::Detached> {
-        Ok((
-            self.listener.into_std()?,
-            self.socket,
-            self.path,
-            self.file_id,
-        ))
+        let state = match self.state {
+            UnixListenState::Bound(socket) => DetachedUnixListen::Bound(socket),
+            UnixListenState::Listening(listener) => {
+                DetachedUnixListen::Listening(listener.into_std()?)
+            }
+            UnixListenState::Failed => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the socket failed to listen",
+                ));
+            }
+        };
+        Ok((state, self.socket, self.path, self.file_id))
     }
 
-    fn attach((listener, socket, path, file_id): Self::Detached) -> io::Result<Self> {
+    fn attach((state, socket, path, file_id): Self::Detached) -> io::Result<Self> {
+        let state = match state {
+            DetachedUnixListen::Bound(socket) => UnixListenState::Bound(socket),
+            DetachedUnixListen::Listening(listener) => {
+                UnixListenState::Listening(UnixListener::from_std(listener)?)
+            }
+        };
         Ok(UnixListen {
-            listener: UnixListener::from_std(listener)?,
+            state,
             socket,
             path,
             file_id,

@@ -31,7 +31,10 @@ use tokio::{
     net::UnixDatagram,
 };
 
-use crate::datagram::{self, DatagramConfig, DatagramSocket};
+use crate::{
+    datagram::{self, DatagramConfig, DatagramSocket},
+    factory,
+};
 
 /// A Unix datagram socket, and the file it is bound to if it made one.
 #[derive(Debug)]
@@ -230,12 +233,13 @@ impl Endpoint {
             .remote_path
             .map(|path| SocketAddress::Unix(UnixAddress::Pathname(path)));
         let connected = peer.is_some();
+        let protocol = factory::make(protocol)?;
         Ok(datagram::start(
             socket,
             peer,
             connected,
             self.config,
-            protocol,
+            || protocol,
         ))
     }
 }
@@ -268,5 +272,8 @@ pub fn from_std<P: IntoDatagramProtocol>(
     let socket = UnixDatagramSocket::from_std(socket)?;
     let peer = socket.peername();
     let connected = peer.is_some();
-    Ok(datagram::start(socket, peer, connected, config, protocol))
+    let protocol = factory::make(protocol)?;
+    Ok(datagram::start(socket, peer, connected, config, || {
+        protocol
+    }))
 }

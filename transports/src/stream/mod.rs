@@ -241,7 +241,8 @@ impl StreamConfig {
 /// `protocol` makes (call `.start()` inside it, so the protocol lives on the same arbiter).
 ///
 /// Returns the transport's handle and what the protocol's [`IntoProtocol`] gives back, usually
-/// its `Addr`. The protocol receives `ConnectionMade` before anything else.
+/// its `Addr`. The protocol receives `ConnectionMade` before anything else. `protocol` is called
+/// here, in the caller's code: a panic in it propagates to the caller, with `io` dropped.
 pub fn spawn<IO, P>(
     io: IO,
     config: StreamConfig,
@@ -251,5 +252,5 @@ where
     IO: StreamIo,
     P: IntoProtocol,
 {
-    StreamTransport::start(io, config, protocol, None)
+    StreamTransport::start(io, config, protocol(), None)
 }

@@ -20,10 +20,10 @@ use switchboard_framework::{
     Abort, Ack, BufferedPlaintext, CanWriteEof, Close, ConnectionLost, ConnectionMade,
     DataReceived, DeliveryAcked, EofDecided, EofReceived, FlowEdge, GetExtraInfo, GetProtocol,
     GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, IsClosing, IsReading,
-    PauseReading, PauseWriting, ResumeReading, ResumeWriting, SetProtocol, SetWriteBufferLimits,
-    StartTls, TlsError, TlsErrorKind, TlsSettings, TransportHandle, TransportStats, Write,
-    WriteBufferLimits, WriteEof, WriteError, WriteFlow, WriteLedger, WriteReceipt, WriteVectored,
-    duplicate_error,
+    LostHandled, PauseReading, PauseWriting, ResumeReading, ResumeWriting, SetProtocol,
+    SetWriteBufferLimits, StartTls, TlsError, TlsErrorKind, TlsSettings, TransportHandle,
+    TransportStats, Write, WriteBufferLimits, WriteEof, WriteError, WriteFlow, WriteLedger,
+    WriteReceipt, WriteVectored, duplicate_error,
 };
 use tokio::{
     sync::oneshot,
@@ -124,8 +124,9 @@ fn read_into_thread_buffer<IO: StreamIo>(
 /// The most buffers gathered into one vectored write.
 const MAX_IOVECS: usize = 64;
 
-/// Called once when the transport has stopped (servers count their connections with it).
-pub(crate) type StopHook = Box<dyn FnOnce()>;
+/// Called once when the transport has stopped, with the future that resolves once its protocol
+/// has handled `ConnectionLost` (servers count their connections with it).
+pub(crate) type StopHook = Box<dyn FnOnce(LostHandled)>;
 
 /// Stream-transport actors started and not yet stopped, in this process.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -370,11 +371,12 @@ impl Unacked {
 }
 
 impl<IO: StreamIo> StreamTransport<IO> {
-    /// Creates the actor paused, attaches the protocol, and starts it on the current arbiter.
+    /// Creates the actor paused, attaches the protocol (made by the caller, on this arbiter),
+    /// and starts it on the current arbiter.
     pub(crate) fn start<P: IntoProtocol>(
         io: IO,
         config: StreamConfig,
-        protocol: impl FnOnce() -> P,
+        protocol: P,
         on_stopped: Option<StopHook>,
     ) -> (TransportHandle, P::Output) {
         let mut ctx = Context::new();
@@ -383,7 +385,7 @@ impl<IO: StreamIo> StreamTransport<IO> {
         // would lose their order. Memory is bounded by flow control, not by the mailbox.
         ctx.set_mailbox_capacity(0);
         let me = TransportHandle::new(ctx.address());
-        let (output, handle) = protocol().into_protocol();
+        let (output, handle) = protocol.into_protocol();
         // A write-only stream has nothing to read: as if its EOF were read and delivered.
         let inbound = match io.direction() {
             Direction::WriteOnly => Inbound::Eof { delivered: true },
@@ -1006,10 +1008,10 @@ impl<IO: StreamIo> Actor for StreamTransport<IO> {
         let stopped: io::Error = WriteError::Stopped.into();
         self.ledger.fail(&stopped);
         self.resolve_eof_waiters(Err(&stopped));
-        let lost = self.rare.as_mut().and_then(|rare| rare.lost.take());
-        self.protocol.protocol().deliver(ConnectionLost(lost));
-        if let Some(hook) = self.on_stopped.take() {
-            hook();
+        let lost = ConnectionLost(self.rare.as_mut().and_then(|rare| rare.lost.take()));
+        match self.on_stopped.take() {
+            Some(hook) => hook(self.protocol.protocol().deliver_lost(lost)),
+            None => self.protocol.protocol().deliver(lost),
         }
     }
 }

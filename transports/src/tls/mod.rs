@@ -88,7 +88,7 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 pub use self::io::MaybeTls;
 use self::io::{Setup, handshake};
 use crate::{
-    TcpConnector,
+    TcpConnector, factory,
     server::{self, Open, Opening, ServerHandle, ServerOptions},
     stream::{StreamConfig, StreamTransport},
     tcp::TcpListen,
@@ -228,6 +228,7 @@ impl TlsConnector {
         let setup = self.setup(&name)?;
         let stream = self.tcp.open(addr).await?;
         let io = handshake(MaybeTls::handshaking(setup, stream, Bytes::new())?).await?;
+        let protocol = factory::make(protocol)?;
         Ok(StreamTransport::start(
             io,
             self.tcp.stream_config().clone(),
@@ -426,7 +427,7 @@ where
     F: Fn() -> P + Send + Sync + 'static,
     P: IntoProtocol + 'static,
 {
-    let listeners = TcpListen::bind_all(addr, options.backlog).await?;
+    let listeners = TcpListen::bind_all(addr, options.backlog, options.start_serving).await?;
     Ok(server::start(
         listeners,
         options,
