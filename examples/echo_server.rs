@@ -4,7 +4,9 @@
 //! (a client that never reads cannot make the server buffer without bound), a server over TCP,
 //! TLS or a Unix socket, and a graceful shutdown. When a client half-closes, the server finishes
 //! echoing what it received, then closes. On SIGINT or SIGTERM it stops accepting, closes every
-//! connection gracefully (queued bytes are still delivered) and exits 0.
+//! connection gracefully (queued bytes are still delivered), aborts the connections still open
+//! after `--grace` seconds (5 by default; a client that never reads holds nothing up longer) or
+//! at a second signal, and exits 0.
 //!
 //! ```text
 //! cargo run --example echo_server                      # 127.0.0.1:8888
@@ -23,7 +25,7 @@
 //! It prints exactly one line to stdout, `listening on ADDR` with the address really bound
 //! (useful with port 0), once it accepts connections; logs go to stderr (`RUST_LOG=debug`).
 
-use std::{fs, io, path::PathBuf, process::ExitCode};
+use std::{fs, io, path::PathBuf, process::ExitCode, time::Duration};
 
 use actix::prelude::*;
 use clap::Parser;
@@ -57,6 +59,16 @@ struct Args {
     /// Save the self-signed certificate to this file (PEM), for clients to trust.
     #[arg(long, value_name = "FILE", requires = "tls", conflicts_with = "cert")]
     write_cert: Option<PathBuf>,
+    /// On SIGINT or SIGTERM, how long the connections may take to close gracefully before they
+    /// are aborted (seconds, fractions allowed).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    grace: Duration,
+}
+
+/// A number of seconds on the command line (`5`, `0.5`).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text.parse().map_err(|err| format!("{err}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|err| format!("{err}"))
 }
 
 // ANCHOR: protocol
@@ -192,10 +204,18 @@ async fn main() -> io::Result<ExitCode> {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
-    tracing::info!("shutting down: no new connections, closing the live ones");
-    server.close().await;
-    server.close_clients().await;
-    server.wait_closed().await;
+    tracing::info!(grace = ?args.grace, "shutting down: no new connections, closing the live ones");
+    // Graceful within the grace period; a second signal aborts what is left at once.
+    let report = tokio::select! {
+        report = server.shutdown(args.grace) => report,
+        _ = interrupt.recv() => server.shutdown(Duration::ZERO).await,
+        _ = terminate.recv() => server.shutdown(Duration::ZERO).await,
+    };
+    tracing::info!(
+        connections = report.connections,
+        aborted = report.aborted,
+        "server closed"
+    );
     // ANCHOR_END: shutdown
     Ok(ExitCode::SUCCESS)
 }

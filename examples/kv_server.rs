@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --example kv_server                        # 127.0.0.1:6380
 //! cargo run --example kv_server -- --addr 127.0.0.1:0 --workers 2 --max-connections 100 \
-//!     --max-line 1024 --idle-timeout 30 --shutdown-grace 5
+//!     --max-line 1024 --idle-timeout 30 --grace 5
 //! RUST_LOG=debug cargo run --example kv_server         # one log line per request
 //! nc 127.0.0.1 6380
 //! ```
@@ -33,7 +33,7 @@
 //! `RUST_LOG` says otherwise: one line per connection and disconnection, and one per request at
 //! `debug`, each with the connection's `id` and `peer`. On SIGINT or SIGTERM it stops accepting,
 //! closes every connection gracefully (the replies already written are delivered, then EOF),
-//! aborts the connections still open after `--shutdown-grace` seconds (or at a second signal),
+//! aborts the connections still open after `--grace` seconds (or at a second signal),
 //! logs the server's counters and exits 0.
 
 use std::{
@@ -52,13 +52,12 @@ use std::{
 use actix::prelude::*;
 use clap::Parser;
 use switchboard::{
-    Framing, Handled, ProtocolBuilder, ServerHandle, prelude::*, server::DEFAULT_MAX_CONNECTIONS,
+    Framing, Handled, ProtocolBuilder, ServerHandle,
+    prelude::*,
+    server::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE},
     stream::DEFAULT_WRITE_STALL_TIMEOUT,
 };
-use tokio::{
-    signal::unix::{Signal, SignalKind, signal},
-    sync::mpsc,
-};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::codec::{LinesCodec, LinesCodecError};
 use tracing::{Span, field};
 use tracing_subscriber::{EnvFilter, filter::LevelFilter};
@@ -68,14 +67,6 @@ const DEFAULT_MAX_LINE: usize = 64 * 1024;
 
 /// How long a connection may stay silent by default before the server closes it.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How long the graceful shutdown waits by default for the connections to close before it
-/// aborts the rest.
-const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// How long the shutdown waits, once every connection is gone, for the sessions to handle
-/// their `ConnectionLost`.
-const SESSIONS_GONE_TIMEOUT: Duration = Duration::from_secs(1);
 
 // ANCHOR: args
 #[derive(Debug, Parser)]
@@ -100,8 +91,13 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = Secs(DEFAULT_WRITE_STALL_TIMEOUT))]
     write_stall_timeout: Secs,
     /// On SIGINT or SIGTERM, how long to wait for the connections to close before aborting them.
-    #[arg(long, value_name = "SECS", default_value_t = Secs(DEFAULT_SHUTDOWN_GRACE))]
-    shutdown_grace: Secs,
+    #[arg(
+        long,
+        alias = "shutdown-grace",
+        value_name = "SECS",
+        default_value_t = Secs(DEFAULT_SHUTDOWN_GRACE)
+    )]
+    grace: Secs,
 }
 // ANCHOR_END: args
 
@@ -290,8 +286,6 @@ struct Session {
     done: bool,
     /// Requests answered, for the disconnection's log line.
     answered: u64,
-    /// Dropped with the session: the shutdown waits until every one is gone.
-    _alive: Option<mpsc::Sender<()>>,
 }
 
 /// Makes the protocol of connection `id`, opted in to the EOF and write-flow events.
@@ -299,7 +293,6 @@ fn session(
     id: u64,
     store: Addr<Store>,
     limits: Limits,
-    alive: Option<mpsc::Sender<()>>,
 ) -> ProtocolBuilder<Session, Handled, Handled> {
     let session = Session {
         // The peer's address is recorded once `ConnectionMade` brings the transport to ask.
@@ -311,7 +304,6 @@ fn session(
         idle_timer: None,
         done: false,
         answered: 0,
-        _alive: alive,
     };
     ProtocolHandle::builder(session.start())
         .eof_received()
@@ -615,13 +607,9 @@ async fn main() -> io::Result<ExitCode> {
         idle_timeout: args.idle_timeout.0,
     };
     let next_id = Arc::new(AtomicU64::new(1));
-    // Every session holds a clone of `alive`: once `alive` itself is dropped, `all_gone`
-    // answers when the last session is gone. The factory holds a weak one, so as not to count.
-    let (alive, all_gone) = mpsc::channel(1);
-    let weak = alive.downgrade();
     let factory = move || {
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        session(id, store.clone(), limits, weak.upgrade())
+        session(id, store.clone(), limits)
     };
 
     let server = tcp::serve_with(&args.addr, options, factory).await?;
@@ -638,14 +626,7 @@ async fn main() -> io::Result<ExitCode> {
     // ANCHOR_END: serve
 
     let signal = signals.next().await;
-    shut_down(
-        &server,
-        signal,
-        args.shutdown_grace.0,
-        &mut signals,
-        (alive, all_gone),
-    )
-    .await;
+    shut_down(&server, signal, args.grace.0, &mut signals).await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -674,43 +655,31 @@ impl Signals {
 
 // ANCHOR: shutdown
 /// The graceful shutdown: stop accepting, close every connection (each flushes the replies it
-/// has), wait for them up to `grace`, abort what is left, wait for the sessions' last words,
-/// and log the counters.
-async fn shut_down(
-    server: &ServerHandle,
-    signal: &str,
-    grace: Duration,
-    signals: &mut Signals,
-    (alive, mut all_gone): (mpsc::Sender<()>, mpsc::Receiver<()>),
-) {
-    tracing::info!(signal, "shutting down: no new connections");
-    server.close().await;
-
+/// has), wait for them up to `grace`, abort what is left, and log the counters. A second signal
+/// cuts the grace period short.
+async fn shut_down(server: &ServerHandle, signal: &str, grace: Duration, signals: &mut Signals) {
     let live = server.stats().await.connections;
-    tracing::info!(connections = live, ?grace, "closing the live connections");
-    server.close_clients().await;
-
-    tokio::select! {
-        () = server.wait_closed() => {}
-        () = tokio::time::sleep(grace) => {
-            let left = server.stats().await.connections;
-            tracing::warn!(connections = left, "still open after the grace period: aborting them");
-            server.abort_clients().await;
-            server.wait_closed().await;
-        }
+    tracing::info!(
+        signal,
+        connections = live,
+        ?grace,
+        "shutting down: no new connections"
+    );
+    let report = tokio::select! {
+        report = server.shutdown(grace) => report,
         name = signals.next() => {
             tracing::warn!(signal = name, "second signal: aborting the connections");
-            server.abort_clients().await;
-            server.wait_closed().await;
+            server.shutdown(Duration::ZERO).await
         }
-    }
-    // Every transport is gone, and has sent its session `ConnectionLost`; let the sessions
-    // handle it (and log it) before `main` returns and the process exits.
-    drop(alive);
-    let _ = tokio::time::timeout(SESSIONS_GONE_TIMEOUT, all_gone.recv()).await;
-
+    };
+    // `shutdown` returned once every session had handled its `ConnectionLost` (and logged its
+    // `disconnected` line), so nothing is lost when `main` returns now.
     let stats = server.stats().await;
-    tracing::info!(accepted = stats.accepted, "server closed");
+    tracing::info!(
+        accepted = stats.accepted,
+        aborted = report.aborted,
+        "server closed"
+    );
 }
 // ANCHOR_END: shutdown
 
@@ -739,7 +708,7 @@ mod tests {
                         VALUE 1\nERR usage: GET key\nOK\nNOT_FOUND\n";
         for chunking in Chunking::every(input.len()) {
             let store = Store::default().start();
-            let mock = MockTransport::connect(session(1, store, LIMITS, None)).await;
+            let mock = MockTransport::connect(session(1, store, LIMITS)).await;
             mock.feed_chunked(input, &chunking).await;
             assert_eq!(mock.written(), expected, "{chunking:?}");
             assert!(!mock.is_closing(), "{chunking:?}");
@@ -751,7 +720,7 @@ mod tests {
     #[actix::test]
     async fn one_write_per_chunk() {
         let store = Store::default().start();
-        let mock = MockTransport::connect(session(1, store, LIMITS, None)).await;
+        let mock = MockTransport::connect(session(1, store, LIMITS)).await;
         mock.feed("SET k v w\nGET k\nGET nope\n").await;
         assert_eq!(mock.writes(), ["OK\nVALUE v w\nNOT_FOUND\n"]);
     }
@@ -760,7 +729,7 @@ mod tests {
     #[actix::test]
     async fn quit_says_bye_and_closes() {
         let store = Store::default().start();
-        let mock = MockTransport::connect(session(1, store, LIMITS, None)).await;
+        let mock = MockTransport::connect(session(1, store, LIMITS)).await;
         mock.feed("GET a\nquit\nSET a 1\n").await;
         assert_eq!(mock.written(), "NOT_FOUND\nBYE\n");
         assert_eq!(mock.ending(), Some(Ending::Closed));
@@ -771,7 +740,7 @@ mod tests {
     #[actix::test]
     async fn a_bad_line_is_an_error_and_the_session_goes_on() {
         let store = Store::default().start();
-        let mock = MockTransport::connect(session(1, store, LIMITS, None)).await;
+        let mock = MockTransport::connect(session(1, store, LIMITS)).await;
         let mut input = format!("SET k {}\nGET k\n", "x".repeat(40)).into_bytes();
         input.extend_from_slice(b"\xffbad\nSET k v\n");
         mock.feed(input).await;
@@ -786,8 +755,8 @@ mod tests {
     #[actix::test]
     async fn sessions_share_the_store() {
         let store = Store::default().start();
-        let alice = MockTransport::connect(session(1, store.clone(), LIMITS, None)).await;
-        let bob = MockTransport::connect(session(2, store, LIMITS, None)).await;
+        let alice = MockTransport::connect(session(1, store.clone(), LIMITS)).await;
+        let bob = MockTransport::connect(session(2, store, LIMITS)).await;
         alice.feed("SET who alice\n").await;
         bob.feed("GET who\n").await;
         assert_eq!(bob.written(), "VALUE alice\n");
@@ -797,7 +766,7 @@ mod tests {
     #[actix::test]
     async fn eof_answers_the_last_line_then_closes() {
         let store = Store::default().start();
-        let mock = MockTransport::connect(session(1, store, LIMITS, None)).await;
+        let mock = MockTransport::connect(session(1, store, LIMITS)).await;
         mock.feed("SET a 1\nGET a").await;
         assert_eq!(mock.take_written(), "OK\n");
         assert!(!mock.eof().await);
@@ -816,7 +785,7 @@ mod tests {
             ..LIMITS
         };
         let store = Store::default().start();
-        let mock = MockTransport::connect(session(1, store, limits, None)).await;
+        let mock = MockTransport::connect(session(1, store, limits)).await;
         let start = Instant::now();
         for _ in 0..4 {
             tokio::time::sleep(Duration::from_millis(100)).await;

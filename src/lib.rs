@@ -9,9 +9,9 @@ pub use switchboard_framework::*;
 #[cfg(feature = "tls")]
 pub use switchboard_transports::tls;
 pub use switchboard_transports::{
-    DatagramConfig, Direction, PROTOCOL_WATCH_INTERVAL, ServerHandle, ServerOptions, StreamConfig,
-    StreamIo, TcpConnector, datagram, pipe, protocol_watch_sweeps, server, stream, subprocess, tcp,
-    udp, unix, unix_datagram,
+    DatagramConfig, Direction, PROTOCOL_WATCH_INTERVAL, ServerHandle, ServerOptions,
+    ShutdownReport, StreamConfig, StreamIo, TcpConnector, datagram, pipe, protocol_watch_sweeps,
+    server, stream, subprocess, tcp, udp, unix, unix_datagram,
 };
 
 /// Test utilities (feature `test-util`): the socket-free mock transport, probe and runners of

@@ -304,7 +304,10 @@ async fn start_serving_later_and_sockets(kind: Kind) {
     assert!(served.server.is_serving().await);
     assert_eq!(served.server.sockets().await, sockets, "the same sockets");
     // Listening by the time `start_serving` answers.
-    let mut peer = served.connect_raw().await.expect("served after start_serving");
+    let mut peer = served
+        .connect_raw()
+        .await
+        .expect("served after start_serving");
     assert_eq!(peer.read_n(5).await, b"hello");
     let mut probe = probes.recv().await.unwrap();
     probe.made().await;

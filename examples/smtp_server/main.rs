@@ -28,7 +28,8 @@
 //!
 //! It prints `listening on ADDR` to stdout, with the address really bound, once it accepts
 //! connections, then `stored PATH` for each message; logs go to stderr (`RUST_LOG=debug`). On
-//! SIGINT or SIGTERM it stops accepting, closes every connection and exits 0.
+//! SIGINT or SIGTERM it stops accepting, closes every connection gracefully, aborts the ones
+//! still open after `--grace` seconds (5 by default) or at a second signal, and exits 0.
 
 mod command;
 mod content;
@@ -38,7 +39,7 @@ mod lines;
 mod maildir;
 mod session;
 
-use std::{io, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{io, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use actix::prelude::*;
 use clap::Parser;
@@ -76,6 +77,16 @@ struct Args {
     /// The name the server greets with and writes in `Received:` fields.
     #[arg(long, default_value = "localhost", value_parser = hostname)]
     hostname: String,
+    /// On SIGINT or SIGTERM, how long the connections may take to close gracefully before they
+    /// are aborted (seconds, fractions allowed).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    grace: Duration,
+}
+
+/// A number of seconds on the command line (`5`, `0.5`).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text.parse().map_err(|err| format!("{err}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|err| format!("{err}"))
 }
 
 /// A `--hostname`: one word of printable ASCII.
@@ -142,9 +153,17 @@ async fn run(args: Args) -> io::Result<()> {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
-    tracing::info!("shutting down: no new connections, closing the live ones");
-    server.close().await;
-    server.close_clients().await;
-    server.wait_closed().await;
+    tracing::info!(grace = ?args.grace, "shutting down: no new connections, closing the live ones");
+    // Graceful within the grace period; a second signal aborts what is left at once.
+    let report = tokio::select! {
+        report = server.shutdown(args.grace) => report,
+        _ = interrupt.recv() => server.shutdown(Duration::ZERO).await,
+        _ = terminate.recv() => server.shutdown(Duration::ZERO).await,
+    };
+    tracing::info!(
+        connections = report.connections,
+        aborted = report.aborted,
+        "server closed"
+    );
     Ok(())
 }

@@ -69,7 +69,7 @@ pub mod unix_datagram;
 mod watch;
 
 pub use datagram::{DatagramConfig, DatagramSocket};
-pub use server::{ServerHandle, ServerOptions};
+pub use server::{ServerHandle, ServerOptions, ShutdownReport};
 pub use stream::{Direction, StreamConfig, StreamIo, StreamTransport};
 pub use tcp::TcpConnector;
 pub use watch::{PROTOCOL_WATCH_INTERVAL, protocol_watch_sweeps};

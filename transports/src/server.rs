@@ -7,11 +7,14 @@
 //! | message | asyncio | what it does |
 //! |---|---|---|
 //! | [`Close`] | `close()` | stops accepting and closes the listening sockets; live connections go on |
-//! | [`WaitClosed`] | `wait_closed()` | resolves once the server is closed *and* every connection is gone |
+//! | [`WaitClosed`] | `wait_closed()` | resolves once the server is closed *and* every connection is gone, its protocol's `ConnectionLost` handled |
 //! | [`Sockets`] | `sockets` | the listening sockets, empty after `Close` |
 //! | [`IsServing`] / [`StartServing`] | `is_serving()` / `start_serving()` | |
 //! | [`CloseClients`] / [`AbortClients`] | `close_clients()` / `abort_clients()` | `Close` / `Abort` every live connection |
 //! | [`GetServerStats`] | – | live connections and connections accepted |
+//!
+//! [`ServerHandle::shutdown`] runs the usual sequence in one call, bounded by a grace period:
+//! stop accepting, close the clients gracefully, wait, abort the rest.
 //!
 //! Each connection's transport and protocol live on the same worker arbiter: the protocol
 //! factory runs there. The accept loop runs on the first worker (on the calling arbiter with
@@ -64,6 +67,17 @@ pub const DEFAULT_ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
 
 /// The most connections accepted in one wake-up before the acceptor yields.
 const MAX_ACCEPTS_PER_WAKEUP: usize = 128;
+
+/// The grace period servers are commonly given to close their connections gracefully before
+/// [`ServerHandle::shutdown`] aborts the rest: 5 s (what every server example uses by
+/// default). Long enough to flush a reply to a client that reads; a client that does not read
+/// holds nothing up for longer.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long [`ServerHandle::shutdown`] waits, after aborting the connections still open at the
+/// end of its grace period, for their protocols to handle `ConnectionLost`: 1 s. An aborted
+/// transport stops at once; only a protocol busy elsewhere takes longer.
+pub const SHUTDOWN_ABORT_WAIT: Duration = Duration::from_secs(1);
 
 /// How often a retiring worker checks that its last task is gone.
 const WORKER_RETIRE_POLL: Duration = Duration::from_millis(20);
@@ -140,8 +154,9 @@ impl ServerOptions {
     }
 }
 
-/// Resolves once the server is closed and every connection it accepted is gone (asyncio
-/// 3.12.1+ `wait_closed`); then at once, forever after.
+/// Resolves once the server is closed and every connection it accepted is gone, its protocol
+/// having handled `ConnectionLost` (asyncio 3.12.1+ `wait_closed`); then at once, forever after.
+/// A `main` that returns right after it loses none of its protocols' last words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]
 #[rtype(result = "()")]
 pub struct WaitClosed;
@@ -313,7 +328,8 @@ impl ServerHandle {
         let _ = self.ports.close.send(Close).await;
     }
 
-    /// Resolves once the server is closed and every connection is gone.
+    /// Resolves once the server is closed and every connection is gone, its protocol having
+    /// handled `ConnectionLost`.
     pub async fn wait_closed(&self) {
         let _ = self.ports.wait_closed.send(WaitClosed).await;
     }
@@ -351,6 +367,71 @@ impl ServerHandle {
             .await
             .unwrap_or_default()
     }
+}
+
+impl ServerHandle {
+    /// Shuts the server down the usual way, in a bounded time: stops accepting (`close`),
+    /// closes every connection gracefully (`close_clients`: each flushes what it has buffered,
+    /// then ends), waits up to `grace` for them all to end (`wait_closed`), aborts those still
+    /// open (`abort_clients`), and waits up to [`SHUTDOWN_ABORT_WAIT`] more for their protocols
+    /// to handle `ConnectionLost`. So it returns within about `grace` + 1 s, whatever the
+    /// clients do: a client that never reads cannot hold a graceful close up for longer.
+    ///
+    /// A shutdown in progress can be cut short by starting another with a zero grace (a second
+    /// signal's usual meaning): `server.shutdown(Duration::ZERO)` aborts every connection at
+    /// once. asyncio's equivalent is `close()`, `close_clients()`, then `wait_closed()` under a
+    /// timeout and `abort_clients()`.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        self.close().await;
+        let connections = self.stats().await.connections;
+        self.close_clients().await;
+        if tokio::time::timeout(grace, self.wait_closed())
+            .await
+            .is_ok()
+        {
+            return ShutdownReport {
+                connections,
+                aborted: 0,
+                complete: true,
+            };
+        }
+        let aborted = self.stats().await.connections;
+        if aborted > 0 {
+            tracing::warn!(
+                connections = aborted,
+                ?grace,
+                "still open after the grace period: aborting them"
+            );
+        }
+        self.abort_clients().await;
+        let complete = tokio::time::timeout(SHUTDOWN_ABORT_WAIT, self.wait_closed())
+            .await
+            .is_ok();
+        if !complete {
+            tracing::warn!(
+                wait = ?SHUTDOWN_ABORT_WAIT,
+                "protocols still handling ConnectionLost after the abort: giving up on them"
+            );
+        }
+        ShutdownReport {
+            connections,
+            aborted,
+            complete,
+        }
+    }
+}
+
+/// What [`ServerHandle::shutdown`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Connections open when the shutdown began.
+    pub connections: usize,
+    /// Connections still open at the end of the grace period, and aborted then.
+    pub aborted: usize,
+    /// Whether every connection's protocol had handled `ConnectionLost` when the shutdown
+    /// returned; false only if one took longer than [`SHUTDOWN_ABORT_WAIT`] after the abort.
+    pub complete: bool,
 }
 
 impl fmt::Debug for ServerHandle {
