@@ -20,6 +20,7 @@ for_each_kind!(
     protocol_that_stops_makes_its_transport_abort,
     protocol_that_panics_makes_its_transport_abort,
     extra_info_keys_and_defaults,
+    addresses_answer_after_the_connection_is_lost,
     commands_to_a_stopped_transport_fail_cleanly,
 );
 
@@ -245,6 +246,86 @@ async fn extra_info_keys_and_defaults(kind: Kind) {
     drop(peer);
 }
 
+/// Says, from its `ConnectionLost` handler, what the transport answers for its addresses then:
+/// where a server logs its peer.
+struct LogsPeer {
+    transport: Option<TransportHandle>,
+    told: tokio::sync::mpsc::UnboundedSender<(Option<SocketAddress>, Option<SocketAddress>)>,
+}
+
+impl Actor for LogsPeer {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade> for LogsPeer {
+    type Result = ();
+    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+        self.transport = Some(msg.transport);
+    }
+}
+
+impl Handler<DataReceived> for LogsPeer {
+    type Result = ();
+    fn handle(&mut self, _: DataReceived, _: &mut Context<Self>) {}
+}
+
+impl Handler<ConnectionLost> for LogsPeer {
+    type Result = ();
+    fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
+        let transport = self.transport.clone().expect("connected");
+        let told = self.told.clone();
+        actix::spawn(async move {
+            let _ = told.send((transport.peername().await, transport.sockname().await));
+        });
+        ctx.stop();
+    }
+}
+
+/// The `ConnectionLost` handler is where a server logs its peer: `peername` and `sockname`
+/// answer there, and through a handle that outlives the transport, after a clean end and after
+/// a reset alike, as asyncio answers them until the end. The descriptor does not: it is closed.
+async fn addresses_answer_after_the_connection_is_lost(kind: Kind) {
+    for reset in [false, true] {
+        let (told, mut heard) = tokio::sync::mpsc::unbounded_channel();
+        let (transport, _, peer) = pair(kind, StreamConfig::default(), || {
+            LogsPeer {
+                transport: None,
+                told,
+            }
+            .start()
+        })
+        .await;
+        let peername = transport.peername().await;
+        let sockname = transport.sockname().await;
+        assert!(peername.is_some() && sockname.is_some());
+        if reset {
+            peer.reset(); // TCP: a reset, after which the socket has no peer any more
+        } else {
+            drop(peer);
+        }
+        let in_handler = tokio::time::timeout(support::TIMEOUT, heard.recv())
+            .await
+            .expect("ConnectionLost handled")
+            .expect("the protocol says what it heard");
+        assert_eq!(
+            in_handler,
+            (peername.clone(), sockname.clone()),
+            "reset: {reset}"
+        );
+        let deadline = tokio::time::Instant::now() + support::TIMEOUT;
+        while transport.is_alive() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the transport never stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(transport.peername().await, peername, "reset: {reset}");
+        assert_eq!(transport.sockname().await, sockname, "reset: {reset}");
+        assert_eq!(transport.socket().await, None, "the descriptor is closed");
+    }
+}
+
 async fn commands_to_a_stopped_transport_fail_cleanly(kind: Kind) {
     let (transport, _, _peer, mut events) = probed(kind, ProbeOptions::default()).await;
     transport.abort();
@@ -260,7 +341,10 @@ async fn commands_to_a_stopped_transport_fail_cleanly(kind: Kind) {
     assert_eq!(WriteError::of(&err), Some(WriteError::Stopped));
     assert!(transport.send(IsClosing).await.is_err());
     assert!(transport.is_closing().await);
-    assert_eq!(transport.get_extra_info(keys::PEERNAME).await, None);
+    // Extra information: what the transport retained answers, the rest is the default.
+    assert!(transport.get_extra_info(keys::PEERNAME).await.is_some());
+    assert_eq!(transport.get_extra_info(keys::SOCKET).await, None);
+    assert_eq!(transport.get_extra_info("no-such-key").await, None);
 }
 
 #[actix_rt::test]

@@ -2,11 +2,12 @@
 
 use std::{
     any::{Any, type_name},
+    borrow::Cow,
     fmt,
     future::Future,
     io, net,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     task::{Context as TaskContext, Poll},
 };
 
@@ -51,6 +52,7 @@ macro_rules! transport_commands {
             /// The type-erased address of a transport actor: one method per command.
             pub trait Port: Send + Sync + 'static {
                 fn connected(&self) -> bool;
+                fn lasting(&self) -> &Lasting;
                 fn as_any(&self) -> &dyn Any;
                 fn same(&self, other: &dyn Port) -> bool;
                 fn acked(&self, msg: DeliveryAcked);
@@ -72,37 +74,41 @@ macro_rules! transport_commands {
             }
         }
 
-        impl<A: Transport> port::Port for Addr<A> {
+        impl<A: Transport> port::Port for Bound<A> {
             fn connected(&self) -> bool {
-                Addr::connected(self)
+                self.addr.connected()
+            }
+
+            fn lasting(&self) -> &Lasting {
+                &self.lasting
             }
 
             fn as_any(&self) -> &dyn Any {
-                self
+                &self.addr
             }
 
             fn same(&self, other: &dyn port::Port) -> bool {
-                other.as_any().downcast_ref::<Addr<A>>().is_some_and(|other| other == self)
+                other.as_any().downcast_ref::<Addr<A>>().is_some_and(|other| *other == self.addr)
             }
 
             fn acked(&self, msg: DeliveryAcked) {
-                self.do_send(msg);
+                self.addr.do_send(msg);
             }
 
             fn eof_decided(&self, msg: EofDecided) {
-                self.do_send(msg);
+                self.addr.do_send(msg);
             }
 
             $(
                 fn $do_send(&self, msg: $msg) {
-                    self.do_send(msg);
+                    self.addr.do_send(msg);
                 }
 
                 fn $send(
                     &self,
                     msg: $msg,
                 ) -> BoxFuture<'static, Result<<$msg as Message>::Result, MailboxError>> {
-                    Box::pin(self.send(msg))
+                    Box::pin(self.addr.send(msg))
                 }
             )*
         }
@@ -150,6 +156,64 @@ transport_commands! {
 /// A message a [`TransportHandle`] can carry: every transport command of the framework.
 pub trait TransportCommand: port::Command {}
 
+/// What a [`TransportHandle`] points at: the transport actor's address, and the extra
+/// information that outlives it.
+struct Bound<A: Actor> {
+    addr: Addr<A>,
+    lasting: Lasting,
+}
+
+/// Extra information a transport keeps answering after it has stopped, as asyncio answers
+/// `get_extra_info` until the end: what the transport recorded while it ran (its peer's address
+/// at connect or accept, before a reset can take it away) and when it let go of its I/O object
+/// (everything but descriptors, which are closed by then).
+///
+/// Every connection carries one, inside its handle's allocation, so the peer's address has a
+/// slot of its own (40 bytes) and the rest, recorded only as the transport stops, goes to a
+/// list that allocates nothing until then (one `ExtraInfo` is 176 bytes).
+#[derive(Debug, Default)]
+pub struct Lasting(Mutex<LastingValues>);
+
+#[derive(Debug, Default)]
+struct LastingValues {
+    peername: Option<SocketAddress>,
+    rest: Vec<(Cow<'static, str>, ExtraInfo)>,
+}
+
+impl Lasting {
+    fn lock(&self) -> MutexGuard<'_, LastingValues> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record(&self, name: Cow<'static, str>, value: ExtraInfo) {
+        let mut values = self.lock();
+        if name == keys::PEERNAME
+            && let ExtraInfo::Address(address) = value
+        {
+            values.peername = Some(address);
+            return;
+        }
+        match values.rest.iter_mut().find(|(known, _)| *known == name) {
+            Some((_, known)) => *known = value,
+            None => values.rest.push((name, value)),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<ExtraInfo> {
+        let values = self.lock();
+        if name == keys::PEERNAME
+            && let Some(address) = &values.peername
+        {
+            return Some(ExtraInfo::Address(address.clone()));
+        }
+        values
+            .rest
+            .iter()
+            .find(|(known, _)| known == name)
+            .map(|(_, value)| value.clone())
+    }
+}
+
 /// A cheap, cloneable address of a running transport (one reference count), the same type for
 /// every stream transport: TCP, Unix sockets, and the kinds that build on the same driver.
 ///
@@ -169,8 +233,25 @@ impl TransportHandle {
     /// The handle of a transport actor.
     pub fn new<A: Transport>(addr: Addr<A>) -> Self {
         TransportHandle {
-            port: Arc::new(addr),
+            port: Arc::new(Bound {
+                addr,
+                lasting: Lasting::default(),
+            }),
         }
+    }
+
+    /// For transports: records `value` as what `name` answers once the transport has stopped
+    /// (every clone of this handle shares it). A transport records its peer's address when it
+    /// starts, while a reset cannot have taken it away yet, and the rest of its extra
+    /// information (but descriptors) when it lets go of its I/O object.
+    pub fn retain_extra_info(&self, name: impl Into<Cow<'static, str>>, value: ExtraInfo) {
+        self.port.lasting().record(name.into(), value);
+    }
+
+    /// What the transport recorded with [`retain_extra_info`](Self::retain_extra_info) for
+    /// `name`: the answer to `GetExtraInfo` once it has stopped.
+    pub fn retained_extra_info(&self, name: &str) -> Option<ExtraInfo> {
+        self.port.lasting().get(name)
     }
 
     pub(crate) fn port(&self) -> &dyn port::Port {
@@ -267,13 +348,21 @@ impl TransportHandle {
         }
     }
 
-    /// One value of extra information, or `None` for an unknown key or a stopped transport.
+    /// One value of extra information, or `None` for a key the transport does not know. After
+    /// the transport has stopped, the values it retained answer (its addresses, and the TLS
+    /// keys), as in asyncio; the descriptor (`socket`, `pipe`) is gone by then.
     pub fn get_extra_info(
         &self,
         name: &'static str,
     ) -> impl Future<Output = Option<ExtraInfo>> + use<> {
         let request = self.send(GetExtraInfo::new(name));
-        async move { request.await.ok().flatten() }
+        let port = self.port.clone();
+        async move {
+            match request.await {
+                Ok(value) => value,
+                Err(_stopped) => port.lasting().get(name),
+            }
+        }
     }
 
     /// The remote address (`peername`).

@@ -232,15 +232,19 @@ impl MockBuilder {
             state: Mutex::new(State::new(self.clone(), protocol)),
             changed: Notify::new(),
         });
+        let mut handle = None;
         let addr = MockActor::create(|ctx| {
             ctx.set_mailbox_capacity(0);
+            // One handle, shared by the protocol and the test, as a real transport's is: what the
+            // mock retains for after its end answers through both.
+            let made = handle.insert(TransportHandle::new(ctx.address()));
             MockActor {
                 shared: shared.clone(),
-                handle: TransportHandle::new(ctx.address()),
+                handle: made.clone(),
             }
         });
         MockTransport {
-            handle: TransportHandle::new(addr.clone()),
+            handle: handle.expect("made by create"),
             addr,
             shared,
             timeout: self.timeout,
@@ -825,6 +829,7 @@ impl Actor for MockActor {
             }
         };
         if let Some(protocol) = protocol {
+            self.retain_extra_info();
             protocol.deliver(ConnectionLost(None));
         }
         self.changed();
@@ -901,11 +906,24 @@ impl MockActor {
             state.progress += 1;
             state.protocol.clone()
         };
+        self.retain_extra_info();
         if ending != Ending::ProtocolStopped {
             protocol.deliver(ConnectionLost(err));
         }
         ctx.stop();
         self.changed();
+    }
+
+    /// Records the scripted extra information on the handle, as a real transport does when it
+    /// lets go of its socket: it answers after the end, but for the descriptors.
+    fn retain_extra_info(&self) {
+        let state = self.shared.lock();
+        let tls = state.tls.then_some(&state.options.tls_extra);
+        for (name, value) in state.options.extra.iter().chain(tls.into_iter().flatten()) {
+            if name != keys::SOCKET && name != keys::PIPE {
+                self.handle.retain_extra_info(name.clone(), value.clone());
+            }
+        }
     }
 
     fn refuse_reason(&self) -> Option<WriteError> {

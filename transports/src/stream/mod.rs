@@ -54,7 +54,7 @@ use std::task::{Context as TaskContext, Poll};
 use bytes::Bytes;
 use switchboard_framework::{
     ExtraInfo, IntoProtocol, TlsError, TlsErrorKind, TlsSettings, TransportHandle,
-    WriteBufferLimits,
+    WriteBufferLimits, keys,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -102,6 +102,18 @@ pub trait StreamIo: AsyncRead + AsyncWrite + Unpin + 'static {
     /// The value of an extra-info key (`peername`, `sockname`, `socket`, ...), or `None` for a
     /// key this kind does not know.
     fn extra_info(&self, name: &str) -> Option<ExtraInfo>;
+
+    /// The extra information that keeps answering once the transport has stopped, as asyncio
+    /// keeps it: every key this kind knows but its descriptor, which is closed by then. Called
+    /// once, as the transport lets go of the I/O object (the peer's address is also recorded
+    /// when the transport starts, before a reset can take it away). The default: `peername`
+    /// and `sockname`.
+    fn lasting_extra_info(&self) -> Vec<(&'static str, ExtraInfo)> {
+        [keys::PEERNAME, keys::SOCKNAME]
+            .into_iter()
+            .filter_map(|name| Some((name, self.extra_info(name)?)))
+            .collect()
+    }
 
     /// Which ways the stream carries bytes; a socket is [`Direction::Duplex`], the default.
     fn direction(&self) -> Direction {

@@ -23,7 +23,7 @@ use switchboard_framework::{
     LostHandled, PauseReading, PauseWriting, ResumeReading, ResumeWriting, SetProtocol,
     SetWriteBufferLimits, StartTls, TlsError, TlsErrorKind, TlsSettings, TransportHandle,
     TransportStats, Write, WriteBufferLimits, WriteEof, WriteError, WriteFlow, WriteLedger,
-    WriteReceipt, WriteVectored, duplicate_error,
+    WriteReceipt, WriteVectored, duplicate_error, keys,
 };
 use tokio::{
     sync::oneshot,
@@ -385,6 +385,11 @@ impl<IO: StreamIo> StreamTransport<IO> {
         // would lose their order. Memory is bounded by flow control, not by the mailbox.
         ctx.set_mailbox_capacity(0);
         let me = TransportHandle::new(ctx.address());
+        // Recorded now, while a reset cannot have taken it away: `ConnectionLost` handlers log
+        // the peer, and it answers after the transport stopped, as in asyncio.
+        if let Some(peer) = io.extra_info(keys::PEERNAME) {
+            me.retain_extra_info(keys::PEERNAME, peer);
+        }
         let (output, handle) = protocol.into_protocol();
         // A write-only stream has nothing to read: as if its EOF were read and delivered.
         let inbound = match io.direction() {
@@ -418,6 +423,16 @@ impl<IO: StreamIo> StreamTransport<IO> {
         };
         ctx.run(transport);
         (me, output)
+    }
+
+    /// Takes the I/O object away (dropping it closes it), after recording on the handle the
+    /// extra information that keeps answering once the transport has stopped.
+    fn release_io(&mut self) -> Option<IO> {
+        let io = self.io.take()?;
+        for (name, value) in io.lasting_extra_info() {
+            self.me.retain_extra_info(name, value);
+        }
+        Some(io)
     }
 
     /// The rarely needed state, allocated now if it was not yet.
@@ -543,7 +558,7 @@ impl<IO: StreamIo> StreamTransport<IO> {
         let aborted: io::Error = WriteError::Aborted.into();
         self.ledger.fail(&aborted);
         self.resolve_eof_waiters(Err(&aborted));
-        if let Some(io) = self.io.take() {
+        if let Some(io) = self.release_io() {
             io.prepare_abort();
         }
         self.finish(None, ctx);
@@ -553,7 +568,7 @@ impl<IO: StreamIo> StreamTransport<IO> {
         tracing::debug!(%err, "stream transport failed");
         self.ledger.fail(&err);
         self.resolve_eof_waiters(Err(&err));
-        self.io = None;
+        self.release_io();
         self.finish(Some(err), ctx);
     }
 
@@ -614,7 +629,7 @@ impl<IO: StreamIo> StreamTransport<IO> {
                 // before, the end included.
                 if self.attached && self.poll_reader_closed(cx) {
                     tracing::debug!("the read end of the pipe closed");
-                    self.io = None;
+                    self.release_io();
                     self.finish(None, ctx);
                     return Poll::Ready(());
                 }
@@ -629,7 +644,7 @@ impl<IO: StreamIo> StreamTransport<IO> {
             }
             State::Closing => match self.poll_close(cx) {
                 Poll::Ready(()) => {
-                    self.io = None;
+                    self.release_io();
                     self.finish(None, ctx);
                     return Poll::Ready(());
                 }
@@ -1004,7 +1019,7 @@ impl<IO: StreamIo> Actor for StreamTransport<IO> {
     fn stopped(&mut self, _: &mut Context<Self>) {
         LIVE.fetch_sub(1, Ordering::Relaxed);
         self.state = State::Stopped;
-        self.io = None;
+        self.release_io();
         let stopped: io::Error = WriteError::Stopped.into();
         self.ledger.fail(&stopped);
         self.resolve_eof_waiters(Err(&stopped));
@@ -1193,6 +1208,9 @@ impl<IO: StreamIo> Handler<GetExtraInfo> for StreamTransport<IO> {
 
     fn handle(&mut self, msg: GetExtraInfo, _: &mut Context<Self>) -> Self::Result {
         let value = self.io.as_ref().and_then(|io| io.extra_info(&msg.name));
+        // A socket that was reset has no peer any more, and a stopping transport no socket: the
+        // values recorded on the handle answer then.
+        let value = value.or_else(|| self.me.retained_extra_info(&msg.name));
         MessageResult(value.or(msg.default))
     }
 }

@@ -196,6 +196,25 @@ impl<S: StreamIo> StreamIo for MaybeTls<S> {
         self.inner()?.extra_info(name)
     }
 
+    fn lasting_extra_info(&self) -> Vec<(&'static str, ExtraInfo)> {
+        let mut lasting = self.inner().map(S::lasting_extra_info).unwrap_or_default();
+        if let State::Secure(stream) = &self.state {
+            let tls_keys = [
+                keys::CIPHER,
+                keys::COMPRESSION,
+                keys::PEERCERT,
+                keys::SSLCONTEXT,
+                keys::SSL_OBJECT,
+            ];
+            lasting.extend(
+                tls_keys
+                    .into_iter()
+                    .filter_map(|name| Some((name, tls_extra_info(stream.ssl(), name)?))),
+            );
+        }
+        lasting
+    }
+
     fn can_write_eof(&self) -> bool {
         match &self.state {
             State::Plain(stream) => stream.can_write_eof(),
