@@ -17,13 +17,26 @@
 //!   others see `* NAME joined`;
 //! * each line it sends reaches the others as `NAME: text` (empty lines are ignored);
 //! * `/nick NEW` renames it: `* you are now NEW` for it, `* OLD is now NEW` for the others. A
-//!   name is 1 to 32 letters, digits, `-` or `_`, and not someone else's;
+//!   name is 1 to 32 letters, digits, `-` or `_`, and not someone else's in any case: while
+//!   `alice` is here, `ALICE` and `Alice` are taken, but `alice` may become `Alice`. A name is
+//!   shown as its owner typed it;
 //! * `/quit` ends its session: `* bye`, then the server closes the connection gracefully;
 //! * when it leaves (`/quit`, EOF, a reset), the others see `* NAME left`.
 //!
 //! Mistakes get a line starting with `* ` and the session goes on: an unknown command, a bad
 //! name, a line longer than `--max-line` bytes (`LinesCodec` skips it and carries on with the
 //! next line), a line that is not UTF-8.
+//!
+//! No client can send another a terminal command. Every character a terminal may act on
+//! rather than print is written as its Rust escape instead, `\u{HEX}`: the C0 controls but tab
+//! (`ESC [2J`, which clears the screen, arrives as `\u{1b}[2J`; a `\r` that would write over
+//! the sender's name as `\u{d}`), DEL, the C1 controls (U+0080 to U+009F, which some terminals
+//! obey like `ESC`), and the bidi overrides and isolates (U+202A to U+202E, U+2066 to U+2069,
+//! which can show a line in another order than it was sent: "Trojan Source"). An escape rather
+//! than U+FFFD or nothing, so the others see that something was sent, and what, in plain ASCII.
+//! Tab is kept: it only moves the cursor on, and pasted text uses it. A name never holds one of
+//! these (it is letters, digits, `-` and `_`), and the errors that quote what a client sent
+//! show them escaped too.
 //!
 //! A client that stops reading cannot make the server buffer without bound, nor slow the room
 //! down: once its transport's write buffer passes `--write-limit` bytes, the transport sends
@@ -64,6 +77,30 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The longest name, in characters.
 const MAX_NAME: usize = 32;
+
+// ANCHOR: escape
+/// The bidi formatting characters that override or isolate the direction of the text after
+/// them: printed raw, they can show a line in another order than it was sent ("Trojan Source").
+const BIDI_CONTROLS: [char; 9] = [
+    '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', // LRE RLE PDF LRO RLO
+    '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', // LRI RLI FSI PDI
+];
+
+/// `text` as it may reach a terminal: each character a terminal could act on rather than
+/// print is replaced by its escape, `\u{1b}` for `ESC`. Those are the controls (C0, DEL and C1)
+/// but tab, and the [`BIDI_CONTROLS`].
+fn escape_controls(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if (ch.is_control() && ch != '\t') || BIDI_CONTROLS.contains(&ch) {
+            escaped.extend(ch.escape_unicode());
+        } else {
+            escaped.push(ch);
+        }
+    }
+    escaped
+}
+// ANCHOR_END: escape
 
 #[derive(Debug, Parser)]
 #[command(about = "A line-based chat room over TCP")]
@@ -145,7 +182,7 @@ struct Shutdown;
 #[derive(Default)]
 struct Room {
     members: HashMap<ClientId, Member>,
-    /// Each name in use, and whose it is.
+    /// Each name in use, by its [`name_key`], and whose it is.
     names: HashMap<String, ClientId>,
     /// The number of the last guest name handed out.
     guests: u64,
@@ -166,7 +203,7 @@ impl Room {
         loop {
             self.guests += 1;
             let name = format!("guest{}", self.guests);
-            if !self.names.contains_key(&name) {
+            if !self.names.contains_key(&name_key(&name)) {
                 return name;
             }
         }
@@ -195,7 +232,7 @@ impl Room {
     /// Lets `id` go and tells the others, with `why` after `left`; returns its transport.
     fn remove(&mut self, id: ClientId, why: &str) -> Option<TransportHandle> {
         let member = self.members.remove(&id)?;
-        self.names.remove(&member.name);
+        self.names.remove(&name_key(&member.name));
         self.broadcast(Some(id), format!("* {} left{why}\n", member.name));
         Some(member.transport)
     }
@@ -205,6 +242,7 @@ impl Room {
         let Some(member) = self.members.get_mut(&id) else {
             return;
         };
+        let key = name_key(&new);
         if new.is_empty() {
             to_self.push_str("* usage: /nick NAME\n");
         } else if !valid_name(&new) {
@@ -213,12 +251,13 @@ impl Room {
             ));
         } else if new == member.name {
             to_self.push_str(&format!("* you are already {new}\n"));
-        } else if self.names.contains_key(&new) {
+        } else if self.names.get(&key).is_some_and(|&owner| owner != id) {
             to_self.push_str(&format!("* the name {new} is taken\n"));
         } else {
+            // A new name, or the same one in another case.
             let old = std::mem::replace(&mut member.name, new.clone());
-            self.names.remove(&old);
-            self.names.insert(new.clone(), id);
+            self.names.remove(&name_key(&old));
+            self.names.insert(key, id);
             to_self.push_str(&format!("* you are now {new}\n"));
             to_others.push_str(&format!("* {old} is now {new}\n"));
         }
@@ -233,6 +272,18 @@ fn valid_name(name: &str) -> bool {
             .all(|ch| ch.is_alphanumeric() || ch == '-' || ch == '_')
 }
 
+/// What makes two names the same: `name` case-folded, so that `Alice`, `ALICE` and `alice`
+/// are one name. Each character is upper-cased, then lower-cased: std has no Unicode case
+/// folding, and `to_lowercase` alone would keep apart names that differ only by `ß` and `SS`,
+/// or by `ς` and `σ`. (It also makes the Turkish dotless `ı` one with `i`: where it errs, it
+/// refuses a name that looks like one in use, rather than let in a lookalike.)
+fn name_key(name: &str) -> String {
+    name.chars()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
 impl Handler<Join> for Room {
     type Result = ();
 
@@ -240,7 +291,7 @@ impl Handler<Join> for Room {
         let name = self.guest_name();
         msg.transport.write(format!("* welcome {name}\n"));
         self.broadcast(Some(msg.id), format!("* {name} joined\n"));
-        self.names.insert(name.clone(), msg.id);
+        self.names.insert(name_key(&name), msg.id);
         self.members.insert(
             msg.id,
             Member {
@@ -265,6 +316,7 @@ impl Handler<Lines> for Room {
             };
             match input {
                 Input::Say(text) => {
+                    let text = escape_controls(&text);
                     to_others.push_str(&format!("{}: {text}\n", member.name));
                 }
                 Input::Nick(new) => self.rename(msg.id, new, &mut to_self, &mut to_others),
@@ -362,7 +414,8 @@ impl Client {
                 Input::Quit
             }
             _ => Input::Invalid(format!(
-                "unknown command /{command} (try /nick NAME or /quit)"
+                "unknown command /{} (try /nick NAME or /quit)",
+                escape_controls(command)
             )),
         })
     }
@@ -779,5 +832,126 @@ mod tests {
         // guest3 is taken by bob: the next guest is guest4.
         let carol = join(&room, 3).await;
         assert_eq!(carol.take_written(), "* welcome guest4\n");
+    }
+
+    /// Exactly the C0 controls but tab, DEL, the C1 controls and the bidi overrides and
+    /// isolates are escaped, each as `\u{HEX}`; every other character of Unicode passes as is.
+    #[test]
+    fn escape_controls_escapes_exactly_what_a_terminal_could_obey() {
+        let bidi = (0x202a..=0x202e).chain(0x2066..=0x2069);
+        let escaped: Vec<u32> = (0x00..=0x1f)
+            .filter(|&code| code != 0x09)
+            .chain([0x7f])
+            .chain(0x80..=0x9f)
+            .chain(bidi)
+            .collect();
+        for ch in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            let code = u32::from(ch);
+            let expected = if escaped.contains(&code) {
+                format!("\\u{{{code:x}}}")
+            } else {
+                ch.to_string()
+            };
+            assert_eq!(escape_controls(&ch.to_string()), expected, "U+{code:04X}");
+        }
+        assert_eq!(
+            escape_controls("\u{1b}[2J\tsí\u{9b}1m 日本 \u{202e}cba\u{2069}\r"),
+            "\\u{1b}[2J\tsí\\u{9b}1m 日本 \\u{202e}cba\\u{2069}\\u{d}"
+        );
+    }
+
+    /// Names that differ only in case are one name, `ß` and `SS`, `ς` and `σ` included.
+    #[test]
+    fn name_key_ignores_case() {
+        for (a, b) in [
+            ("alice", "ALICE"),
+            ("Alice", "aLiCe"),
+            ("Zoë", "ZOË"),
+            ("straße", "STRASSE"),
+            ("ΟΔΟΣ", "οδος"),
+            ("\u{212a}im", "kim"), // KELVIN SIGN
+        ] {
+            assert_eq!(name_key(a), name_key(b), "{a} and {b}");
+        }
+        for (a, b) in [("alice", "alice2"), ("bob", "b_o_b"), ("ζ", "ξ")] {
+            assert_ne!(name_key(a), name_key(b), "{a} and {b}");
+        }
+    }
+
+    /// A line with terminal commands in it reaches the others with each of them escaped, at
+    /// every split point (some fall inside a multi-byte character); an unknown command's error
+    /// quotes it escaped too.
+    #[actix::test]
+    async fn controls_reach_the_others_escaped() {
+        let input = "\u{1b}[2J\u{9b}31m\u{202e}txt.exe\u{2066}\ta\rb\u{7f}\u{0}\n/\u{1b}[2J\n";
+        for chunking in Chunking::every(input.len()) {
+            let room = Room::default().start();
+            let alice = join(&room, 1).await;
+            let bob = join(&room, 2).await;
+            alice.take_written();
+            bob.take_written();
+
+            alice.feed_chunked(input, &chunking).await;
+            settle(&[&alice, &bob]).await;
+            assert_eq!(
+                bob.take_written(),
+                "guest1: \\u{1b}[2J\\u{9b}31m\\u{202e}txt.exe\\u{2066}\ta\\u{d}b\\u{7f}\\u{0}\n",
+                "{chunking:?}"
+            );
+            assert_eq!(
+                alice.take_written(),
+                "* unknown command /\\u{1b}[2J (try /nick NAME or /quit)\n",
+                "{chunking:?}"
+            );
+        }
+    }
+
+    /// A name is taken in any case, and guest names skip one taken in another case; one may
+    /// change the case of one's own name, and a name leaving frees it in every case. A name
+    /// with a control character is refused, quoted escaped.
+    #[actix::test]
+    async fn names_are_unique_in_any_case() {
+        let room = Room::default().start();
+        let alice = join(&room, 1).await;
+        let bob = join(&room, 2).await;
+        alice.take_written();
+        bob.take_written();
+
+        alice.feed("/nick ALICE\n").await;
+        settle(&[&alice, &bob]).await;
+        bob.feed("/nick alice\n/nick Alice\n/nick GUEST3\n").await;
+        settle(&[&alice, &bob]).await;
+        alice
+            .feed("/nick Alice\n/nick Alice\n/nick evil\u{1b}[2J\n/nick \u{202e}x\n")
+            .await;
+        settle(&[&alice, &bob]).await;
+        assert_eq!(
+            alice.take_written(),
+            "* you are now ALICE\n\
+             * guest2 is now GUEST3\n\
+             * you are now Alice\n\
+             * you are already Alice\n\
+             * invalid name \"evil\\u{1b}[2J\": 1 to 32 letters, digits, '-' or '_'\n\
+             * invalid name \"\\u{202e}x\": 1 to 32 letters, digits, '-' or '_'\n"
+        );
+        assert_eq!(
+            bob.take_written(),
+            "* guest1 is now ALICE\n\
+             * the name alice is taken\n\
+             * the name Alice is taken\n\
+             * you are now GUEST3\n\
+             * ALICE is now Alice\n"
+        );
+
+        // GUEST3 is bob's: the next guest is guest4.
+        let carol = join(&room, 3).await;
+        assert_eq!(carol.take_written(), "* welcome guest4\n");
+
+        // Once alice leaves, her name is free in every case.
+        assert!(!alice.eof().await);
+        settle(&[&alice, &carol]).await;
+        carol.feed("/nick aLiCe\n").await;
+        settle(&[&bob, &carol]).await;
+        assert_eq!(carol.take_written(), "* Alice left\n* you are now aLiCe\n");
     }
 }

@@ -4,7 +4,9 @@
 //! - a client is welcomed with a fresh guest name, the others see it join and leave (`/quit`,
 //!   EOF, a reset), and each line reaches every other client as `NAME: text`, never its sender;
 //! - `/nick` renames (and the others are told), refuses a taken, empty or invalid name, and
-//!   unknown commands get an error line;
+//!   unknown commands get an error line; a name is taken in any case, and one may change the
+//!   case of one's own;
+//! - no terminal control a client sends reaches another client raw: each arrives escaped;
 //! - an over-long line and a non-UTF-8 line get an error line, and the session goes on;
 //! - 100 concurrent clients each see exactly every other client's lines, each sender's in order;
 //! - a client that never reads is dropped once its write buffer passes the limit, the others are
@@ -152,6 +154,18 @@ impl Chatter {
         match tokio::time::timeout(LINE_TIMEOUT, self.next_line()).await {
             Ok(Some(line)) => line,
             Ok(None) => panic!("{}: EOF while a line was expected", self.name),
+            Err(_) => panic!("{}: no line within {LINE_TIMEOUT:?}", self.name),
+        }
+    }
+
+    /// The next line as the bytes received, its newline included; panics at EOF or after
+    /// [`LINE_TIMEOUT`].
+    async fn raw_line(&mut self) -> Vec<u8> {
+        let mut line = Vec::new();
+        match tokio::time::timeout(LINE_TIMEOUT, self.reader.read_until(b'\n', &mut line)).await {
+            Ok(Ok(0)) => panic!("{}: EOF while a line was expected", self.name),
+            Ok(Ok(_)) => line,
+            Ok(Err(err)) => panic!("{}: read failed: {err}", self.name),
             Err(_) => panic!("{}: no line within {LINE_TIMEOUT:?}", self.name),
         }
     }
@@ -326,6 +340,73 @@ async fn bad_lines_get_an_error_and_the_session_goes_on() {
     bob.expect("* guest1 is now alice").await;
     bob.expect_quiet().await;
     alice.expect_quiet().await;
+
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_unique_in_any_case() {
+    let server = ChatServer::start(&[]);
+    let mut first = server.join().await;
+    let mut second = server.join().await;
+    first.expect("* guest2 joined").await;
+
+    first.say("/nick ALICE").await;
+    first.expect("* you are now ALICE").await;
+    second.expect("* guest1 is now ALICE").await;
+    second.say("/nick alice").await;
+    second.expect("* the name alice is taken").await;
+
+    // Another case of one's own name is a rename, shown as typed.
+    first.say("/nick Alice").await;
+    first.expect("* you are now Alice").await;
+    second.expect("* ALICE is now Alice").await;
+    second.say("/nick ALICE").await;
+    second.expect("* the name ALICE is taken").await;
+    first.say("hi").await;
+    second.expect("Alice: hi").await;
+    first.expect_quiet().await; // none of the refusals reached the first
+
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_terminal_control_reaches_another_client_raw() {
+    let server = ChatServer::start(&[]);
+    let mut alice = server.join().await;
+    let mut bob = server.join().await;
+    alice.expect("* guest2 joined").await;
+
+    // Clear the screen; red, by the one-byte C1 CSI (U+009B, two bytes of UTF-8); a
+    // right-to-left override that shows `exe.png` as `gnp.exe`; a carriage return that would
+    // write `root` over the sender's name; DEL. The tab passes.
+    alice
+        .say("\u{1b}[2J \u{9b}31m \u{202e}exe.png\u{202c}\tok\rroot: hi\u{7f}")
+        .await;
+    let received = bob.raw_line().await;
+    let expected =
+        "guest1: \\u{1b}[2J \\u{9b}31m \\u{202e}exe.png\\u{202c}\tok\\u{d}root: hi\\u{7f}\n";
+    assert_eq!(
+        received,
+        expected.as_bytes(),
+        "bob received {:?}",
+        String::from_utf8_lossy(&received)
+    );
+    for raw in ["\u{1b}", "\u{9b}", "\u{202e}", "\u{202c}", "\r", "\u{7f}"] {
+        assert!(
+            !received
+                .windows(raw.len())
+                .any(|window| window == raw.as_bytes()),
+            "{raw:?} reached bob raw: {received:?}"
+        );
+    }
+
+    // A name with a control character is refused; the others hear nothing of it.
+    alice.say("/nick evil\u{1b}[2J").await;
+    alice
+        .expect(r#"* invalid name "evil\u{1b}[2J": 1 to 32 letters, digits, '-' or '_'"#)
+        .await;
+    bob.expect_quiet().await;
 
     server.stop();
 }
