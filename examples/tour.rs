@@ -2364,6 +2364,7 @@ mod tests {
     }
     // ANCHOR_END: test_length_protocol
 
+    // ANCHOR: test_length_protocol_every_split
     /// The echo is the input, at every split point, the empty frame and newlines included.
     #[actix::test]
     async fn length_protocol_echoes_at_every_split() {
@@ -2384,6 +2385,7 @@ mod tests {
             assert_eq!(echoed, ["alpha", "", "bravo\ncharlie", "SWITCH\n"]);
         }
     }
+    // ANCHOR_END: test_length_protocol_every_split
 
     /// A length over `MAX_FRAME` closes the connection without waiting for the frame, and the
     /// frames before it are still echoed, however the bytes are cut.
