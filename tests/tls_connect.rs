@@ -367,7 +367,8 @@ async fn a_handshake_that_never_completes_is_cut_off_by_the_timeout() {
         let acceptor = cert
             .acceptor()
             .unwrap()
-            .handshake_timeout(Duration::from_millis(300));
+            .handshake_timeout(Duration::from_millis(300))
+            .unwrap();
         let (server, _probes, made) = probe_server(acceptor).await;
         let addr = server.addresses()[0].as_inet().unwrap();
 
@@ -396,6 +397,7 @@ async fn a_handshake_that_never_completes_is_cut_off_by_the_timeout() {
             .connector()
             .unwrap()
             .handshake_timeout(Duration::from_millis(300))
+            .unwrap()
             .connect(&addr, || ProbeOptions::default().probe().0.start())
             .await
             .expect_err("no handshake");
@@ -418,7 +420,8 @@ async fn a_server_runs_at_most_its_limit_of_handshakes_at_once() {
             .acceptor()
             .unwrap()
             .max_handshakes(1)
-            .handshake_timeout(Duration::from_secs(60));
+            .handshake_timeout(Duration::from_secs(60))
+            .unwrap();
         let (server, mut probes, _) = probe_server(acceptor).await;
         let addr = addr_of(&server);
 
@@ -462,7 +465,8 @@ async fn close_clients_ends_handshakes_under_way() {
         let acceptor = cert
             .acceptor()
             .unwrap()
-            .handshake_timeout(Duration::from_secs(60));
+            .handshake_timeout(Duration::from_secs(60))
+            .unwrap();
         let (server, _probes, made) = probe_server(acceptor).await;
         let mut silent = TcpStream::connect(addr_of(&server)).await.unwrap();
         let end = tokio::time::Instant::now() + support::TIMEOUT;
@@ -479,6 +483,302 @@ async fn close_clients_ends_handshakes_under_way() {
         let read = silent.read(&mut buf).await;
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
         assert_eq!(made.load(Ordering::SeqCst), 0);
+    })
+    .await
+}
+
+/// Reads the server-side probe's events up to `ConnectionLost`: the bytes, whether
+/// `EofReceived` came, and the error.
+async fn bytes_eof_and_end(
+    events: &mut support::ProbeRx,
+) -> (Vec<u8>, bool, Option<std::io::Error>) {
+    let mut bytes = Vec::new();
+    let mut eof = false;
+    loop {
+        match events.next().await {
+            Some(Event::Data(chunk)) => {
+                assert!(!eof, "data after EofReceived");
+                bytes.extend_from_slice(&chunk);
+            }
+            Some(Event::Eof) => eof = true,
+            Some(Event::Lost(err)) => {
+                events.assert_ended().await;
+                return (bytes, eof, err);
+            }
+            Some(Event::PauseWriting | Event::ResumeWriting) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn truncated(err: Option<&std::io::Error>) -> Option<(std::io::ErrorKind, String)> {
+    let err = err?;
+    let tls = TlsError::of(err)?;
+    assert_eq!(tls.kind(), TlsErrorKind::Truncated, "{err}");
+    Some((err.kind(), tls.message().to_owned()))
+}
+
+/// A client that ends its stream with close_notify ends cleanly: every byte, `EofReceived`,
+/// `ConnectionLost(None)`. One that closes the TCP connection without it (what a Python `ssl`
+/// socket's `close()` does) is truncated: every byte it sent is still delivered, then no
+/// `EofReceived`, and `ConnectionLost` carries a `Truncated` error, so a protocol reading a
+/// body up to the end of the stream cannot take a cut one as complete.
+#[actix_rt::test]
+async fn a_clean_tls_end_and_a_truncated_one_are_told_apart() {
+    deadline(async {
+        let cert = localhost();
+        let (server, mut probes, _) = probe_server(cert.acceptor().unwrap()).await;
+        let body = pattern(0, 256 * 1024);
+
+        // With close_notify (tokio-openssl's shutdown sends it before the TCP FIN).
+        let stream = TcpStream::connect(addr_of(&server)).await.unwrap();
+        let mut tls = tls_support::raw_client(stream, &cert).await;
+        let mut events = probes.recv().await.unwrap();
+        events.made().await;
+        tls.write_all(&body).await.unwrap();
+        tls.shutdown().await.unwrap();
+        let (bytes, eof, err) = bytes_eof_and_end(&mut events).await;
+        assert!(bytes == body, "{} of {} bytes", bytes.len(), body.len());
+        assert!(eof, "a clean end is an EOF");
+        assert!(err.is_none(), "{err:?}");
+
+        // Without: a TCP FIN straight after the data.
+        let stream = TcpStream::connect(addr_of(&server)).await.unwrap();
+        let mut tls = tls_support::raw_client(stream, &cert).await;
+        let mut events = probes.recv().await.unwrap();
+        events.made().await;
+        tls.write_all(&body).await.unwrap();
+        tls.get_mut().shutdown().await.unwrap();
+        let (bytes, eof, err) = bytes_eof_and_end(&mut events).await;
+        assert!(bytes == body, "{} of {} bytes", bytes.len(), body.len());
+        assert!(!eof, "a truncated stream has no EOF");
+        assert_eq!(
+            truncated(err.as_ref()),
+            Some((
+                std::io::ErrorKind::UnexpectedEof,
+                "the peer ended the connection without close_notify".to_owned()
+            ))
+        );
+
+        // Python's `ssl`, an independent client: `close()` sends no close_notify, `unwrap()`
+        // does.
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(ca.path(), cert.certificate_pem().unwrap()).unwrap();
+        for (unwrap, clean) in [("False", false), ("True", true)] {
+            let addr = server.addresses()[0].as_inet().unwrap();
+            // TLS 1.2: a TLS 1.3 server sends session tickets after the handshake, which a
+            // client that never reads leaves unread, and closing a socket with unread bytes
+            // sends a reset instead of a FIN.
+            let script = format!(
+                "import socket, ssl\n\
+                 ctx = ssl.create_default_context(cafile={ca:?})\n\
+                 ctx.maximum_version = ssl.TLSVersion.TLSv1_2\n\
+                 raw = socket.create_connection(('127.0.0.1', {port}))\n\
+                 tls = ctx.wrap_socket(raw, server_hostname='localhost')\n\
+                 tls.sendall(b'x' * 100000)\n\
+                 if {unwrap}:\n    tls.unwrap().close()\n\
+                 else:\n    tls.close()\n",
+                ca = ca.path().display().to_string(),
+                port = addr.port(),
+            );
+            let status = tokio::process::Command::new("python3")
+                .args(["-c", &script])
+                .status()
+                .await
+                .expect("python3");
+            assert!(status.success());
+            let mut events = probes.recv().await.unwrap();
+            events.made().await;
+            let (bytes, eof, err) = bytes_eof_and_end(&mut events).await;
+            assert_eq!(bytes.len(), 100_000, "unwrap: {unwrap}");
+            assert_eq!(eof, clean, "unwrap: {unwrap}");
+            assert_eq!(truncated(err.as_ref()).is_none(), clean, "{err:?}");
+        }
+    })
+    .await
+}
+
+/// After our `Close`, how the peer's stream ends changes nothing the protocol received: a
+/// peer that answers our close_notify, one that keeps the connection open past the close's
+/// drain, and one that drops it without a word all end in `ConnectionLost(None)`, once the
+/// peer has read every byte we sent, and within the drain (1 s) of the quiet one. Reporting the
+/// last two would make nearly every close an error: most TLS stacks (rustls, Go's, browsers,
+/// Python's `ssl` sockets) never answer close_notify.
+#[actix_rt::test]
+async fn after_our_close_how_the_peer_ends_its_stream_is_no_error() {
+    deadline(async {
+        let cert = Arc::new(localhost());
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        enum Peer {
+            Answers,
+            KeepsQuiet,
+            HangsUp,
+        }
+        for peer in [Peer::Answers, Peer::KeepsQuiet, Peer::HangsUp] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let server_cert = cert.clone();
+            let server = tokio::spawn(async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                let mut tls = raw_server(stream, &server_cert).await;
+                let mut got = Vec::new();
+                tls.read_to_end(&mut got).await.expect("our close_notify");
+                match peer {
+                    Peer::Answers => tls.shutdown().await.unwrap(),
+                    // Longer than the close's 1 s drain.
+                    Peer::KeepsQuiet => tokio::time::sleep(Duration::from_secs(3)).await,
+                    Peer::HangsUp => tls.get_mut().shutdown().await.unwrap(),
+                }
+                got
+            });
+            let (probe, mut events) = ProbeOptions::default().probe();
+            let (transport, _) = cert
+                .connector()
+                .unwrap()
+                .connect(&addr, || probe.start())
+                .await
+                .unwrap();
+            events.made().await;
+            transport.write("last words");
+            transport.close();
+            let closing = tokio::time::Instant::now();
+            let err = events.until_lost().await;
+            assert!(err.is_none(), "{peer:?}: {err:?}");
+            assert!(
+                closing.elapsed() < Duration::from_millis(2500),
+                "{peer:?}: the close took {:?}",
+                closing.elapsed()
+            );
+            assert_eq!(server.await.unwrap(), b"last words", "{peer:?}");
+            // The TLS keys answer after the end too, as asyncio's do (the descriptor does not).
+            let deadline = tokio::time::Instant::now() + support::TIMEOUT;
+            while transport.is_alive() {
+                assert!(tokio::time::Instant::now() < deadline);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let cipher = transport.cipher().await.expect("cipher after the end");
+            assert!(cipher.protocol.starts_with("TLSv1."), "{cipher:?}");
+            assert!(
+                transport.get_extra_info(keys::SSLCONTEXT).await.is_some(),
+                "sslcontext after the end"
+            );
+            assert!(
+                transport.peer_addr().await.is_some(),
+                "peername after the end"
+            );
+            assert_eq!(transport.socket().await, None);
+        }
+    })
+    .await
+}
+
+/// A TLS transport's write buffer defaults to asyncio's SSL marks (512 KiB / 128 KiB), on
+/// either side, and `SetWriteBufferLimits` derives missing marks from them; limits chosen in
+/// the config stay. A plaintext transport takes the TLS defaults when `StartTls` succeeds,
+/// unless limits were chosen.
+#[actix_rt::test]
+async fn tls_transports_default_to_asyncio_s_tls_write_buffer_limits() {
+    deadline(async {
+        let tls_limits = (128 * 1024, 512 * 1024);
+        let cert = localhost();
+        let (server, mut probes, _) = probe_server(cert.acceptor().unwrap()).await;
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let (client, _) = cert
+            .connector()
+            .unwrap()
+            .connect(&addr_of(&server), || probe.start())
+            .await
+            .unwrap();
+        events.made().await;
+        let served = probes.recv().await.unwrap().made().await;
+        for transport in [&client, &served] {
+            let limits = transport.send(switchboard::GetWriteBufferLimits).await;
+            assert_eq!(limits.unwrap(), tls_limits);
+        }
+        let set = |high, low| switchboard::SetWriteBufferLimits { high, low };
+        client.send(set(None, None)).await.unwrap().unwrap();
+        assert_eq!(
+            client
+                .send(switchboard::GetWriteBufferLimits)
+                .await
+                .unwrap(),
+            tls_limits,
+            "missing marks are TLS's defaults"
+        );
+        client
+            .send(set(Some(100 * 1024), None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            client
+                .send(switchboard::GetWriteBufferLimits)
+                .await
+                .unwrap(),
+            (25 * 1024, 100 * 1024)
+        );
+
+        let chosen = WriteBufferLimits::new(4096, 1024).unwrap();
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let (client, _) = cert
+            .connector()
+            .unwrap()
+            .config(StreamConfig::default().write_buffer_limits(chosen))
+            .connect(&addr_of(&server), || probe.start())
+            .await
+            .unwrap();
+        events.made().await;
+        assert_eq!(
+            client
+                .send(switchboard::GetWriteBufferLimits)
+                .await
+                .unwrap(),
+            (1024, 4096)
+        );
+
+        // StartTls on a plaintext transport.
+        for choose_first in [false, true] {
+            let (transport, _probe, peer, _events) =
+                tls_support::probed_upgradable(ProbeOptions::default()).await;
+            assert_eq!(
+                transport
+                    .send(switchboard::GetWriteBufferLimits)
+                    .await
+                    .unwrap(),
+                (16 * 1024, 64 * 1024),
+                "plaintext: TCP's defaults"
+            );
+            if choose_first {
+                transport
+                    .send(set(Some(8192), None))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            let support::Peer::Tcp(peer) = peer else {
+                unreachable!()
+            };
+            let acceptor = cert.acceptor().unwrap();
+            let (tls, upgraded) = tokio::join!(
+                tls_support::raw_client(peer, &cert),
+                transport.start_tls(acceptor.start_tls().unwrap())
+            );
+            upgraded.expect("handshake");
+            let expected = if choose_first {
+                (2048, 8192)
+            } else {
+                tls_limits
+            };
+            assert_eq!(
+                transport
+                    .send(switchboard::GetWriteBufferLimits)
+                    .await
+                    .unwrap(),
+                expected,
+                "chosen first: {choose_first}"
+            );
+            drop(tls);
+        }
     })
     .await
 }

@@ -490,7 +490,8 @@ fn expired_localhost() -> Result<(X509, PKey<Private>), ErrorStack> {
 fn garbage_instead_of_a_client_hello_is_hung_up_on_at_once_and_the_next_client_is_served() {
     alone(async {
         let cert = localhost();
-        let mut server = Server::start(cert.acceptor().unwrap().handshake_timeout(PATIENT)).await;
+        let mut server =
+            Server::start(cert.acceptor().unwrap().handshake_timeout(PATIENT).unwrap()).await;
         let hello = client_hello("localhost");
         let random = support::pattern(7, 4096);
         let mut not_a_client_hello = hello.clone();
@@ -563,7 +564,8 @@ fn garbage_instead_of_a_client_hello_is_hung_up_on_at_once_and_the_next_client_i
 fn a_client_hello_that_stalls_or_trickles_is_cut_off_by_the_handshake_timeout() {
     alone(async {
         let cert = localhost();
-        let mut server = Server::start(cert.acceptor().unwrap().handshake_timeout(SHORT)).await;
+        let mut server =
+            Server::start(cert.acceptor().unwrap().handshake_timeout(SHORT).unwrap()).await;
         let hello = client_hello("localhost");
 
         // Slowloris: the record header and a few bytes of a real ClientHello, then nothing.
@@ -617,7 +619,8 @@ fn a_client_hello_that_stalls_or_trickles_is_cut_off_by_the_handshake_timeout() 
 fn a_client_that_vanishes_mid_handshake_is_forgotten_at_once() {
     alone(async {
         let cert = localhost();
-        let mut server = Server::start(cert.acceptor().unwrap().handshake_timeout(PATIENT)).await;
+        let mut server =
+            Server::start(cert.acceptor().unwrap().handshake_timeout(PATIENT).unwrap()).await;
         let connector = trusting(cert.certificate());
         let closed = "connection ended during the TLS handshake: the peer closed the connection";
         // (how the client goes, whether it first waits for the server's answer, how it leaves,
@@ -680,7 +683,8 @@ fn a_client_that_vanishes_mid_handshake_is_forgotten_at_once() {
 fn a_certificate_for_another_host_is_refused_by_name_and_the_server_is_told() {
     alone(async {
         let cert = localhost();
-        let mut server = Server::start(cert.acceptor().unwrap().handshake_timeout(PATIENT)).await;
+        let mut server =
+            Server::start(cert.acceptor().unwrap().handshake_timeout(PATIENT).unwrap()).await;
 
         // switchboard's client, asking for example.com of a server whose certificate is for
         // localhost and the loopback addresses.
@@ -748,7 +752,9 @@ fn an_expired_certificate_is_refused_as_expired_by_every_client() {
         let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
         acceptor.set_certificate(&certificate).unwrap();
         acceptor.set_private_key(&key).unwrap();
-        let acceptor = TlsAcceptor::new(acceptor.build()).handshake_timeout(PATIENT);
+        let acceptor = TlsAcceptor::new(acceptor.build())
+            .handshake_timeout(PATIENT)
+            .unwrap();
         let mut server = Server::start(acceptor).await;
 
         // switchboard's client trusts that certificate, and nothing else is wrong with it.
@@ -812,7 +818,8 @@ fn stalled_handshakes_past_the_limit_wait_their_turn_and_a_good_client_follows_t
             .acceptor()
             .unwrap()
             .max_handshakes(LIMIT)
-            .handshake_timeout(SHORT);
+            .handshake_timeout(SHORT)
+            .unwrap();
         let mut server = Server::start(acceptor).await;
         let hello = client_hello("localhost");
 
@@ -885,7 +892,11 @@ enum Answer {
 fn a_server_that_answers_garbage_or_vanishes_mid_handshake_fails_the_client_at_once() {
     alone(async {
         let cert = localhost();
-        let connector = cert.connector().unwrap().handshake_timeout(PATIENT);
+        let connector = cert
+            .connector()
+            .unwrap()
+            .handshake_timeout(PATIENT)
+            .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (fds, transports) = (open_fds(), live_transports());

@@ -187,7 +187,8 @@ async fn discarding_a_buffered_client_hello_leaves_the_handshake_to_time_out() {
     deadline(async {
         let (cert, acceptor) = acceptor();
         let acceptor = TlsAcceptor::new(acceptor.ssl_acceptor().clone())
-            .handshake_timeout(Duration::from_millis(300));
+            .handshake_timeout(Duration::from_millis(300))
+            .unwrap();
         let (transport, probe, mut peer, mut events) =
             probed_upgradable(ProbeOptions::holding_acks()).await;
         peer.write_all(b"UPGRADE\r\n").await.unwrap();

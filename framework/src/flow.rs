@@ -13,6 +13,15 @@ pub const DEFAULT_HIGH_WATER_MARK: usize = 64 * 1024;
 /// The default low-water mark: a quarter of the high-water mark, as in asyncio.
 pub const DEFAULT_LOW_WATER_MARK: usize = DEFAULT_HIGH_WATER_MARK / 4;
 
+/// The default high-water mark of a TLS transport's write buffer: 512 KiB, as asyncio's SSL
+/// transports. A TLS record holds up to 16 KiB and the library encrypts what it is given in
+/// batches, so a TLS connection pausing at a TCP connection's 64 KiB would stop and start its
+/// writer eight times as often for the same stream.
+pub const DEFAULT_TLS_HIGH_WATER_MARK: usize = 512 * 1024;
+
+/// The default low-water mark of a TLS transport: a quarter of its high-water mark, 128 KiB.
+pub const DEFAULT_TLS_LOW_WATER_MARK: usize = DEFAULT_TLS_HIGH_WATER_MARK / 4;
+
 /// The high- and low-water marks of a transport's write buffer.
 ///
 /// The transport sends [`PauseWriting`](crate::PauseWriting) when its buffer grows past `high`
@@ -39,12 +48,32 @@ impl WriteBufferLimits {
         high: Option<usize>,
         low: Option<usize>,
     ) -> Result<Self, InvalidWriteBufferLimits> {
+        WriteBufferLimits::default().with_options(high, low)
+    }
+
+    /// Limits derived from `high` and `low` as [`from_options`](Self::from_options) derives
+    /// them, with this kind's default high-water mark where both are missing (asyncio's SSL
+    /// transports use their own 512 KiB there).
+    pub fn with_options(
+        self,
+        high: Option<usize>,
+        low: Option<usize>,
+    ) -> Result<Self, InvalidWriteBufferLimits> {
         let high = high.unwrap_or_else(|| match low {
             Some(low) => low.saturating_mul(4),
-            None => DEFAULT_HIGH_WATER_MARK,
+            None => self.high,
         });
         let low = low.unwrap_or(high / 4);
         WriteBufferLimits::new(high, low)
+    }
+
+    /// The default limits of a TLS transport: [`DEFAULT_TLS_HIGH_WATER_MARK`] and
+    /// [`DEFAULT_TLS_LOW_WATER_MARK`].
+    pub fn tls() -> Self {
+        WriteBufferLimits {
+            high: DEFAULT_TLS_HIGH_WATER_MARK,
+            low: DEFAULT_TLS_LOW_WATER_MARK,
+        }
     }
 
     /// The high-water mark.

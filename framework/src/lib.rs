@@ -149,8 +149,8 @@ pub use extra::{
     SocketAddress, SocketInfo, SocketKind, UnixAddress, keys,
 };
 pub use flow::{
-    DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, FlowEdge, WriteBufferLimits, WriteFlow,
-    WriteLedger, WriteReceipt,
+    DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_TLS_HIGH_WATER_MARK,
+    DEFAULT_TLS_LOW_WATER_MARK, FlowEdge, WriteBufferLimits, WriteFlow, WriteLedger, WriteReceipt,
 };
 pub use framing::{DEFAULT_MAX_BUFFERED, Decoded, Framing};
 pub use protocol::{

@@ -106,7 +106,8 @@ impl fmt::Debug for TlsSettings {
     }
 }
 
-/// Why a TLS handshake, on connect, on accept or after [`StartTls`], did not succeed.
+/// Why a TLS handshake, on connect, on accept or after [`StartTls`], did not succeed, or why a
+/// TLS stream did not end cleanly ([`TlsErrorKind::Truncated`], in `ConnectionLost`).
 #[derive(Debug, Display, Error, Clone, PartialEq, Eq)]
 #[display("{kind}: {message}")]
 pub struct TlsError {
@@ -137,6 +138,15 @@ pub enum TlsErrorKind {
     /// This kind of transport cannot run TLS (or the `tls` feature is off).
     #[display("TLS is not supported here")]
     Unsupported,
+    /// The peer's TLS stream ended without its close_notify: the TCP connection closed while
+    /// the protocol was reading. What was delivered is authentic, but the peer may have meant
+    /// to send more (or someone on the path cut it short): a protocol that reads a body up to
+    /// the end of the stream must not take it as complete. A clean end (close_notify) gives
+    /// `EofReceived`, then `ConnectionLost(None)`. After the protocol's own `Close`, a peer
+    /// that does not answer close_notify is not reported: nothing the protocol received can
+    /// be cut short then, and most TLS stacks never answer it.
+    #[display("TLS stream truncated")]
+    Truncated,
 }
 
 impl TlsError {
@@ -171,6 +181,7 @@ impl TlsError {
             TlsErrorKind::ConnectionEnded => io::ErrorKind::ConnectionAborted,
             TlsErrorKind::InvalidState => io::ErrorKind::InvalidInput,
             TlsErrorKind::Unsupported => io::ErrorKind::Unsupported,
+            TlsErrorKind::Truncated => io::ErrorKind::UnexpectedEof,
         }
     }
 }

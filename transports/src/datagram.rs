@@ -271,6 +271,10 @@ pub struct DatagramTransportActor<S: DatagramSocket> {
 /// `protocol` is called here, in the caller's code: a panic in it propagates to the caller, with
 /// `socket` dropped (`udp::bind` and the other openers turn it into a
 /// [`FactoryPanicked`](switchboard_framework::FactoryPanicked) error instead).
+///
+/// # Panics
+///
+/// Outside an actix arbiter (under `#[tokio::main]`, say), with a message that says so.
 pub fn start<S, P>(
     socket: S,
     default_peer: Option<SocketAddress>,
@@ -282,6 +286,7 @@ where
     S: DatagramSocket,
     P: IntoDatagramProtocol,
 {
+    crate::runtime::assert_arbiter("datagram::start");
     let mut ctx = Context::new();
     // Unbounded from the first message on: an actix mailbox holds 16 messages until its actor
     // starts and past that a `send` waits to be polled, so `send` and `do_send` from one sender

@@ -55,6 +55,7 @@
 pub mod datagram;
 mod factory;
 pub mod pipe;
+mod runtime;
 pub mod server;
 pub mod stream;
 pub mod subprocess;

@@ -80,7 +80,7 @@ use tokio::{
 };
 
 use crate::{
-    factory,
+    factory, runtime,
     stream::{Direction, StreamConfig, StreamIo, StreamTransport},
 };
 
@@ -107,6 +107,7 @@ pub fn connect_read_with<P: IntoProtocol>(
     config: StreamConfig,
     protocol: impl FnOnce() -> P,
 ) -> io::Result<(TransportHandle, P::Output)> {
+    runtime::require_arbiter("pipe::connect_read")?;
     let pipe = ReadPipe::new(pipe)?;
     let protocol = factory::make(protocol)?;
     Ok(StreamTransport::start(pipe, config, protocol, None))
@@ -130,6 +131,7 @@ pub fn connect_write_with<P: IntoProtocol>(
     config: StreamConfig,
     protocol: impl FnOnce() -> P,
 ) -> io::Result<(TransportHandle, P::Output)> {
+    runtime::require_arbiter("pipe::connect_write")?;
     let pipe = WritePipe::new(pipe)?;
     let protocol = factory::make(protocol)?;
     Ok(StreamTransport::start(pipe, config, protocol, None))

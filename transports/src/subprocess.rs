@@ -101,6 +101,7 @@ use switchboard_framework::{
 use crate::{
     factory,
     pipe::{ReadPipe, WritePipe},
+    runtime,
     stream::{StreamConfig, StreamTransport},
 };
 
@@ -264,6 +265,7 @@ pub fn spawn<P: IntoSubprocessProtocol>(
     command: Command,
     protocol: impl FnOnce() -> P,
 ) -> io::Result<(SubprocessHandle, P::Output)> {
+    runtime::require_arbiter("subprocess::spawn")?;
     let Command {
         command,
         stdin,

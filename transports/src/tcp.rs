@@ -60,7 +60,7 @@ use switchboard_framework::{
 use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs, lookup_host};
 
 use crate::{
-    factory,
+    factory, runtime,
     server::{self, Detach, Direct, Listen, ServerHandle, ServerOptions, ServerSocket},
     stream::{self, StreamConfig, StreamIo, StreamTransport},
 };
@@ -133,6 +133,7 @@ impl TcpConnector {
         addr: impl ToSocketAddrs,
         protocol: impl FnOnce() -> P,
     ) -> io::Result<(TransportHandle, P::Output)> {
+        runtime::require_arbiter("tcp::connect")?;
         let stream = self.open(addr).await?;
         let protocol = factory::make(protocol)?;
         Ok(StreamTransport::start(
@@ -199,6 +200,7 @@ where
     F: Fn() -> P + Send + Sync + 'static,
     P: IntoProtocol + 'static,
 {
+    runtime::require_system("tcp::serve")?;
     let listeners = TcpListen::bind_all(addr, options.backlog, options.start_serving).await?;
     Ok(server::start(
         listeners,

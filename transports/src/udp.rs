@@ -76,7 +76,7 @@ use tokio::{
 
 use crate::{
     datagram::{self, DatagramConfig, DatagramSocket},
-    factory,
+    factory, runtime,
 };
 
 impl DatagramSocket for UdpSocket {
@@ -213,6 +213,7 @@ impl Endpoint {
         self,
         protocol: impl FnOnce() -> P,
     ) -> io::Result<(DatagramHandle, P::Output)> {
+        runtime::require_arbiter("udp::Endpoint::start")?;
         let socket = self.open()?;
         self.launch(socket, protocol)
     }
@@ -300,6 +301,7 @@ async fn open_first<P: IntoDatagramProtocol>(
     endpoint: impl Fn(SocketAddr) -> Endpoint,
     protocol: impl FnOnce() -> P,
 ) -> io::Result<(DatagramHandle, P::Output)> {
+    runtime::require_arbiter("udp::bind")?;
     let mut first_err = None;
     let mut protocol = Some(protocol);
     for addr in tokio::net::lookup_host(addr).await? {
@@ -332,6 +334,7 @@ pub fn from_std<P: IntoDatagramProtocol>(
     config: DatagramConfig,
     protocol: impl FnOnce() -> P,
 ) -> io::Result<(DatagramHandle, P::Output)> {
+    runtime::require_arbiter("udp::from_std")?;
     socket.set_nonblocking(true)?;
     let peer = socket.peer_addr().ok();
     let socket = UdpSocket::from_std(socket)?;

@@ -65,7 +65,7 @@ use switchboard_framework::{
 use tokio::net::{UnixListener, UnixSocket, UnixStream};
 
 use crate::{
-    factory,
+    factory, runtime,
     server::{self, Detach, Direct, Listen, ServerHandle, ServerOptions, ServerSocket},
     stream::{self, StreamConfig, StreamIo, StreamTransport},
 };
@@ -107,6 +107,7 @@ pub async fn connect_with<P: IntoProtocol>(
     config: StreamConfig,
     protocol: impl FnOnce() -> P,
 ) -> io::Result<(TransportHandle, P::Output)> {
+    runtime::require_arbiter("unix::connect")?;
     let stream = UnixStream::connect(path).await?;
     let protocol = factory::make(protocol)?;
     Ok(StreamTransport::start(
@@ -137,6 +138,7 @@ where
     F: Fn() -> P + Send + Sync + 'static,
     P: IntoProtocol + 'static,
 {
+    runtime::require_system("unix::serve")?;
     let mut listener = UnixListen::bind(path.as_ref())?;
     if options.start_serving
         && let Err(err) = listener.listen(options.backlog)

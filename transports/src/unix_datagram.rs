@@ -33,7 +33,7 @@ use tokio::{
 
 use crate::{
     datagram::{self, DatagramConfig, DatagramSocket},
-    factory,
+    factory, runtime,
 };
 
 /// A Unix datagram socket, and the file it is bound to if it made one.
@@ -222,6 +222,7 @@ impl Endpoint {
         self,
         protocol: impl FnOnce() -> P,
     ) -> io::Result<(DatagramHandle, P::Output)> {
+        runtime::require_arbiter("unix_datagram::Endpoint::start")?;
         let socket = match &self.local_path {
             Some(path) => UnixDatagramSocket::bind(path)?,
             None => UnixDatagramSocket::unbound()?,
@@ -269,6 +270,7 @@ pub fn from_std<P: IntoDatagramProtocol>(
     config: DatagramConfig,
     protocol: impl FnOnce() -> P,
 ) -> io::Result<(DatagramHandle, P::Output)> {
+    runtime::require_arbiter("unix_datagram::from_std")?;
     let socket = UnixDatagramSocket::from_std(socket)?;
     let peer = socket.peername();
     let connected = peer.is_some();

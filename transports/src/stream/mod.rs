@@ -115,6 +115,25 @@ pub trait StreamIo: AsyncRead + AsyncWrite + Unpin + 'static {
             .collect()
     }
 
+    /// The write-buffer limits of this kind when none were chosen: 64 KiB / 16 KiB, asyncio's,
+    /// by default; a TLS stream's are 512 KiB / 128 KiB
+    /// ([`DEFAULT_TLS_HIGH_WATER_MARK`](switchboard_framework::DEFAULT_TLS_HIGH_WATER_MARK)).
+    /// Asked when the transport starts, and again after a `StartTls`.
+    fn default_write_buffer_limits(&self) -> WriteBufferLimits {
+        WriteBufferLimits::default()
+    }
+
+    /// After the peer's EOF: the error that says its stream did not end cleanly, if it did
+    /// not. A TLS stream that ends without the peer's close_notify is truncated
+    /// ([`TlsErrorKind::Truncated`](switchboard_framework::TlsErrorKind::Truncated)): the
+    /// transport delivers what it read, then no `EofReceived`: it closes, and ends with
+    /// `ConnectionLost(Some(err))`. Asked only while the protocol is still reading: after a
+    /// `Close`, what the peer sends is discarded, and how its stream ends changes nothing the
+    /// protocol received. The default, for kinds with no closing message of their own: never.
+    fn unclean_end(&self) -> Option<std::io::Error> {
+        None
+    }
+
     /// Which ways the stream carries bytes; a socket is [`Direction::Duplex`], the default.
     fn direction(&self) -> Direction {
         Direction::Duplex
@@ -193,8 +212,12 @@ pub(crate) fn upgradable<S: StreamIo>(stream: S) -> Upgradable<S> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StreamConfig {
-    /// The write-buffer limits at the start (default 64 KiB / 16 KiB).
-    pub write_buffer_limits: WriteBufferLimits,
+    /// The write-buffer limits at the start; `None` (the default) takes the transport kind's
+    /// own: 64 KiB / 16 KiB for TCP, Unix sockets and pipes, 512 KiB / 128 KiB over TLS (as
+    /// asyncio), see [`StreamIo::default_write_buffer_limits`]. A plaintext transport upgraded
+    /// with `StartTls` takes the TLS defaults then, unless limits were chosen here or with
+    /// `SetWriteBufferLimits`.
+    pub write_buffer_limits: Option<WriteBufferLimits>,
     /// See [`DEFAULT_READ_BUFFER_LIMIT`].
     pub read_buffer_limit: usize,
     /// See [`DEFAULT_WRITE_STALL_TIMEOUT`]; `None` waits forever, as asyncio does.
@@ -206,7 +229,7 @@ pub struct StreamConfig {
 impl Default for StreamConfig {
     fn default() -> Self {
         StreamConfig {
-            write_buffer_limits: WriteBufferLimits::default(),
+            write_buffer_limits: None,
             read_buffer_limit: DEFAULT_READ_BUFFER_LIMIT,
             write_stall_timeout: Some(DEFAULT_WRITE_STALL_TIMEOUT),
             close_drain_timeout: DEFAULT_CLOSE_DRAIN_TIMEOUT,
@@ -224,9 +247,9 @@ impl StreamConfig {
         StreamConfig::default().write_stall_timeout(None)
     }
 
-    /// Sets the initial write-buffer limits.
+    /// Sets the initial write-buffer limits, instead of the transport kind's defaults.
     pub fn write_buffer_limits(mut self, limits: WriteBufferLimits) -> Self {
-        self.write_buffer_limits = limits;
+        self.write_buffer_limits = Some(limits);
         self
     }
 
@@ -255,6 +278,10 @@ impl StreamConfig {
 /// Returns the transport's handle and what the protocol's [`IntoProtocol`] gives back, usually
 /// its `Addr`. The protocol receives `ConnectionMade` before anything else. `protocol` is called
 /// here, in the caller's code: a panic in it propagates to the caller, with `io` dropped.
+///
+/// # Panics
+///
+/// Outside an actix arbiter (under `#[tokio::main]`, say), with a message that says so.
 pub fn spawn<IO, P>(
     io: IO,
     config: StreamConfig,
@@ -264,5 +291,6 @@ where
     IO: StreamIo,
     P: IntoProtocol,
 {
+    crate::runtime::assert_arbiter("stream::spawn");
     StreamTransport::start(io, config, protocol(), None)
 }

@@ -167,6 +167,9 @@ pub struct StreamTransport<IO: StreamIo> {
     unacked: Unacked,
     /// Whether the first `ConnectionMade` was acknowledged; nothing is read before.
     attached: bool,
+    /// Whether the write-buffer limits were chosen (in the `StreamConfig` or with
+    /// `SetWriteBufferLimits`) rather than the kind's defaults, which a `StartTls` changes.
+    limits_chosen: bool,
     seq: u64,
 
     // Writing.
@@ -391,6 +394,9 @@ impl<IO: StreamIo> StreamTransport<IO> {
             me.retain_extra_info(keys::PEERNAME, peer);
         }
         let (output, handle) = protocol.into_protocol();
+        let write_buffer_limits = config
+            .write_buffer_limits
+            .unwrap_or_else(|| io.default_write_buffer_limits());
         // A write-only stream has nothing to read: as if its EOF were read and delivered.
         let inbound = match io.direction() {
             Direction::WriteOnly => Inbound::Eof { delivered: true },
@@ -410,9 +416,10 @@ impl<IO: StreamIo> StreamTransport<IO> {
             read_chunk: INITIAL_READ_CHUNK,
             unacked: Unacked::None,
             attached: false,
+            limits_chosen: config.write_buffer_limits.is_some(),
             seq: 0,
             queue: WriteQueue::default(),
-            flow: WriteFlow::new(config.write_buffer_limits),
+            flow: WriteFlow::new(write_buffer_limits),
             ledger: WriteLedger::new(),
             shutdown: Shutdown::NotRequested,
             bytes_received: 0,
@@ -641,6 +648,10 @@ impl<IO: StreamIo> StreamTransport<IO> {
                     return Poll::Ready(());
                 }
                 self.deliver();
+                if self.state == State::Closing {
+                    // A truncated stream's end, delivered just now, began a close: go on with it.
+                    cx.waker().wake_by_ref();
+                }
             }
             State::Closing => match self.poll_close(cx) {
                 Poll::Ready(()) => {
@@ -757,6 +768,11 @@ impl<IO: StreamIo> StreamTransport<IO> {
             for data in upgrade.held.drain(..) {
                 self.queue.push(data);
             }
+            if !self.limits_chosen {
+                // A TLS transport's own defaults, as asyncio's `start_tls` makes a new transport
+                // with them; the caller delivers the edge this may cause.
+                self.flow.set_limits(io.default_write_buffer_limits());
+            }
         }
         if let Some(reply) = upgrade.reply.take() {
             let _ = reply.send(result.clone());
@@ -845,6 +861,12 @@ impl<IO: StreamIo> StreamTransport<IO> {
             match read {
                 Poll::Ready(Ok(0)) => {
                     self.inbound = Inbound::Eof { delivered: false };
+                    if let Some(err) = io.unclean_end() {
+                        // Truncated: what was read is delivered, then the transport closes and
+                        // ends with this error instead of an `EofReceived`.
+                        tracing::debug!(%err, "the peer's stream ended uncleanly");
+                        self.rare.get_or_insert_default().lost = Some(err);
+                    }
                     break;
                 }
                 Poll::Ready(Ok(n)) => {
@@ -882,9 +904,15 @@ impl<IO: StreamIo> StreamTransport<IO> {
         } else {
             if self.inbound == (Inbound::Eof { delivered: false }) {
                 self.inbound = Inbound::Eof { delivered: true };
-                self.protocol
-                    .protocol()
-                    .deliver(EofReceived::new(self.me.clone()));
+                // While open, `lost` holds only the error of an unclean end (a truncated TLS
+                // stream): no `EofReceived`, the stream did not end, it broke.
+                if self.rare.as_ref().is_some_and(|rare| rare.lost.is_some()) {
+                    self.begin_close();
+                } else {
+                    self.protocol
+                        .protocol()
+                        .deliver(EofReceived::new(self.me.clone()));
+                }
             }
             return;
         };
@@ -1165,8 +1193,15 @@ impl<IO: StreamIo> Handler<SetWriteBufferLimits> for StreamTransport<IO> {
     type Result = Result<(), switchboard_framework::InvalidWriteBufferLimits>;
 
     fn handle(&mut self, msg: SetWriteBufferLimits, _: &mut Context<Self>) -> Self::Result {
-        let limits = WriteBufferLimits::from_options(msg.high, msg.low)?;
+        // Missing marks are derived from this kind's default, as asyncio derives a TLS
+        // transport's from its own 512 KiB.
+        let default = self.io.as_ref().map_or_else(
+            WriteBufferLimits::default,
+            StreamIo::default_write_buffer_limits,
+        );
+        let limits = default.with_options(msg.high, msg.low)?;
         self.flow.set_limits(limits);
+        self.limits_chosen = true;
         if self.state != State::Stopped {
             self.deliver_flow_edge();
         }

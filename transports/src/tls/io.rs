@@ -17,7 +17,7 @@ use openssl::{
 };
 use switchboard_framework::{
     Certificate, CipherInfo, ExtraInfo, ExtraObject, TlsError, TlsErrorKind, TlsSession,
-    TlsSettings, keys,
+    TlsSettings, WriteBufferLimits, keys,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -43,6 +43,8 @@ pub(crate) struct Setup {
 /// [`spawn`](crate::stream::spawn) the same ability.
 pub struct MaybeTls<S> {
     state: State<S>,
+    /// Whether the peer's close_notify was read: its stream ended cleanly.
+    close_notify_read: bool,
 }
 
 enum State<S> {
@@ -66,6 +68,7 @@ impl<S: StreamIo> MaybeTls<S> {
     pub fn plain(stream: S) -> Self {
         MaybeTls {
             state: State::Plain(stream),
+            close_notify_read: false,
         }
     }
 
@@ -78,6 +81,7 @@ impl<S: StreamIo> MaybeTls<S> {
             )
         })?;
         Ok(MaybeTls {
+            close_notify_read: false,
             state: State::Handshaking(Box::new(Handshake {
                 stream,
                 server: setup.server,
@@ -213,6 +217,26 @@ impl<S: StreamIo> StreamIo for MaybeTls<S> {
             );
         }
         lasting
+    }
+
+    fn default_write_buffer_limits(&self) -> WriteBufferLimits {
+        match &self.state {
+            State::Plain(stream) => stream.default_write_buffer_limits(),
+            _ => WriteBufferLimits::tls(),
+        }
+    }
+
+    fn unclean_end(&self) -> Option<io::Error> {
+        if !matches!(self.state, State::Secure(_)) || self.close_notify_read {
+            return None;
+        }
+        Some(
+            TlsError::new(
+                TlsErrorKind::Truncated,
+                "the peer ended the connection without close_notify",
+            )
+            .into(),
+        )
     }
 
     fn can_write_eof(&self) -> bool {
@@ -359,17 +383,35 @@ impl<S: StreamIo> AsyncRead for MaybeTls<S> {
         cx: &mut TaskContext<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().state {
+        let this = self.get_mut();
+        match &mut this.state {
             State::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            State::Secure(stream) => match ready!(Pin::new(stream).poll_read(cx, buf)) {
-                // A peer that closes without close_notify ends the stream as asyncio takes
-                // it: an EOF, not an error (most clients do, e.g. Python's `ssl` sockets).
-                Err(err) if is_unexpected_eof_io(&err) => {
-                    tracing::debug!("TLS peer closed without close_notify");
-                    Poll::Ready(Ok(()))
+            State::Secure(stream) => {
+                let before = buf.filled().len();
+                match ready!(Pin::new(&mut *stream).poll_read(cx, buf)) {
+                    // An EOF. The openssl crate reads both a close_notify and a TCP EOF without
+                    // one as `Ok(0)`; a peek tells them apart: OpenSSL's "zero return" is the
+                    // close_notify, anything else a truncation, which the transport reports
+                    // (`unclean_end`) after delivering everything read before it.
+                    Ok(()) if buf.filled().len() == before && buf.remaining() > 0 => {
+                        let mut probe = [0; 1];
+                        this.close_notify_read = matches!(
+                            Pin::new(stream).poll_peek(cx, &mut probe),
+                            Poll::Ready(Err(err)) if err.code() == ErrorCode::ZERO_RETURN
+                        );
+                        if !this.close_notify_read {
+                            tracing::debug!("TLS peer closed without close_notify");
+                        }
+                        Poll::Ready(Ok(()))
+                    }
+                    // What OpenSSL 3 may report instead for a TCP EOF without close_notify.
+                    Err(err) if is_unexpected_eof_io(&err) => {
+                        tracing::debug!("TLS peer closed without close_notify");
+                        Poll::Ready(Ok(()))
+                    }
+                    other => Poll::Ready(other),
                 }
-                other => Poll::Ready(other),
-            },
+            }
             State::Handshaking(_) | State::Failed => Poll::Ready(Err(not_ready())),
         }
     }

@@ -88,7 +88,7 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 pub use self::io::MaybeTls;
 use self::io::{Setup, handshake};
 use crate::{
-    TcpConnector, factory,
+    TcpConnector, factory, runtime,
     server::{self, Open, Opening, ServerHandle, ServerOptions},
     stream::{StreamConfig, StreamTransport},
     tcp::TcpListen,
@@ -104,6 +104,17 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// one ends, so that clients that connect and never speak cannot pile up without bound; each
 /// place is freed within [`DEFAULT_HANDSHAKE_TIMEOUT`].
 pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+
+/// `timeout`, if a handshake can succeed within it.
+fn valid_handshake_timeout(timeout: Duration) -> stdio::Result<Duration> {
+    if timeout.is_zero() {
+        return Err(stdio::Error::new(
+            stdio::ErrorKind::InvalidInput,
+            "a TLS handshake timeout of zero would fail every handshake",
+        ));
+    }
+    Ok(timeout)
+}
 
 /// The client side: opens TLS connections, or makes the [`StartTls`] of a client.
 ///
@@ -176,10 +187,11 @@ impl TlsConnector {
         self
     }
 
-    /// Sets the handshake timeout (see [`DEFAULT_HANDSHAKE_TIMEOUT`]).
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
-        self
+    /// Sets the handshake timeout (see [`DEFAULT_HANDSHAKE_TIMEOUT`]). A zero timeout, with
+    /// which every handshake would fail, is refused with `InvalidInput`.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> stdio::Result<Self> {
+        self.handshake_timeout = valid_handshake_timeout(timeout)?;
+        Ok(self)
     }
 
     /// Sets the transport's settings.
@@ -221,6 +233,7 @@ impl TlsConnector {
         addr: &str,
         protocol: impl FnOnce() -> P,
     ) -> stdio::Result<(TransportHandle, P::Output)> {
+        runtime::require_arbiter("tls::connect")?;
         let name = match &self.server_name {
             Some(name) => name.clone(),
             None => host_of(addr)?,
@@ -349,10 +362,11 @@ impl TlsAcceptor {
         Ok(TlsAcceptor::new(builder.build()))
     }
 
-    /// Sets the handshake timeout (see [`DEFAULT_HANDSHAKE_TIMEOUT`]).
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
-        self
+    /// Sets the handshake timeout (see [`DEFAULT_HANDSHAKE_TIMEOUT`]). A zero timeout, with
+    /// which every handshake would fail, is refused with `InvalidInput`.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> stdio::Result<Self> {
+        self.handshake_timeout = valid_handshake_timeout(timeout)?;
+        Ok(self)
     }
 
     /// Sets how many handshakes a server runs at once (see [`DEFAULT_MAX_HANDSHAKES`]; at
@@ -427,6 +441,7 @@ where
     F: Fn() -> P + Send + Sync + 'static,
     P: IntoProtocol + 'static,
 {
+    runtime::require_system("tls::serve")?;
     let listeners = TcpListen::bind_all(addr, options.backlog, options.start_serving).await?;
     Ok(server::start(
         listeners,
@@ -604,6 +619,30 @@ impl fmt::Debug for SelfSigned {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_handshake_timeout_is_refused_when_it_is_set() {
+        let cert = SelfSigned::localhost().unwrap();
+        for err in [
+            cert.acceptor()
+                .unwrap()
+                .handshake_timeout(Duration::ZERO)
+                .unwrap_err(),
+            cert.connector()
+                .unwrap()
+                .handshake_timeout(Duration::ZERO)
+                .unwrap_err(),
+        ] {
+            assert_eq!(err.kind(), stdio::ErrorKind::InvalidInput);
+            assert_eq!(
+                err.to_string(),
+                "a TLS handshake timeout of zero would fail every handshake"
+            );
+        }
+        let acceptor = cert.acceptor().unwrap();
+        let acceptor = acceptor.handshake_timeout(Duration::from_nanos(1)).unwrap();
+        assert_eq!(acceptor.handshake_timeout, Duration::from_nanos(1));
+    }
 
     #[test]
     fn host_names_come_out_of_addresses() {
