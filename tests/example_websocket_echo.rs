@@ -32,7 +32,13 @@ use std::{
 use process::{Process, assert_same_bytes, example_command, pseudo_random};
 use tungstenite::{
     Message,
-    protocol::{CloseFrame, WebSocket, frame::coding::CloseCode},
+    protocol::{
+        CloseFrame, WebSocket,
+        frame::{
+            Frame,
+            coding::{CloseCode, Data, OpCode},
+        },
+    },
 };
 
 /// One mebibyte: the "large" message of the round-trip tests.
@@ -575,6 +581,41 @@ fn invalid_utf8_is_closed_with_1007() {
     let mut conn = server.raw_websocket();
     conn.send(&masked(true, BINARY, b"caf\xc3"));
     assert_eq!(conn.read_message(), (BINARY, b"caf\xc3".to_vec()));
+    server.stop();
+}
+
+/// A text message fails with 1007 as soon as a fragment makes it invalid, before its last
+/// fragment is sent (here it never is), as Autobahn's cases 6.4.1 and 6.4.2 ask: U+110000 in
+/// the second fragment, or begun at the end of the first and proven invalid by the second.
+#[test]
+fn a_text_fragment_not_utf8_is_closed_with_1007_before_the_message_ends() {
+    let server = Server::start(&[]);
+    let kosme = "κόσμε".as_bytes();
+    let cases: [(&str, Vec<u8>, &[u8]); 2] = [
+        ("6.4.1", kosme.to_vec(), b"\xf4\x90\x80\x80"),
+        ("6.4.2", [kosme, b"\xf4"].concat(), b"\x90\x80\x80"),
+    ];
+    for (case, first, second) in cases {
+        let mut socket = server.websocket();
+        let text = OpCode::Data(Data::Text);
+        let more = OpCode::Data(Data::Continue);
+        socket
+            .send(Message::Frame(Frame::message(first, text, false)))
+            .unwrap();
+        socket
+            .send(Message::Frame(Frame::message(second.to_vec(), more, false)))
+            .unwrap();
+        match read(&mut socket) {
+            Message::Close(Some(frame)) => {
+                assert_eq!(frame.code, CloseCode::Invalid, "{case}: 1007: {frame:?}")
+            }
+            other => panic!("{case}: expected a close frame, got {other:?}"),
+        }
+        match socket.read() {
+            Err(tungstenite::Error::ConnectionClosed) => {}
+            other => panic!("{case}: expected the connection closed, got {other:?}"),
+        }
+    }
     server.stop();
 }
 

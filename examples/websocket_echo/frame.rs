@@ -179,10 +179,33 @@ impl Encoder<Frame> for FrameCodec {
 pub(crate) struct Echo {
     frames: Framing<FrameCodec>,
     max_message: usize,
-    /// The message being reassembled: its opcode, and the payload of its fragments so far.
-    partial: Option<(OpCode, BytesMut)>,
+    /// The message being reassembled.
+    partial: Option<Partial>,
     /// Set once a close frame is sent: nothing more is read.
     closing: bool,
+}
+
+/// A message arriving in fragments.
+#[derive(Debug)]
+struct Partial {
+    opcode: OpCode,
+    /// The payload of its fragments so far.
+    payload: BytesMut,
+    /// For a text message, how many bytes of `payload` are checked UTF-8: all but the start of
+    /// a character cut by the end of the last fragment.
+    checked: usize,
+}
+
+impl Partial {
+    /// Appends a fragment; a text message is checked as far as its bytes go ([`check_utf8`]),
+    /// so it fails at the first fragment that makes it invalid, not at its last one.
+    fn push(&mut self, fragment: &[u8], fin: bool) -> Result<(), Violation> {
+        self.payload.extend_from_slice(fragment);
+        if self.opcode == OpCode::Data(Data::Text) {
+            check_utf8(&self.payload, &mut self.checked, fin)?;
+        }
+        Ok(())
+    }
 }
 
 impl Echo {
@@ -255,25 +278,32 @@ impl Echo {
     fn on_frame(&mut self, frame: Frame, out: &mut Vec<Frame>) -> Result<(), Violation> {
         match frame.opcode {
             OpCode::Data(Data::Continue) => {
-                let Some((_, payload)) = &mut self.partial else {
+                let Some(partial) = &mut self.partial else {
                     return Err(Violation::protocol("continuation without a message"));
                 };
-                payload.extend_from_slice(&frame.payload);
+                partial.push(&frame.payload, frame.fin)?;
                 if frame.fin
-                    && let Some((opcode, payload)) = self.partial.take()
+                    && let Some(message) = self.partial.take()
                 {
-                    out.push(message(opcode, payload.freeze())?);
+                    out.push(Frame::new(message.opcode, message.payload.freeze()));
                 }
             }
+            OpCode::Data(Data::Text | Data::Binary) if self.partial.is_some() => {
+                return Err(Violation::protocol("new message inside a fragmented one"));
+            }
+            OpCode::Data(Data::Text) if frame.fin => {
+                check_utf8(&frame.payload, &mut 0, true)?;
+                out.push(frame);
+            }
+            OpCode::Data(Data::Binary) if frame.fin => out.push(frame),
             OpCode::Data(Data::Text | Data::Binary) => {
-                if self.partial.is_some() {
-                    return Err(Violation::protocol("new message inside a fragmented one"));
-                }
-                if frame.fin {
-                    out.push(message(frame.opcode, frame.payload)?);
-                } else {
-                    self.partial = Some((frame.opcode, BytesMut::from(&frame.payload[..])));
-                }
+                let mut partial = Partial {
+                    opcode: frame.opcode,
+                    payload: BytesMut::new(),
+                    checked: 0,
+                };
+                partial.push(&frame.payload, false)?;
+                self.partial = Some(partial);
             }
             OpCode::Control(Control::Ping) => {
                 out.push(Frame::new(OpCode::Control(Control::Pong), frame.payload));
@@ -292,21 +322,35 @@ impl Echo {
         let assembled = self
             .partial
             .as_ref()
-            .map_or(0, |(_, payload)| payload.len());
+            .map_or(0, |partial| partial.payload.len());
         self.frames.codec_mut().data_budget = (self.max_message - assembled) as u64;
         Ok(())
     }
 }
 
-/// The echo of a complete message, checked: a text message must be UTF-8 (RFC 6455, 8.1).
-fn message(opcode: OpCode, payload: Bytes) -> Result<Frame, Violation> {
-    if opcode == OpCode::Data(Data::Text) && str::from_utf8(&payload).is_err() {
-        return Err(Violation {
+/// Checks the UTF-8 of a text message as its bytes arrive (RFC 6455, 8.1): `text[..*checked]`
+/// is known good, the rest is checked and `checked` moves on. A fragment may end in the middle
+/// of a character: until the message's `end` that is no error, so a message fails at the first
+/// byte no continuation can make valid, and at its end if a character is left unfinished.
+///
+/// std's own check says which is which (`error_len() == None`: the bytes end inside a character
+/// that more bytes may complete), so no incremental decoder is needed: each byte is checked once,
+/// the up to three of a cut character twice.
+fn check_utf8(text: &[u8], checked: &mut usize, end: bool) -> Result<(), Violation> {
+    match str::from_utf8(&text[*checked..]) {
+        Ok(_) => {
+            *checked = text.len();
+            Ok(())
+        }
+        Err(err) if err.error_len().is_none() && !end => {
+            *checked += err.valid_up_to();
+            Ok(())
+        }
+        Err(_) => Err(Violation {
             code: CloseCode::Invalid,
             reason: "text message not UTF-8",
-        });
+        }),
     }
-    Ok(Frame::new(opcode, payload))
 }
 
 /// The code of a close frame's payload: none, or two bytes and a UTF-8 reason (RFC 6455, 5.5.1).
@@ -337,8 +381,14 @@ mod tests {
 
     /// `payload` in a client's frame, masked (RFC 6455, 5.3).
     fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        fragment(true, opcode, payload)
+    }
+
+    /// `payload` in a client's frame, final or not, masked.
+    fn fragment(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
         let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+        let fin_bit = if fin { 0x80 } else { 0 };
+        let mut frame = vec![fin_bit | opcode, 0x80 | payload.len() as u8];
         frame.extend_from_slice(&mask);
         frame.extend(
             payload
@@ -369,5 +419,82 @@ mod tests {
         let replies = echo.receive(&masked(0x2, &[0; 17])[..6]);
         assert_eq!(replies.len(), 1);
         assert_eq!(replies[0].payload[..2], [0x03, 0xf1], "1009");
+    }
+
+    /// A text message with characters of two, three and four bytes.
+    const TEXT: &str = "é ✓ 🦀 κόσμε";
+
+    /// The close frame of a text message that is not UTF-8.
+    fn not_utf8() -> Frame {
+        Frame::close(Some(CloseCode::Invalid), "text message not UTF-8")
+    }
+
+    /// A text message in two or three fragments, cut at every pair of points, characters cut
+    /// included, is echoed whole; so is each of its fragments sent as a message of its own when
+    /// it holds whole characters, and refused when it does not.
+    #[test]
+    fn text_cut_anywhere_into_fragments_is_echoed() {
+        let text = TEXT.as_bytes();
+        for first in 0..=text.len() {
+            for second in first..=text.len() {
+                let mut echo = Echo::new(1024);
+                let mut replies = echo.receive(&fragment(false, 0x1, &text[..first]));
+                replies.extend(echo.receive(&fragment(false, 0x0, &text[first..second])));
+                replies.extend(echo.receive(&masked(0x0, &text[second..])));
+                assert_eq!(
+                    replies,
+                    [Frame::new(OpCode::Data(Data::Text), TEXT)],
+                    "cut at {first} and {second}"
+                );
+                assert!(!echo.is_closing());
+            }
+            let mut echo = Echo::new(1024);
+            let expected = if TEXT.is_char_boundary(first) {
+                Frame::new(OpCode::Data(Data::Text), text[..first].to_vec())
+            } else {
+                not_utf8()
+            };
+            assert_eq!(echo.receive(&masked(0x1, &text[..first])), [expected]);
+        }
+    }
+
+    /// A text message that is not UTF-8 fails with 1007 at the first fragment that proves it,
+    /// wherever the fragments are cut: as soon as its bytes so far can no longer become UTF-8
+    /// (`proven` of them), and at its end when it stops in the middle of a character.
+    #[test]
+    fn text_not_utf8_fails_at_the_first_fragment_that_proves_it() {
+        let cases: [(&[u8], Option<usize>); 7] = [
+            // Autobahn 6.4.1 and 6.4.2: U+110000, past the last code point, proven at F4 90.
+            (
+                b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80edited",
+                Some(13),
+            ),
+            (b"ab\x80cd", Some(3)),
+            // A surrogate, U+D800.
+            (b"a\xed\xa0\x80b", Some(3)),
+            // An overlong '/'.
+            (b"\xc0\xaf", Some(1)),
+            (b"\xff", Some(1)),
+            (b"\xe2\x82a", Some(3)),
+            // Cut short: nothing proves it before the end.
+            (b"caf\xc3", None),
+        ];
+        for (text, proven) in cases {
+            for cut in 0..=text.len() {
+                let mut echo = Echo::new(1024);
+                let replies = echo.receive(&fragment(false, 0x1, &text[..cut]));
+                if proven.is_some_and(|proven| cut >= proven) {
+                    assert_eq!(replies, [not_utf8()], "{text:?} cut at {cut}");
+                    assert!(echo.is_closing());
+                    continue;
+                }
+                assert_eq!(replies, [], "{text:?} cut at {cut}");
+                assert_eq!(
+                    echo.receive(&masked(0x0, &text[cut..])),
+                    [not_utf8()],
+                    "{text:?} cut at {cut}"
+                );
+            }
+        }
     }
 }

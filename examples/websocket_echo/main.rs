@@ -9,8 +9,8 @@
 //! echoes text and binary messages (fragmented ones reassembled), answers pings, performs the
 //! closing handshake, and fails the connection with the close code RFC 6455 asks for: 1002 for
 //! a protocol error (an unmasked frame, a control frame over 125 bytes or fragmented, a stray
-//! continuation, a reserved opcode or bit), 1007 for a text message that is not UTF-8, 1009 for
-//! a message over `--max-message`.
+//! continuation, a reserved opcode or bit), 1007 for a text message that is not UTF-8 (as soon
+//! as a fragment proves it, before the message ends), 1009 for a message over `--max-message`.
 //!
 //! ```text
 //! cargo run --example websocket_echo                  # http://127.0.0.1:8080/

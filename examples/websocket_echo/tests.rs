@@ -478,3 +478,46 @@ async fn write_flow_pauses_reading() {
     mock.lose(None).await;
     mock.protocol_stopped().await;
 }
+
+/// A text message fails with 1007 at the first fragment no continuation can make valid, before
+/// its last fragment comes (here it never does): an invalid byte, a character cut by a fragment
+/// and proven wrong by the next, a surrogate, a code point past U+10FFFF.
+#[actix::test]
+async fn a_text_fragment_not_utf8_fails_before_the_message_ends() {
+    let not_utf8 = server(CLOSE, &close_payload(1007, "text message not UTF-8"));
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("an invalid byte", client_frame(false, TEXT, b"caf\xff")),
+        (
+            "a cut character, then a byte that cannot continue it",
+            [
+                client_frame(false, TEXT, b"caf\xc3"),
+                client_frame(false, CONTINUATION, b"!"),
+            ]
+            .concat(),
+        ),
+        (
+            "a surrogate, across fragments",
+            [
+                client_frame(false, TEXT, b"ok \xed"),
+                client_frame(false, CONTINUATION, b"\xa0"),
+            ]
+            .concat(),
+        ),
+        (
+            "past U+10FFFF (Autobahn 6.4.1)",
+            [
+                client_frame(false, TEXT, "κόσμε".as_bytes()),
+                client_frame(false, CONTINUATION, b"\xf4\x90\x80\x80"),
+            ]
+            .concat(),
+        ),
+    ];
+    for (name, input) in cases {
+        for chunking in Chunking::every(input.len()) {
+            let mock = websocket(1024).await;
+            mock.feed_chunked(input.clone(), &chunking).await;
+            assert_eq!(mock.written(), not_utf8, "{name}, {chunking:?}");
+            assert_eq!(mock.ending(), Some(Ending::Closed), "{name}, {chunking:?}");
+        }
+    }
+}
