@@ -181,8 +181,19 @@ pub(crate) struct Echo {
     max_message: usize,
     /// The message being reassembled.
     partial: Option<Partial>,
-    /// Set once a close frame is sent: nothing more is read.
-    closing: bool,
+    handshake: Handshake,
+}
+
+/// Where the closing handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handshake {
+    /// Not begun: messages flow both ways.
+    Open,
+    /// This side sent its close frame first ([`Echo::go_away`]) and waits for the peer's: what
+    /// else the peer sends is ignored.
+    AwaitingClose,
+    /// Over, or the connection failed: the TCP connection is to close, and nothing more is read.
+    Closed,
 }
 
 /// A message arriving in fragments.
@@ -225,39 +236,62 @@ impl Echo {
             frames,
             max_message,
             partial: None,
-            closing: false,
+            handshake: Handshake::Open,
         }
     }
 
-    /// Whether a close frame was sent: the connection is to close, and nothing more is read.
+    /// Whether the closing handshake is over or the connection failed: the TCP connection is to
+    /// close, and nothing more is read.
     pub(crate) fn is_closing(&self) -> bool {
-        self.closing
+        self.handshake == Handshake::Closed
     }
 
     /// Reads `data` (the bytes of one `DataReceived`): the frames to send back, in order. Once
-    /// [`is_closing`](Self::is_closing), the last of them is a close frame, and every byte after
-    /// it is ignored.
+    /// [`is_closing`](Self::is_closing), the last of them is a close frame (unless this side
+    /// sent its own before, with [`go_away`](Self::go_away)), and every byte after it is ignored.
     pub(crate) fn receive(&mut self, data: &[u8]) -> Vec<Frame> {
         let mut out = Vec::new();
-        if self.closing {
+        if self.is_closing() {
             return out;
         }
         self.frames.feed(data);
-        while !self.closing {
-            match self.frames.next_frame().and_then(|frame| match frame {
-                Some(frame) => self.on_frame(frame, &mut out).map(|()| true),
-                None => Ok(false),
-            }) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(violation) => {
-                    tracing::debug!(?violation, "failing the WebSocket connection");
-                    out.push(Frame::close(Some(violation.code), violation.reason));
-                    self.closing = true;
+        while !self.is_closing() {
+            let handled = match self.frames.next_frame() {
+                Ok(Some(frame)) if self.handshake == Handshake::AwaitingClose => {
+                    // Our close frame is out: only the peer's matters now, and nothing more is
+                    // sent, not even a pong (RFC 6455, 5.5.1).
+                    if frame.opcode == OpCode::Control(Control::Close) {
+                        self.handshake = Handshake::Closed;
+                    }
+                    Ok(())
                 }
+                Ok(Some(frame)) => self.on_frame(frame, &mut out),
+                Ok(None) => break,
+                Err(violation) => Err(violation),
+            };
+            if let Err(violation) = handled {
+                tracing::debug!(?violation, "failing the WebSocket connection");
+                // One close frame per side: after ours, the TCP connection just closes.
+                if self.handshake == Handshake::Open {
+                    out.push(Frame::close(Some(violation.code), violation.reason));
+                }
+                self.handshake = Handshake::Closed;
             }
         }
         out
+    }
+
+    /// Starts the closing handshake from this side (RFC 6455, 7.1.2), as a server going down
+    /// does: the close frame to send, with 1001, going away (7.4.1); `None` if the handshake has
+    /// begun already. From then on the peer's data frames are ignored, and its close frame ends
+    /// the handshake: [`is_closing`](Self::is_closing) says when.
+    pub(crate) fn go_away(&mut self) -> Option<Frame> {
+        if self.handshake != Handshake::Open {
+            return None;
+        }
+        self.handshake = Handshake::AwaitingClose;
+        self.partial = None;
+        Some(Frame::close(Some(CloseCode::Away), "shutting down"))
     }
 
     /// Encodes `frames` into one buffer, for one `Write`. A frame that cannot be encoded (never:
@@ -267,7 +301,7 @@ impl Echo {
         for frame in frames {
             if let Err(violation) = self.frames.codec_mut().encode(frame, &mut out) {
                 tracing::warn!(?violation, "cannot encode a frame");
-                self.closing = true;
+                self.handshake = Handshake::Closed;
                 break;
             }
         }
@@ -312,7 +346,7 @@ impl Echo {
             OpCode::Control(Control::Close) => {
                 // The closing handshake: echo the code, then close the connection.
                 out.push(Frame::close(close_code(&frame.payload)?, ""));
-                self.closing = true;
+                self.handshake = Handshake::Closed;
             }
             // `FrameHeader::parse` refuses reserved opcodes.
             OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_)) => {
