@@ -120,6 +120,12 @@ SEEDS = {
         + sent(True, 0x9, b"ping") + sent(True, 0x0, b"cd", utf8=True),
         "close": b"\x40" + cuts() + sent(True, 0x8, b"\x03\xe8ok") + sent(True, 0x1, b"late"),
         "errors": b"\x02" + cuts(3) + sent(True, 0x0, b"") + sent(False, 0x9, b""),
+        # Text that cannot become UTF-8 fails at its first fragment (no pong for the ping behind
+        # it), and so does a character cut between fragments once the next proves it wrong.
+        "utf8-fails-early": b"\x40" + cuts(4) + sent(False, 0x1, b"ok \xff")
+        + sent(True, 0x9, b"p") + sent(True, 0x0, b"end"),
+        "utf8-cut-character": b"\x40" + cuts(9) + sent(False, 0x1, b"\xce\xba\xf4")
+        + sent(False, 0x0, b"\x90\x80\x80") + sent(True, 0x9, b"p") + sent(True, 0x0, b"x"),
     },
 }
 

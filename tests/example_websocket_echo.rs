@@ -8,8 +8,9 @@
 //!   error closes the connection with its code (1002, 1007, 1009);
 //! - `curl` and raw HTTP/1.1: the page, `404`, persistent connections, `Connection: close`,
 //!   HTTP/1.0, `400`, `431`, and `426` for `/ws` without a proper upgrade;
-//! - the server prints exactly one line, `listening on ADDR`, and exits 0 on SIGTERM, closing
-//!   its live connections;
+//! - the server prints exactly one line, `listening on ADDR`, and exits 0 on SIGTERM: each live
+//!   WebSocket gets a close frame with 1001 (going away) and a bounded wait for its client's
+//!   close frame before its TCP connection closes, plain HTTP connections just close;
 //! - the committed corpus of the `http_request` and `websocket_*` fuzz targets passes their
 //!   checks, the parsers' unit tests with it (both come in with `fuzz/checks/websocket.rs`).
 //!
@@ -26,13 +27,19 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{Shutdown, SocketAddr, TcpStream},
     process::{Command, Output},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use process::{Process, assert_same_bytes, example_command, pseudo_random};
 use tungstenite::{
     Message,
-    protocol::{CloseFrame, WebSocket, frame::coding::CloseCode},
+    protocol::{
+        CloseFrame, WebSocket,
+        frame::{
+            Frame,
+            coding::{CloseCode, Data, OpCode},
+        },
+    },
 };
 
 /// One mebibyte: the "large" message of the round-trip tests.
@@ -43,6 +50,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the server may take to exit after SIGTERM.
 const EXIT_BOUND: Duration = Duration::from_secs(10);
+
+/// The example's `CLOSE_HANDSHAKE_TIMEOUT`: how long a WebSocket going away waits for its
+/// client's close frame.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The `Sec-WebSocket-Key` of RFC 6455's own example, and the accept value the RFC gives for it.
 const RFC_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -110,7 +121,17 @@ impl Server {
 
     /// Sends SIGTERM; the server exits 0 having printed nothing but its one line.
     fn stop(mut self) {
+        self.terminate();
+        self.exits_cleanly();
+    }
+
+    /// Sends SIGTERM, and returns at once.
+    fn terminate(&mut self) {
         self.process.signal("TERM");
+    }
+
+    /// The server exits 0 within [`EXIT_BOUND`], having printed nothing but its one line.
+    fn exits_cleanly(self) {
         let finished = self.process.finish(EXIT_BOUND);
         assert_eq!(
             finished.status.code(),
@@ -578,6 +599,41 @@ fn invalid_utf8_is_closed_with_1007() {
     server.stop();
 }
 
+/// A text message fails with 1007 as soon as a fragment makes it invalid, before its last
+/// fragment is sent (here it never is), as Autobahn's cases 6.4.1 and 6.4.2 ask: U+110000 in
+/// the second fragment, or begun at the end of the first and proven invalid by the second.
+#[test]
+fn a_text_fragment_not_utf8_is_closed_with_1007_before_the_message_ends() {
+    let server = Server::start(&[]);
+    let kosme = "κόσμε".as_bytes();
+    let cases: [(&str, Vec<u8>, &[u8]); 2] = [
+        ("6.4.1", kosme.to_vec(), b"\xf4\x90\x80\x80"),
+        ("6.4.2", [kosme, b"\xf4"].concat(), b"\x90\x80\x80"),
+    ];
+    for (case, first, second) in cases {
+        let mut socket = server.websocket();
+        let text = OpCode::Data(Data::Text);
+        let more = OpCode::Data(Data::Continue);
+        socket
+            .send(Message::Frame(Frame::message(first, text, false)))
+            .unwrap();
+        socket
+            .send(Message::Frame(Frame::message(second.to_vec(), more, false)))
+            .unwrap();
+        match read(&mut socket) {
+            Message::Close(Some(frame)) => {
+                assert_eq!(frame.code, CloseCode::Invalid, "{case}: 1007: {frame:?}")
+            }
+            other => panic!("{case}: expected a close frame, got {other:?}"),
+        }
+        match socket.read() {
+            Err(tungstenite::Error::ConnectionClosed) => {}
+            other => panic!("{case}: expected the connection closed, got {other:?}"),
+        }
+    }
+    server.stop();
+}
+
 #[test]
 fn a_message_over_the_limit_is_closed_with_1009() {
     let server = Server::start(&["--max-message", "1024"]);
@@ -609,16 +665,66 @@ fn a_message_over_the_limit_is_closed_with_1009() {
     server.stop();
 }
 
-/// SIGTERM closes live WebSocket connections (their clients read EOF) and the server exits 0.
+/// On SIGTERM a live WebSocket gets a close frame with 1001 (going away), as a browser shows it,
+/// not a bare TCP close (1006); the client answers with its own close frame, as tungstenite does
+/// on its own, and the server closes the TCP connection. A plain HTTP connection just closes.
+/// The server exits 0.
 #[test]
-fn sigterm_closes_live_websocket_connections() {
-    let server = Server::start(&[]);
+fn sigterm_sends_websockets_1001_then_closes_at_the_clients_close() {
+    let mut server = Server::start(&[]);
+    let mut socket = server.websocket();
+    socket.send(Message::text("still here")).unwrap();
+    assert_eq!(read(&mut socket), Message::text("still here"));
+    let mut http = server.connect();
+    http.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(http.read_response(false).status, 200);
+
+    server.terminate();
+    match read(&mut socket) {
+        Message::Close(Some(frame)) => {
+            assert_eq!(frame.code, CloseCode::Away, "1001, going away: {frame:?}")
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    match socket.read() {
+        Err(tungstenite::Error::ConnectionClosed) => {}
+        other => panic!("expected the closing handshake complete, got {other:?}"),
+    }
+    let mut rest = Vec::new();
+    let read = socket.get_mut().read_to_end(&mut rest);
+    assert!(matches!(read, Ok(0)), "expected EOF, got {read:?} {rest:?}");
+    // Closing our end too, as a browser does, ends the server's wait for the WebSockets.
+    drop(socket);
+    http.expect_eof();
+    drop(http);
+    server.exits_cleanly();
+}
+
+/// A client that never answers the close frame: the server closes the TCP connection anyway,
+/// after a bounded wait (`CLOSE_HANDSHAKE_TIMEOUT`, not at once), ignoring the messages that
+/// still come, and exits 0.
+#[test]
+fn sigterm_closes_a_silent_websocket_after_a_bounded_wait() {
+    let mut server = Server::start(&[]);
     let mut conn = server.raw_websocket();
     conn.send(&masked(true, TEXT, b"still here"));
     assert_eq!(conn.read_message(), (TEXT, b"still here".to_vec()));
 
-    server.stop();
+    let signalled = Instant::now();
+    server.terminate();
+    let (opcode, payload) = conn.read_message();
+    assert_eq!(opcode, CLOSE, "{:?}", String::from_utf8_lossy(&payload));
+    assert_eq!(payload[..2], 1001u16.to_be_bytes(), "1001, going away");
+    conn.send(&masked(true, TEXT, b"not echoed"));
     conn.expect_eof();
+    // The server's wait began after the signal, and a timer never fires early.
+    let waited = signalled.elapsed();
+    assert!(
+        waited >= CLOSE_HANDSHAKE_TIMEOUT,
+        "closed {waited:?} after the signal"
+    );
+    drop(conn);
+    server.exits_cleanly();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -179,10 +179,44 @@ impl Encoder<Frame> for FrameCodec {
 pub(crate) struct Echo {
     frames: Framing<FrameCodec>,
     max_message: usize,
-    /// The message being reassembled: its opcode, and the payload of its fragments so far.
-    partial: Option<(OpCode, BytesMut)>,
-    /// Set once a close frame is sent: nothing more is read.
-    closing: bool,
+    /// The message being reassembled.
+    partial: Option<Partial>,
+    handshake: Handshake,
+}
+
+/// Where the closing handshake stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handshake {
+    /// Not begun: messages flow both ways.
+    Open,
+    /// This side sent its close frame first ([`Echo::go_away`]) and waits for the peer's: what
+    /// else the peer sends is ignored.
+    AwaitingClose,
+    /// Over, or the connection failed: the TCP connection is to close, and nothing more is read.
+    Closed,
+}
+
+/// A message arriving in fragments.
+#[derive(Debug)]
+struct Partial {
+    opcode: OpCode,
+    /// The payload of its fragments so far.
+    payload: BytesMut,
+    /// For a text message, how many bytes of `payload` are checked UTF-8: all but the start of
+    /// a character cut by the end of the last fragment.
+    checked: usize,
+}
+
+impl Partial {
+    /// Appends a fragment; a text message is checked as far as its bytes go ([`check_utf8`]),
+    /// so it fails at the first fragment that makes it invalid, not at its last one.
+    fn push(&mut self, fragment: &[u8], fin: bool) -> Result<(), Violation> {
+        self.payload.extend_from_slice(fragment);
+        if self.opcode == OpCode::Data(Data::Text) {
+            check_utf8(&self.payload, &mut self.checked, fin)?;
+        }
+        Ok(())
+    }
 }
 
 impl Echo {
@@ -202,39 +236,62 @@ impl Echo {
             frames,
             max_message,
             partial: None,
-            closing: false,
+            handshake: Handshake::Open,
         }
     }
 
-    /// Whether a close frame was sent: the connection is to close, and nothing more is read.
+    /// Whether the closing handshake is over or the connection failed: the TCP connection is to
+    /// close, and nothing more is read.
     pub(crate) fn is_closing(&self) -> bool {
-        self.closing
+        self.handshake == Handshake::Closed
     }
 
     /// Reads `data` (the bytes of one `DataReceived`): the frames to send back, in order. Once
-    /// [`is_closing`](Self::is_closing), the last of them is a close frame, and every byte after
-    /// it is ignored.
+    /// [`is_closing`](Self::is_closing), the last of them is a close frame (unless this side
+    /// sent its own before, with [`go_away`](Self::go_away)), and every byte after it is ignored.
     pub(crate) fn receive(&mut self, data: &[u8]) -> Vec<Frame> {
         let mut out = Vec::new();
-        if self.closing {
+        if self.is_closing() {
             return out;
         }
         self.frames.feed(data);
-        while !self.closing {
-            match self.frames.next_frame().and_then(|frame| match frame {
-                Some(frame) => self.on_frame(frame, &mut out).map(|()| true),
-                None => Ok(false),
-            }) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(violation) => {
-                    tracing::debug!(?violation, "failing the WebSocket connection");
-                    out.push(Frame::close(Some(violation.code), violation.reason));
-                    self.closing = true;
+        while !self.is_closing() {
+            let handled = match self.frames.next_frame() {
+                Ok(Some(frame)) if self.handshake == Handshake::AwaitingClose => {
+                    // Our close frame is out: only the peer's matters now, and nothing more is
+                    // sent, not even a pong (RFC 6455, 5.5.1).
+                    if frame.opcode == OpCode::Control(Control::Close) {
+                        self.handshake = Handshake::Closed;
+                    }
+                    Ok(())
                 }
+                Ok(Some(frame)) => self.on_frame(frame, &mut out),
+                Ok(None) => break,
+                Err(violation) => Err(violation),
+            };
+            if let Err(violation) = handled {
+                tracing::debug!(?violation, "failing the WebSocket connection");
+                // One close frame per side: after ours, the TCP connection just closes.
+                if self.handshake == Handshake::Open {
+                    out.push(Frame::close(Some(violation.code), violation.reason));
+                }
+                self.handshake = Handshake::Closed;
             }
         }
         out
+    }
+
+    /// Starts the closing handshake from this side (RFC 6455, 7.1.2), as a server going down
+    /// does: the close frame to send, with 1001, going away (7.4.1); `None` if the handshake has
+    /// begun already. From then on the peer's data frames are ignored, and its close frame ends
+    /// the handshake: [`is_closing`](Self::is_closing) says when.
+    pub(crate) fn go_away(&mut self) -> Option<Frame> {
+        if self.handshake != Handshake::Open {
+            return None;
+        }
+        self.handshake = Handshake::AwaitingClose;
+        self.partial = None;
+        Some(Frame::close(Some(CloseCode::Away), "shutting down"))
     }
 
     /// Encodes `frames` into one buffer, for one `Write`. A frame that cannot be encoded (never:
@@ -244,7 +301,7 @@ impl Echo {
         for frame in frames {
             if let Err(violation) = self.frames.codec_mut().encode(frame, &mut out) {
                 tracing::warn!(?violation, "cannot encode a frame");
-                self.closing = true;
+                self.handshake = Handshake::Closed;
                 break;
             }
         }
@@ -255,25 +312,32 @@ impl Echo {
     fn on_frame(&mut self, frame: Frame, out: &mut Vec<Frame>) -> Result<(), Violation> {
         match frame.opcode {
             OpCode::Data(Data::Continue) => {
-                let Some((_, payload)) = &mut self.partial else {
+                let Some(partial) = &mut self.partial else {
                     return Err(Violation::protocol("continuation without a message"));
                 };
-                payload.extend_from_slice(&frame.payload);
+                partial.push(&frame.payload, frame.fin)?;
                 if frame.fin
-                    && let Some((opcode, payload)) = self.partial.take()
+                    && let Some(message) = self.partial.take()
                 {
-                    out.push(message(opcode, payload.freeze())?);
+                    out.push(Frame::new(message.opcode, message.payload.freeze()));
                 }
             }
+            OpCode::Data(Data::Text | Data::Binary) if self.partial.is_some() => {
+                return Err(Violation::protocol("new message inside a fragmented one"));
+            }
+            OpCode::Data(Data::Text) if frame.fin => {
+                check_utf8(&frame.payload, &mut 0, true)?;
+                out.push(frame);
+            }
+            OpCode::Data(Data::Binary) if frame.fin => out.push(frame),
             OpCode::Data(Data::Text | Data::Binary) => {
-                if self.partial.is_some() {
-                    return Err(Violation::protocol("new message inside a fragmented one"));
-                }
-                if frame.fin {
-                    out.push(message(frame.opcode, frame.payload)?);
-                } else {
-                    self.partial = Some((frame.opcode, BytesMut::from(&frame.payload[..])));
-                }
+                let mut partial = Partial {
+                    opcode: frame.opcode,
+                    payload: BytesMut::new(),
+                    checked: 0,
+                };
+                partial.push(&frame.payload, false)?;
+                self.partial = Some(partial);
             }
             OpCode::Control(Control::Ping) => {
                 out.push(Frame::new(OpCode::Control(Control::Pong), frame.payload));
@@ -282,7 +346,7 @@ impl Echo {
             OpCode::Control(Control::Close) => {
                 // The closing handshake: echo the code, then close the connection.
                 out.push(Frame::close(close_code(&frame.payload)?, ""));
-                self.closing = true;
+                self.handshake = Handshake::Closed;
             }
             // `FrameHeader::parse` refuses reserved opcodes.
             OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_)) => {
@@ -292,21 +356,35 @@ impl Echo {
         let assembled = self
             .partial
             .as_ref()
-            .map_or(0, |(_, payload)| payload.len());
+            .map_or(0, |partial| partial.payload.len());
         self.frames.codec_mut().data_budget = (self.max_message - assembled) as u64;
         Ok(())
     }
 }
 
-/// The echo of a complete message, checked: a text message must be UTF-8 (RFC 6455, 8.1).
-fn message(opcode: OpCode, payload: Bytes) -> Result<Frame, Violation> {
-    if opcode == OpCode::Data(Data::Text) && str::from_utf8(&payload).is_err() {
-        return Err(Violation {
+/// Checks the UTF-8 of a text message as its bytes arrive (RFC 6455, 8.1): `text[..*checked]`
+/// is known good, the rest is checked and `checked` moves on. A fragment may end in the middle
+/// of a character: until the message's `end` that is no error, so a message fails at the first
+/// byte no continuation can make valid, and at its end if a character is left unfinished.
+///
+/// std's own check says which is which (`error_len() == None`: the bytes end inside a character
+/// that more bytes may complete), so no incremental decoder is needed: each byte is checked once,
+/// the up to three of a cut character twice.
+fn check_utf8(text: &[u8], checked: &mut usize, end: bool) -> Result<(), Violation> {
+    match str::from_utf8(&text[*checked..]) {
+        Ok(_) => {
+            *checked = text.len();
+            Ok(())
+        }
+        Err(err) if err.error_len().is_none() && !end => {
+            *checked += err.valid_up_to();
+            Ok(())
+        }
+        Err(_) => Err(Violation {
             code: CloseCode::Invalid,
             reason: "text message not UTF-8",
-        });
+        }),
     }
-    Ok(Frame::new(opcode, payload))
 }
 
 /// The code of a close frame's payload: none, or two bytes and a UTF-8 reason (RFC 6455, 5.5.1).
@@ -337,8 +415,14 @@ mod tests {
 
     /// `payload` in a client's frame, masked (RFC 6455, 5.3).
     fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        fragment(true, opcode, payload)
+    }
+
+    /// `payload` in a client's frame, final or not, masked.
+    fn fragment(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
         let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+        let fin_bit = if fin { 0x80 } else { 0 };
+        let mut frame = vec![fin_bit | opcode, 0x80 | payload.len() as u8];
         frame.extend_from_slice(&mask);
         frame.extend(
             payload
@@ -369,5 +453,82 @@ mod tests {
         let replies = echo.receive(&masked(0x2, &[0; 17])[..6]);
         assert_eq!(replies.len(), 1);
         assert_eq!(replies[0].payload[..2], [0x03, 0xf1], "1009");
+    }
+
+    /// A text message with characters of two, three and four bytes.
+    const TEXT: &str = "é ✓ 🦀 κόσμε";
+
+    /// The close frame of a text message that is not UTF-8.
+    fn not_utf8() -> Frame {
+        Frame::close(Some(CloseCode::Invalid), "text message not UTF-8")
+    }
+
+    /// A text message in two or three fragments, cut at every pair of points, characters cut
+    /// included, is echoed whole; so is each of its fragments sent as a message of its own when
+    /// it holds whole characters, and refused when it does not.
+    #[test]
+    fn text_cut_anywhere_into_fragments_is_echoed() {
+        let text = TEXT.as_bytes();
+        for first in 0..=text.len() {
+            for second in first..=text.len() {
+                let mut echo = Echo::new(1024);
+                let mut replies = echo.receive(&fragment(false, 0x1, &text[..first]));
+                replies.extend(echo.receive(&fragment(false, 0x0, &text[first..second])));
+                replies.extend(echo.receive(&masked(0x0, &text[second..])));
+                assert_eq!(
+                    replies,
+                    [Frame::new(OpCode::Data(Data::Text), TEXT)],
+                    "cut at {first} and {second}"
+                );
+                assert!(!echo.is_closing());
+            }
+            let mut echo = Echo::new(1024);
+            let expected = if TEXT.is_char_boundary(first) {
+                Frame::new(OpCode::Data(Data::Text), text[..first].to_vec())
+            } else {
+                not_utf8()
+            };
+            assert_eq!(echo.receive(&masked(0x1, &text[..first])), [expected]);
+        }
+    }
+
+    /// A text message that is not UTF-8 fails with 1007 at the first fragment that proves it,
+    /// wherever the fragments are cut: as soon as its bytes so far can no longer become UTF-8
+    /// (`proven` of them), and at its end when it stops in the middle of a character.
+    #[test]
+    fn text_not_utf8_fails_at_the_first_fragment_that_proves_it() {
+        let cases: [(&[u8], Option<usize>); 7] = [
+            // Autobahn 6.4.1 and 6.4.2: U+110000, past the last code point, proven at F4 90.
+            (
+                b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80edited",
+                Some(13),
+            ),
+            (b"ab\x80cd", Some(3)),
+            // A surrogate, U+D800.
+            (b"a\xed\xa0\x80b", Some(3)),
+            // An overlong '/'.
+            (b"\xc0\xaf", Some(1)),
+            (b"\xff", Some(1)),
+            (b"\xe2\x82a", Some(3)),
+            // Cut short: nothing proves it before the end.
+            (b"caf\xc3", None),
+        ];
+        for (text, proven) in cases {
+            for cut in 0..=text.len() {
+                let mut echo = Echo::new(1024);
+                let replies = echo.receive(&fragment(false, 0x1, &text[..cut]));
+                if proven.is_some_and(|proven| cut >= proven) {
+                    assert_eq!(replies, [not_utf8()], "{text:?} cut at {cut}");
+                    assert!(echo.is_closing());
+                    continue;
+                }
+                assert_eq!(replies, [], "{text:?} cut at {cut}");
+                assert_eq!(
+                    echo.receive(&masked(0x0, &text[cut..])),
+                    [not_utf8()],
+                    "{text:?} cut at {cut}"
+                );
+            }
+        }
     }
 }

@@ -9,8 +9,8 @@
 //! echoes text and binary messages (fragmented ones reassembled), answers pings, performs the
 //! closing handshake, and fails the connection with the close code RFC 6455 asks for: 1002 for
 //! a protocol error (an unmasked frame, a control frame over 125 bytes or fragmented, a stray
-//! continuation, a reserved opcode or bit), 1007 for a text message that is not UTF-8, 1009 for
-//! a message over `--max-message`.
+//! continuation, a reserved opcode or bit), 1007 for a text message that is not UTF-8 (as soon
+//! as a fragment proves it, before the message ends), 1009 for a message over `--max-message`.
 //!
 //! ```text
 //! cargo run --example websocket_echo                  # http://127.0.0.1:8080/
@@ -44,19 +44,30 @@
 //!
 //! It prints exactly one line to stdout, `listening on ADDR` with the address really bound,
 //! once it accepts connections; logs go to stderr (`RUST_LOG=debug`). On SIGINT or SIGTERM it
-//! stops accepting, closes every connection and exits 0.
+//! sends every open WebSocket a close frame with 1001 (going away) and waits up to
+//! [`CLOSE_HANDSHAKE_TIMEOUT`] for the clients' close frames (RFC 6455, 7.1.1), then stops
+//! accepting, closes every connection and exits 0.
 
 mod frame;
 mod http;
 #[cfg(test)]
 mod tests;
 
-use std::{io, process::ExitCode};
+use std::{
+    collections::HashSet,
+    io,
+    process::ExitCode,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
 
 use actix::prelude::*;
 use clap::Parser;
 use switchboard::{Framing, Handled, ProtocolBuilder, Unhandled, prelude::*};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::Notify,
+};
 
 use crate::{
     frame::Echo,
@@ -65,6 +76,11 @@ use crate::{
 
 /// The default of `--max-message`: 16 MiB.
 const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// How long a WebSocket that sent the first close frame waits for the client's before it closes
+/// the TCP connection anyway: RFC 6455 (7.1.1) has the server close it once both close frames
+/// are exchanged, and a client may never send its own.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Parser)]
 #[command(about = "A WebSocket echo server behind a small HTTP/1.1 server")]
@@ -94,16 +110,19 @@ struct Http {
     transport: Option<TransportHandle>,
     requests: Framing<HttpCodec>,
     max_message: usize,
+    /// Where the WebSocket protocol this connection may switch to joins.
+    websockets: WebSockets,
     /// Set once the connection is closing or switched: nothing more is read.
     done: bool,
 }
 
 impl Http {
-    fn new(max_message: usize) -> Self {
+    fn new(max_message: usize, websockets: WebSockets) -> Self {
         Http {
             transport: None,
             requests: Framing::new(HttpCodec),
             max_message,
+            websockets,
             done: false,
         }
     }
@@ -225,7 +244,10 @@ impl Handler<DataReceived> for Http {
                     // with the switch, and reach the WebSocket protocol before anything the
                     // transport reads later. The `101` is already in the transport's queue.
                     let leftover = self.requests.take_leftover();
-                    let websocket = WebSocket::new(self.max_message).start();
+                    let websocket = WebSocket::new(self.max_message, self.websockets.clone());
+                    let websocket = websocket.start();
+                    // Known to shutdown from now on, before it is connected.
+                    self.websockets.join(&websocket);
                     transport.set_protocol(websocket_protocol(websocket), leftover);
                     // ANCHOR_END: switch
                     self.done = true;
@@ -252,6 +274,8 @@ impl Handler<ConnectionLost> for Http {
 struct WebSocket {
     transport: Option<TransportHandle>,
     echo: Echo,
+    /// Joined by the HTTP protocol as it switches, left when this actor stops.
+    websockets: WebSockets,
 }
 
 /// The WebSocket protocol's handle, opted in to the write-flow events.
@@ -262,24 +286,33 @@ fn websocket_protocol(
 }
 
 impl WebSocket {
-    fn new(max_message: usize) -> Self {
+    fn new(max_message: usize, websockets: WebSockets) -> Self {
         WebSocket {
             transport: None,
             echo: Echo::new(max_message),
+            websockets,
         }
     }
 }
 
 impl Actor for WebSocket {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        self.websockets.leave(&ctx.address());
+    }
 }
 
 impl Handler<ConnectionMade> for WebSocket {
     type Result = ();
 
     /// Comes first after the switch, before the bytes the HTTP protocol handed over.
-    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: ConnectionMade, ctx: &mut Context<Self>) {
         self.transport = Some(msg.transport);
+        // Shutdown may have begun between the switch and now.
+        if self.websockets.is_going_away() {
+            self.go_away(ctx);
+        }
     }
 }
 
@@ -337,6 +370,115 @@ impl Handler<ResumeWriting> for WebSocket {
 }
 // ANCHOR_END: websocket_protocol
 
+// ANCHOR: go_away
+/// Tells a WebSocket protocol the server is shutting down: it sends the client a close frame
+/// with 1001 (going away), ignores the messages that still come, and closes the connection once
+/// the client's close frame arrives, or after [`CLOSE_HANDSHAKE_TIMEOUT`].
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct GoAway;
+
+impl Handler<GoAway> for WebSocket {
+    type Result = ();
+
+    fn handle(&mut self, _: GoAway, ctx: &mut Context<Self>) {
+        self.go_away(ctx);
+    }
+}
+
+impl WebSocket {
+    /// Sends the close frame, once, and closes the connection if the client does not answer
+    /// it in time. Not connected yet, it does nothing: `ConnectionMade` asks again.
+    fn go_away(&mut self, ctx: &mut Context<Self>) {
+        let Some(transport) = &self.transport else {
+            return;
+        };
+        let Some(close) = self.echo.go_away() else {
+            return;
+        };
+        transport.write(self.echo.encode(vec![close]));
+        ctx.run_later(CLOSE_HANDSHAKE_TIMEOUT, |websocket, _| {
+            // Closing already if the client's close frame came.
+            if let Some(transport) = &websocket.transport
+                && !websocket.echo.is_closing()
+            {
+                tracing::debug!("no close frame from the client in time: closing");
+                transport.close();
+            }
+        });
+    }
+}
+// ANCHOR_END: go_away
+
+/// The live WebSocket protocols, for shutdown to tell each one to go away. A WebSocket protocol
+/// joins as the HTTP protocol switches the connection to it, and leaves when it stops, on
+/// whichever worker thread serves its connection.
+#[derive(Debug, Clone, Default)]
+struct WebSockets {
+    shared: Arc<Registry>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    live: Mutex<Live>,
+    /// Notified when the last live WebSocket leaves.
+    emptied: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    websockets: HashSet<Addr<WebSocket>>,
+    /// Set by [`WebSockets::go_away`]: a WebSocket connected from then on goes away at once.
+    going_away: bool,
+}
+
+impl WebSockets {
+    fn join(&self, websocket: &Addr<WebSocket>) {
+        self.lock().websockets.insert(websocket.clone());
+    }
+
+    fn leave(&self, websocket: &Addr<WebSocket>) {
+        let mut live = self.lock();
+        if live.websockets.remove(websocket) && live.websockets.is_empty() {
+            self.shared.emptied.notify_waiters();
+        }
+    }
+
+    /// Whether shutdown has begun.
+    fn is_going_away(&self) -> bool {
+        self.lock().going_away
+    }
+
+    /// Tells every live WebSocket to go away, and every one connected from now on; resolves
+    /// once they have all stopped, or after [`CLOSE_HANDSHAKE_TIMEOUT`], by which time each one
+    /// has closed its connection or is about to.
+    async fn go_away(&self) {
+        let emptied = self.shared.emptied.notified();
+        let mut emptied = std::pin::pin!(emptied);
+        // From here on, the last one leaving wakes this up.
+        emptied.as_mut().enable();
+        {
+            let mut live = self.lock();
+            live.going_away = true;
+            if live.websockets.is_empty() {
+                return;
+            }
+            tracing::info!(count = live.websockets.len(), "WebSockets going away");
+            for websocket in &live.websockets {
+                websocket.do_send(GoAway);
+            }
+        }
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, emptied).await;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Live> {
+        self.shared
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 #[actix::main]
 async fn main() -> io::Result<ExitCode> {
     tracing_subscriber::fmt()
@@ -352,7 +494,12 @@ async fn main() -> io::Result<ExitCode> {
 
     // ANCHOR: serve
     let max_message = args.max_message;
-    let server = tcp::serve(&args.addr, move || Http::new(max_message).start()).await?;
+    let websockets = WebSockets::default();
+    let joining = websockets.clone();
+    let server = tcp::serve(&args.addr, move || {
+        Http::new(max_message, joining.clone()).start()
+    })
+    .await?;
     println!("listening on {}", server.addresses()[0]);
     // ANCHOR_END: serve
 
@@ -360,6 +507,9 @@ async fn main() -> io::Result<ExitCode> {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
+    // The WebSockets first: each one says goodbye (1001) and waits briefly for its client's
+    // answer. Then the server: no new connections, and the live ones closed.
+    websockets.go_away().await;
     tracing::info!("shutting down: no new connections, closing the live ones");
     server.close().await;
     server.close_clients().await;

@@ -77,12 +77,13 @@ fn text_response(status: &str, headers: &str, body: &str) -> String {
 
 /// A new connection, on the HTTP protocol.
 async fn http() -> MockTransport {
-    MockTransport::connect(Http::new(1024).start()).await
+    MockTransport::connect(Http::new(1024, WebSockets::default()).start()).await
 }
 
 /// A connection on the WebSocket protocol, as after an upgrade.
 async fn websocket(max_message: usize) -> MockTransport {
-    MockTransport::connect(websocket_protocol(WebSocket::new(max_message).start())).await
+    let websocket = WebSocket::new(max_message, WebSockets::default());
+    MockTransport::connect(websocket_protocol(websocket.start())).await
 }
 
 /// What the HTTP protocol has read past the end of a request head of `head_len` bytes when
@@ -108,7 +109,7 @@ async fn test_websocket_upgrade() {
     let hello = client(TEXT, b"hello");
     let input = [UPGRADE.as_bytes(), &hello].concat();
     for chunking in Chunking::every(input.len()) {
-        let mock = MockTransport::connect(Http::new(1024).start()).await;
+        let mock = MockTransport::connect(Http::new(1024, WebSockets::default()).start()).await;
 
         mock.feed_chunked(input.clone(), &chunking).await;
 
@@ -477,4 +478,163 @@ async fn write_flow_pauses_reading() {
     assert_eq!(mock.written(), server(TEXT, b"held"));
     mock.lose(None).await;
     mock.protocol_stopped().await;
+}
+
+/// A text message fails with 1007 at the first fragment no continuation can make valid, before
+/// its last fragment comes (here it never does): an invalid byte, a character cut by a fragment
+/// and proven wrong by the next, a surrogate, a code point past U+10FFFF.
+#[actix::test]
+async fn a_text_fragment_not_utf8_fails_before_the_message_ends() {
+    let not_utf8 = server(CLOSE, &close_payload(1007, "text message not UTF-8"));
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("an invalid byte", client_frame(false, TEXT, b"caf\xff")),
+        (
+            "a cut character, then a byte that cannot continue it",
+            [
+                client_frame(false, TEXT, b"caf\xc3"),
+                client_frame(false, CONTINUATION, b"!"),
+            ]
+            .concat(),
+        ),
+        (
+            "a surrogate, across fragments",
+            [
+                client_frame(false, TEXT, b"ok \xed"),
+                client_frame(false, CONTINUATION, b"\xa0"),
+            ]
+            .concat(),
+        ),
+        (
+            "past U+10FFFF (Autobahn 6.4.1)",
+            [
+                client_frame(false, TEXT, "κόσμε".as_bytes()),
+                client_frame(false, CONTINUATION, b"\xf4\x90\x80\x80"),
+            ]
+            .concat(),
+        ),
+    ];
+    for (name, input) in cases {
+        for chunking in Chunking::every(input.len()) {
+            let mock = websocket(1024).await;
+            mock.feed_chunked(input.clone(), &chunking).await;
+            assert_eq!(mock.written(), not_utf8, "{name}, {chunking:?}");
+            assert_eq!(mock.ending(), Some(Ending::Closed), "{name}, {chunking:?}");
+        }
+    }
+}
+
+/// The close frame a WebSocket going away sends: 1001, with a reason.
+fn going_away() -> Vec<u8> {
+    server(CLOSE, &close_payload(1001, "shutting down"))
+}
+
+/// A connection upgraded to WebSocket through the HTTP protocol, which makes its WebSocket
+/// protocol join `websockets`; the `101` taken.
+async fn upgraded(websockets: &WebSockets) -> MockTransport {
+    let mock = MockTransport::connect(Http::new(1024, websockets.clone()).start()).await;
+    mock.feed(UPGRADE).await;
+    mock.expect_written(SWITCHING).await;
+    mock
+}
+
+/// On shutdown every live WebSocket sends its client a close frame with 1001 (going away), and
+/// ignores what the client still sends, pings and messages alike; the client's close frame ends
+/// the handshake and the connection, with no second close frame. `go_away` resolves once they
+/// are gone. A WebSocket connected after shutdown began goes away at once.
+#[actix::test]
+async fn going_away_sends_1001_then_closes_at_the_clients_close() {
+    let websockets = WebSockets::default();
+    let first = upgraded(&websockets).await;
+    let second = upgraded(&websockets).await;
+    second.feed(client_frame(false, TEXT, b"half a mess")).await;
+
+    // Polled once, it tells them all, then waits.
+    let mut shutdown = std::pin::pin!(websockets.go_away());
+    assert!(futures::poll!(&mut shutdown).is_pending());
+    for mock in [&first, &second] {
+        mock.expect_written(going_away()).await;
+        mock.feed(client(TEXT, b"ignored")).await;
+        mock.feed(client(PING, b"unanswered")).await;
+        mock.feed(client_frame(true, CONTINUATION, b"age")).await;
+        assert!(mock.take_written().is_empty());
+        assert!(!mock.is_closing(), "closed before the client's close frame");
+    }
+    first.feed(client(CLOSE, &close_payload(1001, ""))).await;
+    assert_eq!(first.ending(), Some(Ending::Closed));
+    assert!(
+        futures::poll!(&mut shutdown).is_pending(),
+        "a WebSocket is still open"
+    );
+    second.feed(client(CLOSE, b"")).await;
+    assert_eq!(second.ending(), Some(Ending::Closed));
+    for mock in [&first, &second] {
+        assert!(mock.take_written().is_empty(), "a second close frame");
+        assert_eq!(mock.command_names().last(), Some(&"Close"));
+        mock.protocol_stopped().await;
+    }
+    assert!(
+        futures::poll!(&mut shutdown).is_ready(),
+        "go_away resolves once every WebSocket is gone"
+    );
+
+    let late = upgraded(&websockets).await;
+    late.expect_written(going_away()).await;
+    assert!(!late.is_closing());
+}
+
+/// A WebSocket the HTTP protocol has switched to but that is not connected yet when shutdown
+/// begins (it has not handled `ConnectionMade`) goes away as soon as it is, and shutdown waits
+/// for it.
+#[actix::test]
+async fn a_websocket_told_to_go_away_before_it_is_connected_goes_away_once_it_is() {
+    let websockets = WebSockets::default();
+    let websocket = WebSocket::new(1024, websockets.clone()).start();
+    websockets.join(&websocket);
+    let mut shutdown = std::pin::pin!(websockets.go_away());
+    assert!(futures::poll!(&mut shutdown).is_pending());
+    // Handled after the `GoAway` shutdown sent, still without a connection.
+    websocket
+        .send(GoAway)
+        .await
+        .expect("the WebSocket is running");
+
+    let mock = MockTransport::connect(websocket_protocol(websocket)).await;
+    assert_eq!(mock.written(), going_away());
+    assert!(
+        futures::poll!(&mut shutdown).is_pending(),
+        "shutdown did not wait for it"
+    );
+    mock.feed(client(CLOSE, b"")).await;
+    assert_eq!(mock.ending(), Some(Ending::Closed));
+    mock.protocol_stopped().await;
+    assert!(futures::poll!(&mut shutdown).is_ready());
+}
+
+/// A client that never answers the close frame: the connection closes anyway, once
+/// `CLOSE_HANDSHAKE_TIMEOUT` has passed, and not before.
+#[actix::test]
+async fn going_away_closes_after_the_timeout_without_the_clients_close() {
+    let websocket = WebSocket::new(1024, WebSockets::default()).start();
+    let mock = MockTransport::connect(websocket_protocol(websocket.clone())).await;
+    let sent = tokio::time::Instant::now();
+    websocket
+        .send(GoAway)
+        .await
+        .expect("the WebSocket is running");
+    mock.settle().await;
+    assert_eq!(mock.written(), going_away());
+    assert!(!mock.is_closing(), "closed before the timeout");
+
+    mock.protocol_stopped().await;
+    assert_eq!(mock.ending(), Some(Ending::Closed));
+    assert!(
+        sent.elapsed() >= CLOSE_HANDSHAKE_TIMEOUT,
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(
+        mock.written(),
+        going_away(),
+        "nothing after the close frame"
+    );
 }

@@ -263,13 +263,20 @@ impl From<&Frame> for Answer {
 /// (fragments reassembled), pings answered, a close echoed with its code; a connection failed
 /// with 1002 for a control frame fragmented or over 125 bytes, a continuation without a message,
 /// a new message inside a fragmented one, or a close frame of one byte or an invalid code; 1007
-/// for text or a close reason not UTF-8; 1009 for a message over `max_message`. Which close
-/// codes are valid is tungstenite's `is_allowed`.
+/// for text or a close reason not UTF-8, at the first fragment of a text message whose bytes so
+/// far can no longer become UTF-8 (not only at its last); 1009 for a message over
+/// `max_message`. Which close codes are valid is tungstenite's `is_allowed`.
 fn model(sent: &[Sent], max_message: usize) -> Vec<Answer> {
     let mut out = Vec::new();
     let mut partial: Option<(OpCode, Vec<u8>)> = None;
-    let utf8 = |opcode, payload: &[u8]| {
-        opcode != OpCode::Data(Data::Text) || std::str::from_utf8(payload).is_ok()
+    // Whether a message's payload so far is fine: not text, or UTF-8 (cut short in the middle
+    // of a character, if the message goes on).
+    let utf8 = |opcode, payload: &[u8], end: bool| {
+        opcode != OpCode::Data(Data::Text)
+            || match std::str::from_utf8(payload) {
+                Ok(_) => true,
+                Err(err) => !end && err.error_len().is_none(),
+            }
     };
     for frame in sent {
         let fail = |mut out: Vec<Answer>, code| {
@@ -292,22 +299,26 @@ fn model(sent: &[Sent], max_message: usize) -> Vec<Answer> {
                     return fail(out, 1002);
                 };
                 payload.extend_from_slice(&frame.payload);
+                let (opcode, payload) = partial.as_ref().expect("a message");
+                if !utf8(*opcode, payload, frame.fin) {
+                    return fail(out, 1007);
+                }
                 if frame.fin {
                     let (opcode, payload) = partial.take().expect("a message");
-                    if !utf8(opcode, &payload) {
-                        return fail(out, 1007);
-                    }
                     out.push(Answer::Frame(opcode, payload));
                 }
             }
             OpCode::Data(_) if partial.is_some() => return fail(out, 1002),
-            opcode @ OpCode::Data(_) if frame.fin => {
-                if !utf8(opcode, &frame.payload) {
+            opcode @ OpCode::Data(_) => {
+                if !utf8(opcode, &frame.payload, frame.fin) {
                     return fail(out, 1007);
                 }
-                out.push(Answer::Frame(opcode, frame.payload.clone()));
+                if frame.fin {
+                    out.push(Answer::Frame(opcode, frame.payload.clone()));
+                } else {
+                    partial = Some((opcode, frame.payload.clone()));
+                }
             }
-            opcode @ OpCode::Data(_) => partial = Some((opcode, frame.payload.clone())),
             OpCode::Control(Control::Ping) => out.push(Answer::Frame(
                 OpCode::Control(Control::Pong),
                 frame.payload.clone(),
