@@ -46,7 +46,8 @@
 //! It prints exactly one line to stdout, `listening on ADDR` with the address really bound
 //! (useful with port 0), once it accepts connections; logs go to stderr (`RUST_LOG=debug`). On
 //! SIGINT or SIGTERM it stops accepting, tells everyone `* server shutting down`, closes every
-//! connection gracefully and exits 0.
+//! connection gracefully, aborts the ones still open after `--grace` seconds (5 by default) or at
+//! a second signal, and exits 0.
 
 use std::{
     collections::HashMap,
@@ -71,9 +72,6 @@ const DEFAULT_MAX_LINE: usize = 1024;
 /// How many bytes may wait in a client's write buffer by default before it is dropped as too
 /// slow: 256 KiB.
 const DEFAULT_WRITE_LIMIT: usize = 256 * 1024;
-
-/// How long the graceful shutdown waits for the connections to close before it aborts them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The longest name, in characters.
 const MAX_NAME: usize = 32;
@@ -117,6 +115,16 @@ struct Args {
     /// Worker threads connections are spread over (default: one per core; 0: the main thread).
     #[arg(long)]
     workers: Option<usize>,
+    /// On SIGINT or SIGTERM, how long the connections may take to close gracefully before they
+    /// are aborted (seconds, fractions allowed).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    grace: Duration,
+}
+
+/// A number of seconds on the command line (`5`, `0.5`).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text.parse().map_err(|err| format!("{err}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|err| format!("{err}"))
 }
 
 // ANCHOR: messages
@@ -591,19 +599,23 @@ async fn main() -> io::Result<ExitCode> {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
-    tracing::info!("shutting down: no new connections, closing the live ones");
-    server.close().await;
-    // The notice is in every transport's mailbox before the `Close` that follows it.
-    let _ = room.send(Shutdown).await;
-    server.close_clients().await;
-    if tokio::time::timeout(SHUTDOWN_GRACE, server.wait_closed())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}: aborting them");
-        server.abort_clients().await;
-        server.wait_closed().await;
-    }
+    tracing::info!(grace = ?args.grace, "shutting down: no new connections, closing the live ones");
+    // Graceful within the grace period; a second signal aborts what is left at once.
+    let report = tokio::select! {
+        report = async {
+            server.close().await;
+            // The notice is in every transport's mailbox before the `Close` that follows it.
+            let _ = room.send(Shutdown).await;
+            server.shutdown(args.grace).await
+        } => report,
+        _ = interrupt.recv() => server.shutdown(Duration::ZERO).await,
+        _ = terminate.recv() => server.shutdown(Duration::ZERO).await,
+    };
+    tracing::info!(
+        connections = report.connections,
+        aborted = report.aborted,
+        "server closed"
+    );
     // ANCHOR_END: shutdown
     Ok(ExitCode::SUCCESS)
 }

@@ -502,18 +502,28 @@ fn openssl_s_client_verifies_and_gets_a_line_back() {
     let echoed = client
         .stdout()
         .wait_until(TIMEOUT, |bytes, closed| closed || bytes.ends_with(b"\n"));
-    let stderr = client.stderr().text();
     assert_eq!(
         echoed.as_deref(),
         Ok(&b"hello, s_client\n"[..]),
-        "s_client's stdout is the echo; stderr:\n{stderr}"
+        "s_client's stdout is the echo; stderr:\n{}",
+        client.stderr().text()
     );
-    for wanted in [
+    // s_client wrote these to stderr before it sent the line, but stderr is another pipe, read
+    // by another thread: wait for them rather than read what has come so far.
+    let wanted = [
         "CONNECTION ESTABLISHED",
         "Protocol version: TLSv1.3",
         "Verification: OK",
         "Verified peername: localhost",
-    ] {
+    ];
+    let stderr = client.stderr().wait_until(TIMEOUT, |bytes, closed| {
+        closed || {
+            let text = String::from_utf8_lossy(bytes);
+            wanted.iter().all(|line| text.contains(line))
+        }
+    });
+    let stderr = String::from_utf8_lossy(stderr.as_deref().unwrap_or_else(|bytes| bytes));
+    for wanted in wanted {
         assert!(
             stderr.contains(wanted),
             "s_client says {wanted:?}:\n{stderr}"

@@ -58,6 +58,20 @@ const CASES: &[Case] = &[
         request: b"NOOP\r\n",
         answers: true,
     },
+    Case {
+        example: "websocket_echo",
+        args: &[],
+        request: b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        answers: true,
+    },
+    // The room drops a client that does not read once its write buffer is full, so nothing
+    // is left to hold the close up; the shutdown must still be bounded.
+    Case {
+        example: "chat_server",
+        args: &["--workers", "1"],
+        request: b"a line for the others\n",
+        answers: false,
+    },
 ];
 
 /// A running server example with a connected client that floods it and never reads.

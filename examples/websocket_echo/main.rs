@@ -44,9 +44,10 @@
 //!
 //! It prints exactly one line to stdout, `listening on ADDR` with the address really bound,
 //! once it accepts connections; logs go to stderr (`RUST_LOG=debug`). On SIGINT or SIGTERM it
-//! sends every open WebSocket a close frame with 1001 (going away) and waits up to
-//! [`CLOSE_HANDSHAKE_TIMEOUT`] for the clients' close frames (RFC 6455, 7.1.1), then stops
-//! accepting, closes every connection and exits 0.
+//! stops accepting, sends every open WebSocket a close frame with 1001 (going away) and waits up
+//! to [`CLOSE_HANDSHAKE_TIMEOUT`] for the clients' close frames (RFC 6455, 7.1.1), then closes
+//! every connection gracefully, aborts the ones still open after `--grace` seconds (5 by
+//! default) or at a second signal, and exits 0.
 
 mod frame;
 mod http;
@@ -92,6 +93,16 @@ struct Args {
     /// the connection with 1009.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE)]
     max_message: usize,
+    /// On SIGINT or SIGTERM, how long the connections may take to close gracefully before they
+    /// are aborted (seconds, fractions allowed).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    grace: Duration,
+}
+
+/// A number of seconds on the command line (`5`, `0.5`).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text.parse().map_err(|err| format!("{err}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|err| format!("{err}"))
 }
 
 /// What the HTTP protocol does after a response.
@@ -507,12 +518,23 @@ async fn main() -> io::Result<ExitCode> {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
-    // The WebSockets first: each one says goodbye (1001) and waits briefly for its client's
-    // answer. Then the server: no new connections, and the live ones closed.
-    websockets.go_away().await;
-    tracing::info!("shutting down: no new connections, closing the live ones");
-    server.close().await;
-    server.close_clients().await;
-    server.wait_closed().await;
+    tracing::info!(grace = ?args.grace, "shutting down: no new connections");
+    // No new connections; then the WebSockets, each of which says goodbye (1001) and waits
+    // briefly for its client's answer; then the rest of the connections, closed gracefully
+    // within the grace period. A second signal aborts whatever is left at once.
+    let report = tokio::select! {
+        report = async {
+            server.close().await;
+            websockets.go_away().await;
+            server.shutdown(args.grace).await
+        } => report,
+        _ = interrupt.recv() => server.shutdown(Duration::ZERO).await,
+        _ = terminate.recv() => server.shutdown(Duration::ZERO).await,
+    };
+    tracing::info!(
+        connections = report.connections,
+        aborted = report.aborted,
+        "server closed"
+    );
     Ok(ExitCode::SUCCESS)
 }
