@@ -782,3 +782,57 @@ async fn tls_transports_default_to_asyncio_s_tls_write_buffer_limits() {
     })
     .await
 }
+
+/// A TLS server's factory runs after the handshake; one that panics there ends only its
+/// connection, as on TCP: the client sees it end with nothing served, and the server goes on
+/// serving the others on the same worker.
+#[actix_rt::test]
+async fn a_factory_that_panics_after_the_handshake_ends_only_its_connection() {
+    deadline(async {
+        let cert = localhost();
+        let (factory, mut probes) = probe_factory(ProbeOptions::default());
+        let made = Arc::new(AtomicUsize::new(0));
+        let counted = made.clone();
+        let server = tls::serve_with(
+            "127.0.0.1:0",
+            ServerOptions::default().workers(1),
+            cert.acceptor().unwrap(),
+            move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                assert!(n % 3 != 2, "factory told to panic for connection {n}");
+                factory()
+            },
+        )
+        .await
+        .unwrap();
+        let mut served = Vec::new();
+        for n in 0..9 {
+            let stream = TcpStream::connect(addr_of(&server)).await.unwrap();
+            let mut tls = tls_support::raw_client(stream, &cert).await;
+            if n % 3 == 2 {
+                let mut rest = Vec::new();
+                // A TCP end without close_notify: an error or an EOF, and nothing before it.
+                let _ = tokio::time::timeout(support::TIMEOUT, tls.read_to_end(&mut rest))
+                    .await
+                    .expect("the connection whose factory panicked ends");
+                assert!(rest.is_empty(), "connection {n} was served");
+            } else {
+                let mut events = probes.recv().await.unwrap();
+                events.made().await;
+                tls.write_all(format!("connection {n}").as_bytes())
+                    .await
+                    .unwrap();
+                assert_eq!(events.data(12).await, format!("connection {n}").as_bytes());
+                served.push((tls, events));
+            }
+        }
+        assert_eq!(made.load(Ordering::SeqCst), 9);
+        let stats = server.stats().await;
+        assert_eq!((stats.connections, stats.accepted), (6, 9));
+        for (tls, events) in &mut served {
+            tls.write_all(b"still here").await.unwrap();
+            assert_eq!(events.data(10).await, b"still here");
+        }
+    })
+    .await
+}

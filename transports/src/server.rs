@@ -998,8 +998,9 @@ fn start_transport<IO: StreamIo, P: IntoProtocol>(
                 .and_then(ExtraInfo::as_address)
                 .map_or_else(|| "unknown".to_owned(), ToString::to_string);
             tracing::error!(%peer, %err, "connection closed");
-            drop(io);
+            // Out of the books before the peer can see the end.
             shared.connection_stopped(id);
+            drop(io);
             return;
         }
     };
