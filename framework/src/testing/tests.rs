@@ -293,6 +293,32 @@ async fn extra_info_is_scripted_and_unknown_keys_give_the_default() {
     assert_eq!(fallback, Some(ExtraInfo::Text("none".into())));
 }
 
+/// As on a real transport, the scripted extra information answers after the end too: in the
+/// protocol's `ConnectionLost` handler and through the handle; the descriptor does not.
+#[actix::test]
+async fn extra_info_answers_after_the_connection_is_lost() {
+    let peer: SocketAddr = "127.0.0.1:4321".parse().unwrap();
+    for reset in [false, true] {
+        let (protocol, mut events) = probe();
+        let mock = MockTransport::builder()
+            .peername(peer)
+            .extra(keys::SOCKET, ExtraInfo::Text("a descriptor".into()))
+            .connect(protocol)
+            .await;
+        let handle = events.made().await;
+        assert!(handle.get_extra_info(keys::SOCKET).await.is_some());
+        if reset {
+            mock.lose(Some(io::ErrorKind::ConnectionReset.into())).await;
+        } else {
+            handle.close();
+        }
+        events.until_lost().await;
+        assert_eq!(handle.peer_addr().await, Some(peer), "reset: {reset}");
+        assert_eq!(mock.handle().peer_addr().await, Some(peer), "one handle");
+        assert_eq!(handle.get_extra_info(keys::SOCKET).await, None);
+    }
+}
+
 #[actix::test]
 async fn start_tls_is_recorded_discards_queued_plaintext_and_can_be_refused() {
     let (protocol, mut events) = Probe::builder().pause_on_made().start();
