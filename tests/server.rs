@@ -26,6 +26,7 @@ for_each_kind!(
     connection_limit_holds_the_excess_in_the_backlog,
     a_panicking_protocol_leaves_the_others_alone,
     a_panicking_factory_ends_only_its_connection,
+    shutdown_closes_gracefully_then_aborts_what_is_left,
 );
 
 /// Echoes, and records which thread it runs on.
@@ -572,4 +573,45 @@ async fn a_panicking_factory_ends_only_its_connection(kind: Kind) {
             "{workers} workers"
         );
     }
+}
+
+/// `shutdown(grace)` closes every connection gracefully, waits out the grace for the one that
+/// cannot flush (its client never reads), aborts it, and says so; the client that reads gets
+/// every byte and a clean EOF. A second `shutdown` on the drained server returns at once.
+async fn shutdown_closes_gracefully_then_aborts_what_is_left(kind: Kind) {
+    let (factory, _) = echo_factory();
+    let served = Served::start(kind, ServerOptions::default().workers(1), factory).await;
+    let mut polite = served.connect_raw().await.unwrap();
+    echo_once(&mut polite, b"hi").await;
+    // 4 MiB whose echo this client never reads: the server reads it all (the test's echo has no
+    // back-pressure) and holds what the socket buffers cannot.
+    let mut rude = served.connect_raw().await.unwrap();
+    send_all(&mut rude, &vec![b'x'; 4 * 1024 * 1024]).await;
+
+    // The polite client reads to the end and then closes its side, as a client does.
+    let polite = tokio::spawn(async move {
+        let ended = polite.read_to_end_or_error().await;
+        drop(polite);
+        ended
+    });
+
+    let grace = Duration::from_millis(500);
+    let started = tokio::time::Instant::now();
+    let report = served.server.shutdown(grace).await;
+    let took = started.elapsed();
+    assert!(took >= grace, "returned after {took:?}, before the grace");
+    assert!(
+        took < grace + switchboard::server::SHUTDOWN_ABORT_WAIT,
+        "returned after {took:?}"
+    );
+    assert_eq!((report.connections, report.aborted), (2, 1), "{report:?}");
+    assert!(report.complete, "{report:?}");
+    let (rest, err) = polite.await.unwrap();
+    assert!(rest.is_empty() && err.is_none(), "{rest:?} {err:?}");
+    assert_eq!(served.server.stats().await.connections, 0);
+
+    let started = tokio::time::Instant::now();
+    let again = served.server.shutdown(Duration::from_secs(60)).await;
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!((again.connections, again.aborted), (0, 0));
 }

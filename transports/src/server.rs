@@ -367,9 +367,7 @@ impl ServerHandle {
             .await
             .unwrap_or_default()
     }
-}
 
-impl ServerHandle {
     /// Shuts the server down the usual way, in a bounded time: stops accepting (`close`),
     /// closes every connection gracefully (`close_clients`: each flushes what it has buffered,
     /// then ends), waits up to `grace` for them all to end (`wait_closed`), aborts those still
