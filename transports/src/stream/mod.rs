@@ -103,16 +103,13 @@ pub trait StreamIo: AsyncRead + AsyncWrite + Unpin + 'static {
     /// key this kind does not know.
     fn extra_info(&self, name: &str) -> Option<ExtraInfo>;
 
-    /// The extra information that keeps answering once the transport has stopped, as asyncio
-    /// keeps it: every key this kind knows but its descriptor, which is closed by then. Called
-    /// once, as the transport lets go of the I/O object (the peer's address is also recorded
-    /// when the transport starts, before a reset can take it away). The default: `peername`
-    /// and `sockname`.
-    fn lasting_extra_info(&self) -> Vec<(&'static str, ExtraInfo)> {
-        [keys::PEERNAME, keys::SOCKNAME]
-            .into_iter()
-            .filter_map(|name| Some((name, self.extra_info(name)?)))
-            .collect()
+    /// The extra-info keys that keep answering once the transport has stopped, as asyncio
+    /// keeps them: every key this kind knows but its descriptor, which is closed by then. Their
+    /// values are read as the transport lets go of the I/O object; the peer's address is also
+    /// recorded when the transport starts, before a reset can take it away (`getpeername` then
+    /// fails). The default: `peername` and `sockname`.
+    fn lasting_keys(&self) -> &'static [&'static str] {
+        &[keys::PEERNAME, keys::SOCKNAME]
     }
 
     /// The write-buffer limits of this kind when none were chosen: 64 KiB / 16 KiB, asyncio's,

@@ -390,7 +390,13 @@ impl<IO: StreamIo> StreamTransport<IO> {
         let me = TransportHandle::new(ctx.address());
         // Recorded now, while a reset cannot have taken it away: `ConnectionLost` handlers log
         // the peer, and it answers after the transport stopped, as in asyncio.
-        if let Some(peer) = io.extra_info(keys::PEERNAME) {
+        // Only an internet peer's: a Unix socket keeps its peer's after an error, so it is read
+        // at the end with the rest, and costs an idle connection nothing.
+        if let Some(peer) = io.extra_info(keys::PEERNAME)
+            && peer
+                .as_address()
+                .is_some_and(|address| address.as_inet().is_some())
+        {
             me.retain_extra_info(keys::PEERNAME, peer);
         }
         let (output, handle) = protocol.into_protocol();
@@ -436,8 +442,13 @@ impl<IO: StreamIo> StreamTransport<IO> {
     /// extra information that keeps answering once the transport has stopped.
     fn release_io(&mut self) -> Option<IO> {
         let io = self.io.take()?;
-        for (name, value) in io.lasting_extra_info() {
-            self.me.retain_extra_info(name, value);
+        for &name in io.lasting_keys() {
+            // The peer's address recorded at the start needs no second system call.
+            if !self.me.has_retained_extra_info(name)
+                && let Some(value) = io.extra_info(name)
+            {
+                self.me.retain_extra_info(name, value);
+            }
         }
         Some(io)
     }

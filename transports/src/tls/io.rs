@@ -200,23 +200,19 @@ impl<S: StreamIo> StreamIo for MaybeTls<S> {
         self.inner()?.extra_info(name)
     }
 
-    fn lasting_extra_info(&self) -> Vec<(&'static str, ExtraInfo)> {
-        let mut lasting = self.inner().map(S::lasting_extra_info).unwrap_or_default();
-        if let State::Secure(stream) = &self.state {
-            let tls_keys = [
+    fn lasting_keys(&self) -> &'static [&'static str] {
+        match &self.state {
+            State::Secure(_) => &[
+                keys::PEERNAME,
+                keys::SOCKNAME,
                 keys::CIPHER,
                 keys::COMPRESSION,
                 keys::PEERCERT,
                 keys::SSLCONTEXT,
                 keys::SSL_OBJECT,
-            ];
-            lasting.extend(
-                tls_keys
-                    .into_iter()
-                    .filter_map(|name| Some((name, tls_extra_info(stream.ssl(), name)?))),
-            );
+            ],
+            _ => self.inner().map_or(&[], S::lasting_keys),
         }
-        lasting
     }
 
     fn default_write_buffer_limits(&self) -> WriteBufferLimits {
