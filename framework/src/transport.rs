@@ -175,14 +175,14 @@ struct Bound<A: Actor> {
 #[derive(Debug, Default)]
 pub struct Lasting(Mutex<LastingValues>);
 
+/// Extra-info values by key.
+type Values = Vec<(Cow<'static, str>, ExtraInfo)>;
+
 #[derive(Debug, Default)]
 struct LastingValues {
     peer: Option<net::SocketAddr>,
-    #[expect(
-        clippy::box_collection,
-        reason = "a boxed list takes 8 bytes of every handle, a bare one 24"
-    )]
-    rest: Option<Box<Vec<(Cow<'static, str>, ExtraInfo)>>>,
+    /// Boxed: 8 bytes of every handle, where a bare list takes 24.
+    rest: Option<Box<Values>>,
 }
 
 impl Lasting {
