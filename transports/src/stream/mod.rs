@@ -122,7 +122,7 @@ pub trait StreamIo: AsyncRead + AsyncWrite + Unpin + 'static {
 
     /// After the peer's EOF: the error that says its stream did not end cleanly, if it did
     /// not. A TLS stream that ends without the peer's close_notify is truncated
-    /// ([`TlsErrorKind::Truncated`](switchboard_framework::TlsErrorKind::Truncated)): the
+    /// ([`TlsErrorKind::Truncated`]): the
     /// transport delivers what it read, then no `EofReceived`: it closes, and ends with
     /// `ConnectionLost(Some(err))`. Asked only while the protocol is still reading: after a
     /// `Close`, what the peer sends is discarded, and how its stream ends changes nothing the
