@@ -113,7 +113,8 @@ SEEDS = {
         "reserved": b"\x10" + cuts() + bytes([0x83, 0x80]) + b"\0\0\0\0",
         "too-big": b"\x01" + cuts(2) + frame(True, 0x2, b"z" * 9),
     },
-    # max_message / 4, cuts, frames (flags, length, mask, payload).
+    # max_message / 4, cuts, frames (flags, length, mask, payload; the flags: 0x01 fin, bits 1
+    # to 5 the opcode, 0x80 mostly UTF-8).
     "websocket_messages": {
         "echo": b"\x40" + cuts(7) + sent(True, 0x1, b"hello", utf8=True) + sent(True, 0x2, b"\0\xff"),
         "fragments": b"\x40" + cuts(5, 20) + sent(False, 0x1, b"ab", utf8=True)

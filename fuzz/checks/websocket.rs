@@ -360,12 +360,13 @@ pub(crate) fn websocket_messages(fuzz: &[u8]) {
         OpCode::Control(Control::Ping),
         OpCode::Control(Control::Pong),
     ];
-    // Each frame: a byte for fin and opcode, a byte for the length, 4 bytes of mask, the payload.
+    // Each frame: a byte of flags, a byte for the length, 4 bytes of mask, the payload. The
+    // flags: 0x01 fin, bits 1 to 5 the opcode (modulo 6), 0x80 mostly UTF-8.
     let mut sent = Vec::new();
     let mut wire = Vec::new();
     let mut rest = input.rest();
     while let [flags, len, rest_of @ ..] = rest {
-        let opcode = OPCODES[usize::from(flags >> 1) % OPCODES.len()];
+        let opcode = OPCODES[usize::from((flags >> 1) & 0x1f) % OPCODES.len()];
         let fin = flags & 1 != 0;
         let (mask, rest_of) = rest_of
             .split_first_chunk::<4>()
