@@ -34,16 +34,22 @@ def frame(fin, opcode, payload, mask=b"\x37\xfa\x21\x3d"):
     return head + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
 
 
-def sent(fin, opcode, payload, utf8=False):
-    """A frame of the websocket_messages layout: flags, length, mask, payload."""
+def sent(fin, opcode, payload, utf8=False, missing=0):
+    """A frame of the websocket_messages layout: flags, length, mask, payload. With missing, the
+    frame is cut short: its length says that many bytes more than the input has."""
     index = [0x0, 0x1, 0x2, 0x8, 0x9, 0xA].index(opcode)
-    flags = (index << 1) | (1 if fin else 0) | (0x80 if utf8 else 0)
-    return bytes([flags, len(payload)]) + b"\x01\x02\x03\x04" + payload
+    flags = (index << 1) | (1 if fin else 0) | (0x40 if missing else 0) | (0x80 if utf8 else 0)
+    return bytes([flags, len(payload) + missing]) + b"\x01\x02\x03\x04" + payload
 
 
 def length_frame(payload):
     return struct.pack(">I", len(payload)) + payload
 
+
+# Text that is valid up to U+110000, past the last code point, proven invalid at F4 90: the
+# payload of Autobahn's cases 6.4.1 to 6.4.4.
+KOSME = "κόσμε".encode()
+PAST_MAX = KOSME + b"\xf4\x90\x80\x80edited"
 
 UPGRADE = (
     b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
@@ -112,8 +118,11 @@ SEEDS = {
         "unmasked": b"\x10" + cuts() + frame(True, 0x2, b"raw", mask=None),
         "reserved": b"\x10" + cuts() + bytes([0x83, 0x80]) + b"\0\0\0\0",
         "too-big": b"\x01" + cuts(2) + frame(True, 0x2, b"z" * 9),
+        # One text frame, never finished, that fails as soon as F4 90 is in (Autobahn 6.4.4).
+        "utf8-fails-inside-a-frame": b"\x10" + cuts(17, 19) + frame(True, 0x1, PAST_MAX)[:19],
     },
-    # max_message / 4, cuts, frames (flags, length, mask, payload).
+    # max_message / 4, cuts, frames (flags, length, mask, payload; the flags: 0x01 fin, bits 1
+    # to 5 the opcode, 0x40 cut short by the end of the input, 0x80 mostly UTF-8).
     "websocket_messages": {
         "echo": b"\x40" + cuts(7) + sent(True, 0x1, b"hello", utf8=True) + sent(True, 0x2, b"\0\xff"),
         "fragments": b"\x40" + cuts(5, 20) + sent(False, 0x1, b"ab", utf8=True)
@@ -126,6 +135,14 @@ SEEDS = {
         + sent(True, 0x9, b"p") + sent(True, 0x0, b"end"),
         "utf8-cut-character": b"\x40" + cuts(9) + sent(False, 0x1, b"\xce\xba\xf4")
         + sent(False, 0x0, b"\x90\x80\x80") + sent(True, 0x9, b"p") + sent(True, 0x0, b"x"),
+        # Text fails inside its frame, before the rest of it comes: the frame of a message, or
+        # a continuation that proves a character begun before wrong; text valid so far waits.
+        "utf8-fails-inside-a-frame": b"\x40" + cuts(13, 19)
+        + sent(True, 0x1, KOSME + b"\xf4\x90", missing=8),
+        "utf8-fails-inside-a-continuation": b"\x40" + cuts(20, 26) + sent(False, 0x1, KOSME + b"\xf4")
+        + sent(True, 0x9, b"p") + sent(True, 0x0, b"\x90", missing=10),
+        "utf8-cut-short-waits": b"\x40" + cuts(9) + sent(True, 0x1, b"ok", utf8=True)
+        + sent(True, 0x1, b"caf\xc3", missing=3),
     },
 }
 

@@ -5,7 +5,8 @@
 //!   and a close is echoed with its code before the server closes the TCP connection;
 //! - raw frames over a `TcpStream`, built here by hand: fragmented messages are reassembled, the
 //!   upgrade request and the first frames sent in one write lose nothing, and each protocol
-//!   error closes the connection with its code (1002, 1007, 1009);
+//!   error closes the connection with its code (1002, 1007, 1009), invalid text as soon as its
+//!   bytes prove it, before the end of its fragment or frame;
 //! - `curl` and raw HTTP/1.1: the page, `404`, persistent connections, `Connection: close`,
 //!   HTTP/1.0, `400`, `431`, and `426` for `/ws` without a proper upgrade;
 //! - the server prints exactly one line, `listening on ADDR`, and exits 0 on SIGTERM: each live
@@ -630,6 +631,28 @@ fn a_text_fragment_not_utf8_is_closed_with_1007_before_the_message_ends() {
             Err(tungstenite::Error::ConnectionClosed) => {}
             other => panic!("{case}: expected the connection closed, got {other:?}"),
         }
+    }
+    server.stop();
+}
+
+/// A text message fails with 1007 as soon as the bytes received prove it, inside a frame, as
+/// Autobahn's cases 6.4.3 and 6.4.4 ask: one text frame written in chops, the first valid, the
+/// second with the code point past U+10FFFF that makes it invalid (6.4.3: all four bytes of it;
+/// 6.4.4: up to its second byte, the one that proves it). The close frame comes, and the
+/// connection closes, while the rest of the frame is still unsent.
+#[test]
+fn a_text_frame_not_utf8_is_closed_with_1007_before_the_frame_ends() {
+    let server = Server::start(&[]);
+    let kosme = "κόσμε".as_bytes();
+    let payload = [kosme, b"\xf4\x90\x80\x80", b"edited"].concat();
+    let wire = masked(true, TEXT, &payload);
+    // The header and the valid text.
+    let valid = wire.len() - payload.len() + kosme.len();
+    for invalid in [4, 2] {
+        let mut conn = server.raw_websocket();
+        conn.send(&wire[..valid]);
+        conn.send(&wire[valid..valid + invalid]);
+        conn.expect_close(1007);
     }
     server.stop();
 }

@@ -80,10 +80,68 @@ impl From<io::Error> for Violation {
 
 // ANCHOR: frame_codec
 /// WebSocket frames: client frames in (masked, checked, unmasked), server frames out (unmasked).
+///
+/// A frame comes out whole, its payload split off the buffer without a copy, except a data frame
+/// of the opcode [`in_parts`](Self::in_parts) names: that one comes out as its payload arrives,
+/// each part a fragment of its own (the first with the frame's opcode, the others continuations,
+/// the last with the frame's FIN bit), as an intermediary may refragment a message (RFC 6455,
+/// 5.4). [`Echo`] asks it for text, to check the UTF-8 of a message as its bytes come, inside a
+/// frame too.
 #[derive(Debug)]
 pub(crate) struct FrameCodec {
     /// The most payload the next data frame may carry: what is left of the message limit.
     pub(crate) data_budget: u64,
+    /// The data frames that come out in parts, as they arrive (from the next frame on).
+    pub(crate) in_parts: Option<Data>,
+    /// The frame coming out in parts: its header read, the rest of its payload to come.
+    parts: Option<Parts>,
+}
+
+/// A data frame coming out in parts.
+#[derive(Debug)]
+struct Parts {
+    fin: bool,
+    /// The opcode of the next part: the frame's for the first, a continuation's after it.
+    opcode: OpCode,
+    /// The mask, turned so that it starts at the next payload byte.
+    mask: [u8; 4],
+    /// The payload bytes still to come.
+    left: usize,
+}
+
+impl FrameCodec {
+    /// Data frames of up to `data_budget` bytes, those of the opcode `in_parts` in parts.
+    pub(crate) fn new(data_budget: u64, in_parts: Option<Data>) -> Self {
+        FrameCodec {
+            data_budget,
+            in_parts,
+            parts: None,
+        }
+    }
+
+    /// The payload bytes of the frame coming out in parts that `src` holds, unmasked, as its
+    /// next part; `None` if there are none yet.
+    fn next_part(&mut self, src: &mut BytesMut) -> Option<Frame> {
+        let parts = self.parts.as_mut()?;
+        let len = parts.left.min(src.len());
+        if len == 0 {
+            return None;
+        }
+        let mut payload = src.split_to(len);
+        unmask(&mut payload, parts.mask);
+        parts.mask.rotate_left(len % 4);
+        parts.left -= len;
+        let part = Frame {
+            fin: parts.fin && parts.left == 0,
+            opcode: parts.opcode,
+            payload: payload.freeze(),
+        };
+        parts.opcode = OpCode::Data(Data::Continue);
+        if parts.left == 0 {
+            self.parts = None;
+        }
+        Some(part)
+    }
 }
 
 impl Decoder for FrameCodec {
@@ -91,6 +149,9 @@ impl Decoder for FrameCodec {
     type Error = Violation;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Violation> {
+        if self.parts.is_some() {
+            return Ok(self.next_part(src));
+        }
         let mut cursor = Cursor::new(&src[..]);
         // `Ok(None)` until the whole header is there; an error for a reserved opcode.
         let Some((header, len)) =
@@ -130,14 +191,22 @@ impl Decoder for FrameCodec {
         // Within the budget, which came from a `usize`.
         let len = len as usize;
         if src.len() < header_len + len {
+            if matches!(header.opcode, OpCode::Data(data) if self.in_parts == Some(data)) {
+                src.advance(header_len);
+                self.parts = Some(Parts {
+                    fin: header.is_final,
+                    opcode: header.opcode,
+                    mask,
+                    left: len,
+                });
+                return Ok(self.next_part(src));
+            }
             src.reserve(header_len + len - src.len());
             return Ok(None);
         }
         src.advance(header_len);
         let mut payload = src.split_to(len);
-        for (i, byte) in payload.iter_mut().enumerate() {
-            *byte ^= mask[i % 4];
-        }
+        unmask(&mut payload, mask);
         Ok(Some(Frame {
             fin: header.is_final,
             opcode: header.opcode,
@@ -168,13 +237,22 @@ impl Encoder<Frame> for FrameCodec {
         Ok(())
     }
 }
+
+/// Unmasks `payload` in place, its first byte with `mask[0]` (RFC 6455, 5.3).
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    for (byte, mask) in payload.iter_mut().zip(mask.iter().cycle()) {
+        *byte ^= mask;
+    }
+}
 // ANCHOR_END: frame_codec
 
 // ANCHOR: echo
 /// The WebSocket side of one connection, without its I/O: the bytes received go in, the frames
 /// to send back come out. It echoes text and binary messages (fragmented ones reassembled),
 /// answers pings, performs the closing handshake, and fails the connection with the close code
-/// RFC 6455 asks for.
+/// RFC 6455 asks for. A text message is checked as its bytes arrive, inside a frame too: the
+/// codec hands text frames over in parts ([`FrameCodec::in_parts`]), which are reassembled as
+/// fragments are.
 #[derive(Debug)]
 pub(crate) struct Echo {
     frames: Framing<FrameCodec>,
@@ -208,8 +286,9 @@ struct Partial {
 }
 
 impl Partial {
-    /// Appends a fragment; a text message is checked as far as its bytes go ([`check_utf8`]),
-    /// so it fails at the first fragment that makes it invalid, not at its last one.
+    /// Appends a fragment (or a part of a frame still arriving); a text message is checked as far
+    /// as its bytes go ([`check_utf8`]), so it fails at the first fragment that makes it invalid,
+    /// not at its last one.
     fn push(&mut self, fragment: &[u8], fin: bool) -> Result<(), Violation> {
         self.payload.extend_from_slice(fragment);
         if self.opcode == OpCode::Data(Data::Text) {
@@ -222,16 +301,14 @@ impl Partial {
 impl Echo {
     /// Accepts messages of up to `max_message` bytes, fragments together.
     pub(crate) fn new(max_message: usize) -> Self {
-        let frames = Framing::new(FrameCodec {
-            data_budget: max_message as u64,
-        })
-        // Enough for the longest frame the codec lets through, a control frame of 125 bytes
-        // included whatever the message limit; the codec is the real limit.
-        .max_buffered(
-            max_message
-                .max(MAX_CONTROL_PAYLOAD as usize)
-                .saturating_add(MAX_FRAME_HEADER),
-        );
+        let frames = Framing::new(FrameCodec::new(max_message as u64, Some(Data::Text)))
+            // Enough for the longest frame the codec lets through, a control frame of 125 bytes
+            // included whatever the message limit; the codec is the real limit.
+            .max_buffered(
+                max_message
+                    .max(MAX_CONTROL_PAYLOAD as usize)
+                    .saturating_add(MAX_FRAME_HEADER),
+            );
         Echo {
             frames,
             max_message,
@@ -357,15 +434,33 @@ impl Echo {
             .partial
             .as_ref()
             .map_or(0, |partial| partial.payload.len());
-        self.frames.codec_mut().data_budget = (self.max_message - assembled) as u64;
+        let text = self.text_frames();
+        let codec = self.frames.codec_mut();
+        codec.data_budget = (self.max_message - assembled) as u64;
+        codec.in_parts = text;
         Ok(())
+    }
+
+    /// The data frames that may carry text next: the codec hands them over in parts as they
+    /// arrive, so that text fails as soon as its bytes prove it invalid, before its frame ends
+    /// (Autobahn 6.4.3 and 6.4.4). That is a text frame when no message is being reassembled,
+    /// and a continuation when a text one is. Other data frames come whole: a binary frame, and
+    /// one refused whatever it carries (a text frame inside a message, a stray continuation),
+    /// whose 1002 comes once it is whole.
+    fn text_frames(&self) -> Option<Data> {
+        match &self.partial {
+            None => Some(Data::Text),
+            Some(partial) if partial.opcode == OpCode::Data(Data::Text) => Some(Data::Continue),
+            Some(_) => None,
+        }
     }
 }
 
 /// Checks the UTF-8 of a text message as its bytes arrive (RFC 6455, 8.1): `text[..*checked]`
-/// is known good, the rest is checked and `checked` moves on. A fragment may end in the middle
-/// of a character: until the message's `end` that is no error, so a message fails at the first
-/// byte no continuation can make valid, and at its end if a character is left unfinished.
+/// is known good, the rest is checked and `checked` moves on. A fragment (or a part of a frame)
+/// may end in the middle of a character: until the message's `end` that is no error, so a
+/// message fails at the first byte no continuation can make valid, and at its end if a
+/// character is left unfinished.
 ///
 /// std's own check says which is which (`error_len() == None`: the bytes end inside a character
 /// that more bytes may complete), so no incremental decoder is needed: each byte is checked once,
@@ -492,28 +587,31 @@ mod tests {
         }
     }
 
+    /// Text that is not UTF-8, and how many of its bytes prove it: after those, no continuation
+    /// can make it valid (`None`: only its end does).
+    const NOT_UTF8: [(&[u8], Option<usize>); 7] = [
+        // Autobahn 6.4.1 to 6.4.4: U+110000, past the last code point, proven at F4 90.
+        (
+            b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80edited",
+            Some(13),
+        ),
+        (b"ab\x80cd", Some(3)),
+        // A surrogate, U+D800.
+        (b"a\xed\xa0\x80b", Some(3)),
+        // An overlong '/'.
+        (b"\xc0\xaf", Some(1)),
+        (b"\xff", Some(1)),
+        (b"\xe2\x82a", Some(3)),
+        // Cut short: nothing proves it before the end.
+        (b"caf\xc3", None),
+    ];
+
     /// A text message that is not UTF-8 fails with 1007 at the first fragment that proves it,
     /// wherever the fragments are cut: as soon as its bytes so far can no longer become UTF-8
     /// (`proven` of them), and at its end when it stops in the middle of a character.
     #[test]
     fn text_not_utf8_fails_at_the_first_fragment_that_proves_it() {
-        let cases: [(&[u8], Option<usize>); 7] = [
-            // Autobahn 6.4.1 and 6.4.2: U+110000, past the last code point, proven at F4 90.
-            (
-                b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80edited",
-                Some(13),
-            ),
-            (b"ab\x80cd", Some(3)),
-            // A surrogate, U+D800.
-            (b"a\xed\xa0\x80b", Some(3)),
-            // An overlong '/'.
-            (b"\xc0\xaf", Some(1)),
-            (b"\xff", Some(1)),
-            (b"\xe2\x82a", Some(3)),
-            // Cut short: nothing proves it before the end.
-            (b"caf\xc3", None),
-        ];
-        for (text, proven) in cases {
+        for (text, proven) in NOT_UTF8 {
             for cut in 0..=text.len() {
                 let mut echo = Echo::new(1024);
                 let replies = echo.receive(&fragment(false, 0x1, &text[..cut]));
@@ -530,5 +628,102 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `wire` in three chops, cut at every pair of points, each time to a new `Echo`: nothing
+    /// comes back before its first `answered` bytes are in, then `answer`, with the chop that
+    /// brings them (the bytes after that chop are never sent).
+    fn chops_answered_once(wire: &[u8], answered: usize, answer: &[Frame]) {
+        for first in 0..=wire.len() {
+            for second in first..=wire.len() {
+                let mut echo = Echo::new(1024);
+                let mut start = 0;
+                for end in [first, second, wire.len()] {
+                    let replies = echo.receive(&wire[start..end]);
+                    start = end;
+                    if end >= answered {
+                        assert_eq!(replies, answer, "cut at {first} and {second}");
+                        break;
+                    }
+                    assert_eq!(replies, [], "cut at {first} and {second}, {end} in");
+                    assert!(!echo.is_closing(), "cut at {first} and {second}, {end} in");
+                }
+            }
+        }
+    }
+
+    /// A text message that is not UTF-8 fails with 1007 as soon as the bytes received prove it,
+    /// before the rest of their frame arrives (Autobahn 6.4.3 and 6.4.4: one frame in three
+    /// TCP writes, the second bringing the invalid bytes), wherever the frame is cut: not a chop
+    /// earlier, and without its end. So does a continuation of a text message, its characters
+    /// cut anywhere between the fragments; text cut short fails with its last byte.
+    #[test]
+    fn text_not_utf8_fails_inside_its_frame() {
+        const HEADER: usize = 6;
+        for (text, proven) in NOT_UTF8 {
+            let wire = masked(0x1, text);
+            let answered = proven.map_or(wire.len(), |proven| HEADER + proven);
+            chops_answered_once(&wire, answered, &[not_utf8()]);
+
+            for cut in 0..=text.len() {
+                let mut wire = fragment(false, 0x1, &text[..cut]);
+                wire.extend(masked(0x0, &text[cut..]));
+                // The continuation's header sits between the bytes before the cut and after it.
+                let answered = match proven {
+                    Some(proven) if proven <= cut => HEADER + proven,
+                    Some(proven) => 2 * HEADER + proven,
+                    None => wire.len(),
+                };
+                chops_answered_once(&wire, answered, &[not_utf8()]);
+            }
+        }
+    }
+
+    /// Text, its characters of up to four bytes cut anywhere inside its frame, is echoed whole
+    /// once the frame ends, and not before; in one frame, or in two fragments cut anywhere.
+    #[test]
+    fn text_cut_anywhere_inside_its_frame_is_echoed_whole() {
+        let text = TEXT.as_bytes();
+        let echoed = [Frame::new(OpCode::Data(Data::Text), TEXT)];
+        let wire = masked(0x1, text);
+        chops_answered_once(&wire, wire.len(), &echoed);
+        for cut in 0..=text.len() {
+            let mut wire = fragment(false, 0x1, &text[..cut]);
+            wire.extend(masked(0x0, &text[cut..]));
+            chops_answered_once(&wire, wire.len(), &echoed);
+        }
+    }
+
+    /// What has arrived of a frame of the opcode `in_parts` names comes out at once, unmasked,
+    /// in parts that add up to the frame: the first with its opcode, the others continuations,
+    /// the last with its FIN bit. A frame of another opcode waits until it is whole.
+    #[test]
+    fn a_frame_in_parts_comes_out_as_it_arrives() {
+        let text = masked(0x1, b"hello, world");
+        let binary = masked(0x2, b"bytes");
+        let mut codec = FrameCodec::new(1024, Some(Data::Text));
+        let mut src = BytesMut::new();
+        let mut decode = |bytes: &[u8]| {
+            src.extend_from_slice(bytes);
+            let mut out = Vec::new();
+            while let Some(frame) = codec.decode(&mut src).expect("valid frames") {
+                out.push((frame.fin, frame.opcode, frame.payload));
+            }
+            out
+        };
+        let text_opcode = OpCode::Data(Data::Text);
+        let more = OpCode::Data(Data::Continue);
+        assert_eq!(decode(&text[..5]), []);
+        assert_eq!(decode(&text[5..6]), [], "the header, no payload yet");
+        assert_eq!(decode(&text[6..9]), [(false, text_opcode, "hel".into())]);
+        assert_eq!(decode(&text[9..14]), [(false, more, "lo, w".into())]);
+        assert_eq!(
+            decode(&[&text[14..], &binary[..8]].concat()),
+            [(true, more, "orld".into())]
+        );
+        assert_eq!(
+            decode(&binary[8..]),
+            [(true, OpCode::Data(Data::Binary), "bytes".into())]
+        );
     }
 }

@@ -10,7 +10,8 @@
 //! closing handshake, and fails the connection with the close code RFC 6455 asks for: 1002 for
 //! a protocol error (an unmasked frame, a control frame over 125 bytes or fragmented, a stray
 //! continuation, a reserved opcode or bit), 1007 for a text message that is not UTF-8 (as soon
-//! as a fragment proves it, before the message ends), 1009 for a message over `--max-message`.
+//! as the bytes received prove it, before the message ends, before the frame that carries them
+//! ends), 1009 for a message over `--max-message`.
 //!
 //! ```text
 //! cargo run --example websocket_echo                  # http://127.0.0.1:8080/
@@ -34,7 +35,9 @@
 //!   "not enough bytes yet" without consuming any, so it fits a `Decoder` as is, and writes them
 //!   with `FrameHeader::format`. What the codec adds is what tungstenite does in its own read
 //!   loop, tied to its synchronous `Read + Write` stream: the payload limit checked before a
-//!   payload is buffered, the masking and control-frame rules, and unmasking;
+//!   payload is buffered, the masking and control-frame rules, and unmasking; and, which
+//!   tungstenite does not do, text frames handed over in parts as they arrive, so that invalid
+//!   UTF-8 fails the connection before the rest of its frame comes;
 //! - messages, fragments and the closing handshake ([`Echo`](frame::Echo)), since they are what
 //!   this example is about.
 //!

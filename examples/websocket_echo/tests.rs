@@ -523,6 +523,49 @@ async fn a_text_fragment_not_utf8_fails_before_the_message_ends() {
     }
 }
 
+/// A text message fails with 1007 as soon as the bytes received prove it, before the rest of
+/// their frame comes (here it never does), as Autobahn's cases 6.4.3 and 6.4.4 ask: the close
+/// frame goes out and the connection closes with the start of a frame alone, cut anywhere.
+#[actix::test]
+async fn a_text_frame_not_utf8_fails_before_the_frame_ends() {
+    let not_utf8 = server(CLOSE, &close_payload(1007, "text message not UTF-8"));
+    let kosme = "κόσμε".as_bytes();
+    // A frame of `len` bytes of which only `sent` come: its header, then those.
+    let cut_short = |fin, opcode, sent: &[u8], len| {
+        let mut payload = sent.to_vec();
+        payload.resize(len, b'x');
+        let mut frame = client_frame(fin, opcode, &payload);
+        frame.truncate(frame.len() - (len - sent.len()));
+        frame
+    };
+    let cases: [(&str, Vec<u8>); 3] = [
+        (
+            "past U+10FFFF, in one frame (Autobahn 6.4.4)",
+            cut_short(true, TEXT, &[kosme, b"\xf4\x90"].concat(), 21),
+        ),
+        (
+            "an invalid byte, in a fragment",
+            cut_short(false, TEXT, b"caf\xff", 100),
+        ),
+        (
+            "a character begun in the fragment before",
+            [
+                client_frame(false, TEXT, &[kosme, b"\xf4"].concat()),
+                cut_short(true, CONTINUATION, b"\x90", 10),
+            ]
+            .concat(),
+        ),
+    ];
+    for (name, input) in cases {
+        for chunking in Chunking::every(input.len()) {
+            let mock = websocket(1024).await;
+            mock.feed_chunked(input.clone(), &chunking).await;
+            assert_eq!(mock.written(), not_utf8, "{name}, {chunking:?}");
+            assert_eq!(mock.ending(), Some(Ending::Closed), "{name}, {chunking:?}");
+        }
+    }
+}
+
 /// The close frame a WebSocket going away sends: 1001, with a reason.
 fn going_away() -> Vec<u8> {
     server(CLOSE, &close_payload(1001, "shutting down"))

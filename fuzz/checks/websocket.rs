@@ -236,7 +236,13 @@ fn check_replies(replies: &[Frame], closing: bool, max_message: usize) {
 struct Sent {
     fin: bool,
     opcode: OpCode,
+    /// The payload sent.
     payload: Vec<u8>,
+    /// The payload bytes its header announces past those: the last frame, cut short by the end
+    /// of the input.
+    missing: usize,
+    /// Where its payload starts on the wire.
+    at: usize,
 }
 
 /// What the server answers, as the model says it: the opcode and payload of an echo or a pong,
@@ -263,9 +269,10 @@ impl From<&Frame> for Answer {
 /// (fragments reassembled), pings answered, a close echoed with its code; a connection failed
 /// with 1002 for a control frame fragmented or over 125 bytes, a continuation without a message,
 /// a new message inside a fragmented one, or a close frame of one byte or an invalid code; 1007
-/// for text or a close reason not UTF-8, at the first fragment of a text message whose bytes so
-/// far can no longer become UTF-8 (not only at its last); 1009 for a message over
-/// `max_message`. Which close codes are valid is tungstenite's `is_allowed`.
+/// for text or a close reason not UTF-8, as soon as the bytes of a text message so far can no
+/// longer become UTF-8 (not only at its last fragment, nor only at the end of a frame: in a frame
+/// cut short too); 1009 for a message over `max_message`, at the header that announces it. Which
+/// close codes are valid is tungstenite's `is_allowed`.
 fn model(sent: &[Sent], max_message: usize) -> Vec<Answer> {
     let mut out = Vec::new();
     let mut partial: Option<(OpCode, Vec<u8>)> = None;
@@ -284,14 +291,31 @@ fn model(sent: &[Sent], max_message: usize) -> Vec<Answer> {
             out
         };
         let assembled = partial.as_ref().map_or(0, |(_, payload)| payload.len());
+        let announced = frame.payload.len() + frame.missing;
         match frame.opcode {
-            OpCode::Control(_) if frame.payload.len() > 125 || !frame.fin => {
+            OpCode::Control(_) if announced > 125 || !frame.fin => {
                 return fail(out, 1002);
             }
-            OpCode::Data(_) if frame.payload.len() > max_message - assembled => {
+            OpCode::Data(_) if announced > max_message - assembled => {
                 return fail(out, 1009);
             }
             _ => {}
+        }
+        if frame.missing > 0 {
+            // The input ends inside this frame. It is answered only if it carries text whose
+            // bytes so far cannot become UTF-8 (a text frame that begins a message, or a
+            // continuation of a text message); anything else waits for the rest.
+            let text = match (frame.opcode, &partial) {
+                (OpCode::Data(Data::Text), None) => Some(frame.payload.clone()),
+                (OpCode::Data(Data::Continue), Some((OpCode::Data(Data::Text), so_far))) => {
+                    Some([so_far, &frame.payload[..]].concat())
+                }
+                _ => None,
+            };
+            if text.is_some_and(|text| !utf8(OpCode::Data(Data::Text), &text, false)) {
+                return fail(out, 1007);
+            }
+            return out;
         }
         match frame.opcode {
             OpCode::Data(Data::Continue) => {
@@ -347,7 +371,8 @@ fn model(sent: &[Sent], max_message: usize) -> Vec<Answer> {
 }
 
 /// `websocket_messages`: frames as a client writes them (masked, with tungstenite's encoder)
-/// from the fuzz input, cut anywhere: the server answers what [`model`] says.
+/// from the fuzz input, cut anywhere: the server answers what [`model`] says, and the codec alone
+/// decodes the frames encoded.
 pub(crate) fn websocket_messages(fuzz: &[u8]) {
     let mut input = Input::new(fuzz);
     let max_message = usize::from(input.byte()) * 4;
@@ -360,18 +385,25 @@ pub(crate) fn websocket_messages(fuzz: &[u8]) {
         OpCode::Control(Control::Ping),
         OpCode::Control(Control::Pong),
     ];
-    // Each frame: a byte for fin and opcode, a byte for the length, 4 bytes of mask, the payload.
+    // Each frame: a byte of flags, a byte for the length, 4 bytes of mask, the payload. The
+    // flags: 0x01 fin, bits 1 to 5 the opcode (modulo 6), 0x40 cut short by the end of the input
+    // (else shortened to fit), 0x80 mostly UTF-8.
     let mut sent = Vec::new();
     let mut wire = Vec::new();
     let mut rest = input.rest();
     while let [flags, len, rest_of @ ..] = rest {
-        let opcode = OPCODES[usize::from(flags >> 1) % OPCODES.len()];
+        let opcode = OPCODES[usize::from((flags >> 1) & 0x1f) % OPCODES.len()];
         let fin = flags & 1 != 0;
         let (mask, rest_of) = rest_of
             .split_first_chunk::<4>()
             .unwrap_or((&[1, 2, 3, 4], rest_of));
-        let len = usize::from(*len).min(rest_of.len());
-        let (payload, rest_of) = rest_of.split_at(len);
+        let len = usize::from(*len);
+        let (payload, rest_of) = rest_of.split_at(len.min(rest_of.len()));
+        let missing = if flags & 0x40 != 0 {
+            len - payload.len()
+        } else {
+            0
+        };
         let mut payload = payload.to_vec();
         if flags & 0x80 != 0 {
             // Mostly valid UTF-8, for messages that are echoed rather than refused.
@@ -383,13 +415,18 @@ pub(crate) fn websocket_messages(fuzz: &[u8]) {
             mask: Some(*mask),
             ..FrameHeader::default()
         };
-        TungsteniteFrame::from_payload(header, payload.clone().into())
+        let mut announced = payload.clone();
+        announced.resize(payload.len() + missing, 0);
+        TungsteniteFrame::from_payload(header, announced.into())
             .format(&mut wire)
             .expect("into memory");
+        wire.truncate(wire.len() - missing);
         sent.push(Sent {
             fin,
             opcode,
+            at: wire.len() - payload.len(),
             payload,
+            missing,
         });
         rest = rest_of;
     }
@@ -400,28 +437,60 @@ pub(crate) fn websocket_messages(fuzz: &[u8]) {
     assert_eq!(answers, model(&sent, max_message), "{sent:?}");
     check_replies(&replies, closing, max_message);
 
-    // A frame from tungstenite's encoder decodes to the frame encoded, cut anywhere.
-    let mut codec = frame::FrameCodec {
-        data_budget: u64::MAX,
-    };
-    let mut buffer = BytesMut::new();
-    let mut decoded = Vec::new();
-    for chunk in chunks.iter() {
-        buffer.extend_from_slice(chunk);
-        while let Some(frame) = codec.decode(&mut buffer).ok().flatten() {
-            decoded.push(frame);
-        }
-    }
-    let decoded: Vec<(bool, OpCode, &[u8])> = decoded
+    // The codec alone, the message rules aside: a frame from tungstenite's encoder decodes to
+    // the frame encoded, cut anywhere, up to the first control frame it refuses. A data frame of
+    // the opcode `in_parts` names comes out in parts, cut where the chunks end inside its
+    // payload; the others come out whole.
+    let ends: Vec<usize> = chunks
         .iter()
-        .map(|frame| (frame.fin, frame.opcode, &frame.payload[..]))
-        .collect();
-    let valid: Vec<(bool, OpCode, &[u8])> = sent
-        .iter()
-        .map(|frame| (frame.fin, frame.opcode, &frame.payload[..]))
-        .take_while(|(fin, opcode, payload)| {
-            !matches!(opcode, OpCode::Control(_)) || (*fin && payload.len() <= 125)
+        .scan(0, |end, chunk| {
+            *end += chunk.len();
+            Some(*end)
         })
         .collect();
-    assert_eq!(decoded, valid, "frames decoded against frames encoded");
+    for in_parts in [None, Some(Data::Text), Some(Data::Continue)] {
+        let mut codec = frame::FrameCodec::new(u64::MAX, in_parts);
+        let mut buffer = BytesMut::new();
+        let mut decoded = Vec::new();
+        for chunk in chunks.iter() {
+            buffer.extend_from_slice(chunk);
+            while let Some(frame) = codec.decode(&mut buffer).ok().flatten() {
+                decoded.push((frame.fin, frame.opcode, frame.payload.to_vec()));
+            }
+        }
+        let mut expected = Vec::new();
+        let valid = sent.iter().take_while(|frame| match frame.opcode {
+            OpCode::Control(_) => frame.fin && frame.payload.len() + frame.missing <= 125,
+            OpCode::Data(_) => true,
+        });
+        for frame in valid {
+            let len = frame.payload.len();
+            // Where its parts end: where chunks end inside the payload, then at the payload's end
+            // if it is all sent.
+            let mut part_ends: Vec<usize> = match frame.opcode {
+                OpCode::Data(data) if in_parts == Some(data) => ends
+                    .iter()
+                    .filter(|&&end| frame.at < end && end < frame.at + len + frame.missing)
+                    .map(|end| end - frame.at)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            part_ends.dedup();
+            if frame.missing == 0 {
+                part_ends.push(len);
+            }
+            let mut start = 0;
+            for (i, end) in part_ends.into_iter().enumerate() {
+                let opcode = if i == 0 {
+                    frame.opcode
+                } else {
+                    OpCode::Data(Data::Continue)
+                };
+                let fin = frame.fin && frame.missing == 0 && end == len;
+                expected.push((fin, opcode, frame.payload[start..end].to_vec()));
+                start = end;
+            }
+        }
+        assert_eq!(decoded, expected, "frames decoded, {in_parts:?} in parts");
+    }
 }
