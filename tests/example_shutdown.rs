@@ -59,10 +59,10 @@ const CASES: &[Case] = &[
     Case {
         example: "smtp_server",
         args: &[],
-        // 14-byte replies to 6-byte commands: 2.3 MiB of them, far more than the socket buffers
-        // of a client that never reads hold (more would only take a debug build seconds of CPU
-        // to answer).
-        request: b"NOOP\r\n",
+        // A six-line reply, 10 times its command: 1 MiB of commands (as many as a debug build
+        // answers in well under a second of CPU) makes some 10 MiB of replies, far more than
+        // the socket buffers of a client that never reads hold.
+        request: b"EHLO client.example\r\n",
         flood: MIB,
         answers: true,
     },
