@@ -120,7 +120,6 @@ mod extra;
 mod flow;
 mod framing;
 mod protocol;
-mod stats;
 mod subprocess;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
@@ -137,9 +136,7 @@ pub use datagram::{
     DatagramTransport, ErrorReceived, IntoDatagramProtocol, SendTo, SendToError,
     SetDatagramProtocol,
 };
-pub use error::{
-    FactoryPanicked, InvalidWriteBufferLimits, ProcessGone, WriteError, duplicate_error,
-};
+pub use error::{FactoryPanicked, ProcessGone, duplicate_error};
 pub use event::{
     Ack, ConnectionLost, ConnectionMade, DataReceived, DeliveryAcked, EofDecided, EofReceived,
     PauseWriting, ResumeWriting,
@@ -148,16 +145,12 @@ pub use extra::{
     AddressFamily, ExtraInfo, ExtraObject, PipeEnd, PipeFileType, PipeInfo, ProcessInfo,
     SocketAddress, SocketInfo, SocketKind, UnixAddress, keys,
 };
-pub use flow::{
-    DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_TLS_HIGH_WATER_MARK,
-    DEFAULT_TLS_LOW_WATER_MARK, FlowEdge, WriteBufferLimits, WriteFlow, WriteLedger, WriteReceipt,
-};
+pub use flow::{WriteLedger, WriteReceipt, WriteReply};
 pub use framing::{DEFAULT_MAX_BUFFERED, Decoded, Framing};
 pub use protocol::{
     Handled, IntoProtocol, LostHandled, Protocol, ProtocolBuilder, ProtocolEvent, ProtocolHandle,
     Unhandled,
 };
-pub use stats::TransportStats;
 pub use subprocess::{
     GetPid, GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, Kill, PipeClosed,
     PipeConnectionLost, PipeDataReceived, PipeOpened, ProcessExited, SendSignal, SubprocessCommand,
@@ -168,6 +161,12 @@ pub use tls::{
     TlsSettings,
 };
 pub use transport::{Transport, TransportCommand, TransportHandle, TransportRequest};
+// The vocabulary the I/O-free core defines, under the names protocol authors know.
+pub use switchboard_core::{
+    DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_TLS_HIGH_WATER_MARK,
+    DEFAULT_TLS_LOW_WATER_MARK, FlowEdge, InvalidWriteBufferLimits, TransportStats,
+    WriteBufferLimits, WriteError, WriteFlow,
+};
 
 /// The names a protocol author needs: `use switchboard_framework::prelude::*;`.
 pub mod prelude {

@@ -750,22 +750,21 @@ impl State {
     }
 
     fn stats(&self) -> TransportStats {
-        TransportStats {
-            bytes_received: self.bytes_received,
-            bytes_sent: self.bytes_sent,
-            deliveries: self.deliveries,
-            read_buffer_size: self
-                .inbound
-                .iter()
-                .map(|inbound| match inbound {
-                    Inbound::Data(data) => data.len(),
-                    _ => 0,
-                })
-                .sum(),
-            read_in_flight: self.read_in_flight,
-            write_buffer_size: self.write_buffer_size,
-            ..TransportStats::default()
-        }
+        let mut stats = TransportStats::default();
+        stats.bytes_received = self.bytes_received;
+        stats.bytes_sent = self.bytes_sent;
+        stats.deliveries = self.deliveries;
+        stats.read_buffer_size = self
+            .inbound
+            .iter()
+            .map(|inbound| match inbound {
+                Inbound::Data(data) => data.len(),
+                _ => 0,
+            })
+            .sum();
+        stats.read_in_flight = self.read_in_flight;
+        stats.write_buffer_size = self.write_buffer_size;
+        stats
     }
 
     fn record(&mut self, sent: Sent) {

@@ -1,0 +1,47 @@
+//! The I/O-free core of [switchboard]: every decision its transports make, as plain state
+//! machines in the manner of quinn-proto — inputs (bytes read, the peer's EOF, bytes written,
+//! I/O errors, the protocol's commands and acknowledgements, the time now), outputs (events for
+//! the protocol, bytes to write, what to do with the I/O object, the next deadline), and no
+//! sockets, no runtime and no clock of its own.
+//!
+//! * [`StreamCore`] decides for every stream transport: the lifecycle, the read gate (attach,
+//!   one delivery in flight, acknowledgements, pause, the read-buffer limit), the write queue
+//!   with its watermarks and the ledger of acknowledged writes, close, abort, drain and
+//!   half-close, protocol switches with their leftover, and the upgrade barrier of `StartTls`.
+//! * [`WriteFlow`], [`WriteBufferLimits`] and [`WriteLedger`] are the write-side pieces every
+//!   kind shares.
+//!
+//! The actors of `switchboard-transports` are thin drivers that move bytes between a core and
+//! the operating system; the mock transport of `switchboard-framework`'s `testing` module is the
+//! same core with scripted I/O. So a protocol tested on the mock meets exactly the transport it
+//! will meet in production, and the core is checked on its own under seeded random
+//! interleavings (`tests/interleavings.rs`).
+//!
+//! # How it stays I/O-free
+//!
+//! Its dependencies are `bytes`, `derive_more` and `tracing`: nothing that reaches a socket, a
+//! runtime or a timer, which `.ci/run` checks on the dependency tree. Its `clippy.toml` forbids
+//! the std calls that would (reading a clock, sleeping, spawning threads, opening sockets, files
+//! or processes). Time is always an argument.
+//!
+//! [switchboard]: https://docs.rs/switchboard
+#![forbid(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+mod flow;
+mod gate;
+mod ledger;
+mod queue;
+mod stats;
+pub mod stream;
+
+pub use error::{InvalidWriteBufferLimits, WriteError};
+pub use flow::{
+    DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_TLS_HIGH_WATER_MARK,
+    DEFAULT_TLS_LOW_WATER_MARK, FlowEdge, WriteBufferLimits, WriteFlow,
+};
+pub use ledger::{Ticket, Waiter, WriteLedger};
+pub use queue::WriteQueue;
+pub use stats::TransportStats;
+pub use stream::StreamCore;
