@@ -53,6 +53,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod datagram;
+mod driver;
 mod factory;
 pub mod pipe;
 mod runtime;

@@ -117,6 +117,8 @@ pub struct WriteFlow {
     size: usize,
     peak: usize,
     paused: bool,
+    /// The I/O object said it is full itself (see [`set_full`](Self::set_full)).
+    full: bool,
 }
 
 impl WriteFlow {
@@ -170,12 +172,19 @@ impl WriteFlow {
         self.paused
     }
 
+    /// Counts the buffer as over its high-water mark whatever its size, while `full`: for an
+    /// I/O object whose own buffer is full although this one holds little (the scripted peer of
+    /// the mock transport that stopped reading). Call [`check`](Self::check) afterwards.
+    pub fn set_full(&mut self, full: bool) {
+        self.full = full;
+    }
+
     /// The edge now due, if any, recorded as delivered.
     pub fn check(&mut self) -> Option<FlowEdge> {
-        if !self.paused && self.size > self.limits.high {
+        if !self.paused && (self.size > self.limits.high || self.full) {
             self.paused = true;
             Some(FlowEdge::Pause)
-        } else if self.paused && self.size <= self.limits.low {
+        } else if self.paused && self.size <= self.limits.low && !self.full {
             self.paused = false;
             Some(FlowEdge::Resume)
         } else {

@@ -1,4 +1,5 @@
-//! The read gate's bookkeeping: the deliveries whose acknowledgement is not back yet.
+//! The read gate's bookkeeping, shared by the stream and datagram cores: the deliveries whose
+//! acknowledgement is not back yet.
 
 /// The deliveries whose acknowledgement is not back yet, as `(seq, bytes)`.
 ///
@@ -16,6 +17,15 @@ pub(crate) enum Unacked {
 impl Unacked {
     pub(crate) fn is_empty(&self) -> bool {
         matches!(self, Unacked::None)
+    }
+
+    /// How many deliveries are out.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Unacked::None => 0,
+            Unacked::One(..) => 1,
+            Unacked::Many(all) => all.len(),
+        }
     }
 
     /// The bytes delivered and not acknowledged.

@@ -203,7 +203,10 @@ mod tests {
 
     impl Waiter for Named {
         fn resolve(self, result: Result<(), &io::Error>) {
-            self.1.0.borrow_mut().push((self.0, result.err().map(io::Error::kind)));
+            self.1
+                .0
+                .borrow_mut()
+                .push((self.0, result.err().map(io::Error::kind)));
         }
     }
 
@@ -235,9 +238,7 @@ mod tests {
         ledger.fail(io::ErrorKind::BrokenPipe.into());
         // A write registered after the failure fails too, with the first error; one already
         // written succeeds.
-        ledger
-            .accept(1)
-            .register(Named("third", outcomes.clone()));
+        ledger.accept(1).register(Named("third", outcomes.clone()));
         let early = Ticket {
             end: 10,
             ledger: ledger.clone(),

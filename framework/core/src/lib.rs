@@ -8,6 +8,8 @@
 //!   one delivery in flight, acknowledgements, pause, the read-buffer limit), the write queue
 //!   with its watermarks and the ledger of acknowledged writes, close, abort, drain and
 //!   half-close, protocol switches with their leftover, and the upgrade barrier of `StartTls`.
+//! * [`DatagramCore`] decides for every datagram endpoint: the same lifecycle, a read window of
+//!   N datagrams in flight, and a send queue whose datagrams each get their own outcome.
 //! * [`WriteFlow`], [`WriteBufferLimits`] and [`WriteLedger`] are the write-side pieces every
 //!   kind shares.
 //!
@@ -28,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod datagram;
 mod error;
 mod flow;
 mod gate;
@@ -36,6 +39,7 @@ mod queue;
 mod stats;
 pub mod stream;
 
+pub use datagram::DatagramCore;
 pub use error::{InvalidWriteBufferLimits, WriteError};
 pub use flow::{
     DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_TLS_HIGH_WATER_MARK,

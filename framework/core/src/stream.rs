@@ -42,6 +42,11 @@ use crate::{
     queue::WriteQueue,
 };
 
+/// The most bytes a transport holds read and not yet acknowledged by its protocol (the chunk in
+/// flight plus what arrived since) before it stops reading the socket: 256 KiB, asyncio's TLS
+/// read high-water mark. The peer then feels TCP back-pressure.
+pub const DEFAULT_READ_BUFFER_LIMIT: usize = 256 * 1024;
+
 /// Which ways a stream carries bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -91,7 +96,8 @@ pub struct StreamSettings {
     pub read_buffer_limit: usize,
     /// How long the write buffer may make no progress before the connection is aborted.
     pub write_stall_timeout: Option<Duration>,
-    /// How long `Close` drains inbound data after the write side is shut down.
+    /// How long `Close` drains inbound data after the write side is shut down (to the
+    /// millisecond, rounded up).
     pub close_drain_timeout: Duration,
 }
 
@@ -159,7 +165,9 @@ enum State {
 enum Inbound {
     Open,
     /// The peer's EOF was read; `delivered` once `EofReceived` went to the protocol.
-    Eof { delivered: bool },
+    Eof {
+        delivered: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,9 +255,11 @@ pub struct StreamCore<W> {
     /// Counts the transitions after which the driver has I/O to do again.
     transitions: u32,
 
+    /// In whole milliseconds, rounded up (a drain's precision), to keep the core 16 bytes
+    /// smaller than a `Duration` would.
+    close_drain_millis: u32,
     read_buffer_limit: usize,
     write_stall_timeout: Option<Duration>,
-    close_drain_timeout: Duration,
 
     read_buf: BytesMut,
     unacked: Unacked,
@@ -291,7 +301,12 @@ impl<W: Waiter> StreamCore<W> {
             transitions: 0,
             read_buffer_limit: settings.read_buffer_limit.max(1),
             write_stall_timeout: settings.write_stall_timeout,
-            close_drain_timeout: settings.close_drain_timeout,
+            close_drain_millis: settings
+                .close_drain_timeout
+                .as_nanos()
+                .div_ceil(1_000_000)
+                .try_into()
+                .unwrap_or(u32::MAX),
             read_buf: BytesMut::new(),
             unacked: Unacked::None,
             seq: 0,
@@ -345,6 +360,16 @@ impl<W: Waiter> StreamCore<W> {
     /// Whether the protocol was last told `PauseWriting`.
     pub fn is_writing_paused(&self) -> bool {
         self.flow.is_paused()
+    }
+
+    /// Whether a delivery (`ConnectionMade` or `DataReceived`) awaits its acknowledgement.
+    pub fn awaits_ack(&self) -> bool {
+        !self.unacked.is_empty()
+    }
+
+    /// Whether `WriteEof` was accepted: the write side is shut down, or will be once flushed.
+    pub fn is_eof_requested(&self) -> bool {
+        self.shutdown != Shutdown::NotRequested
     }
 
     /// The ledger of acknowledged writes.
@@ -550,7 +575,12 @@ impl<W: Waiter> StreamCore<W> {
     /// received and did not consume), are fed to the new layer or discarded as `leftover_policy`
     /// says. `part` is the driver's, given back by [`upgrade_part`](Self::upgrade_part) and
     /// [`handle_upgraded`](Self::handle_upgraded).
-    pub fn start_upgrade(&mut self, part: Box<dyn Any>, leftover_policy: Leftover, leftover: Bytes) {
+    pub fn start_upgrade(
+        &mut self,
+        part: Box<dyn Any>,
+        leftover_policy: Leftover,
+        leftover: Bytes,
+    ) {
         debug_assert!(self.check_upgrade().is_ok(), "an upgrade the core refuses");
         // Everything read and not delivered arrived after the protocol decided to upgrade.
         let mut pending = vec![leftover];
@@ -667,8 +697,7 @@ impl<W: Waiter> StreamCore<W> {
             // Closing after the peer's EOF: the peer may be gone already, and everything we had
             // to say is written.
             Err(err)
-                if self.state == State::Closing
-                    && matches!(self.inbound, Inbound::Eof { .. }) =>
+                if self.state == State::Closing && matches!(self.inbound, Inbound::Eof { .. }) =>
             {
                 tracing::debug!(%err, "shutdown after the peer's EOF failed");
                 self.shutdown = Shutdown::Done;
@@ -758,11 +787,29 @@ impl<W: Waiter> StreamCore<W> {
     /// Nobody reads a write-only stream any more: it ends with `ConnectionLost(None)`, as
     /// asyncio's write pipes do.
     pub fn handle_reader_closed(&mut self) {
+        if self.state != State::Stopped {
+            tracing::debug!("the read end of the pipe closed");
+        }
+        self.handle_closed();
+    }
+
+    /// The I/O object ended without an error (a scripted connection the test ends): the
+    /// connection ends with `ConnectionLost(None)`, what was not delivered undelivered.
+    pub fn handle_closed(&mut self) {
         if self.state == State::Stopped {
             return;
         }
-        tracing::debug!("the read end of the pipe closed");
         self.finish(Some(Release { abort: false }), None);
+    }
+
+    /// The I/O object's own buffer is full although the core's may hold little (`true`), or it
+    /// has room again (`false`): the protocol is told `PauseWriting` and `ResumeWriting` as if
+    /// the write buffer had crossed its marks. The mock's scripted peer that stops reading says
+    /// so; a socket's driver has no need to, as its kernel buffer filling leaves the bytes in
+    /// the core's.
+    pub fn handle_io_full(&mut self, full: bool) {
+        self.flow.set_full(full);
+        self.check_flow();
     }
 
     /// An I/O error: the connection ends with it (every pending write fails with it).
@@ -812,7 +859,7 @@ impl<W: Waiter> StreamCore<W> {
             }
         };
         let drain = if self.is_draining() {
-            let timeout = self.close_drain_timeout;
+            let timeout = Duration::from_millis(self.close_drain_millis.into());
             let rare = self.rare();
             Some(*rare.drain_deadline.get_or_insert(now + timeout))
         } else {
@@ -1003,8 +1050,7 @@ impl<W: Waiter> StreamCore<W> {
         {
             return;
         }
-        if matches!(self.inbound, Inbound::Eof { .. }) || self.kind.direction != Direction::Duplex
-        {
+        if matches!(self.inbound, Inbound::Eof { .. }) || self.kind.direction != Direction::Duplex {
             self.finish(Some(Release { abort: false }), None);
         } else {
             self.rare().draining = true;

@@ -60,10 +60,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use transport::{StreamTransport, live_transports};
 
-/// The most bytes a transport holds read and not yet acknowledged by its protocol (the chunk in
-/// flight plus what arrived since) before it stops reading the socket: 256 KiB, asyncio's TLS
-/// read high-water mark. The peer then feels TCP back-pressure.
-pub const DEFAULT_READ_BUFFER_LIMIT: usize = 256 * 1024;
+pub use switchboard_core::stream::DEFAULT_READ_BUFFER_LIMIT;
 
 /// How long a write may make no progress before the connection is aborted with a
 /// [`WriteError::Stalled`](switchboard_framework::WriteError::Stalled) error: 30 s.
@@ -77,20 +74,7 @@ pub const DEFAULT_CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// actors, so a flood cannot starve `Abort` or timers: 256 KiB.
 pub const MAX_READ_PER_WAKEUP: usize = 256 * 1024;
 
-/// Which ways a stream carries bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Direction {
-    /// Both ways: a socket.
-    Duplex,
-    /// In only: the read end of a pipe. Writes are refused with
-    /// [`WriteError::ReadOnly`](switchboard_framework::WriteError::ReadOnly), and `Close` ends at
-    /// once, with nothing to flush or drain.
-    ReadOnly,
-    /// Out only: the write end of a pipe. Nothing is read; `WriteEof` flushes and then closes,
-    /// as closing a pipe is its EOF.
-    WriteOnly,
-}
+pub use switchboard_core::stream::Direction;
 
 /// An I/O object a stream transport can own.
 ///
