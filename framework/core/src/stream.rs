@@ -727,9 +727,9 @@ impl<W: Waiter> StreamCore<W> {
 
     /// The handshake ended. On success the writes held back go out through the new layer, the
     /// kind is now `kind`, and unless limits were chosen the write-buffer limits become
-    /// `default_limits` (a TLS transport's own, as asyncio's `start_tls` makes a new transport).
-    /// On failure the connection ends with `err`. Returns the driver's part, to answer its
-    /// caller.
+    /// `default_limits` (a TLS transport's own, as asyncio's `start_tls` makes a new transport);
+    /// a close that waited for the upgrade goes on. On failure the connection ends with `err`.
+    /// Returns the driver's part, to answer its caller.
     pub fn handle_upgraded(
         &mut self,
         result: Result<(StreamKind, WriteBufferLimits), io::Error>,
@@ -745,6 +745,7 @@ impl<W: Waiter> StreamCore<W> {
                 if !self.limits_chosen {
                     self.flow.set_limits(default_limits);
                 }
+                self.advance_close();
             }
             Err(err) => self.handle_error(err),
         }
@@ -1041,12 +1042,14 @@ impl<W: Waiter> StreamCore<W> {
 
     /// Closing: once the write side is flushed and shut down, drain inbound data until the
     /// peer's EOF or the drain timeout. A pipe has no peer to answer unread data with a reset:
-    /// nothing to drain.
+    /// nothing to drain. An upgrade under way holds writes back for after its handshake, out of
+    /// the queue: the close waits for its end, even when no shutdown is left to do.
     fn advance_close(&mut self) {
         if self.state != State::Closing
             || !self.queue.is_empty()
             || self.shutdown != Shutdown::Done
             || self.is_draining()
+            || self.is_upgrading()
         {
             return;
         }
