@@ -1,4 +1,5 @@
-//! [`MaybeTls`]: the I/O layer that lets one stream transport speak plaintext, then TLS.
+//! [`MaybeTls`]: the I/O layer that lets one stream transport speak plaintext, then TLS; and
+//! the handshake it runs, bounded by [`DEFAULT_HANDSHAKE_TIMEOUT`].
 
 use std::{
     fmt,
@@ -30,10 +31,27 @@ use crate::stream::StreamIo;
 /// What `TlsConnector::start_tls` and `TlsAcceptor::start_tls` put in a `StartTls`, and what
 /// a TLS `connect` or accept starts a handshake with.
 #[derive(Debug)]
-pub(crate) struct Setup {
-    pub(crate) ssl: Ssl,
-    pub(crate) server: bool,
-    pub(crate) timeout: Duration,
+pub(super) struct Setup {
+    pub(super) ssl: Ssl,
+    pub(super) server: bool,
+    pub(super) timeout: Duration,
+}
+
+/// How long a handshake may take before the connection is dropped: 10 s.
+///
+/// Between actix-tls's 3 s, which a slow mobile link can miss, and asyncio's 60 s, which lets a
+/// client that never speaks hold a place for a minute.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `timeout`, if a handshake can succeed within it.
+pub(super) fn valid_handshake_timeout(timeout: Duration) -> io::Result<Duration> {
+    if timeout.is_zero() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a TLS handshake timeout of zero would fail every handshake",
+        ));
+    }
+    Ok(timeout)
 }
 
 /// A stream that speaks plaintext until told to start TLS, then TLS, in place: the I/O object of
@@ -73,7 +91,7 @@ impl<S: StreamIo> MaybeTls<S> {
     }
 
     /// A stream whose handshake starts now, with `prefix` read before the socket.
-    pub(crate) fn handshaking(setup: Setup, stream: S, prefix: Bytes) -> Result<Self, TlsError> {
+    pub(super) fn handshaking(setup: Setup, stream: S, prefix: Bytes) -> Result<Self, TlsError> {
         let stream = SslStream::new(setup.ssl, Prefixed { prefix, stream }).map_err(|err| {
             TlsError::new(
                 TlsErrorKind::Handshake,
@@ -92,10 +110,7 @@ impl<S: StreamIo> MaybeTls<S> {
     }
 
     /// Drives the handshake to its end: `Ok` at once when there is none.
-    pub(crate) fn poll_handshake_step(
-        &mut self,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Result<(), TlsError>> {
+    fn poll_handshake_step(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TlsError>> {
         let State::Handshaking(handshake) = &mut self.state else {
             return Poll::Ready(Ok(()));
         };
@@ -325,7 +340,7 @@ fn session(ssl: &SslRef) -> Option<TlsSession> {
 }
 
 /// Describes an X.509 certificate.
-pub(crate) fn certificate(cert: &X509Ref) -> Certificate {
+pub(super) fn certificate(cert: &X509Ref) -> Certificate {
     let serial = cert
         .serial_number()
         .to_bn()
@@ -483,7 +498,7 @@ impl<S> fmt::Debug for MaybeTls<S> {
 
 /// A stream that yields `prefix` before reading its own bytes: how `StartTls` feeds plaintext
 /// already read to TLS. Hand-written, as tokio's `chain` is read-only and TLS also writes.
-pub(crate) struct Prefixed<S> {
+struct Prefixed<S> {
     prefix: Bytes,
     stream: S,
 }
@@ -524,7 +539,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 }
 
 /// Runs a handshake begun with [`MaybeTls::handshaking`] to its end.
-pub(crate) async fn handshake<S: StreamIo>(mut io: MaybeTls<S>) -> Result<MaybeTls<S>, TlsError> {
+pub(super) async fn handshake<S: StreamIo>(mut io: MaybeTls<S>) -> Result<MaybeTls<S>, TlsError> {
     std::future::poll_fn(|cx| io.poll_handshake_step(cx)).await?;
     Ok(io)
 }
