@@ -254,15 +254,22 @@ impl<A, W: Waiter> DatagramCore<A, W> {
 
     /// Accepts a datagram for `addr`, or refuses it.
     pub fn send(&mut self, data: Bytes, addr: A) -> Result<Outbound<A, W>, WriteError> {
-        match self.state {
-            State::Open => {}
-            State::Closing => return Err(WriteError::Closing),
-            State::Stopped => return Err(WriteError::Stopped),
+        if let Some(err) = self.send_refusal() {
+            return Err(err);
         }
         if self.queue.is_empty() {
             return Ok(Outbound::Direct(data, addr));
         }
         Ok(Outbound::Queued(self.enqueue(data, addr)))
+    }
+
+    /// Why a datagram would be refused now, if it would.
+    pub fn send_refusal(&self) -> Option<WriteError> {
+        match self.state {
+            State::Open => None,
+            State::Closing => Some(WriteError::Closing),
+            State::Stopped => Some(WriteError::Stopped),
+        }
     }
 
     /// Queues a datagram the socket could not take at once (or that [`send`](Self::send) queued
