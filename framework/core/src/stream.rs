@@ -92,7 +92,8 @@ pub struct StreamSettings {
     /// Whether those limits were chosen rather than the kind's defaults (an upgrade then keeps
     /// them).
     pub limits_chosen: bool,
-    /// The most bytes read and not yet acknowledged before reading stops (at least 1).
+    /// The most bytes read and not yet acknowledged before reading stops (at least 1, at most
+    /// 4 GiB).
     pub read_buffer_limit: usize,
     /// How long the write buffer may make no progress before the connection is aborted.
     pub write_stall_timeout: Option<Duration>,
@@ -140,6 +141,8 @@ pub enum UpgradeRefusal {
     Closing,
     /// An upgrade is already under way.
     UnderWay,
+    /// `WriteEof` shut the write side down (or will): a handshake could not write.
+    AfterEof,
 }
 
 /// What to do with bytes read and not delivered when an upgrade begins.
@@ -252,13 +255,16 @@ pub struct StreamCore<W> {
     /// A flow edge decided and not yet polled.
     edge: Option<FlowEdge>,
     release: Option<Release>,
-    /// Counts the transitions after which the driver has I/O to do again.
-    transitions: u32,
+    /// Counts the transitions after which the driver has I/O to do again (wrapping: a driver
+    /// only compares it before and after one round).
+    transitions: u16,
 
     /// In whole milliseconds, rounded up (a drain's precision), to keep the core 16 bytes
     /// smaller than a `Duration` would.
     close_drain_millis: u32,
-    read_buffer_limit: usize,
+    /// A `u32` (4 GiB is more than any connection should hold) beside the other small fields,
+    /// where a `usize` would take 8 bytes of its own in every connection.
+    read_buffer_limit: u32,
     write_stall_timeout: Option<Duration>,
 
     read_buf: BytesMut,
@@ -299,7 +305,11 @@ impl<W: Waiter> StreamCore<W> {
             edge: None,
             release: None,
             transitions: 0,
-            read_buffer_limit: settings.read_buffer_limit.max(1),
+            read_buffer_limit: settings
+                .read_buffer_limit
+                .clamp(1, u32::MAX as usize)
+                .try_into()
+                .unwrap_or(u32::MAX),
             write_stall_timeout: settings.write_stall_timeout,
             close_drain_millis: settings
                 .close_drain_timeout
@@ -394,7 +404,7 @@ impl<W: Waiter> StreamCore<W> {
     /// A count that changes at every transition after which the driver may have I/O to do that
     /// it did not have before (closing began, the write side may shut down, an upgrade ended):
     /// a driver polls its I/O again while it changes.
-    pub fn transitions(&self) -> u32 {
+    pub fn transitions(&self) -> u16 {
         self.transitions
     }
 
@@ -407,7 +417,7 @@ impl<W: Waiter> StreamCore<W> {
             read_buffer_size: self.buffered(),
             read_in_flight: self.unacked.bytes(),
             read_buffer_peak: self.read_buffer_peak,
-            read_buffer_limit: self.read_buffer_limit,
+            read_buffer_limit: self.read_buffer_limit as usize,
             write_buffer_size: self.flow.size(),
             write_buffer_peak: self.flow.peak(),
         }
@@ -469,7 +479,7 @@ impl<W: Waiter> StreamCore<W> {
             return waiter.resolve(Ok(()));
         }
         self.shutdown = Shutdown::Requested;
-        self.transitions += 1;
+        self.transitions = self.transitions.wrapping_add(1);
         self.rare().eof_waiters.push(waiter);
         if self.kind.direction == Direction::WriteOnly {
             // Closing a pipe is its EOF: flush, then close (asyncio's write pipes do the same).
@@ -563,6 +573,8 @@ impl<W: Waiter> StreamCore<W> {
             Err(UpgradeRefusal::Closing)
         } else if self.is_upgrading() {
             Err(UpgradeRefusal::UnderWay)
+        } else if self.shutdown != Shutdown::NotRequested {
+            Err(UpgradeRefusal::AfterEof)
         } else {
             Ok(())
         }
@@ -607,7 +619,7 @@ impl<W: Waiter> StreamCore<W> {
             held: Vec::new(),
             part,
         });
-        self.transitions += 1;
+        self.transitions = self.transitions.wrapping_add(1);
     }
 
     // ---- inputs from the I/O object ----
@@ -618,7 +630,7 @@ impl<W: Waiter> StreamCore<W> {
         if !self.is_reading() || !self.attached || self.is_upgrading() {
             return 0;
         }
-        self.read_buffer_limit.saturating_sub(self.unconsumed())
+        (self.read_buffer_limit as usize).saturating_sub(self.unconsumed())
     }
 
     /// Bytes read and waiting in the read buffer (not counting leftover handed over by a
@@ -646,7 +658,7 @@ impl<W: Waiter> StreamCore<W> {
             return;
         }
         self.inbound = Inbound::Eof { delivered: false };
-        self.transitions += 1;
+        self.transitions = self.transitions.wrapping_add(1);
         if let Some(err) = unclean {
             tracing::debug!(%err, "the peer's stream ended uncleanly");
             self.rare().lost = Some(err);
@@ -691,7 +703,7 @@ impl<W: Waiter> StreamCore<W> {
         match result {
             Ok(()) => {
                 self.shutdown = Shutdown::Done;
-                self.transitions += 1;
+                self.transitions = self.transitions.wrapping_add(1);
                 self.resolve_eof_waiters(Ok(()));
             }
             // Closing after the peer's EOF: the peer may be gone already, and everything we had
@@ -701,7 +713,7 @@ impl<W: Waiter> StreamCore<W> {
             {
                 tracing::debug!(%err, "shutdown after the peer's EOF failed");
                 self.shutdown = Shutdown::Done;
-                self.transitions += 1;
+                self.transitions = self.transitions.wrapping_add(1);
             }
             Err(err) => return self.handle_error(err),
         }
@@ -735,7 +747,7 @@ impl<W: Waiter> StreamCore<W> {
         result: Result<(StreamKind, WriteBufferLimits), io::Error>,
     ) -> Option<Box<dyn Any>> {
         let upgrade = self.rare.as_mut()?.upgrade.take()?;
-        self.transitions += 1;
+        self.transitions = self.transitions.wrapping_add(1);
         match result {
             Ok((kind, default_limits)) => {
                 self.kind = kind;
@@ -1020,7 +1032,7 @@ impl<W: Waiter> StreamCore<W> {
             return;
         }
         self.state = State::Closing;
-        self.transitions += 1;
+        self.transitions = self.transitions.wrapping_add(1);
         // Closing stops reading: what was read and not delivered will not be.
         self.read_buf = BytesMut::new();
         if let Some(rare) = &mut self.rare {
@@ -1057,13 +1069,13 @@ impl<W: Waiter> StreamCore<W> {
             self.finish(Some(Release { abort: false }), None);
         } else {
             self.rare().draining = true;
-            self.transitions += 1;
+            self.transitions = self.transitions.wrapping_add(1);
         }
     }
 
     fn finish(&mut self, release: Option<Release>, lost: Option<io::Error>) {
         self.state = State::Stopped;
-        self.transitions += 1;
+        self.transitions = self.transitions.wrapping_add(1);
         self.release = release;
         self.edge = None;
         if let Some(rare) = &mut self.rare {

@@ -284,9 +284,12 @@ impl MockBuilder {
 /// answers: writes after `Close` are refused, `SetProtocol` re-addresses the deliveries (the
 /// leftover first), `Close` and `Abort` end the connection with `ConnectionLost(None)`.
 ///
-/// Unlike a socket it never merges nor splits what the test feeds: each chunk is one
-/// `DataReceived`, which is what makes a parser testable at every split point
-/// ([`feed_chunked`](Self::feed_chunked), [`Chunking::every`]).
+/// It is the transport a protocol meets in production: the same I/O-free `StreamCore` that runs
+/// every TCP, Unix, TLS and pipe transport makes every decision, with the test's script in
+/// place of the socket. Unlike a socket the script never merges what the test feeds: each chunk
+/// is one `DataReceived` (one over the read-buffer limit, 256 KiB, arrives in pieces), which is
+/// what makes a parser testable at every split point ([`feed_chunked`](Self::feed_chunked),
+/// [`Chunking::every`]).
 ///
 /// ```
 /// use actix::prelude::*;
@@ -486,7 +489,9 @@ impl MockTransport {
 
     // ---- what the protocol sent ----
 
-    /// Every byte the protocol wrote and the transport accepted, concatenated, from the start.
+    /// Every byte that went out to the peer, in order, from the start: what the protocol wrote,
+    /// but for what waits in the write buffer while the peer is stalled
+    /// ([`pause_writing`](Self::pause_writing)).
     pub fn written(&self) -> Bytes {
         self.lock().wire.clone().freeze()
     }
@@ -497,7 +502,7 @@ impl MockTransport {
     }
 
     /// Every accepted write, one entry per `Write` (a `WriteVectored` is one entry, its buffers
-    /// joined).
+    /// joined), whether it went out yet or not.
     pub fn writes(&self) -> Vec<Bytes> {
         self.lock().writes.clone()
     }
@@ -1325,6 +1330,7 @@ impl Handler<StartTls> for MockActor {
                 match refusal {
                     UpgradeRefusal::Closing => "the transport is closing",
                     UpgradeRefusal::UnderWay => "a StartTls is already under way",
+                    UpgradeRefusal::AfterEof => "the write side is shut down",
                 },
             );
             return Box::pin(async move { Err(err) });

@@ -735,6 +735,10 @@ impl<IO: StreamIo> Handler<StartTls> for StreamTransport<IO> {
                 TlsErrorKind::InvalidState,
                 "a StartTls is already under way",
             )),
+            Err(UpgradeRefusal::AfterEof) => Some(TlsError::new(
+                TlsErrorKind::InvalidState,
+                "the write side is shut down",
+            )),
             Ok(()) => self.io.as_ref().and_then(|io| io.check_start_tls().err()),
         };
         if let Some(err) = refusal {

@@ -1416,7 +1416,7 @@ impl Run {
             self.upgrade
         );
         ensure!(
-            core.check_upgrade().is_ok() == (!closing && !upgrading),
+            core.check_upgrade().is_ok() == (!closing && !upgrading && !self.eof_requested),
             UPGRADE,
             "check_upgrade() is {:?}",
             core.check_upgrade()
