@@ -270,8 +270,7 @@ fn main() -> io::Result<()> {
                 let connections = case.connections(&args);
                 eprint!("run {run}/{}: {} on {server} ... ", args.runs, case.key);
                 let baseline = *server == SERVERS[0];
-                let (report, usage) =
-                    measure(&binaries, binary, baseline, &pinning, &args, case)?;
+                let (report, usage) = measure(&binaries, binary, baseline, &pinning, &args, case)?;
                 let figure = case.figure.of(&report, &usage, connections);
                 eprintln!("{figure:.2} ({:.0} op/s)", report.operations_per_second);
                 samples.figures.push(figure);
