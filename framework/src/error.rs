@@ -4,8 +4,6 @@ use std::io;
 
 use derive_more::{Display, Error};
 
-use crate::WriteError;
-
 /// A signal for a process that has already exited: its exit status was collected (or its
 /// transport has stopped), so its pid may belong to another process by now and no signal is
 /// sent. asyncio raises `ProcessLookupError` in the same case.
@@ -76,22 +74,17 @@ impl From<FactoryPanicked> for io::Error {
 }
 
 /// Copies an `io::Error` for a second recipient (`io::Error` is not `Clone`): same kind, same
-/// message, the same [`WriteError`] or [`TlsError`](crate::TlsError) source when there is one,
+/// message, the same [`WriteError`](crate::WriteError) or [`TlsError`](crate::TlsError) source when there is one,
 /// and the same OS error code for an error from a system call.
 pub fn duplicate_error(err: &io::Error) -> io::Error {
-    if let Some(write_err) = WriteError::of(err) {
-        return write_err.into();
-    }
     if let Some(tls_err) = crate::TlsError::of(err) {
         return tls_err.clone().into();
     }
     if let Some(panicked) = FactoryPanicked::of(err) {
         return panicked.clone().into();
     }
-    if let Some(code) = err.raw_os_error() {
-        return io::Error::from_raw_os_error(code);
-    }
-    io::Error::new(err.kind(), err.to_string())
+    // The core's copy keeps a `WriteError` source and an OS error code.
+    switchboard_core::copy_error(err)
 }
 
 #[cfg(test)]
@@ -99,6 +92,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::WriteError;
 
     #[test]
     fn write_errors_map_to_precise_kinds_and_round_trip() {

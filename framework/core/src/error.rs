@@ -81,7 +81,7 @@ impl From<WriteError> for io::Error {
 
 /// Copies an `io::Error` (which is not `Clone`): same kind and message, the same [`WriteError`]
 /// source when there is one, and the same OS error code for an error from a system call.
-pub(crate) fn copy_error(err: &io::Error) -> io::Error {
+pub fn copy_error(err: &io::Error) -> io::Error {
     if let Some(write_err) = WriteError::of(err) {
         return write_err.into();
     }

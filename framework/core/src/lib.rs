@@ -40,7 +40,7 @@ mod stats;
 pub mod stream;
 
 pub use datagram::DatagramCore;
-pub use error::{InvalidWriteBufferLimits, WriteError};
+pub use error::{InvalidWriteBufferLimits, WriteError, copy_error};
 pub use flow::{
     DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_TLS_HIGH_WATER_MARK,
     DEFAULT_TLS_LOW_WATER_MARK, FlowEdge, WriteBufferLimits, WriteFlow,
