@@ -223,6 +223,12 @@ pub struct DatagramTransportActor<S: DatagramSocket> {
     timer: Option<Pin<Box<Sleep>>>,
 }
 
+/// The number of datagram endpoints alive in this process (started and not yet stopped), for
+/// leak checks and monitoring.
+pub fn live_endpoints() -> usize {
+    crate::driver::DATAGRAMS.count()
+}
+
 /// Starts a datagram transport over `socket` on the current arbiter and attaches the protocol
 /// that `protocol` makes (call `.start()` inside it, so the protocol lives on the same arbiter).
 ///
@@ -518,6 +524,7 @@ impl<S: DatagramSocket> Actor for DatagramTransportActor<S> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        crate::driver::DATAGRAMS.started();
         self.deliver_events();
         crate::driver::spawn(ctx);
         // An idle endpoint has nothing to wake its driver when its protocol stops.
@@ -530,6 +537,7 @@ impl<S: DatagramSocket> Actor for DatagramTransportActor<S> {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        crate::driver::DATAGRAMS.stopped();
         self.socket = None;
         self.error_watch = None;
         self.timer = None;

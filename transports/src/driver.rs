@@ -1,8 +1,10 @@
-//! What every transport actor shares as a driver of its core: the mailbox set-up, and the one
-//! future that polls its I/O object after each batch of messages.
+//! What every transport actor shares as a driver of its core: the mailbox set-up, the one
+//! future that polls its I/O object after each batch of messages, and the count of live
+//! transports of each family.
 
 use std::{
     pin::Pin,
+    sync::atomic::{AtomicUsize, Ordering},
     task::{Context as TaskContext, Poll},
 };
 
@@ -44,5 +46,35 @@ impl<A: Driven> ActorFuture<A> for Driver {
         cx: &mut TaskContext<'_>,
     ) -> Poll<()> {
         act.poll_driver(ctx, cx)
+    }
+}
+
+/// How many actors of one family are alive in this process (started and not yet stopped), for
+/// leak checks and monitoring.
+pub(crate) struct Live(AtomicUsize);
+
+/// Stream transports (TCP, Unix sockets, TLS, pipes).
+pub(crate) static STREAMS: Live = Live::new();
+
+/// Datagram endpoints (UDP, Unix datagrams).
+pub(crate) static DATAGRAMS: Live = Live::new();
+
+impl Live {
+    const fn new() -> Self {
+        Live(AtomicUsize::new(0))
+    }
+
+    /// Call from the actor's `started`.
+    pub(crate) fn started(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Call from the actor's `stopped`.
+    pub(crate) fn stopped(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
     }
 }

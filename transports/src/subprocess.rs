@@ -394,11 +394,7 @@ impl SubprocessTransportActor {
         config: StreamConfig,
         protocol: P,
     ) -> (SubprocessHandle, P::Output) {
-        let mut ctx = Context::new();
-        // Unbounded from the first message on: an actix mailbox holds 16 messages until its actor
-        // starts and past that a `send` waits to be polled, so `send` and `do_send` from one sender
-        // would lose their order. Memory is bounded by flow control, not by the mailbox.
-        ctx.set_mailbox_capacity(0);
+        let ctx = crate::driver::unbounded_context();
         let addr = ctx.address();
         let (output, protocol) = protocol.into_subprocess_protocol();
         let me = SubprocessHandle::new(addr.clone(), pid);

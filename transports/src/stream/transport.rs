@@ -6,7 +6,6 @@ use std::{
     future::Future,
     io::{self, IoSlice},
     pin::Pin,
-    sync::atomic::{AtomicUsize, Ordering},
     task::{Context as TaskContext, Poll, ready},
 };
 
@@ -126,13 +125,10 @@ const MAX_IOVECS: usize = 64;
 /// has handled `ConnectionLost` (servers count their connections with it).
 pub(crate) type StopHook = Box<dyn FnOnce(LostHandled)>;
 
-/// Stream-transport actors started and not yet stopped, in this process.
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
 /// The number of stream-transport actors alive in this process (started and not yet stopped),
 /// for leak checks and monitoring.
 pub fn live_transports() -> usize {
-    LIVE.load(Ordering::Relaxed)
+    crate::driver::STREAMS.count()
 }
 
 /// The stream-transport actor: the glue between a [`StreamCore`], which makes every decision,
@@ -522,13 +518,13 @@ impl<IO: StreamIo> Actor for StreamTransport<IO> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        LIVE.fetch_add(1, Ordering::Relaxed);
+        crate::driver::STREAMS.started();
         self.deliver_events();
         crate::driver::spawn(ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        LIVE.fetch_sub(1, Ordering::Relaxed);
+        crate::driver::STREAMS.stopped();
         self.release_io();
         self.timer = None;
         let lost = ConnectionLost(self.core.stopped());
