@@ -81,26 +81,14 @@
 //! would have to grow: seeded generation, shrinking of a failing sequence towards the shortest
 //! one that still fails (deleting steps and simplifying each), and replay by seed or from its
 //! regressions file. The checker adds only the last pass described above.
+//!
+//! That runner (the seed, the extra pass, the report, the count of executed steps) and the
+//! encoding of a step as two numbers are `support/runner.rs`, which knows nothing of the stream
+//! core.
 
 mod support;
 
-use std::{
-    cell::{Cell, RefCell},
-    env,
-    hash::{BuildHasher, RandomState},
-    panic::{self, AssertUnwindSafe, PanicHookInfo},
-    rc::Rc,
-    sync::Arc,
-    thread,
-};
-
-use proptest::test_runner::{
-    Config, FileFailurePersistence, RngAlgorithm, RngSeed, TestCaseError, TestError, TestRunner,
-};
-use support::{
-    harness,
-    step::{self, Case},
-};
+use support::{runner::Checker, step};
 
 /// Cases per run, unless `PROPTEST_CASES` says otherwise.
 const CASES: u32 = 8000;
@@ -111,140 +99,14 @@ const MIN_STEPS: u64 = 1_000_000;
 
 #[test]
 fn random_interleavings_keep_the_guarantees() {
-    // `Config::default()` reads proptest's environment variables (`PROPTEST_CASES`,
-    // `PROPTEST_RNG_SEED`, ...).
-    let defaults = Config::default();
-    let cases = if env::var_os("PROPTEST_CASES").is_some() {
-        defaults.cases
-    } else {
-        CASES
-    };
-    // A seed of our own when none is given, so that it can be printed: proptest does not tell
-    // the seed of a random run.
-    let seed = match defaults.rng_seed {
-        RngSeed::Fixed(seed) => seed,
-        RngSeed::Random => RandomState::new().hash_one(0u8),
-    };
-    // XorShift unless `PROPTEST_RNG_ALGORITHM` says otherwise: the default ChaCha takes most of
-    // a debug run's time. A replay must use the same algorithm as the run it replays.
-    let rng_algorithm = if env::var_os("PROPTEST_RNG_ALGORITHM").is_some() {
-        defaults.rng_algorithm
-    } else {
-        RngAlgorithm::XorShift
-    };
-    let config = Config {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        rng_algorithm,
-        // `tests/interleavings.proptest-regressions`: an integration test has no `lib.rs` for
-        // proptest's default (a parallel `proptest-regressions/` tree) to find.
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        source_file: Some(file!()),
-        ..defaults
-    };
-    eprintln!(
-        "interleavings: {cases} cases of up to {MAX_STEPS} steps, seed {seed} \
-         (replay: PROPTEST_RNG_SEED={seed})"
-    );
-    let steps = Cell::new(0u64);
-    let mut runner = TestRunner::new(config);
-    let result = quietly(|| {
-        runner.run(&step::case(MAX_STEPS), |case| {
-            let ran = harness::run(&case, None)
-                .map_err(|failure| TestCaseError::fail(failure.to_string()))?;
-            steps.set(steps.get() + ran);
-            Ok(())
-        })
-    });
-    match result {
-        Ok(()) => {}
-        Err(TestError::Fail(reason, case)) => {
-            let shrunk = case.steps.len();
-            let case = quietly(|| minimize(case));
-            // The minimal case once more, traced (a panic in the core shows where, now).
-            let trace = Rc::new(RefCell::new(Vec::new()));
-            let replay = panic::catch_unwind(AssertUnwindSafe(|| {
-                harness::run(&case, Some(trace.clone()))
-            }));
-            let trace = trace.borrow().join("\n");
-            panic!(
-                "{reason}\n\nseed {seed}: replay with\n    PROPTEST_RNG_SEED={seed} cargo test -p \
-                 switchboard-core --test interleavings\n\nminimal case ({} steps; proptest \
-                 shrank it to {shrunk}):\n{case:?}\n\ntrace of the minimal case ({}):\n{trace}",
-                case.steps.len(),
-                match replay {
-                    Ok(Ok(_)) => "it passed: the failure depends on more than the case".to_owned(),
-                    Ok(Err(failure)) => failure.to_string(),
-                    Err(_) => "the core panicked".to_owned(),
-                }
-            );
-        }
-        Err(TestError::Abort(why)) => panic!("proptest gave up: {why} (seed {seed})"),
+    Checker {
+        test: "interleavings",
+        source_file: file!(),
+        cases: CASES,
+        max_steps: MAX_STEPS,
+        min_steps: MIN_STEPS,
     }
-    let steps = steps.get();
-    eprintln!("interleavings: {steps} steps executed in {cases} cases");
-    if cases >= CASES {
-        assert!(
-            steps >= MIN_STEPS,
-            "only {steps} steps executed in {cases} cases: the weights or lengths drifted"
-        );
-    }
-}
-
-/// Runs `f` with the panics of this thread kept quiet: while proptest shrinks a case that
-/// panics in the core, the default hook would print every attempt.
-fn quietly<T>(f: impl FnOnce() -> T) -> T {
-    let default: Arc<dyn Fn(&PanicHookInfo<'_>) + Send + Sync> = Arc::from(panic::take_hook());
-    let checker = thread::current().id();
-    let others = default.clone();
-    panic::set_hook(Box::new(move |info| {
-        if thread::current().id() != checker {
-            others(info);
-        }
-    }));
-    let result = f();
-    panic::set_hook(Box::new(move |info| default(info)));
-    result
-}
-
-/// How `case` fails: the failure, or a panic in the core.
-fn failure(case: &Case) -> Option<(usize, String)> {
-    match panic::catch_unwind(AssertUnwindSafe(|| harness::run(case, None))) {
-        Ok(Ok(_)) => None,
-        Ok(Err(failure)) => Some((failure.steps, failure.invariant().to_owned())),
-        Err(_) => Some((case.steps.len(), "a panic".to_owned())),
-    }
-}
-
-/// Shrinks a failing case further than proptest does: cuts the steps after the failing one
-/// (they never ran), then deletes steps one at a time, over and over, while the case still fails
-/// the same invariant. proptest deletes steps in one sweep before it simplifies them, so a step
-/// that became useless once another was simplified stays.
-fn minimize(mut case: Case) -> Case {
-    let Some((ran, invariant)) = failure(&case) else {
-        return case;
-    };
-    case.steps.truncate(ran);
-    loop {
-        let before = case.steps.len();
-        let mut i = 0;
-        while i < case.steps.len() {
-            let mut candidate = case.clone();
-            candidate.steps.remove(i);
-            match failure(&candidate) {
-                Some((ran, same)) if same == invariant => {
-                    candidate.steps.truncate(ran);
-                    case = candidate;
-                }
-                _ => i += 1,
-            }
-        }
-        if case.steps.len() == before {
-            return case;
-        }
-    }
+    .check(step::case(MAX_STEPS));
 }
 
 /// Minimal cases the checker found, kept as plain tests: they fail on the code before their fix
@@ -257,7 +119,7 @@ mod regressions {
         stream::{Direction, Leftover, StreamKind, StreamSettings},
     };
 
-    use super::{
+    use super::support::{
         harness,
         step::{Case, Step},
     };

@@ -8,7 +8,7 @@
 use std::{
     cell::{Cell, RefCell},
     collections::BTreeMap,
-    fmt, io, mem,
+    io, mem,
     rc::Rc,
     time::{Duration, Instant},
 };
@@ -19,7 +19,10 @@ use switchboard_core::{
     stream::{Direction, Event, Leftover, Release, StreamCore, StreamKind, StreamSettings},
 };
 
-use super::step::{Case, Drain, Step};
+use super::{
+    runner::{self, Checked, Failure, Machine, Trace, brief, ensure, pattern, violation},
+    step::{Case, Drain, Step},
+};
 
 // The invariants, by the names failures report them under.
 
@@ -59,35 +62,6 @@ const UPGRADE: &str = "upgrade barrier";
 const TIMEOUTS: &str = "timeouts";
 /// The counters (`stats()`) agree with what was fed, delivered and written.
 const COUNTERS: &str = "counters";
-
-type Checked<T = ()> = Result<T, String>;
-
-fn violation(invariant: &str, detail: String) -> String {
-    format!("invariant `{invariant}` violated: {detail}")
-}
-
-macro_rules! ensure {
-    ($cond:expr, $invariant:expr, $($detail:tt)+) => {
-        if !$cond {
-            return Err(violation($invariant, format!($($detail)+)));
-        }
-    };
-}
-
-/// The byte at position `i` of the peer's stream (and of the protocol's writes): consecutive
-/// values, so a reordering, a loss or a duplicate shows.
-fn pattern(i: u64) -> u8 {
-    (i as u8).wrapping_add((i >> 8) as u8)
-}
-
-/// At most 16 bytes of `bytes`, for a message.
-fn brief(bytes: &[u8]) -> String {
-    if bytes.len() <= 16 {
-        format!("{bytes:?}")
-    } else {
-        format!("{:?}.. ({} bytes)", &bytes[..16], bytes.len())
-    }
-}
 
 // ---- the waiters ----
 
@@ -256,8 +230,7 @@ struct Run {
     shared: Rc<Shared>,
     epoch: Instant,
     now: Instant,
-    trace: Option<Rc<RefCell<Vec<String>>>>,
-    executed: u64,
+    trace: Option<Trace>,
     ended: bool,
 
     // read side
@@ -326,63 +299,50 @@ struct Run {
     progressed: bool,
 }
 
-/// The first violation of a run.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    /// How many steps the run took, the failing one included: the steps after them never ran.
-    pub(crate) steps: usize,
-    /// Which step (or the start, or the end) and which invariant, with the details.
-    pub(crate) message: String,
-}
-
-impl Failure {
-    /// The name of the invariant violated.
-    pub(crate) fn invariant(&self) -> &str {
-        self.message.split('`').nth(1).unwrap_or_default()
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
 /// Runs `case`; returns how many steps ran (a step whose precondition did not hold is skipped),
 /// or the first violation. With `trace`, records each step and what the core did.
-pub(crate) fn run(case: &Case, trace: Option<Rc<RefCell<Vec<String>>>>) -> Result<u64, Failure> {
-    let failure = |steps, message| Failure { steps, message };
-    let mut run = Run::new(case, trace);
-    run.round()
-        .map_err(|err| failure(0, format!("at the start: {err}")))?;
-    for (i, step) in case.steps.iter().enumerate() {
-        if run.ended {
-            break;
-        }
-        let line = run.note(|| format!("step {i}: {step:?}"));
-        let ran = run
-            .step(step)
-            .map_err(|err| failure(i + 1, format!("step {i} ({step:?}): {err}")))?;
-        if ran {
-            run.executed += 1;
-        } else if let (Some(trace), Some(line)) = (&run.trace, line) {
-            trace.borrow_mut()[line].push_str(" (skipped: precondition)");
-        }
-        run.round()
-            .map_err(|err| failure(i + 1, format!("after step {i} ({step:?}): {err}")))?;
+pub(crate) fn run(case: &Case, trace: Option<Trace>) -> Result<u64, Failure> {
+    runner::drive(Run::new(case, trace), &case.steps)
+}
+
+impl runner::Case for Case {
+    type Step = Step;
+
+    fn steps_mut(&mut self) -> &mut Vec<Step> {
+        &mut self.steps
     }
-    if !run.ended {
-        // The actor stops for a reason of its own (its system shuts down): `stopped()` all the
-        // same.
-        run.note(|| "the driver stops".to_owned());
-        run.stop(None)
-            .map_err(|err| failure(case.steps.len(), format!("at the end: {err}")))?;
+
+    fn run(&self, trace: Option<Trace>) -> Result<u64, Failure> {
+        run(self, trace)
     }
-    Ok(run.executed)
+}
+
+impl Machine for Run {
+    type Step = Step;
+
+    fn round(&mut self) -> Checked {
+        Run::round(self)
+    }
+
+    fn step(&mut self, step: &Step) -> Checked<bool> {
+        Run::step(self, step)
+    }
+
+    fn ended(&self) -> bool {
+        self.ended
+    }
+
+    fn stop(&mut self) -> Checked {
+        Run::stop(self, None)
+    }
+
+    fn trace(&self) -> Option<&Trace> {
+        self.trace.as_ref()
+    }
 }
 
 impl Run {
-    fn new(case: &Case, trace: Option<Rc<RefCell<Vec<String>>>>) -> Self {
+    fn new(case: &Case, trace: Option<Trace>) -> Self {
         // The one clock reading: the core takes `now` from its driver, and here time moves
         // only by `Tick` steps from this epoch.
         #[expect(
@@ -398,7 +358,6 @@ impl Run {
             epoch,
             now: epoch,
             trace,
-            executed: 0,
             ended: false,
             fed: Vec::new(),
             cursor: 0,
@@ -444,10 +403,7 @@ impl Run {
 
     /// Records a line of the trace; returns its index.
     fn note(&self, line: impl FnOnce() -> String) -> Option<usize> {
-        let trace = self.trace.as_ref()?;
-        let mut trace = trace.borrow_mut();
-        trace.push(line());
-        Some(trace.len() - 1)
+        runner::note(self.trace.as_ref(), line)
     }
 
     fn current(&self) -> usize {

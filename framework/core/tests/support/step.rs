@@ -3,11 +3,13 @@
 
 use std::{fmt, time::Duration};
 
-use proptest::{collection::vec, prelude::*};
+use proptest::prelude::*;
 use switchboard_core::{
     WriteBufferLimits,
     stream::{Direction, Leftover, StreamKind, StreamSettings},
 };
+
+use super::runner::{self, Bits, Temper};
 
 /// One generated run: a fresh core with these settings and kind, driven through `steps`.
 #[derive(Clone)]
@@ -132,57 +134,17 @@ impl fmt::Debug for Case {
     }
 }
 
-/// How often a case ends the connection early: most cases run long, some end soon, so the
-/// closing paths get their share without cutting every run short.
-#[derive(Clone, Copy, Debug)]
-enum Temper {
-    Calm,
-    Usual,
-    Hasty,
-}
-
-/// Cases of up to `max_steps` steps.
-///
-/// A step is drawn as two plain numbers and decoded with the case's temper, so that the whole
-/// case is one tuple of plain strategies: proptest shrinks it by deleting steps and simplifying
-/// numbers, never regenerating what it already shrank (a `prop_flat_map` on the temper did).
+/// Cases of up to `max_steps` steps, of a random temper (see [`runner::steps`]).
 pub(crate) fn case(max_steps: usize) -> impl Strategy<Value = Case> {
     (
         settings(),
         kind(),
-        prop_oneof![
-            7 => Just(Temper::Calm),
-            2 => Just(Temper::Usual),
-            1 => Just(Temper::Hasty),
-        ],
-        vec((any::<u32>(), any::<u64>()), 1..=max_steps),
+        runner::steps(max_steps, weights, decode),
     )
-        .prop_map(|(settings, kind, temper, raw)| {
-            let weights = weights(temper);
-            let total: u32 = weights.iter().map(|(_, weight)| weight).sum();
-            let steps = raw
-                .into_iter()
-                .map(|(pick, bits)| {
-                    let mut pick = pick % total;
-                    let kind = weights
-                        .iter()
-                        .find_map(|&(kind, weight)| {
-                            if pick < weight {
-                                Some(kind)
-                            } else {
-                                pick -= weight;
-                                None
-                            }
-                        })
-                        .expect("pick < total");
-                    decode(kind, &mut Bits(bits))
-                })
-                .collect();
-            Case {
-                settings,
-                kind,
-                steps,
-            }
+        .prop_map(|(settings, kind, steps)| Case {
+            settings,
+            kind,
+            steps,
         })
 }
 
@@ -304,31 +266,6 @@ fn weights(temper: Temper) -> [(StepKind, u32); 22] {
         }
     }
     weights
-}
-
-/// Parameters cut from a step's random bits.
-struct Bits(u64);
-
-impl Bits {
-    fn take(&mut self, bits: u32) -> u64 {
-        let value = self.0 & ((1 << bits) - 1);
-        self.0 >>= bits;
-        value
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.take(8) as u8
-    }
-
-    /// Whether an event of `sixteenths` / 16 chance happens (never with all bits zero).
-    fn chance(&mut self, sixteenths: u64) -> bool {
-        self.take(4) >= 16 - sixteenths
-    }
-
-    /// A number in `0..=max`, from 8 bits.
-    fn upto(&mut self, max: u8) -> u8 {
-        (self.take(8) % (u64::from(max) + 1)) as u8
-    }
 }
 
 fn decode(kind: StepKind, bits: &mut Bits) -> Step {
