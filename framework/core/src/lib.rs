@@ -17,7 +17,8 @@
 //! the operating system; the mock transport of `switchboard-framework`'s `testing` module is the
 //! same core with scripted I/O. So a protocol tested on the mock meets exactly the transport it
 //! will meet in production, and the core is checked on its own under seeded random
-//! interleavings (`tests/interleavings.rs`).
+//! interleavings (`tests/interleavings.rs` for the stream core, `tests/datagram_interleavings.rs`
+//! for the datagram core).
 //!
 //! # How it stays I/O-free
 //!

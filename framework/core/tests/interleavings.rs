@@ -83,8 +83,8 @@
 //! regressions file. The checker adds only the last pass described above.
 //!
 //! That runner (the seed, the extra pass, the report, the count of executed steps) and the
-//! encoding of a step as two numbers are `support/runner.rs`, which knows nothing of the stream
-//! core.
+//! encoding of a step as two numbers are `support/runner.rs`, which the datagram core's checker
+//! (`tests/datagram_interleavings.rs`) shares.
 
 mod support;
 
