@@ -109,7 +109,10 @@ pub struct SendTicket<W> {
 }
 
 impl<W: Waiter> SendTicket<W> {
-    /// Waits for the datagram's outcome.
+    /// Waits for the datagram's outcome. Register before the next call into the core (an
+    /// actor does, as the receipt is handled right after the `SendTo` handler returns): the
+    /// waiters are kept in the order of their datagrams, and the outcome of a datagram already
+    /// sent is not kept for a late one.
     pub fn register(self, waiter: W) {
         self.waiters
             .waiters
