@@ -31,9 +31,7 @@ for_each_kind!([tcp, unix, tls, mock] =>
     eof_is_delivered_after_the_data_and_never_while_paused,
 );
 
-// Not the mock: it finishes a Close inside the command (its scripted peer answers the FIN at
-// once), so a write queued right behind the Close is refused as `Stopped`, not `Closing`.
-for_each_kind!([tcp, unix, tls] => writes_after_close_are_refused_and_never_reach_the_wire);
+for_each_kind!([tcp, unix, tls, mock] => writes_after_close_are_refused_and_never_reach_the_wire);
 
 // TLS has no half-close: it cannot keep a connection open after the peer's EOF, nor write an EOF.
 for_each_kind!([tcp, unix, mock] =>

@@ -9,7 +9,7 @@ use std::{
 };
 
 use actix::{
-    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult,
+    Actor, ActorContext, ActorFuture, Addr, AsyncContext, Context, Handler, Message, MessageResult,
     ResponseFuture,
 };
 use bytes::{Bytes, BytesMut};
@@ -799,6 +799,10 @@ impl Actor for MockActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.turn(ctx);
+        // Like a real transport's driver, the script plays after each batch of messages, never
+        // inside a command: a write sent right behind a `Close` meets a closing transport, not a
+        // stopped one.
+        ctx.spawn(Turns);
         ctx.run_interval(PROTOCOL_WATCH, |mock, ctx| {
             let alive = mock.shared.lock().protocol.is_alive();
             if !alive {
@@ -848,7 +852,9 @@ impl MockActor {
     /// core's events to the protocol, until nothing moves.
     fn turn(&mut self, ctx: &mut Context<Self>) {
         loop {
-            let mut moved = self.write_side();
+            // Whether the peer reads first: it decides what the write side can do.
+            let mut moved = self.peer_reading();
+            moved |= self.write_side();
             moved |= self.read_side();
             moved |= self.deliver_events();
             if self.core.take_release().is_some() {
@@ -926,10 +932,9 @@ impl MockActor {
         moved
     }
 
-    /// Plays the script: write-flow changes at once, data and EOF when the core reads (one
-    /// chunk per read, never merged with another), a loss after the data before it unless
-    /// reading is paused (a reset drops unread bytes).
-    fn read_side(&mut self) -> bool {
+    /// Plays the script's write-flow changes (the peer stops or starts reading) at once: they
+    /// do not wait behind queued data.
+    fn peer_reading(&mut self) -> bool {
         let mut state = self.shared.lock();
         let flow = (state.flow_scripted > 0)
             .then(|| {
@@ -946,6 +951,14 @@ impl MockActor {
             self.core.handle_io_full(stalled);
             return true;
         }
+        false
+    }
+
+    /// Plays the rest of the script: data and EOF when the core reads (one chunk per read,
+    /// never merged with another), a loss after the data before it unless reading is paused (a
+    /// reset drops unread bytes).
+    fn read_side(&mut self) -> bool {
+        let mut state = self.shared.lock();
         let room = self.core.read_room();
         let empty = self.core.read_buffered() == 0;
         let delivered = self.core.stats().read_buffer_size == 0;
@@ -998,6 +1011,14 @@ impl MockActor {
         }
     }
 
+    /// Stops at once if the command just handled ended the core, as a real transport's handler
+    /// does (an `Abort`): a command sent behind it finds the transport stopped.
+    fn settle(&mut self, ctx: &mut Context<Self>) {
+        if self.core.take_release().is_some() {
+            ctx.stop();
+        }
+    }
+
     /// Delivers the core's events to the protocol attached now.
     fn deliver_events(&mut self) -> bool {
         let mut moved = false;
@@ -1036,7 +1057,7 @@ impl MockActor {
         }
     }
 
-    fn write(&mut self, buffers: Vec<Bytes>, sent: Sent, ctx: &mut Context<Self>) -> WriteReceipt {
+    fn write(&mut self, buffers: Vec<Bytes>, sent: Sent) -> WriteReceipt {
         let joined = Bytes::from(buffers.concat());
         let decision = self.core.write(buffers);
         {
@@ -1052,9 +1073,29 @@ impl MockActor {
                 }),
             }
         }
-        let receipt = WriteReceipt::from_core(decision);
-        self.turn(ctx);
-        receipt
+        WriteReceipt::from_core(decision)
+    }
+}
+
+/// Plays the script after each batch of messages the mock handles (actix polls a context's
+/// futures after its mailbox), as a real transport's driver moves bytes after its handlers.
+struct Turns;
+
+impl ActorFuture<MockActor> for Turns {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        mock: &mut MockActor,
+        ctx: &mut Context<MockActor>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        mock.turn(ctx);
+        if mock.core.is_stopped() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     }
 }
 
@@ -1066,17 +1107,14 @@ struct Pump;
 impl Handler<Pump> for MockActor {
     type Result = ();
 
-    fn handle(&mut self, _: Pump, ctx: &mut Context<Self>) {
-        self.turn(ctx);
-    }
+    fn handle(&mut self, _: Pump, _: &mut Context<Self>) {}
 }
 
 impl Handler<DeliveryAcked> for MockActor {
     type Result = ();
 
-    fn handle(&mut self, msg: DeliveryAcked, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: DeliveryAcked, _: &mut Context<Self>) {
         self.core.ack(msg.seq);
-        self.turn(ctx);
     }
 }
 
@@ -1097,15 +1135,15 @@ impl Handler<EofDecided> for MockActor {
             }
         }
         self.core.eof_decided(msg.keep_open);
-        self.turn(ctx);
+        self.settle(ctx);
     }
 }
 
 impl Handler<Write> for MockActor {
     type Result = WriteReceipt;
 
-    fn handle(&mut self, Write(data): Write, ctx: &mut Context<Self>) -> WriteReceipt {
-        self.write(vec![data.clone()], Sent::Write(data), ctx)
+    fn handle(&mut self, Write(data): Write, _: &mut Context<Self>) -> WriteReceipt {
+        self.write(vec![data.clone()], Sent::Write(data))
     }
 }
 
@@ -1115,9 +1153,9 @@ impl Handler<WriteVectored> for MockActor {
     fn handle(
         &mut self,
         WriteVectored(bufs): WriteVectored,
-        ctx: &mut Context<Self>,
+        _: &mut Context<Self>,
     ) -> WriteReceipt {
-        self.write(bufs.clone(), Sent::WriteVectored(bufs), ctx)
+        self.write(bufs.clone(), Sent::WriteVectored(bufs))
     }
 }
 
@@ -1128,7 +1166,7 @@ impl Handler<WriteEof> for MockActor {
         self.shared.lock().record(Sent::WriteEof);
         let (tx, rx) = oneshot::channel();
         self.core.write_eof(WriteReply(tx));
-        self.turn(ctx);
+        self.settle(ctx);
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(WriteError::Stopped.into())) })
     }
 }
@@ -1153,7 +1191,7 @@ impl Handler<Close> for MockActor {
             }
         }
         self.core.close();
-        self.turn(ctx);
+        self.settle(ctx);
     }
 }
 
@@ -1170,7 +1208,7 @@ impl Handler<Abort> for MockActor {
             }
         }
         self.core.abort();
-        self.turn(ctx);
+        self.settle(ctx);
     }
 }
 
@@ -1185,20 +1223,18 @@ impl Handler<IsClosing> for MockActor {
 impl Handler<PauseReading> for MockActor {
     type Result = ();
 
-    fn handle(&mut self, _: PauseReading, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: PauseReading, _: &mut Context<Self>) {
         self.shared.lock().record(Sent::PauseReading);
         self.core.pause_reading();
-        self.turn(ctx);
     }
 }
 
 impl Handler<ResumeReading> for MockActor {
     type Result = ();
 
-    fn handle(&mut self, _: ResumeReading, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: ResumeReading, _: &mut Context<Self>) {
         self.shared.lock().record(Sent::ResumeReading);
         self.core.resume_reading();
-        self.turn(ctx);
     }
 }
 
@@ -1236,7 +1272,7 @@ impl Handler<SetWriteBufferLimits> for MockActor {
     fn handle(
         &mut self,
         msg: SetWriteBufferLimits,
-        ctx: &mut Context<Self>,
+        _: &mut Context<Self>,
     ) -> Result<(), InvalidWriteBufferLimits> {
         let tls = {
             let mut state = self.shared.lock();
@@ -1252,18 +1288,15 @@ impl Handler<SetWriteBufferLimits> for MockActor {
         } else {
             WriteBufferLimits::default()
         };
-        let result = self
-            .core
-            .set_write_buffer_limits(msg.high, msg.low, default);
-        self.turn(ctx);
-        result
+        self.core
+            .set_write_buffer_limits(msg.high, msg.low, default)
     }
 }
 
 impl Handler<SetProtocol> for MockActor {
     type Result = MessageResult<SetProtocol>;
 
-    fn handle(&mut self, msg: SetProtocol, ctx: &mut Context<Self>) -> MessageResult<SetProtocol> {
+    fn handle(&mut self, msg: SetProtocol, _: &mut Context<Self>) -> MessageResult<SetProtocol> {
         let SetProtocol { protocol, leftover } = msg;
         self.shared.lock().record(Sent::SetProtocol {
             protocol: protocol.clone(),
@@ -1273,7 +1306,6 @@ impl Handler<SetProtocol> for MockActor {
         self.deliver_events();
         self.core.set_protocol(leftover);
         let previous = mem::replace(&mut self.shared.lock().protocol, protocol);
-        self.turn(ctx);
         MessageResult(previous)
     }
 }
@@ -1311,7 +1343,7 @@ impl Handler<GetStats> for MockActor {
 impl Handler<StartTls> for MockActor {
     type Result = ResponseFuture<Result<(), TlsError>>;
 
-    fn handle(&mut self, msg: StartTls, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: StartTls, _: &mut Context<Self>) -> Self::Result {
         let StartTls {
             plaintext,
             leftover,
@@ -1349,7 +1381,6 @@ impl Handler<StartTls> for MockActor {
         let (tx, rx) = oneshot::channel();
         self.core
             .start_upgrade(Box::new(UpgradeReply(Some(tx))), policy, leftover);
-        self.turn(ctx);
         Box::pin(async move {
             rx.await.unwrap_or_else(|_| {
                 Err(TlsError::new(
