@@ -104,9 +104,9 @@
 //!
 //! # Feature flags
 //!
-//! * `test-util` (off by default): the `testing` module, a mock transport, a recording probe
-//!   protocol and test runners for unit-testing protocols with no socket. Enable it in
-//!   `[dev-dependencies]` only.
+//! * `test-util` (off by default): the `testing` module, mock stream, datagram and subprocess
+//!   transports, a recording probe protocol and test runners for unit-testing protocols with no
+//!   socket. Enable it in `[dev-dependencies]` only.
 //!
 //! [switchboard]: https://docs.rs/switchboard
 #![forbid(unsafe_code)]

@@ -56,18 +56,11 @@ use tokio::{
 
 use crate::PROTOCOL_WATCH_INTERVAL;
 
-/// The longest datagram an endpoint receives whole by default: 256 KiB, asyncio's read size.
-/// Larger than any UDP datagram (65,507 bytes over IPv4, 65,527 over IPv6), and than a Unix
-/// datagram under Linux's default socket buffer sizes.
-pub const DEFAULT_MAX_DATAGRAM_SIZE: usize = 256 * 1024;
-
-/// How many datagrams an endpoint keeps in flight to its protocol by default, delivered and not
-/// yet acknowledged. Bounds what a slow protocol costs to 32 datagrams.
-pub const DEFAULT_READ_WINDOW: usize = 32;
-
-/// How long `Close` waits for queued datagrams to be sent by default, before it drops them
-/// (failing their acknowledged sends with [`WriteError::Stalled`]) and ends anyway.
-pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+// The defaults are the core's, so the mock endpoint of `switchboard_framework::testing` has them
+// too.
+pub use switchboard_core::datagram::{
+    DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_DATAGRAM_SIZE, DEFAULT_READ_WINDOW,
+};
 
 /// The settings of a datagram endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]

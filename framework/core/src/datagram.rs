@@ -5,7 +5,8 @@
 //! [`pause_reading`](DatagramCore::pause_reading), [`set_protocol`](DatagramCore::set_protocol),
 //! [`ack`](DatagramCore::ack), ...), inputs from the socket
 //! ([`handle_received`](DatagramCore::handle_received), [`handle_sent`](DatagramCore::handle_sent),
-//! [`handle_error`](DatagramCore::handle_error), [`handle_timeout`](DatagramCore::handle_timeout)),
+//! [`handle_error`](DatagramCore::handle_error), [`handle_timeout`](DatagramCore::handle_timeout),
+//! and, for a scripted socket, [`handle_io_full`](DatagramCore::handle_io_full)),
 //! and outputs: how many datagrams to read ([`receive_room`](DatagramCore::receive_room)), the
 //! next datagram to send ([`send_queue_front`](DatagramCore::send_queue_front)), events for the
 //! protocol ([`poll_event`](DatagramCore::poll_event)), whether to stop
@@ -31,6 +32,19 @@ use crate::{
     FlowEdge, InvalidWriteBufferLimits, TransportStats, WriteBufferLimits, WriteError, WriteFlow,
     gate::Unacked, ledger::Waiter,
 };
+
+/// The longest datagram an endpoint receives whole by default: 256 KiB, asyncio's read size.
+/// Larger than any UDP datagram (65,507 bytes over IPv4, 65,527 over IPv6), and than a Unix
+/// datagram under Linux's default socket buffer sizes.
+pub const DEFAULT_MAX_DATAGRAM_SIZE: usize = 256 * 1024;
+
+/// How many datagrams an endpoint keeps in flight to its protocol by default, delivered and not
+/// yet acknowledged. Bounds what a slow protocol costs to 32 datagrams.
+pub const DEFAULT_READ_WINDOW: usize = 32;
+
+/// How long `Close` waits for queued datagrams to be sent by default, before it drops them
+/// (failing their acknowledged sends with [`WriteError::Stalled`]) and ends anyway.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The settings of one datagram core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,6 +420,17 @@ impl<A, W: Waiter> DatagramCore<A, W> {
         self.check_flow();
     }
 
+    /// The socket cannot take a datagram now although the queue may hold little (`true`), or
+    /// it can again (`false`): the protocol is told `PauseWriting` and `ResumeWriting` as if the
+    /// queue had crossed its marks (the same rule as
+    /// [`StreamCore::handle_io_full`](crate::StreamCore::handle_io_full)). The mock endpoint's
+    /// scripted socket that stops taking datagrams says so; a socket's driver has no need to,
+    /// as the datagrams its socket cannot take wait in the core's queue and count there.
+    pub fn handle_io_full(&mut self, full: bool) {
+        self.flow.set_full(full);
+        self.check_flow();
+    }
+
     /// The socket is unusable: the endpoint ends with `err` (every queued send fails).
     pub fn handle_error(&mut self, err: io::Error) {
         if self.state == State::Stopped {
@@ -525,5 +550,83 @@ impl<A, W> fmt::Debug for DatagramCore<A, W> {
             .field("in_flight", &self.unacked)
             .field("queued", &self.queue.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records a queued datagram's outcome.
+    struct Outcome(Rc<RefCell<Vec<Option<io::ErrorKind>>>>);
+
+    impl Waiter for Outcome {
+        fn resolve(self, result: Result<(), &io::Error>) {
+            self.0.borrow_mut().push(result.err().map(io::Error::kind));
+        }
+    }
+
+    fn core() -> DatagramCore<&'static str, Outcome> {
+        DatagramCore::new(DatagramSettings {
+            write_buffer_limits: WriteBufferLimits::new(100, 2).unwrap(),
+            read_window: 2,
+            max_datagram_size: 1000,
+            close_timeout: Duration::from_secs(1),
+        })
+    }
+
+    fn events(core: &mut DatagramCore<&'static str, Outcome>) -> Vec<&'static str> {
+        std::iter::from_fn(|| core.poll_event())
+            .map(|event| match event {
+                DatagramEvent::Made { .. } => "Made",
+                DatagramEvent::Datagram { .. } => "Datagram",
+                DatagramEvent::PauseWriting => "PauseWriting",
+                DatagramEvent::ResumeWriting => "ResumeWriting",
+            })
+            .collect()
+    }
+
+    /// A socket that takes nothing pauses the protocol at once, however little is queued; the
+    /// datagrams wait in order with their own outcomes, and the resume comes once they are
+    /// sent and the socket takes datagrams again.
+    #[test]
+    fn a_full_socket_pauses_writing_and_queued_datagrams_keep_their_order() {
+        let outcomes = Rc::new(RefCell::new(Vec::new()));
+        let mut core = core();
+        assert_eq!(events(&mut core), ["Made"]);
+        core.handle_io_full(true);
+        assert_eq!(events(&mut core), ["PauseWriting"]);
+        let Ok(Outbound::Direct(data, addr)) = core.send(Bytes::from("one"), "a") else {
+            panic!("nothing queued: sent directly");
+        };
+        // The socket cannot take it: queued.
+        core.enqueue(data, addr)
+            .register(Outcome(Rc::clone(&outcomes)));
+        let Ok(Outbound::Queued(ticket)) = core.send(Bytes::from("two"), "b") else {
+            panic!("queued behind the first");
+        };
+        ticket.register(Outcome(Rc::clone(&outcomes)));
+        core.handle_send_attempted();
+        assert_eq!(events(&mut core), [] as [&str; 0], "no second pause");
+        assert_eq!(core.write_buffer_size(), 6);
+
+        core.handle_io_full(false);
+        assert_eq!(
+            events(&mut core),
+            [] as [&str; 0],
+            "above the low-water mark: no resume yet"
+        );
+        assert_eq!(core.send_queue_front().map(|(_, to)| *to), Some("a"));
+        core.handle_sent(Ok(()));
+        assert_eq!(core.send_queue_front().map(|(_, to)| *to), Some("b"));
+        core.handle_sent(Err(&io::ErrorKind::ConnectionRefused.into()));
+        core.handle_send_attempted();
+        assert_eq!(events(&mut core), ["ResumeWriting"]);
+        assert_eq!(
+            *outcomes.borrow(),
+            [None, Some(io::ErrorKind::ConnectionRefused)],
+            "each datagram its own outcome"
+        );
+        assert_eq!(core.stats().bytes_sent, 3);
     }
 }

@@ -10,13 +10,16 @@
 //!   half-close, protocol switches with their leftover, and the upgrade barrier of `StartTls`.
 //! * [`DatagramCore`] decides for every datagram endpoint: the same lifecycle, a read window of
 //!   N datagrams in flight, and a send queue whose datagrams each get their own outcome.
+//! * [`SubprocessCore`] decides for a subprocess transport's supervisor, over one stream core
+//!   per pipe: no pipe delivers before the protocol is attached, `ProcessExited` once, and the
+//!   end once the child exited and every pipe closed.
 //! * [`WriteFlow`], [`WriteBufferLimits`] and [`WriteLedger`] are the write-side pieces every
 //!   kind shares.
 //!
 //! The actors of `switchboard-transports` are thin drivers that move bytes between a core and
-//! the operating system; the mock transport of `switchboard-framework`'s `testing` module is the
-//! same core with scripted I/O. So a protocol tested on the mock meets exactly the transport it
-//! will meet in production, and the core is checked on its own under seeded random
+//! the operating system; the mock transports of `switchboard-framework`'s `testing` module are
+//! the same cores with scripted I/O. So a protocol tested on a mock meets exactly the transport
+//! it will meet in production, and the cores are checked on their own under seeded random
 //! interleavings (`tests/interleavings.rs` for the stream core, `tests/datagram_interleavings.rs`
 //! for the datagram core).
 //!
@@ -39,6 +42,7 @@ mod ledger;
 mod queue;
 mod stats;
 pub mod stream;
+pub mod subprocess;
 
 pub use datagram::DatagramCore;
 pub use error::{InvalidWriteBufferLimits, WriteError, copy_error};
@@ -50,3 +54,4 @@ pub use ledger::{Ticket, Waiter, WriteLedger};
 pub use queue::WriteQueue;
 pub use stats::TransportStats;
 pub use stream::StreamCore;
+pub use subprocess::SubprocessCore;

@@ -32,13 +32,13 @@ use crate::{
 
 /// How often the mock checks that its protocol actor is still alive (the real transports'
 /// death pact: a transport whose protocol stopped aborts).
-const PROTOCOL_WATCH: Duration = Duration::from_millis(20);
+pub(super) const PROTOCOL_WATCH: Duration = Duration::from_millis(20);
 
 /// How many scheduler turns in a row must pass with nothing moving before
 /// [`MockTransport::settle`] calls the protocol idle. Each turn lets every actor of the test's
 /// thread handle what it was sent; three cover a protocol that asks another actor (a chat room)
 /// which answers back.
-const IDLE_TURNS: usize = 3;
+pub(super) const IDLE_TURNS: usize = 3;
 
 /// Something the protocol sent to the transport, recorded in order by a [`MockTransport`].
 ///
@@ -143,6 +143,8 @@ pub struct MockBuilder {
     start_tls: Result<(), TlsError>,
     tls_extra: HashMap<Cow<'static, str>, ExtraInfo>,
     timeout: Duration,
+    /// The I/O object's kind, when it is not a socket (the pipes of the subprocess mock).
+    kind: Option<StreamKind>,
 }
 
 impl Default for MockBuilder {
@@ -154,6 +156,7 @@ impl Default for MockBuilder {
             start_tls: Ok(()),
             tls_extra: HashMap::new(),
             timeout: DEFAULT_EVENT_TIMEOUT,
+            kind: None,
         }
     }
 }
@@ -219,6 +222,13 @@ impl MockBuilder {
         self
     }
 
+    /// Scripts an I/O object of this kind instead of a socket: the subprocess mock's pipes are
+    /// read-only and write-only streams.
+    pub(super) fn kind(mut self, kind: StreamKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
     /// Attaches `protocol` as a real transport would: it receives `ConnectionMade`, and this
     /// resolves once its handler has returned and released the acknowledgement, so whatever it
     /// sent from there (a greeting, `PauseReading`) is already recorded.
@@ -241,10 +251,10 @@ impl MockBuilder {
             changed: Notify::new(),
         });
         let mut handle = None;
-        let kind = StreamKind {
+        let kind = self.kind.unwrap_or(StreamKind {
             can_write_eof: self.can_write_eof,
             ..StreamKind::socket()
-        };
+        });
         let settings = StreamSettings {
             write_buffer_limits: WriteBufferLimits::default(),
             limits_chosen: false,
@@ -561,6 +571,12 @@ impl MockTransport {
     /// The counters, as `GetStats` answers them.
     pub fn stats(&self) -> TransportStats {
         self.lock().snapshot.stats
+    }
+
+    /// Counts every change the mock made, for the settling of a mock built on this one (the
+    /// subprocess mock's pipes).
+    pub(super) fn progress(&self) -> u64 {
+        self.lock().progress
     }
 
     fn enqueue(&self, inbound: Inbound) {
