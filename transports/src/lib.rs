@@ -68,6 +68,7 @@ pub mod tls;
 pub mod udp;
 pub mod unix;
 pub mod unix_datagram;
+mod upgradable;
 mod watch;
 
 pub use datagram::{DatagramConfig, DatagramSocket};

@@ -109,7 +109,7 @@ impl<S: StreamIo> MaybeTls<S> {
     }
 
     /// Drives the handshake to its end: `Ok` at once when there is none.
-    fn poll_handshake_step(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TlsError>> {
+    fn poll_handshake(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TlsError>> {
         let State::Handshaking(handshake) = &mut self.state else {
             return Poll::Ready(Ok(()));
         };
@@ -271,7 +271,8 @@ impl<S: StreamIo> StreamIo for MaybeTls<S> {
         }
     }
 
-    fn check_start_tls(&self) -> Result<(), TlsError> {
+    /// The upgrade a `StartTls` asks for: a handshake, from plaintext only.
+    fn check_upgrade(&self) -> Result<(), TlsError> {
         match &self.state {
             State::Plain(_) => Ok(()),
             _ => Err(TlsError::new(
@@ -281,8 +282,8 @@ impl<S: StreamIo> StreamIo for MaybeTls<S> {
         }
     }
 
-    fn start_tls(&mut self, settings: TlsSettings, prefix: Bytes) -> Result<(), TlsError> {
-        self.check_start_tls()?;
+    fn start_upgrade(&mut self, settings: TlsSettings, prefix: Bytes) -> Result<(), TlsError> {
+        self.check_upgrade()?;
         let setup = settings.downcast::<Setup>().map_err(|settings| {
             TlsError::new(
                 TlsErrorKind::Unsupported,
@@ -296,8 +297,8 @@ impl<S: StreamIo> StreamIo for MaybeTls<S> {
         Ok(())
     }
 
-    fn poll_handshake(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TlsError>> {
-        self.poll_handshake_step(cx)
+    fn poll_upgrade(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TlsError>> {
+        self.poll_handshake(cx)
     }
 }
 
@@ -539,6 +540,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
 /// Runs a handshake begun with [`MaybeTls::handshaking`] to its end.
 pub(super) async fn handshake<S: StreamIo>(mut io: MaybeTls<S>) -> Result<MaybeTls<S>, TlsError> {
-    std::future::poll_fn(|cx| io.poll_handshake_step(cx)).await?;
+    std::future::poll_fn(|cx| io.poll_handshake(cx)).await?;
     Ok(io)
 }
