@@ -19,9 +19,10 @@ use switchboard_framework::{
     Abort, Ack, BufferedPlaintext, CanWriteEof, Close, ConnectionLost, ConnectionMade,
     DataReceived, DeliveryAcked, EofDecided, EofReceived, GetExtraInfo, GetProtocol, GetStats,
     GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, IsClosing, IsReading, LostHandled,
-    PauseReading, PauseWriting, ResumeReading, ResumeWriting, SetProtocol, SetWriteBufferLimits,
-    StartTls, TlsError, TlsErrorKind, TlsSettings, TransportHandle, Write, WriteBufferLimits,
-    WriteEof, WriteError, WriteReceipt, WriteReply, WriteVectored, keys,
+    PauseReading, PauseWriting, ProtocolHandle, ProtocolWatch, ResumeReading, ResumeWriting,
+    SetProtocol, SetWriteBufferLimits, StartTls, TlsError, TlsErrorKind, TlsSettings,
+    TransportHandle, Write, WriteBufferLimits, WriteEof, WriteError, WriteReceipt, WriteReply,
+    WriteVectored, keys,
 };
 use tokio::{
     sync::oneshot,
@@ -30,7 +31,6 @@ use tokio::{
 use tokio_util::io::poll_read_buf;
 
 use super::{MAX_READ_PER_WAKEUP, StreamConfig, StreamIo};
-use crate::watch::ProtocolWatch;
 
 /// The first read of a wake-up asks for this much; a read that fills its request doubles the
 /// next one, up to [`MAX_READ_CHUNK`].
@@ -145,7 +145,7 @@ pub fn live_transports() -> usize {
 pub struct StreamTransport<IO: StreamIo> {
     io: Option<IO>,
     me: TransportHandle,
-    protocol: ProtocolWatch,
+    protocol: ProtocolWatch<ProtocolHandle>,
     core: StreamCore<WriteReply>,
     read_chunk: usize,
     /// The core's next deadline, while it has one.
@@ -273,11 +273,8 @@ impl<IO: StreamIo> StreamTransport<IO> {
         if self.core.is_stopped() {
             return Poll::Ready(());
         }
-        // Once the protocol is gone there is nothing left for the sweep to wake us for.
-        let protocol_gone = self.protocol.protocol_gone();
-        if !protocol_gone {
-            self.protocol.set_waker(cx.waker());
-        }
+        // Until the protocol is gone, the sweep wakes us if it finds it so.
+        let protocol_gone = self.protocol.poll_gone(cx).is_ready();
         loop {
             let transitions = self.core.transitions();
             self.poll_write_side(cx);
