@@ -93,8 +93,10 @@
 //!
 //! * **Protocol stops.** Its mailbox is dropped with whatever was in it. A `DataReceived` still
 //!   queued drops its [`Ack`] and an `EofReceived` its decision, so the transport is never left
-//!   waiting. The transport notices the protocol is gone at its next delivery, or within half a
-//!   second if idle, and aborts: the socket is reset and its descriptor released.
+//!   waiting. The transport notices the protocol is gone at its next delivery, or within
+//!   [`PROTOCOL_WATCH_INTERVAL`] (half a second) if idle, and aborts: the socket is reset and its
+//!   descriptor released. Every transport, and the test-util mock, watches its protocol with a
+//!   [`ProtocolWatch`].
 //! * **Transport stops.** It sends `ConnectionLost` from `stopped()`, so the protocol hears of it
 //!   whatever the reason. Commands still queued in its mailbox are dropped: an acknowledged write
 //!   among them resolves to an error carrying [`WriteError::Stopped`], a `send` of any other
@@ -125,6 +127,7 @@ mod subprocess;
 pub mod testing;
 mod tls;
 mod transport;
+mod watch;
 
 pub use command::{
     Abort, CanWriteEof, Close, GetExtraInfo, GetProtocol, GetStats, GetWriteBufferLimits,
@@ -161,6 +164,7 @@ pub use tls::{
     TlsSettings,
 };
 pub use transport::{Transport, TransportCommand, TransportHandle, TransportRequest};
+pub use watch::{PROTOCOL_WATCH_INTERVAL, ProtocolWatch, Watchable, protocol_watch_sweeps};
 // The vocabulary the I/O-free core defines, under the names protocol authors know.
 pub use switchboard_core::{
     DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_TLS_HIGH_WATER_MARK,

@@ -46,15 +46,14 @@ use switchboard_framework::{
     Abort, Close, ConnectionLost, ConnectionMade, DatagramHandle, DatagramProtocolHandle,
     DatagramReceived, DeliveryAcked, ErrorReceived, ExtraInfo, GetExtraInfo, GetStats,
     GetWriteBufferLimits, GetWriteBufferSize, IntoDatagramProtocol, IsClosing, IsReading,
-    PauseReading, ResumeReading, SendTo, SendToError, SetDatagramProtocol, SetWriteBufferLimits,
-    SocketAddress, WriteBufferLimits, WriteError, WriteReply, duplicate_error,
+    PauseReading, ProtocolWatch, ResumeReading, SendTo, SendToError, SetDatagramProtocol,
+    SetWriteBufferLimits, SocketAddress, WriteBufferLimits, WriteError, WriteReply,
+    duplicate_error,
 };
 use tokio::{
     io::ReadBuf,
     time::{Instant, Sleep},
 };
-
-use crate::PROTOCOL_WATCH_INTERVAL;
 
 // The defaults are the core's, so the mock endpoint of `switchboard_framework::testing` has them
 // too.
@@ -204,7 +203,7 @@ type Destination = Option<SocketAddress>;
 pub struct DatagramTransportActor<S: DatagramSocket> {
     socket: Option<Rc<S>>,
     me: DatagramHandle,
-    protocol: DatagramProtocolHandle,
+    protocol: ProtocolWatch<DatagramProtocolHandle>,
     core: DatagramCore<Destination, WriteReply>,
     max_datagram_size: usize,
     /// Where a send without an address goes: the connected peer, or (with `allow_broadcast`)
@@ -263,7 +262,7 @@ where
     let transport = DatagramTransportActor {
         socket: Some(Rc::new(socket)),
         me: me.clone(),
-        protocol,
+        protocol: ProtocolWatch::new(protocol),
         core,
         max_datagram_size: config.max_datagram_size,
         default_peer,
@@ -313,7 +312,7 @@ impl<S: DatagramSocket> DatagramTransportActor<S> {
     /// Reports an error from the socket to the protocol.
     fn error_received(&self, err: io::Error) {
         tracing::debug!(%err, "datagram endpoint error");
-        self.protocol.error_received(ErrorReceived(err));
+        self.protocol.protocol().error_received(ErrorReceived(err));
     }
 
     /// Delivers every event the core has for the protocol attached now.
@@ -324,20 +323,18 @@ impl<S: DatagramSocket> DatagramTransportActor<S> {
     }
 
     fn deliver(&self, event: DatagramEvent<Destination>) {
+        let protocol = self.protocol.protocol();
         match event {
-            DatagramEvent::Made { seq } => self
-                .protocol
-                .connection_made(ConnectionMade::new(self.me.clone(), self.me.ack(seq))),
+            DatagramEvent::Made { seq } => {
+                protocol.connection_made(ConnectionMade::new(self.me.clone(), self.me.ack(seq)))
+            }
             DatagramEvent::Datagram {
                 data,
                 addr: Some(addr),
                 seq,
-            } => {
-                self.protocol
-                    .datagram_received(DatagramReceived::new(data, addr, self.me.ack(seq)))
-            }
-            DatagramEvent::PauseWriting => self.protocol.pause_writing(),
-            DatagramEvent::ResumeWriting => self.protocol.resume_writing(),
+            } => protocol.datagram_received(DatagramReceived::new(data, addr, self.me.ack(seq))),
+            DatagramEvent::PauseWriting => protocol.pause_writing(),
+            DatagramEvent::ResumeWriting => protocol.resume_writing(),
             _ => {}
         }
     }
@@ -359,7 +356,8 @@ impl<S: DatagramSocket> DatagramTransportActor<S> {
         if self.core.is_stopped() {
             return Poll::Ready(());
         }
-        if !self.protocol.is_alive() {
+        // Until the protocol is gone, the sweep wakes an idle endpoint if it finds it so.
+        if self.protocol.poll_gone(cx).is_ready() {
             self.core.handle_protocol_gone();
         }
         self.poll_errors(cx);
@@ -520,13 +518,6 @@ impl<S: DatagramSocket> Actor for DatagramTransportActor<S> {
         crate::driver::DATAGRAMS.started();
         self.deliver_events();
         crate::driver::spawn(ctx);
-        // An idle endpoint has nothing to wake its driver when its protocol stops.
-        ctx.run_interval(PROTOCOL_WATCH_INTERVAL, |act, ctx| {
-            if !act.protocol.is_alive() {
-                act.core.handle_protocol_gone();
-                act.settle(ctx);
-            }
-        });
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -535,7 +526,7 @@ impl<S: DatagramSocket> Actor for DatagramTransportActor<S> {
         self.error_watch = None;
         self.timer = None;
         let lost = ConnectionLost(self.core.stopped());
-        self.protocol.connection_lost(lost);
+        self.protocol.protocol().connection_lost(lost);
     }
 }
 
@@ -666,7 +657,7 @@ impl<S: DatagramSocket> Handler<SetDatagramProtocol> for DatagramTransportActor<
     fn handle(&mut self, msg: SetDatagramProtocol, _: &mut Context<Self>) -> Self::Result {
         // Whatever is due goes to the protocol it was due to before the switch.
         self.deliver_events();
-        let old = std::mem::replace(&mut self.protocol, msg.0);
+        let old = self.protocol.replace(msg.0);
         self.core.set_protocol();
         self.deliver_events();
         MessageResult(old)

@@ -85,7 +85,6 @@ use std::{
     pin::pin,
     process::{ExitStatus, Stdio},
     task::{Context as TaskContext, Poll, ready},
-    time::Duration,
 };
 
 use actix::{
@@ -95,8 +94,8 @@ use switchboard_core::SubprocessCore;
 use switchboard_framework::{
     Ack, Close, ConnectionLost, ConnectionMade, DeliveryAcked, ExtraInfo, GetExtraInfo, GetPid,
     GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, IsClosing, Kill, PipeClosed,
-    PipeOpened, ProcessExited, ProcessGone, ProcessInfo, SendSignal, SubprocessHandle,
-    SubprocessProtocolHandle, Terminate, TransportHandle, keys,
+    PipeOpened, ProcessExited, ProcessGone, ProcessInfo, ProtocolWatch, SendSignal,
+    SubprocessHandle, SubprocessProtocolHandle, Terminate, TransportHandle, keys,
 };
 
 use crate::{
@@ -112,10 +111,6 @@ pub const STDIN: RawFd = 0;
 pub const STDOUT: RawFd = 1;
 /// The child's standard error: pipe 2 is a read transport.
 pub const STDERR: RawFd = 2;
-
-/// How often a subprocess transport checks that its protocol actor is alive; one that stopped
-/// makes it close and kill its child (the death pact of stream transports).
-const PROTOCOL_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A program to run under a subprocess transport: a [`std::process::Command`] whose standard
 /// streams default to piped (asyncio's `PIPE`), not inherited.
@@ -371,7 +366,7 @@ fn child_pipes(child: &mut tokio::process::Child) -> io::Result<ChildPipes> {
 pub struct SubprocessTransportActor {
     child: tokio::process::Child,
     me: SubprocessHandle,
-    protocol: SubprocessProtocolHandle,
+    protocol: ProtocolWatch<SubprocessProtocolHandle>,
     /// The transports of pipes 0, 1 and 2.
     pipes: [Option<TransportHandle>; 3],
     core: SubprocessCore<Ack>,
@@ -415,7 +410,7 @@ impl SubprocessTransportActor {
         let actor = SubprocessTransportActor {
             child,
             me: me.clone(),
-            protocol,
+            protocol: ProtocolWatch::new(protocol),
             core: SubprocessCore::new(transports.each_ref().map(Option::is_some)),
             pipes: transports,
             exit_watch: None,
@@ -445,7 +440,9 @@ impl SubprocessTransportActor {
         if let Some(watch) = self.exit_watch.take() {
             ctx.cancel_future(watch);
         }
-        self.protocol.process_exited(ProcessExited::new(status));
+        self.protocol
+            .protocol()
+            .process_exited(ProcessExited::new(status));
         self.try_finish(ctx);
     }
 
@@ -528,25 +525,44 @@ impl ActorFuture<SubprocessTransportActor> for ExitWatch {
     }
 }
 
+/// The death pact of every transport: once the protocol actor has stopped, the subprocess
+/// closes: its pipes close and a running child is killed.
+struct DeathPact;
+
+impl ActorFuture<SubprocessTransportActor> for DeathPact {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        act: &mut SubprocessTransportActor,
+        ctx: &mut Context<SubprocessTransportActor>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        ready!(act.protocol.poll_gone(cx));
+        if !act.core.is_closing() {
+            tracing::debug!(
+                pid = act.pid(),
+                "protocol actor stopped: closing its subprocess"
+            );
+            act.close(ctx);
+        }
+        Poll::Ready(())
+    }
+}
+
 impl Actor for SubprocessTransportActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.exit_watch = Some(ctx.spawn(ExitWatch));
-        ctx.run_interval(PROTOCOL_CHECK_INTERVAL, |act, ctx| {
-            if !act.protocol.is_alive() && !act.core.is_closing() {
-                tracing::debug!(
-                    pid = act.pid(),
-                    "protocol actor stopped: closing its subprocess"
-                );
-                act.close(ctx);
-            }
-        });
+        ctx.spawn(DeathPact);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         drop(self.core.stopped());
-        self.protocol.connection_lost(ConnectionLost(None));
+        self.protocol
+            .protocol()
+            .connection_lost(ConnectionLost(None));
     }
 }
 

@@ -15,8 +15,10 @@ use std::{
 };
 
 use actix::{
-    Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult,
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
+    MessageResult,
     dev::{MessageResponse, OneshotSender},
+    fut,
 };
 use bytes::Bytes;
 use switchboard_core::datagram::{
@@ -26,15 +28,15 @@ use switchboard_core::datagram::{
 
 use super::{
     DEFAULT_EVENT_TIMEOUT, Ending,
-    mock::PROTOCOL_WATCH,
     scripted::{Scripted, Shared},
 };
 use crate::{
     Abort, Close, ConnectionLost, ConnectionMade, DatagramHandle, DatagramProtocolHandle,
     DatagramReceived, DeliveryAcked, ErrorReceived, ExtraInfo, GetExtraInfo, GetStats,
     GetWriteBufferLimits, GetWriteBufferSize, IntoDatagramProtocol, IsClosing, IsReading,
-    PauseReading, ResumeReading, SendTo, SendToError, SetDatagramProtocol, SetWriteBufferLimits,
-    SocketAddress, TransportStats, UnixAddress, WriteBufferLimits, WriteError, WriteReply, keys,
+    PauseReading, ProtocolWatch, ResumeReading, SendTo, SendToError, SetDatagramProtocol,
+    SetWriteBufferLimits, SocketAddress, TransportStats, UnixAddress, Watchable, WriteBufferLimits,
+    WriteError, WriteReply, keys,
 };
 
 /// What a [`MockDatagramTransport`] calls itself when a wait fails.
@@ -615,21 +617,31 @@ struct MockDatagramActor {
     peername: Option<SocketAddress>,
 }
 
+/// The protocol the endpoint delivers to now, as the death pact watches it.
+struct CurrentProtocol(Arc<Shared<State>>);
+
+impl Watchable for CurrentProtocol {
+    fn is_alive(&self) -> bool {
+        self.0.lock().protocol.is_alive()
+    }
+}
+
 impl Actor for MockDatagramActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.turn(ctx);
-        ctx.run_interval(PROTOCOL_WATCH, |mock, ctx| {
-            let alive = mock.shared.lock().protocol.is_alive();
-            if !alive {
-                if !mock.core.is_closing() {
-                    mock.shared.lock().end_by(Ending::ProtocolStopped);
-                }
-                mock.core.handle_protocol_gone();
-                mock.turn(ctx);
+        // The real transports' death pact, on their watch: an endpoint whose protocol stopped
+        // aborts.
+        let watch = ProtocolWatch::new(CurrentProtocol(Arc::clone(&self.shared)));
+        let gone = fut::wrap_future::<_, Self>(async move { watch.gone().await });
+        ctx.spawn(gone.map(|(), mock, ctx| {
+            if !mock.core.is_closing() {
+                mock.shared.lock().end_by(Ending::ProtocolStopped);
             }
-        });
+            mock.core.handle_protocol_gone();
+            mock.turn(ctx);
+        }));
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

@@ -9,8 +9,8 @@ use std::{
 };
 
 use actix::{
-    Actor, ActorContext, ActorFuture, Addr, AsyncContext, Context, Handler, Message, MessageResult,
-    ResponseFuture,
+    Actor, ActorContext, ActorFuture, ActorFutureExt, Addr, AsyncContext, Context, Handler,
+    Message, MessageResult, ResponseFuture, fut,
 };
 use bytes::{Bytes, BytesMut};
 use switchboard_core::stream::{
@@ -24,15 +24,11 @@ use crate::{
     Abort, Ack, BufferedPlaintext, CanWriteEof, Close, ConnectionLost, ConnectionMade,
     DataReceived, DeliveryAcked, EofDecided, EofReceived, ExtraInfo, GetExtraInfo, GetProtocol,
     GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, InvalidWriteBufferLimits,
-    IsClosing, IsReading, PauseReading, PauseWriting, ProtocolHandle, ResumeReading, ResumeWriting,
-    SetProtocol, SetWriteBufferLimits, SocketAddress, StartTls, TlsError, TlsErrorKind,
-    TransportHandle, TransportStats, Write, WriteBufferLimits, WriteEof, WriteError, WriteReceipt,
-    WriteReply, WriteVectored, keys,
+    IsClosing, IsReading, PauseReading, PauseWriting, ProtocolHandle, ProtocolWatch, ResumeReading,
+    ResumeWriting, SetProtocol, SetWriteBufferLimits, SocketAddress, StartTls, TlsError,
+    TlsErrorKind, TransportHandle, TransportStats, Watchable, Write, WriteBufferLimits, WriteEof,
+    WriteError, WriteReceipt, WriteReply, WriteVectored, keys,
 };
-
-/// How often the mock checks that its protocol actor is still alive (the real transports'
-/// death pact: a transport whose protocol stopped aborts).
-pub(super) const PROTOCOL_WATCH: Duration = Duration::from_millis(20);
 
 /// How many scheduler turns in a row must pass with nothing moving before
 /// [`MockTransport::settle`] calls the protocol idle. Each turn lets every actor of the test's
@@ -807,6 +803,15 @@ struct MockActor {
     handle: TransportHandle,
 }
 
+/// The protocol the mock delivers to now, as its death pact watches it.
+struct CurrentProtocol(Arc<Shared>);
+
+impl Watchable for CurrentProtocol {
+    fn is_alive(&self) -> bool {
+        self.0.lock().protocol.is_alive()
+    }
+}
+
 /// The mock's part of an upgrade: the `StartTls` caller's reply.
 struct UpgradeReply(Option<oneshot::Sender<Result<(), TlsError>>>);
 
@@ -819,16 +824,17 @@ impl Actor for MockActor {
         // inside a command: a write sent right behind a `Close` meets a closing transport, not a
         // stopped one.
         ctx.spawn(Turns);
-        ctx.run_interval(PROTOCOL_WATCH, |mock, ctx| {
-            let alive = mock.shared.lock().protocol.is_alive();
-            if !alive {
-                if !mock.core.is_closing() {
-                    mock.shared.lock().end_by(Ending::ProtocolStopped);
-                }
-                mock.core.handle_protocol_gone();
-                mock.turn(ctx);
+        // The real transports' death pact, on their watch: a transport whose protocol stopped
+        // aborts.
+        let watch = ProtocolWatch::new(CurrentProtocol(Arc::clone(&self.shared)));
+        let gone = fut::wrap_future::<_, Self>(async move { watch.gone().await });
+        ctx.spawn(gone.map(|(), mock, ctx| {
+            if !mock.core.is_closing() {
+                mock.shared.lock().end_by(Ending::ProtocolStopped);
             }
-        });
+            mock.core.handle_protocol_gone();
+            mock.turn(ctx);
+        }));
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

@@ -17,7 +17,9 @@ use std::{
     time::Duration,
 };
 
-use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, fut,
+};
 use bytes::Bytes;
 use switchboard_core::{
     SubprocessCore,
@@ -27,14 +29,14 @@ use switchboard_core::{
 
 use super::{
     DEFAULT_EVENT_TIMEOUT, MockTransport,
-    mock::{IDLE_TURNS, PROTOCOL_WATCH},
+    mock::IDLE_TURNS,
     scripted::{Scripted, Shared},
 };
 use crate::{
     Ack, Close, ConnectionLost, ConnectionMade, DeliveryAcked, ExtraInfo, GetExtraInfo, GetPid,
     GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, IsClosing, Kill, PipeClosed,
-    PipeOpened, ProcessExited, ProcessGone, ProcessInfo, SendSignal, SubprocessHandle,
-    SubprocessProtocolHandle, Terminate, TransportHandle, keys,
+    PipeOpened, ProcessExited, ProcessGone, ProcessInfo, ProtocolWatch, SendSignal,
+    SubprocessHandle, SubprocessProtocolHandle, Terminate, TransportHandle, keys,
 };
 
 /// What a [`MockSubprocessTransport`] calls itself when a wait fails.
@@ -606,11 +608,15 @@ impl Actor for MockSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(PROTOCOL_WATCH, |mock, ctx| {
-            if !mock.protocol.is_alive() && !mock.core.is_closing() {
+        // The real supervisor's death pact, on its watch: a child whose protocol stopped is
+        // closed.
+        let watch = ProtocolWatch::new(self.protocol.clone());
+        let gone = fut::wrap_future::<_, Self>(async move { watch.gone().await });
+        ctx.spawn(gone.map(|(), mock, ctx| {
+            if !mock.core.is_closing() {
                 mock.close(ctx);
             }
-        });
+        }));
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {

@@ -57,7 +57,7 @@
 
 mod acceptor;
 mod connector;
-mod layer;
+pub(crate) mod layer;
 mod self_signed;
 mod serve;
 
