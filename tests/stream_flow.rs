@@ -38,7 +38,9 @@ for_each_kind!([tcp, unix, tls] =>
 // never coalesced with the next.
 for_each_kind!([tcp, unix, tls] => one_delivery_in_flight_and_the_rest_coalesced);
 
-for_each_kind!([tcp, unix, tls, mock] => changing_limits_re_evaluates_both_edges);
+// Not the mock: its peer that stops reading stands for a full kernel buffer too, which it has
+// none of, so it holds the pause until the peer reads again, whatever the limits.
+for_each_kind!([tcp, unix, tls] => changing_limits_re_evaluates_both_edges);
 
 // TLS has no half-close: the peer's EOF closes the connection.
 for_each_kind!([tcp, unix, mock] => pause_and_resume_reading_are_idempotent_in_every_state);

@@ -163,11 +163,8 @@ impl WriteFlow {
     }
 
     /// Changes the limits; call [`check`](Self::check) afterwards, since either edge may now be due.
-    /// New limits end a [`set_full`](Self::set_full): from then on the buffer's own size
-    /// decides, as a socket's kernel buffer never counts against the marks.
     pub fn set_limits(&mut self, limits: WriteBufferLimits) {
         self.limits = limits;
-        self.full = false;
     }
 
     /// Whether the protocol was last told to pause.
@@ -177,8 +174,8 @@ impl WriteFlow {
 
     /// Counts the buffer as over its high-water mark whatever its size, while `full`: for an
     /// I/O object whose own buffer is full although this one holds little (the scripted peer of
-    /// the mock transport that stopped reading). It lasts until `set_full(false)` or new limits
-    /// ([`set_limits`](Self::set_limits)). Call [`check`](Self::check) afterwards.
+    /// the mock transport that stopped reading). It lasts until `set_full(false)`, whatever the
+    /// limits. Call [`check`](Self::check) afterwards.
     pub fn set_full(&mut self, full: bool) {
         self.full = full;
     }

@@ -1310,8 +1310,12 @@ impl Handler<SetWriteBufferLimits> for MockActor {
         } else {
             WriteBufferLimits::default()
         };
-        self.core
-            .set_write_buffer_limits(msg.high, msg.low, default)
+        let result = self
+            .core
+            .set_write_buffer_limits(msg.high, msg.low, default);
+        // The edge the new limits call for at once, as from a real transport.
+        self.deliver_events();
+        result
     }
 }
 
@@ -1328,6 +1332,9 @@ impl Handler<SetProtocol> for MockActor {
         self.deliver_events();
         self.core.set_protocol(leftover);
         let previous = mem::replace(&mut self.shared.lock().protocol, protocol);
+        // Its `ConnectionMade` at once, as from a real transport: whatever comes next, even an
+        // `Abort` in the same batch, comes after it.
+        self.deliver_events();
         MessageResult(previous)
     }
 }
