@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench echo                       # 3 runs of every case, 5 s each
 //! cargo bench --bench echo -- --runs 5 --book book/src
+//! cargo bench --bench echo -- --before ../old/target/release/examples/echo_server
 //! ```
 //!
 //! It builds the three example binaries in release, then for each run and case starts a server
@@ -56,6 +57,11 @@ struct Args {
     /// Also write `performance-table.md` and `performance.svg` into this directory.
     #[arg(long)]
     book: Option<PathBuf>,
+    /// An `echo_server` binary built from an earlier commit, measured in the same runs as a
+    /// third server, so a change is compared side by side with what it changes (a second table
+    /// gives now / before per case).
+    #[arg(long)]
+    before: Option<PathBuf>,
     /// `cargo bench` passes `--bench`; it means nothing here.
     #[arg(long, hide = true)]
     bench: bool,
@@ -245,15 +251,26 @@ fn main() -> io::Result<()> {
     let pinning = Pinning::detect();
     eprintln!("{}", pinning.describe());
 
-    let mut samples: Vec<[Samples; 2]> = cases.iter().map(|_| Default::default()).collect();
+    let mut servers: Vec<(&str, PathBuf)> = SERVERS
+        .iter()
+        .map(|name| (*name, binaries.dir.join(name)))
+        .collect();
+    if let Some(before) = &args.before {
+        servers.push(("echo_server (before)", before.clone()));
+    }
+    let mut samples: Vec<Vec<Samples>> = cases
+        .iter()
+        .map(|_| servers.iter().map(|_| Samples::default()).collect())
+        .collect();
     // Runs outermost, so that each case's samples are spread over the whole run's time and a
     // slow minute of the machine does not land on one case.
     for run in 1..=args.runs {
         for (case, samples) in cases.iter().zip(&mut samples) {
-            for (server, samples) in SERVERS.iter().zip(samples.iter_mut()) {
+            for ((server, binary), samples) in servers.iter().zip(samples.iter_mut()) {
                 let connections = case.connections(&args);
                 eprint!("run {run}/{}: {} on {server} ... ", args.runs, case.key);
-                let (report, usage) = measure(&binaries, &pinning, &args, case, server)?;
+                let baseline = *server == SERVERS[0];
+                let (report, usage) = measure(&binaries, binary, baseline, &pinning, &args, case)?;
                 let figure = case.figure.of(&report, &usage, connections);
                 eprintln!("{figure:.2} ({:.0} op/s)", report.operations_per_second);
                 samples.figures.push(figure);
@@ -268,11 +285,14 @@ fn main() -> io::Result<()> {
     let rows: Vec<Row<'_>> = cases
         .iter()
         .zip(&samples)
-        .map(|(case, [tokio, switchboard])| Row::new(case, tokio, switchboard))
+        .map(|(case, samples)| Row::new(case, &samples[0], &samples[1]))
         .collect();
     let machine = machine();
     let table = table(&rows, &args, &machine);
     println!("{table}");
+    if args.before.is_some() {
+        println!("{}", before_table(&cases, &samples));
+    }
 
     let results = root.join("target").join("bench");
     fs::create_dir_all(&results)?;
@@ -360,14 +380,15 @@ fn build(root: &Path) -> io::Result<Binaries> {
 /// One server, one load: start the server, run `loadgen` against it, stop the server.
 fn measure(
     binaries: &Binaries,
+    server: &Path,
+    baseline: bool,
     pinning: &Pinning,
     args: &Args,
     case: &Case,
-    server: &str,
 ) -> io::Result<(Report, ServerUsage)> {
-    let mut command = pinning.command(&binaries.dir.join(server), true);
+    let mut command = pinning.command(server, true);
     command.args(["--addr", "127.0.0.1:0", "--workers", "1"]);
-    if server == SERVERS[0] {
+    if baseline {
         command.args(case.baseline_flags);
     }
     let mut server = Server::start(command)?;
@@ -415,6 +436,40 @@ fn measure(
         )));
     }
     Ok((report, usage))
+}
+
+/// The change against the earlier build (`--before`): each case's median figure before and now,
+/// their ratio, and the spread of each (the largest sample over the smallest, the noise a
+/// ratio has to beat).
+fn before_table(cases: &[&Case], samples: &[Vec<Samples>]) -> String {
+    let spread = |values: &[f64]| {
+        let (min, max) = values
+            .iter()
+            .fold((f64::INFINITY, 0.0_f64), |(min, max), &value| {
+                (min.min(value), max.max(value))
+            });
+        max / min
+    };
+    let mut out = String::from(
+        "| case | figure | tokio | before | now | now / before | spread before | spread now |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for (case, samples) in cases.iter().zip(samples) {
+        let (tokio, now, before) = (&samples[0], &samples[1], &samples[2]);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {:.3} |",
+            case.key,
+            case.figure.label(case),
+            median(&tokio.figures),
+            median(&before.figures),
+            median(&now.figures),
+            median(&now.figures) / median(&before.figures),
+            spread(&before.figures),
+            spread(&now.figures),
+        );
+    }
+    out
 }
 
 /// The results as a Markdown table, with how they were made.

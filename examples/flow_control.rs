@@ -623,8 +623,10 @@ mod tests {
     };
 
     /// The bytes the producer wrote so far, from the mock's counters.
+    /// What the producer wrote: the writes the transport accepted (a stalled peer leaves them
+    /// in its write buffer).
     fn written(mock: &MockTransport) -> u64 {
-        mock.stats().bytes_sent
+        mock.writes().iter().map(|write| write.len() as u64).sum()
     }
 
     // ANCHOR: test_producer

@@ -14,8 +14,8 @@ pub use switchboard_transports::{
     server, stream, subprocess, tcp, udp, unix, unix_datagram,
 };
 
-/// Test utilities (feature `test-util`): the socket-free mock transport, probe and runners of
-/// [`framework::testing`], and the loopback servers, socket paths and certificates of
+/// Test utilities (feature `test-util`): the socket-free mock transports (stream, datagram,
+/// subprocess), probe and runners of [`framework::testing`], and the loopback servers, socket paths and certificates of
 /// [`transports::testing`], in one place.
 #[cfg(feature = "test-util")]
 pub mod testing {

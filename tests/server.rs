@@ -17,7 +17,7 @@ use support::{Fragile, Kind, Peer, ProbeOptions, Served, probe_factory, send_all
 use switchboard::{prelude::*, server::ServerSocket};
 use tokio::io::AsyncReadExt;
 
-for_each_kind!(
+for_each_kind!([tcp, unix] =>
     close_stops_accepting_and_live_connections_go_on,
     wait_closed_waits_for_every_connection,
     wait_closed_waits_for_every_protocol_to_handle_connection_lost,

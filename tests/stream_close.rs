@@ -1,4 +1,4 @@
-//! Guarantees 6 (close and abort) and 7 (half-close), over TCP and Unix sockets.
+//! Guarantees 6 (close and abort) and 7 (half-close), over TCP, Unix sockets, TLS and the mock.
 
 mod support;
 
@@ -14,22 +14,36 @@ use std::{
 };
 
 use actix::prelude::*;
-use support::{Event, Kind, ProbeOptions, pair, probed, send_all};
+use support::{
+    Event, Kind, ProbeOptions, Sent, pair, probed, probed_upgradable, probed_without_half_close,
+    send_all,
+};
 use switchboard::{prelude::*, stream::StreamConfig};
 use tokio::io::AsyncWriteExt;
 
-for_each_kind!(
+for_each_kind!([tcp, unix, tls, mock] =>
     close_with_ten_mib_queued_delivers_all_of_it,
     abort_delivers_none_of_it_and_resets,
     close_and_abort_are_idempotent_and_abort_overrides_close,
     is_closing_is_true_from_close_on,
-    writes_after_close_are_refused_and_never_reach_the_wire,
     close_drains_unread_input_so_the_peer_gets_everything,
     peer_eof_closes_after_flushing_by_default,
-    keep_open_leaves_the_connection_writable,
-    write_eof_flushes_then_half_closes_and_reading_goes_on,
     eof_is_delivered_after_the_data_and_never_while_paused,
 );
+
+for_each_kind!([tcp, unix, tls, mock] => writes_after_close_are_refused_and_never_reach_the_wire);
+
+// TLS has no half-close: it cannot keep a connection open after the peer's EOF, nor write an EOF.
+for_each_kind!([tcp, unix, mock] =>
+    keep_open_leaves_the_connection_writable,
+    write_eof_flushes_then_half_closes_and_reading_goes_on,
+);
+
+// The transports that cannot half-close: TLS, and the mock acting one out.
+for_each_kind!([tls, mock] => keep_open_has_no_effect_where_half_close_is_impossible);
+
+// The plaintext transports that can StartTls (TLS is one already).
+for_each_kind!([tcp, unix, mock] => after_start_tls_the_transport_cannot_half_close);
 
 const TEN_MIB: usize = 10 * 1024 * 1024;
 
@@ -48,11 +62,13 @@ async fn close_with_ten_mib_queued_delivers_all_of_it(kind: Kind) {
 
 async fn abort_delivers_none_of_it_and_resets(kind: Kind) {
     let (transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
-    // Both in one go: the transport handles them in one mailbox pass, before writing anything.
+    // The peer reads nothing yet. A socket transport handles both commands in one mailbox pass,
+    // before writing anything; the mock writes at once to a peer that reads, so it must not.
+    peer.stop_reading();
     transport.write(vec![1u8; TEN_MIB]);
     transport.abort();
     assert!(
-        events.lost().await.is_none(),
+        events.until_lost().await.is_none(),
         "abort ends in ConnectionLost(None)"
     );
     let (received, err) = peer.read_to_end_or_error().await;
@@ -61,15 +77,16 @@ async fn abort_delivers_none_of_it_and_resets(kind: Kind) {
         "abort delivered {} bytes",
         received.len()
     );
-    if kind == Kind::Tcp {
+    if kind.resets() {
         let err = err.expect("the peer sees a reset");
         assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
     }
 }
 
 async fn close_and_abort_are_idempotent_and_abort_overrides_close(kind: Kind) {
-    let (transport, _, peer, mut events) = probed(kind, ProbeOptions::default()).await;
+    let (transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
     // The peer does not read: the close cannot finish flushing, so the abort cuts it short.
+    peer.stop_reading();
     transport.write(vec![1u8; 64 * TEN_MIB / 10]);
     transport.close();
     transport.close();
@@ -85,8 +102,9 @@ async fn close_and_abort_are_idempotent_and_abort_overrides_close(kind: Kind) {
 }
 
 async fn is_closing_is_true_from_close_on(kind: Kind) {
-    let (transport, _, _peer, mut events) = probed(kind, ProbeOptions::default()).await;
+    let (transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
     assert!(!transport.send(IsClosing).await.unwrap());
+    peer.stop_reading();
     transport.write(vec![1u8; TEN_MIB]); // the close stays pending while the peer does not read
     transport.close();
     assert!(transport.send(IsClosing).await.unwrap());
@@ -182,9 +200,7 @@ async fn peer_eof_closes_after_flushing_by_default(kind: Kind) {
         10_000,
         "everything flushed before the close"
     );
-    while transport.is_alive() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    support::stopped(&transport).await;
 }
 
 async fn keep_open_leaves_the_connection_writable(kind: Kind) {
@@ -249,6 +265,82 @@ async fn eof_is_delivered_after_the_data_and_never_while_paused(kind: Kind) {
     assert_eq!(events.data_until_eof().await, b"second");
     assert!(events.lost().await.is_none());
     let _ = peer.flush().await;
+}
+
+/// Asyncio's rule, and the mock's since it runs the core: `keep_open()` keeps a half-open
+/// connection only where the transport can half-close. Where it cannot, the answer has no
+/// effect: the transport closes as if the protocol had let the EOF close it.
+async fn keep_open_has_no_effect_where_half_close_is_impossible(kind: Kind) {
+    let (transport, _, mut peer, mut events) = probed_without_half_close(
+        kind,
+        ProbeOptions {
+            keep_open_on_eof: true,
+            ..ProbeOptions::default()
+        },
+    )
+    .await;
+    assert!(!transport.send(CanWriteEof).await.unwrap());
+    send_all(&mut peer, b"question").await;
+    peer.shutdown_write().await;
+    assert_eq!(events.data_until_eof().await, b"question");
+    if let Some(mock) = peer.mock() {
+        // The probe did answer keep_open (on TLS only its effect shows).
+        let answers: Vec<bool> = mock
+            .take_commands()
+            .into_iter()
+            .filter_map(|sent| match sent {
+                Sent::EofAnswered { keep_open } => Some(keep_open),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answers, [true]);
+    }
+    assert!(
+        events.lost().await.is_none(),
+        "closed cleanly in spite of keep_open"
+    );
+    let (rest, err) = peer.read_to_end_or_error().await;
+    assert!(err.is_none(), "the peer sees a clean end, not {err:?}");
+    assert!(rest.is_empty());
+    support::stopped(&transport).await;
+}
+
+/// A plaintext transport can half-close until it starts TLS; then it cannot, as a TLS transport
+/// cannot: `CanWriteEof` answers false, `WriteEof` is refused, and the peer's EOF closes it even
+/// when the protocol answers `keep_open()`.
+async fn after_start_tls_the_transport_cannot_half_close(kind: Kind) {
+    let (transport, _, peer, mut events) = probed_upgradable(
+        kind,
+        ProbeOptions {
+            keep_open_on_eof: true,
+            ..ProbeOptions::default()
+        },
+    )
+    .await;
+    assert!(transport.send(CanWriteEof).await.unwrap(), "plaintext");
+    let upgraded = transport.start_tls(support::server_start_tls());
+    let (mut peer, upgraded) = tokio::join!(peer.start_tls_client(), upgraded);
+    upgraded.expect("the handshake succeeded");
+    assert!(
+        !transport.send(CanWriteEof).await.unwrap(),
+        "TLS cannot half-close"
+    );
+    let err = transport.send(WriteEof).await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{err}");
+
+    // The connection goes on, and reads and writes as before.
+    transport.write("over tls");
+    assert_eq!(peer.read_n(8).await, b"over tls");
+    send_all(&mut peer, b"answer").await;
+    peer.shutdown_write().await;
+    assert_eq!(events.data_until_eof().await, b"answer");
+    assert!(
+        events.lost().await.is_none(),
+        "closed cleanly in spite of keep_open"
+    );
+    let (rest, err) = peer.read_to_end_or_error().await;
+    assert!(err.is_none(), "the peer sees a clean end, not {err:?}");
+    assert!(rest.is_empty());
 }
 
 /// A Unix socket that counts its shutdowns and says whether dropping it closes completely after

@@ -1,7 +1,8 @@
-//! Faults and hostile peers on stream transports, over TCP and Unix sockets: resets in the
-//! middle of a transfer, a peer that half-closes and keeps reading, a peer that never reads, a
-//! burst followed by an immediate close, protocols that panic or stop in any callback, and
-//! commands racing each other from several actors in seeded random orders.
+//! Faults and hostile peers on stream transports, over TCP, Unix sockets, TLS and the mock (where
+//! each applies; see the lists below): resets in the middle of a transfer, a peer that
+//! half-closes and keeps reading, a peer that never reads, a burst followed by an immediate
+//! close, protocols that panic or stop in any callback, and commands racing each other from
+//! several actors in seeded random orders.
 //!
 //! The race replays: every round prints its seed, and `SWITCHBOARD_RACE_SEED=N` runs the rounds
 //! from seed `N` again.
@@ -22,55 +23,76 @@ use actix::prelude::*;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::join_all;
 use support::{Event, Kind, Peer, ProbeOptions, Served, TIMEOUT, pair, pattern, probed, send_all};
-use switchboard::{
-    DEFAULT_HIGH_WATER_MARK, TransportStats, WriteError, prelude::*, stream::StreamConfig,
-};
+use switchboard::{TransportStats, WriteError, prelude::*, stream::StreamConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-for_each_kind!(
+for_each_kind!([tcp, unix, tls, mock] =>
     a_peer_reset_mid_write_fails_the_pending_writes_and_releases_the_socket,
     a_peer_reset_mid_read_delivers_a_byte_exact_prefix_then_ends,
-    a_peer_that_half_closes_and_keeps_reading_gets_everything_written_after_its_eof,
-    a_peer_that_never_reads_pauses_the_writer_and_the_stall_timeout_ends_it,
     sixty_four_kib_in_one_write_then_an_immediate_close_arrive_whole,
     writes_sent_before_the_transport_started_keep_their_order,
-    a_protocol_that_panics_or_stops_in_any_callback_aborts_only_its_connection,
     commands_racing_from_several_actors_keep_every_guarantee,
+);
+
+// TLS has no half-close: the peer's EOF closes the connection.
+for_each_kind!([tcp, unix, mock] =>
+    a_peer_that_half_closes_and_keeps_reading_gets_everything_written_after_its_eof,
+);
+
+// The mock has no clock, so no write stall timeout.
+for_each_kind!([tcp, unix, tls] =>
+    a_peer_that_never_reads_pauses_the_writer_and_the_stall_timeout_ends_it,
+);
+
+// A server's workers: the mock is one connection, with no server.
+for_each_kind!([tcp, unix, tls] =>
+    a_protocol_that_panics_or_stops_in_any_callback_aborts_only_its_connection,
 );
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 
-/// A socket by its inode (`socket:[N]`), not by descriptor number: numbers are reused at once,
-/// and other tests open sockets meanwhile.
-struct SocketId(String);
+/// What a transport holds and must let go of when it ends: a socket, known by its inode
+/// (`socket:[N]`), not by descriptor number (numbers are reused at once, and other tests open
+/// sockets meanwhile); the mock has no descriptor, so its actor.
+enum SocketId {
+    Socket(String),
+    Mock(TransportHandle),
+}
 
 impl SocketId {
-    async fn of(transport: &TransportHandle) -> SocketId {
+    async fn of(kind: Kind, transport: &TransportHandle) -> SocketId {
+        if kind == Kind::Mock {
+            return SocketId::Mock(transport.clone());
+        }
         let fd = transport.socket().await.expect("socket key").fd;
         let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
             .expect("the transport's descriptor is open")
             .display()
             .to_string();
         assert!(target.starts_with("socket:"), "{target}");
-        SocketId(target)
+        SocketId::Socket(target)
     }
 
-    fn is_open(&self) -> bool {
+    fn is_open(socket: &str) -> bool {
         std::fs::read_dir("/proc/self/fd")
             .expect("/proc/self/fd")
             .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-            .any(|target| target.display().to_string() == self.0)
+            .any(|target| target.display().to_string() == socket)
     }
 
-    /// Waits until no descriptor of this process refers to the socket.
+    /// Waits until no descriptor of this process refers to the socket (the mock: until its
+    /// actor has stopped).
     async fn assert_released(&self) {
+        let socket = match self {
+            SocketId::Socket(socket) => socket,
+            SocketId::Mock(transport) => return support::stopped(transport).await,
+        };
         let deadline = tokio::time::Instant::now() + TIMEOUT;
-        while self.is_open() {
+        while SocketId::is_open(socket) {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{} still open after {TIMEOUT:?}",
-                self.0
+                "{socket} still open after {TIMEOUT:?}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -88,12 +110,18 @@ async fn a_peer_reset_mid_write_fails_the_pending_writes_and_releases_the_socket
     const CHUNK: usize = 128 * KIB;
     const WRITES: usize = 64; // 8 MiB: far more than the socket buffers hold
     let (transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
-    let socket = SocketId::of(&transport).await;
+    let socket = SocketId::of(kind, &transport).await;
+    // A socket peer reads the first mebibyte, checks it, and goes away in the middle of the
+    // rest, which its kernel buffers could not take. The mock's peer has no such buffers (it
+    // takes everything or nothing), so it reads nothing and goes away with every write pending.
+    let read = if kind == Kind::Mock { 0 } else { MIB };
+    if read == 0 {
+        peer.stop_reading();
+    }
     let writes: Vec<_> = (0..WRITES)
         .map(|i| transport.write_acked(pattern((i * CHUNK) as u64, CHUNK)))
         .collect();
-    // The peer reads the first mebibyte, checks it, and goes away in the middle of the rest.
-    assert_eq!(peer.read_n(MIB).await, pattern(0, MIB));
+    assert_eq!(peer.read_n(read).await, pattern(0, read));
     peer.reset();
 
     let outcomes = tokio::time::timeout(TIMEOUT, join_all(writes))
@@ -104,7 +132,7 @@ async fn a_peer_reset_mid_write_fails_the_pending_writes_and_releases_the_socket
         .take_while(|outcome| outcome.is_ok())
         .count();
     assert!(
-        ok >= MIB / CHUNK,
+        ok >= read / CHUNK,
         "the bytes the peer read were acknowledged"
     );
     assert!(ok < WRITES, "writes were still pending when the peer went");
@@ -114,11 +142,16 @@ async fn a_peer_reset_mid_write_fails_the_pending_writes_and_releases_the_socket
             .expect_err("no success after the first failure");
     }
     let err = events.until_lost().await.expect("a reset is an error");
+    // Over TLS a reset met while writing comes up through OpenSSL, which keeps the errno in its
+    // error stack ("tls_retry_write_records failure"): tokio-openssl reports `Other`,
+    // "unexpected EOF". Still an error, as guarantee 8 asks, but not named a reset.
+    let tls_unnamed = kind == Kind::Tls && err.kind() == io::ErrorKind::Other;
     assert!(
-        matches!(
-            err.kind(),
-            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-        ),
+        tls_unnamed
+            || matches!(
+                err.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
         "{err}"
     );
     socket.assert_released().await;
@@ -127,7 +160,7 @@ async fn a_peer_reset_mid_write_fails_the_pending_writes_and_releases_the_socket
 async fn a_peer_reset_mid_read_delivers_a_byte_exact_prefix_then_ends(kind: Kind) {
     const SENT: usize = 4 * MIB;
     let (transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
-    let socket = SocketId::of(&transport).await;
+    let socket = SocketId::of(kind, &transport).await;
     send_all(&mut peer, &pattern(0, SENT)).await;
     peer.reset(); // most of the 4 MiB is still in the kernel, unread
 
@@ -152,19 +185,16 @@ async fn a_peer_reset_mid_read_delivers_a_byte_exact_prefix_then_ends(kind: Kind
         "the delivered bytes are not the first {} bytes sent",
         delivered.len()
     );
-    match kind {
+    if kind.resets() {
         // A reset discards what the kernel held: a prefix, then the error, and no EOF.
-        Kind::Tcp => {
-            let err = err.expect("a reset is an error");
-            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
-            assert!(!eof, "a reset is not an EOF");
-        }
+        let err = err.expect("a reset is an error");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+        assert!(!eof, "a reset is not an EOF");
+    } else {
         // A Unix socket has no reset: its close is an EOF after every byte.
-        Kind::Unix => {
-            assert!(err.is_none(), "{err:?}");
-            assert!(eof);
-            assert_eq!(delivered.len(), SENT);
-        }
+        assert!(err.is_none(), "{err:?}");
+        assert!(eof);
+        assert_eq!(delivered.len(), SENT);
     }
     socket.assert_released().await;
 }
@@ -291,7 +321,7 @@ async fn a_peer_that_never_reads_pauses_the_writer_and_the_stall_timeout_ends_it
         ProtocolHandle::builder(producer.start()).write_flow()
     })
     .await;
-    let socket = SocketId::of(&transport).await;
+    let socket = SocketId::of(kind, &transport).await;
 
     // The peer never reads. Watch the write buffer until the transport gives up.
     let started = tokio::time::Instant::now();
@@ -315,15 +345,16 @@ async fn a_peer_that_never_reads_pauses_the_writer_and_the_stall_timeout_ends_it
     assert_eq!(pauses, 1, "paused once, never resumed");
     // Memory stays bounded: the producer's writes stop at the high-water mark, give or take the
     // chunks it wrote before the pause reached it.
+    let (_, high) = kind.default_write_buffer_limits();
     println!(
-        "{kind:?}: write buffer peak {} bytes (high-water mark {DEFAULT_HIGH_WATER_MARK}), \
+        "{kind:?}: write buffer peak {} bytes (high-water mark {high}), \
          {} bytes taken by the kernel, ended {:?} after the start",
         stats.write_buffer_peak,
         stats.bytes_sent,
         started.elapsed()
     );
     assert!(
-        stats.write_buffer_peak <= DEFAULT_HIGH_WATER_MARK + 2 * PRODUCER_CHUNK,
+        stats.write_buffer_peak <= high + 2 * PRODUCER_CHUNK,
         "write buffer reached {} bytes",
         stats.write_buffer_peak
     );
@@ -336,7 +367,7 @@ async fn sixty_four_kib_in_one_write_then_an_immediate_close_arrive_whole(kind: 
     // From the peer: one write, then close at once. Everything, then the EOF, then the end.
     let (_transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
     peer.write_all(&data).await.expect("peer write");
-    drop(peer);
+    peer.close().await;
     assert!(
         events.data_until_eof().await == data,
         "peer's bytes corrupted"
@@ -873,7 +904,7 @@ async fn race_round(kind: Kind, seed: u64, commanders: &[Addr<Commander>]) -> &'
     let next_protocol = Arc::new(AtomicUsize::new(1));
     let first = Racer::start(0, log.clone());
     let (transport, _, peer) = pair(kind, StreamConfig::default(), || first).await;
-    let socket = SocketId::of(&transport).await;
+    let socket = SocketId::of(kind, &transport).await;
 
     let (mut peer_read, mut peer_write) = tokio::io::split(peer);
     let reader = actix_rt::spawn(async move {

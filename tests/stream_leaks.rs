@@ -1,4 +1,5 @@
-//! After 10,000 connections opened and closed, no actor, task or file descriptor is left.
+//! After 10,000 connections opened and closed, over TCP, Unix sockets and TLS, no actor, task or
+//! file descriptor is left. (Not the mock: it has no server and no descriptor.)
 //!
 //! Alone in its own test binary: descriptor counts are per process, and other tests running
 //! in parallel threads would disturb them.
@@ -104,6 +105,15 @@ async fn ten_thousand_connections_leave_nothing_behind() {
             echo(server_side.clone()),
         )
         .await;
+        let tls = Served::start(
+            Kind::Tls,
+            ServerOptions::default().workers(1),
+            echo(server_side.clone()),
+        )
+        .await;
+        // And TLS's, for a switchboard client and a raw one.
+        one_connection(&tls, &client_side, 1).await;
+        one_connection(&tls, &client_side, 2).await;
         // One warm-up round so lazily created state exists before the baseline.
         one_connection(&tcp, &client_side, 0).await;
         settle().await;
@@ -120,7 +130,14 @@ async fn ten_thousand_connections_leave_nothing_behind() {
             let mut round = Vec::with_capacity(AT_ONCE);
             for i in 0..AT_ONCE {
                 let n = batch * AT_ONCE + i;
-                let served = if n % 4 == 3 { &unix } else { &tcp };
+                // A quarter over Unix sockets, one in 32 over TLS (a handshake costs as much CPU
+                // as dozens of plain connections), the rest over TCP; raw and switchboard
+                // clients alike (`one_connection`).
+                let served = match n % 64 {
+                    1 | 2 => &tls,
+                    _ if n % 4 == 3 => &unix,
+                    _ => &tcp,
+                };
                 round.push(one_connection(served, &client_side, n));
             }
             futures::future::join_all(round).await;
@@ -130,6 +147,7 @@ async fn ten_thousand_connections_leave_nothing_behind() {
         for _ in 0..500 {
             if tcp.server.stats().await.connections == 0
                 && unix.server.stats().await.connections == 0
+                && tls.server.stats().await.connections == 0
             {
                 break;
             }
@@ -137,10 +155,14 @@ async fn ten_thousand_connections_leave_nothing_behind() {
         }
         let tcp_stats = tcp.server.stats().await;
         let unix_stats = unix.server.stats().await;
-        assert_eq!(tcp_stats.connections + unix_stats.connections, 0);
+        let tls_stats = tls.server.stats().await;
         assert_eq!(
-            tcp_stats.accepted + unix_stats.accepted,
-            CONNECTIONS as u64 + 1,
+            tcp_stats.connections + unix_stats.connections + tls_stats.connections,
+            0
+        );
+        assert_eq!(
+            tcp_stats.accepted + unix_stats.accepted + tls_stats.accepted,
+            CONNECTIONS as u64 + 3,
             "every connection was served"
         );
         settle().await;
@@ -165,25 +187,23 @@ async fn ten_thousand_connections_leave_nothing_behind() {
         eprintln!(
             "{} connections: {fds_before} fds and {threads_before} threads before and after; \
              0 transport actors, 0 protocol actors and 0 watch tasks left",
-            CONNECTIONS + 1,
+            CONNECTIONS + 3,
         );
 
         // Closing the servers retires their worker threads once their last connection is gone.
-        tcp.server.close().await;
-        unix.server.close().await;
-        tcp.server.wait_closed().await;
-        unix.server.wait_closed().await;
+        for served in [&tcp, &unix, &tls] {
+            served.server.close().await;
+        }
+        for served in [&tcp, &unix, &tls] {
+            served.server.wait_closed().await;
+        }
         for _ in 0..500 {
-            if threads() == threads_before - 3 {
+            if threads() == threads_before - 4 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(
-            threads(),
-            threads_before - 3,
-            "three worker threads retired"
-        );
+        assert_eq!(threads(), threads_before - 4, "four worker threads retired");
     })
     .await
 }
@@ -211,10 +231,15 @@ async fn one_connection(served: &Served, client_side: &Arc<AtomicUsize>, n: usiz
             })
             .await
             .expect("connect");
-        // It writes, half-closes, and is closed by the server once the echo came back.
+        // It writes, half-closes, and is closed by the server once the echo came back. TLS has
+        // no half-close: it closes (close_notify), and the server closes in turn.
         let written = transport.write_acked(payload.clone()).await;
         written.expect("written");
-        transport.write_eof();
+        if served.kind == Kind::Tls {
+            transport.close();
+        } else {
+            transport.write_eof();
+        }
         while transport.is_alive() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

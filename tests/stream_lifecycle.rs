@@ -1,16 +1,19 @@
-//! Guarantees 1 (lifecycle), 2 (order and integrity), 8 (failure) and 9 (extra info), over TCP
-//! and Unix sockets.
+//! Guarantees 1 (lifecycle), 2 (order and integrity), 8 (failure) and 9 (extra info), over TCP,
+//! Unix sockets, TLS and the mock.
 
 mod support;
 
 use std::{io, time::Duration};
 
 use actix::prelude::*;
-use support::{Event, Fragile, Kind, ProbeOptions, StopProbe, pair, pattern, probed, send_all};
+use support::{
+    Event, Fragile, Kind, MOCK_PEERNAME, MOCK_SOCKNAME, ProbeOptions, StopProbe, pair, pattern,
+    probed, send_all,
+};
 use switchboard::{AddressFamily, SocketKind, UnixAddress, prelude::*, stream::StreamConfig};
 use tokio::io::AsyncWriteExt;
 
-for_each_kind!(
+for_each_kind!([tcp, unix, tls, mock] =>
     made_first_then_data_then_eof_then_lost_once,
     pause_reading_in_connection_made_is_honoured,
     holding_the_connection_made_ack_delays_reading,
@@ -22,7 +25,11 @@ for_each_kind!(
     extra_info_keys_and_defaults,
     addresses_answer_after_the_connection_is_lost,
     commands_to_a_stopped_transport_fail_cleanly,
+    events_arrive_in_the_documented_order_only,
 );
+
+// A Unix socket has no reset: its peer's close is an EOF.
+for_each_kind!([tcp, tls, mock] => peer_reset_ends_in_connection_lost_with_the_error);
 
 async fn made_first_then_data_then_eof_then_lost_once(kind: Kind) {
     let (probe, mut events) = ProbeOptions::default().probe();
@@ -180,16 +187,11 @@ async fn protocol_that_stops_makes_its_transport_abort(kind: Kind) {
         .await
         .expect("transport did not abort after its protocol stopped");
     assert!(rest.is_empty());
-    if kind == Kind::Tcp {
+    if kind.resets() {
         let err = err.expect("abort resets a TCP connection");
         assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
     }
-    assert!(
-        !transport.is_alive() || {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            !transport.is_alive()
-        }
-    );
+    support::stopped(&transport).await;
 }
 
 async fn protocol_that_panics_makes_its_transport_abort(kind: Kind) {
@@ -199,41 +201,39 @@ async fn protocol_that_panics_makes_its_transport_abort(kind: Kind) {
         .await
         .expect("transport did not abort after its protocol panicked");
     assert!(rest.is_empty());
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!transport.is_alive());
+    support::stopped(&transport).await;
 }
 
 async fn extra_info_keys_and_defaults(kind: Kind) {
     let (transport, _, peer, _events) = probed(kind, ProbeOptions::default()).await;
-    let socket = transport.socket().await.expect("socket key");
-    assert_eq!(socket.kind, SocketKind::Stream);
-    assert!(std::fs::metadata(format!("/proc/self/fd/{}", socket.fd)).is_ok());
-    match (&peer, kind) {
-        (support::Peer::Tcp(peer), Kind::Tcp) => {
-            assert_eq!(socket.family, AddressFamily::Inet);
-            assert_eq!(
-                transport.peer_addr().await,
-                Some(peer.local_addr().unwrap())
-            );
-            assert_eq!(
-                transport.local_addr().await,
-                Some(peer.peer_addr().unwrap())
-            );
-            let GetExtraInfo { .. } = GetExtraInfo::new(keys::PEERNAME);
-            let peername = transport
-                .send(GetExtraInfo::new(keys::PEERNAME))
-                .await
-                .unwrap();
-            assert_eq!(peername, Some(ExtraInfo::from(peer.local_addr().unwrap())));
-        }
-        (support::Peer::Unix(_), Kind::Unix) => {
+    if kind == Kind::Mock {
+        // No socket: the mock answers the addresses it was scripted with.
+        assert_eq!(transport.socket().await, None);
+        assert_eq!(transport.peer_addr().await, Some(MOCK_PEERNAME));
+        assert_eq!(transport.local_addr().await, Some(MOCK_SOCKNAME));
+    } else {
+        let socket = transport.socket().await.expect("socket key");
+        assert_eq!(socket.kind, SocketKind::Stream);
+        assert!(std::fs::metadata(format!("/proc/self/fd/{}", socket.fd)).is_ok());
+        if kind == Kind::Unix {
             assert_eq!(socket.family, AddressFamily::Unix);
             assert_eq!(
                 transport.peername().await,
                 Some(SocketAddress::Unix(UnixAddress::Unnamed))
             );
+        } else {
+            let (peer_local, peer_remote) = (peer.local_inet_addr(), peer.peer_inet_addr());
+            assert!(peer_local.is_some() && peer_remote.is_some());
+            assert_eq!(socket.family, AddressFamily::Inet);
+            assert_eq!(transport.peer_addr().await, peer_local);
+            assert_eq!(transport.local_addr().await, peer_remote);
+            let GetExtraInfo { .. } = GetExtraInfo::new(keys::PEERNAME);
+            let peername = transport
+                .send(GetExtraInfo::new(keys::PEERNAME))
+                .await
+                .unwrap();
+            assert_eq!(peername, peer_local.map(ExtraInfo::from));
         }
-        _ => unreachable!(),
     }
     // Unknown keys: the caller's default, or None. Never an error.
     let default = ExtraInfo::Text("fallback".into());
@@ -242,7 +242,9 @@ async fn extra_info_keys_and_defaults(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(got, Some(default));
-    assert_eq!(transport.get_extra_info("peercert").await, None);
+    // The TLS client holds the server's certificate; the others have none.
+    let peercert = transport.get_extra_info("peercert").await;
+    assert_eq!(peercert.is_some(), kind == Kind::Tls, "{peercert:?}");
     drop(peer);
 }
 
@@ -347,51 +349,41 @@ async fn commands_to_a_stopped_transport_fail_cleanly(kind: Kind) {
     assert_eq!(transport.get_extra_info("no-such-key").await, None);
 }
 
-#[actix_rt::test]
-async fn peer_reset_ends_in_connection_lost_with_the_error() {
-    support::deadline(async {
-        let (probe, mut events) = ProbeOptions::default().probe();
-        let (_transport, _, peer) =
-            pair(Kind::Tcp, StreamConfig::default(), || probe.start()).await;
-        events.made().await;
-        peer.reset();
-        let err = events.until_lost().await.expect("a reset is an error");
-        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
-    })
-    .await
+async fn peer_reset_ends_in_connection_lost_with_the_error(kind: Kind) {
+    let (probe, mut events) = ProbeOptions::default().probe();
+    let (_transport, _, peer) = pair(kind, StreamConfig::default(), || probe.start()).await;
+    events.made().await;
+    peer.reset();
+    let err = events.until_lost().await.expect("a reset is an error");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
 }
 
-#[actix_rt::test]
-async fn events_arrive_in_the_documented_order_only() {
-    // A model check of one connection's whole event sequence: Made, Data*, Eof?, Lost.
-    support::deadline(async {
-        let (probe, mut events) = ProbeOptions::default().probe();
-        let (_transport, _, mut peer) =
-            pair(Kind::Tcp, StreamConfig::default(), || probe.start()).await;
-        for i in 0..50u8 {
-            send_all(&mut peer, &[i; 100]).await;
-        }
-        peer.shutdown_write().await;
-        let mut sequence = Vec::new();
-        while let Some(event) = events.next().await {
-            sequence.push(event);
-        }
-        let names: Vec<_> = sequence.iter().map(Event::name).collect();
-        assert_eq!(names.first(), Some(&"Made"));
-        assert_eq!(names.last(), Some(&"Lost"));
-        let eof_at = names
-            .iter()
-            .position(|n| *n == "Eof")
-            .expect("Eof delivered");
-        assert!(names[1..eof_at].iter().all(|n| *n == "Data"));
-        assert_eq!(eof_at, names.len() - 2, "only Lost after Eof");
-        let bytes: usize = sequence
-            .iter()
-            .map(|e| if let Event::Data(d) = e { d.len() } else { 0 })
-            .sum();
-        assert_eq!(bytes, 5000);
-    })
-    .await
+/// A model check of one connection's whole event sequence: Made, Data*, Eof?, Lost.
+async fn events_arrive_in_the_documented_order_only(kind: Kind) {
+    let (probe, mut events) = ProbeOptions::default().probe();
+    let (_transport, _, mut peer) = pair(kind, StreamConfig::default(), || probe.start()).await;
+    for i in 0..50u8 {
+        send_all(&mut peer, &[i; 100]).await;
+    }
+    peer.shutdown_write().await;
+    let mut sequence = Vec::new();
+    while let Some(event) = events.next().await {
+        sequence.push(event);
+    }
+    let names: Vec<_> = sequence.iter().map(Event::name).collect();
+    assert_eq!(names.first(), Some(&"Made"));
+    assert_eq!(names.last(), Some(&"Lost"));
+    let eof_at = names
+        .iter()
+        .position(|n| *n == "Eof")
+        .expect("Eof delivered");
+    assert!(names[1..eof_at].iter().all(|n| *n == "Data"));
+    assert_eq!(eof_at, names.len() - 2, "only Lost after Eof");
+    let bytes: usize = sequence
+        .iter()
+        .map(|e| if let Event::Data(d) = e { d.len() } else { 0 })
+        .sum();
+    assert_eq!(bytes, 5000);
 }
 
 /// An actix `System` that stops while its transports' protocol watch sleeps, then another

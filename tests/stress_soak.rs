@@ -12,8 +12,7 @@ mod process;
 #[path = "support/subprocess.rs"]
 mod subprocess_support;
 mod support;
-#[path = "support/tls.rs"]
-mod tls_support;
+use support::tls as tls_support;
 
 use std::{
     cell::{Cell, RefCell},

@@ -6,8 +6,7 @@
 #[path = "support/process.rs"]
 mod process;
 mod support;
-#[path = "support/tls.rs"]
-mod tls_support;
+use support::tls as tls_support;
 
 use std::{
     path::Path,

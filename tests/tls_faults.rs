@@ -8,8 +8,7 @@
 //! transports, which tests running in parallel threads would disturb.
 
 mod support;
-#[path = "support/tls.rs"]
-mod tls_support;
+use support::tls as tls_support;
 
 use std::{
     future::Future,

@@ -4,8 +4,7 @@
 //! protocol keeping its handle, and a failed handshake ending the connection with its error.
 
 mod support;
-#[path = "support/tls.rs"]
-mod tls_support;
+use support::tls as tls_support;
 
 use std::time::Duration;
 

@@ -1,83 +1,8 @@
 //! Errors of the framework's own operations.
 
-use std::{io, time::Duration};
+use std::io;
 
 use derive_more::{Display, Error};
-
-/// Write-buffer limits where the low-water mark is above the high-water mark.
-///
-/// Returned by [`WriteBufferLimits::new`](crate::WriteBufferLimits::new) and by a transport
-/// receiving [`SetWriteBufferLimits`](crate::SetWriteBufferLimits); the transport keeps its
-/// previous limits.
-#[derive(Debug, Display, Error, Clone, Copy, PartialEq, Eq)]
-#[display("invalid write-buffer limits: high ({high}) must be >= low ({low})")]
-pub struct InvalidWriteBufferLimits {
-    /// The high-water mark that was asked for.
-    pub high: usize,
-    /// The low-water mark that was asked for.
-    pub low: usize,
-}
-
-impl From<InvalidWriteBufferLimits> for io::Error {
-    fn from(err: InvalidWriteBufferLimits) -> Self {
-        io::Error::new(io::ErrorKind::InvalidInput, err)
-    }
-}
-
-/// Why an acknowledged write did not reach the kernel.
-///
-/// Acknowledged writes resolve to `io::Result<()>`; when the cause is the transport's own
-/// state rather than a socket error, the `io::Error` carries one of these as its source, so a
-/// caller can branch on it with [`WriteError::of`].
-#[derive(Debug, Display, Error, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WriteError {
-    /// The write arrived after `Close` (or after the peer's EOF led to a close).
-    #[display("transport is closing")]
-    Closing,
-    /// The write arrived after `WriteEof` shut the write side down.
-    #[display("write side is shut down")]
-    AfterEof,
-    /// `Abort` discarded the write buffer, or the protocol stopped and its death aborted the
-    /// connection.
-    #[display("connection was aborted")]
-    Aborted,
-    /// The socket accepted no byte of the write buffer for this long, so the connection was
-    /// aborted.
-    #[display("write made no progress for {_0:?}")]
-    Stalled(#[error(not(source))] Duration),
-    /// The transport actor had stopped before the write could be handled.
-    #[display("transport has stopped")]
-    Stopped,
-    /// The transport only reads (the read end of a pipe): it has nothing to write to.
-    #[display("transport is read-only")]
-    ReadOnly,
-}
-
-impl WriteError {
-    /// The `WriteError` behind an `io::Error`, if the error came from a transport's state.
-    pub fn of(err: &io::Error) -> Option<WriteError> {
-        err.get_ref()?.downcast_ref::<WriteError>().copied()
-    }
-
-    /// The `io::ErrorKind` this error maps to.
-    pub fn kind(self) -> io::ErrorKind {
-        match self {
-            WriteError::Closing | WriteError::AfterEof | WriteError::Stopped => {
-                io::ErrorKind::NotConnected
-            }
-            WriteError::Aborted => io::ErrorKind::ConnectionAborted,
-            WriteError::Stalled(_) => io::ErrorKind::TimedOut,
-            WriteError::ReadOnly => io::ErrorKind::Unsupported,
-        }
-    }
-}
-
-impl From<WriteError> for io::Error {
-    fn from(err: WriteError) -> Self {
-        io::Error::new(err.kind(), err)
-    }
-}
 
 /// A signal for a process that has already exited: its exit status was collected (or its
 /// transport has stopped), so its pid may belong to another process by now and no signal is
@@ -149,27 +74,25 @@ impl From<FactoryPanicked> for io::Error {
 }
 
 /// Copies an `io::Error` for a second recipient (`io::Error` is not `Clone`): same kind, same
-/// message, the same [`WriteError`] or [`TlsError`](crate::TlsError) source when there is one,
+/// message, the same [`WriteError`](crate::WriteError) or [`TlsError`](crate::TlsError) source when there is one,
 /// and the same OS error code for an error from a system call.
 pub fn duplicate_error(err: &io::Error) -> io::Error {
-    if let Some(write_err) = WriteError::of(err) {
-        return write_err.into();
-    }
     if let Some(tls_err) = crate::TlsError::of(err) {
         return tls_err.clone().into();
     }
     if let Some(panicked) = FactoryPanicked::of(err) {
         return panicked.clone().into();
     }
-    if let Some(code) = err.raw_os_error() {
-        return io::Error::from_raw_os_error(code);
-    }
-    io::Error::new(err.kind(), err.to_string())
+    // The core's copy keeps a `WriteError` source and an OS error code.
+    switchboard_core::copy_error(err)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::WriteError;
 
     #[test]
     fn write_errors_map_to_precise_kinds_and_round_trip() {
@@ -191,16 +114,6 @@ mod tests {
         assert_eq!(copy.kind(), io::ErrorKind::ConnectionReset);
         assert_eq!(copy.to_string(), "reset by peer");
         assert_eq!(WriteError::of(&copy), None);
-    }
-
-    #[test]
-    fn invalid_limits_say_what_is_wrong() {
-        let err = InvalidWriteBufferLimits { high: 10, low: 20 };
-        assert_eq!(
-            err.to_string(),
-            "invalid write-buffer limits: high (10) must be >= low (20)"
-        );
-        assert_eq!(io::Error::from(err).kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]

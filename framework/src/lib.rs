@@ -93,8 +93,10 @@
 //!
 //! * **Protocol stops.** Its mailbox is dropped with whatever was in it. A `DataReceived` still
 //!   queued drops its [`Ack`] and an `EofReceived` its decision, so the transport is never left
-//!   waiting. The transport notices the protocol is gone at its next delivery, or within half a
-//!   second if idle, and aborts: the socket is reset and its descriptor released.
+//!   waiting. The transport notices the protocol is gone at its next delivery, or within
+//!   [`PROTOCOL_WATCH_INTERVAL`] (half a second) if idle, and aborts: the socket is reset and its
+//!   descriptor released. Every transport, and the test-util mock, watches its protocol with a
+//!   [`ProtocolWatch`].
 //! * **Transport stops.** It sends `ConnectionLost` from `stopped()`, so the protocol hears of it
 //!   whatever the reason. Commands still queued in its mailbox are dropped: an acknowledged write
 //!   among them resolves to an error carrying [`WriteError::Stopped`], a `send` of any other
@@ -104,9 +106,9 @@
 //!
 //! # Feature flags
 //!
-//! * `test-util` (off by default): the `testing` module, a mock transport, a recording probe
-//!   protocol and test runners for unit-testing protocols with no socket. Enable it in
-//!   `[dev-dependencies]` only.
+//! * `test-util` (off by default): the `testing` module, mock stream, datagram and subprocess
+//!   transports, a recording probe protocol and test runners for unit-testing protocols with no
+//!   socket. Enable it in `[dev-dependencies]` only.
 //!
 //! [switchboard]: https://docs.rs/switchboard
 #![forbid(unsafe_code)]
@@ -120,12 +122,12 @@ mod extra;
 mod flow;
 mod framing;
 mod protocol;
-mod stats;
 mod subprocess;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod tls;
 mod transport;
+mod watch;
 
 pub use command::{
     Abort, CanWriteEof, Close, GetExtraInfo, GetProtocol, GetStats, GetWriteBufferLimits,
@@ -137,9 +139,7 @@ pub use datagram::{
     DatagramTransport, ErrorReceived, IntoDatagramProtocol, SendTo, SendToError,
     SetDatagramProtocol,
 };
-pub use error::{
-    FactoryPanicked, InvalidWriteBufferLimits, ProcessGone, WriteError, duplicate_error,
-};
+pub use error::{FactoryPanicked, ProcessGone, duplicate_error};
 pub use event::{
     Ack, ConnectionLost, ConnectionMade, DataReceived, DeliveryAcked, EofDecided, EofReceived,
     PauseWriting, ResumeWriting,
@@ -148,16 +148,12 @@ pub use extra::{
     AddressFamily, ExtraInfo, ExtraObject, PipeEnd, PipeFileType, PipeInfo, ProcessInfo,
     SocketAddress, SocketInfo, SocketKind, UnixAddress, keys,
 };
-pub use flow::{
-    DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_TLS_HIGH_WATER_MARK,
-    DEFAULT_TLS_LOW_WATER_MARK, FlowEdge, WriteBufferLimits, WriteFlow, WriteLedger, WriteReceipt,
-};
+pub use flow::{WriteLedger, WriteReceipt, WriteReply};
 pub use framing::{DEFAULT_MAX_BUFFERED, Decoded, Framing};
 pub use protocol::{
     Handled, IntoProtocol, LostHandled, Protocol, ProtocolBuilder, ProtocolEvent, ProtocolHandle,
     Unhandled,
 };
-pub use stats::TransportStats;
 pub use subprocess::{
     GetPid, GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, Kill, PipeClosed,
     PipeConnectionLost, PipeDataReceived, PipeOpened, ProcessExited, SendSignal, SubprocessCommand,
@@ -168,6 +164,13 @@ pub use tls::{
     TlsSettings,
 };
 pub use transport::{Transport, TransportCommand, TransportHandle, TransportRequest};
+pub use watch::{PROTOCOL_WATCH_INTERVAL, ProtocolWatch, Watchable, protocol_watch_sweeps};
+// The vocabulary the I/O-free core defines, under the names protocol authors know.
+pub use switchboard_core::{
+    DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_TLS_HIGH_WATER_MARK,
+    DEFAULT_TLS_LOW_WATER_MARK, FlowEdge, InvalidWriteBufferLimits, TransportStats,
+    WriteBufferLimits, WriteError, WriteFlow,
+};
 
 /// The names a protocol author needs: `use switchboard_framework::prelude::*;`.
 pub mod prelude {

@@ -17,6 +17,16 @@ pub(crate) async fn raw_client<S>(stream: S, cert: &SelfSigned) -> SslStream<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    try_raw_client(stream, cert)
+        .await
+        .expect("raw TLS handshake")
+}
+
+/// [`raw_client`], with the handshake's failure as an error.
+pub(crate) async fn try_raw_client<S>(stream: S, cert: &SelfSigned) -> std::io::Result<SslStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut builder = SslConnector::builder(SslMethod::tls_client()).expect("connector");
     builder
         .cert_store_mut()
@@ -33,12 +43,15 @@ where
     Pin::new(&mut tls)
         .connect()
         .await
-        .expect("raw TLS handshake");
-    tls
+        .map_err(std::io::Error::other)?;
+    Ok(tls)
 }
 
 /// A TLS server stream made by hand over an accepted `stream`, serving `cert`.
-pub(crate) async fn raw_server(stream: TcpStream, cert: &SelfSigned) -> SslStream<TcpStream> {
+pub(crate) async fn raw_server<S>(stream: S, cert: &SelfSigned) -> SslStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut builder =
         SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).expect("acceptor");
     builder.set_certificate(cert.certificate()).expect("cert");

@@ -24,7 +24,6 @@
 
 use std::{
     cell::RefCell,
-    collections::VecDeque,
     fmt,
     future::Future,
     io,
@@ -35,34 +34,32 @@ use std::{
 };
 
 use actix::{
-    Actor, ActorContext, ActorFuture, AsyncContext, Context, Handler, Message, MessageResult,
+    Actor, ActorContext, AsyncContext, Context, Handler, Message, MessageResult,
     dev::{MessageResponse, OneshotSender},
 };
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
+use switchboard_core::datagram::{
+    DatagramCore, DatagramEvent, DatagramSettings, Outbound, SendTicket,
+};
 use switchboard_framework::{
     Abort, Close, ConnectionLost, ConnectionMade, DatagramHandle, DatagramProtocolHandle,
-    DatagramReceived, DeliveryAcked, ErrorReceived, ExtraInfo, FlowEdge, GetExtraInfo, GetStats,
+    DatagramReceived, DeliveryAcked, ErrorReceived, ExtraInfo, GetExtraInfo, GetStats,
     GetWriteBufferLimits, GetWriteBufferSize, IntoDatagramProtocol, IsClosing, IsReading,
-    PauseReading, ResumeReading, SendTo, SendToError, SetDatagramProtocol, SetWriteBufferLimits,
-    SocketAddress, TransportStats, WriteBufferLimits, WriteError, WriteFlow, duplicate_error,
+    PauseReading, ProtocolWatch, ResumeReading, SendTo, SendToError, SetDatagramProtocol,
+    SetWriteBufferLimits, SocketAddress, WriteBufferLimits, WriteError, WriteReply,
+    duplicate_error,
 };
-use tokio::io::ReadBuf;
+use tokio::{
+    io::ReadBuf,
+    time::{Instant, Sleep},
+};
 
-use crate::PROTOCOL_WATCH_INTERVAL;
-
-/// The longest datagram an endpoint receives whole by default: 256 KiB, asyncio's read size.
-/// Larger than any UDP datagram (65,507 bytes over IPv4, 65,527 over IPv6), and than a Unix
-/// datagram under Linux's default socket buffer sizes.
-pub const DEFAULT_MAX_DATAGRAM_SIZE: usize = 256 * 1024;
-
-/// How many datagrams an endpoint keeps in flight to its protocol by default, delivered and not
-/// yet acknowledged. Bounds what a slow protocol costs to 32 datagrams.
-pub const DEFAULT_READ_WINDOW: usize = 32;
-
-/// How long `Close` waits for queued datagrams to be sent by default, before it drops them
-/// (failing their acknowledged sends with [`WriteError::Stalled`]) and ends anyway.
-pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+// The defaults are the core's, so the mock endpoint of `switchboard_framework::testing` has them
+// too.
+pub use switchboard_core::datagram::{
+    DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_DATAGRAM_SIZE, DEFAULT_READ_WINDOW,
+};
 
 /// The settings of a datagram endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,41 +164,12 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// One datagram waiting for the socket, and who waits for its outcome.
-struct Queued {
-    data: Bytes,
-    addr: Option<SocketAddress>,
-    seq: u64,
-}
-
-/// The waiters of acknowledged sends that were queued, shared with the [`SendReceipt`]s that
-/// register them, in the order of their datagrams.
-#[derive(Default)]
-struct Waiters(RefCell<VecDeque<(u64, OneshotSender<io::Result<()>>)>>);
-
-impl Waiters {
-    fn resolve(&self, seq: u64, outcome: impl FnOnce() -> io::Result<()>) {
-        let mut waiters = self.0.borrow_mut();
-        if waiters.front().is_some_and(|(front, _)| *front == seq)
-            && let Some((_, tx)) = waiters.pop_front()
-        {
-            let _ = tx.send(outcome());
-        }
-    }
-
-    fn fail_all(&self, err: &io::Error) {
-        for (_, tx) in self.0.borrow_mut().drain(..) {
-            let _ = tx.send(Err(duplicate_error(err)));
-        }
-    }
-}
-
 /// The reply to a [`SendTo`]: its outcome now, or once its queued datagram is sent.
 pub struct SendReceipt(Receipt);
 
 enum Receipt {
     Done(io::Result<()>),
-    Queued { seq: u64, waiters: Rc<Waiters> },
+    Queued(SendTicket<WriteReply>),
 }
 
 impl<A: Actor> MessageResponse<A, SendTo> for SendReceipt {
@@ -213,7 +181,7 @@ impl<A: Actor> MessageResponse<A, SendTo> for SendReceipt {
             Receipt::Done(result) => {
                 let _ = tx.send(result);
             }
-            Receipt::Queued { seq, waiters } => waiters.0.borrow_mut().push_back((seq, tx)),
+            Receipt::Queued(ticket) => ticket.register(WriteReply(tx)),
         }
     }
 }
@@ -222,45 +190,35 @@ impl fmt::Debug for SendReceipt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Receipt::Done(result) => f.debug_tuple("SendReceipt").field(result).finish(),
-            Receipt::Queued { seq, .. } => f.debug_struct("SendReceipt").field("seq", seq).finish(),
+            Receipt::Queued(ticket) => f.debug_tuple("SendReceipt").field(ticket).finish(),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Open,
-    Closing,
-    Stopped,
-}
+/// Where a datagram goes: its own address, or the endpoint's default peer.
+type Destination = Option<SocketAddress>;
 
-/// The datagram transport actor. Start one with [`start`].
+/// The datagram transport actor: the glue between a [`DatagramCore`], which makes every
+/// decision, and the socket. Start one with [`start`].
 pub struct DatagramTransportActor<S: DatagramSocket> {
     socket: Option<Rc<S>>,
     me: DatagramHandle,
-    protocol: DatagramProtocolHandle,
-    config: DatagramConfig,
-    state: State,
-    /// Whether the protocol acknowledged its `ConnectionMade`.
-    attached: bool,
-    /// The delivery number of the last `ConnectionMade`.
-    made_seq: u64,
-    paused: bool,
+    protocol: ProtocolWatch<DatagramProtocolHandle>,
+    core: DatagramCore<Destination, WriteReply>,
+    max_datagram_size: usize,
     /// Where a send without an address goes: the connected peer, or (with `allow_broadcast`)
     /// the default destination of an endpoint that is not connected.
     default_peer: Option<SocketAddress>,
     connected: bool,
     error_watch: Option<LocalBoxFuture<'static, io::Result<()>>>,
-    /// Deliveries not yet acknowledged: sequence number and size.
-    in_flight: VecDeque<(u64, usize)>,
-    seq: u64,
-    queue: VecDeque<Queued>,
-    send_seq: u64,
-    waiters: Rc<Waiters>,
-    flow: WriteFlow,
-    close_deadline: Option<Pin<Box<actix_rt::time::Sleep>>>,
-    lost: Option<io::Error>,
-    stats: TransportStats,
+    /// The core's next deadline, while it has one.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// The number of datagram endpoints alive in this process (started and not yet stopped), for
+/// leak checks and monitoring.
+pub fn live_endpoints() -> usize {
+    crate::driver::DATAGRAMS.count()
 }
 
 /// Starts a datagram transport over `socket` on the current arbiter and attaches the protocol
@@ -287,11 +245,7 @@ where
     P: IntoDatagramProtocol,
 {
     crate::runtime::assert_arbiter("datagram::start");
-    let mut ctx = Context::new();
-    // Unbounded from the first message on: an actix mailbox holds 16 messages until its actor
-    // starts and past that a `send` waits to be polled, so `send` and `do_send` from one sender
-    // would lose their order. Memory is bounded by flow control, not by the mailbox.
-    ctx.set_mailbox_capacity(0);
+    let ctx = crate::driver::unbounded_context();
     let peername = if connected {
         socket.peername().or_else(|| default_peer.clone())
     } else {
@@ -299,52 +253,30 @@ where
     };
     let me = DatagramHandle::new(ctx.address(), socket.sockname(), peername);
     let (output, protocol) = protocol().into_datagram_protocol();
-    let mut stats = TransportStats::default();
-    stats.read_buffer_limit = config.read_window.saturating_mul(config.max_datagram_size);
+    let core = DatagramCore::new(DatagramSettings {
+        write_buffer_limits: config.write_buffer_limits,
+        read_window: config.read_window,
+        max_datagram_size: config.max_datagram_size,
+        close_timeout: config.close_timeout,
+    });
     let transport = DatagramTransportActor {
         socket: Some(Rc::new(socket)),
         me: me.clone(),
-        protocol,
-        flow: WriteFlow::new(config.write_buffer_limits),
-        config,
-        state: State::Open,
-        attached: false,
-        made_seq: 1,
-        paused: false,
+        protocol: ProtocolWatch::new(protocol),
+        core,
+        max_datagram_size: config.max_datagram_size,
         default_peer,
         connected,
         error_watch: None,
-        in_flight: VecDeque::new(),
-        seq: 0,
-        queue: VecDeque::new(),
-        send_seq: 0,
-        waiters: Rc::default(),
-        close_deadline: None,
-        lost: None,
-        stats,
+        timer: None,
     };
     ctx.run(transport);
     (me, output)
 }
 
 impl<S: DatagramSocket> DatagramTransportActor<S> {
-    fn issue_ack(&mut self, bytes: usize) -> switchboard_framework::Ack {
-        self.seq += 1;
-        self.in_flight.push_back((self.seq, bytes));
-        self.stats.read_in_flight += bytes;
-        self.stats.read_buffer_peak = self.stats.read_buffer_peak.max(self.stats.read_in_flight);
-        self.me.ack(self.seq)
-    }
-
-    fn is_reading(&self) -> bool {
-        self.state == State::Open && !self.paused
-    }
-
     /// Where a datagram for `addr` goes, or why it may not.
-    fn destination(
-        &self,
-        addr: Option<SocketAddress>,
-    ) -> Result<Option<SocketAddress>, SendToError> {
+    fn destination(&self, addr: Option<SocketAddress>) -> Result<Destination, SendToError> {
         match (addr, &self.default_peer) {
             (None, None) => Err(SendToError::NoAddress),
             (None, Some(_)) => Ok(None),
@@ -380,77 +312,83 @@ impl<S: DatagramSocket> DatagramTransportActor<S> {
     /// Reports an error from the socket to the protocol.
     fn error_received(&self, err: io::Error) {
         tracing::debug!(%err, "datagram endpoint error");
-        self.protocol.error_received(ErrorReceived(err));
+        self.protocol.protocol().error_received(ErrorReceived(err));
     }
 
-    fn deliver_flow_edge(&mut self) {
-        match self.flow.check() {
-            Some(FlowEdge::Pause) => self.protocol.pause_writing(),
-            Some(FlowEdge::Resume) => self.protocol.resume_writing(),
-            None => {}
+    /// Delivers every event the core has for the protocol attached now.
+    fn deliver_events(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            self.deliver(event);
         }
     }
 
-    fn abort(&mut self, ctx: &mut Context<Self>) {
-        if self.state == State::Stopped {
-            return;
+    fn deliver(&self, event: DatagramEvent<Destination>) {
+        let protocol = self.protocol.protocol();
+        match event {
+            DatagramEvent::Made { seq } => {
+                protocol.connection_made(ConnectionMade::new(self.me.clone(), self.me.ack(seq)))
+            }
+            DatagramEvent::Datagram {
+                data,
+                addr: Some(addr),
+                seq,
+            } => protocol.datagram_received(DatagramReceived::new(data, addr, self.me.ack(seq))),
+            DatagramEvent::PauseWriting => protocol.pause_writing(),
+            DatagramEvent::ResumeWriting => protocol.resume_writing(),
+            _ => {}
         }
-        self.queue.clear();
-        self.flow.clear();
-        self.waiters.fail_all(&WriteError::Aborted.into());
-        self.finish(ctx);
     }
 
-    fn finish(&mut self, ctx: &mut Context<Self>) {
-        self.state = State::Stopped;
+    /// Once the core has ended: lets go of the socket and stops the actor, which sends
+    /// `ConnectionLost` from `stopped`. Whether it did.
+    fn settle(&mut self, ctx: &mut Context<Self>) -> bool {
+        if !self.core.take_release() {
+            return false;
+        }
         self.socket = None;
         self.error_watch = None;
-        self.close_deadline = None;
+        self.timer = None;
         ctx.stop();
+        true
     }
 
     fn poll_io(&mut self, ctx: &mut Context<Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
-        if self.state == State::Stopped {
+        if self.core.is_stopped() {
             return Poll::Ready(());
         }
-        if !self.protocol.is_alive() {
-            tracing::debug!("protocol actor stopped: aborting its datagram endpoint");
-            self.abort(ctx);
-            return Poll::Ready(());
+        // Until the protocol is gone, the sweep wakes an idle endpoint if it finds it so.
+        if self.protocol.poll_gone(cx).is_ready() {
+            self.core.handle_protocol_gone();
         }
         self.poll_errors(cx);
         self.poll_send_queue(cx);
-        match self.state {
-            State::Open => {
-                if let Err(err) = self.poll_receive(cx) {
-                    tracing::debug!(%err, "datagram endpoint failed");
-                    self.lost = Some(err);
-                    self.abort(ctx);
-                    return Poll::Ready(());
-                }
-            }
-            State::Closing => {
-                let timed_out = self
-                    .close_deadline
-                    .as_mut()
-                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
-                if timed_out {
-                    let stalled: io::Error = WriteError::Stalled(self.config.close_timeout).into();
-                    tracing::warn!(
-                        dropped = self.queue.len(),
-                        "datagram endpoint closed with datagrams the socket would not take"
-                    );
-                    self.waiters.fail_all(&stalled);
-                    self.queue.clear();
-                }
-                if self.queue.is_empty() {
-                    self.finish(ctx);
-                    return Poll::Ready(());
-                }
-            }
-            State::Stopped => return Poll::Ready(()),
+        self.deliver_events();
+        self.poll_receive(cx);
+        if self.settle(ctx) || self.poll_timer(cx) && self.settle(ctx) {
+            return Poll::Ready(());
         }
         Poll::Pending
+    }
+
+    /// Keeps the timer on the core's next deadline; whether it fired (and the core was told).
+    fn poll_timer(&mut self, cx: &mut TaskContext<'_>) -> bool {
+        let Some(deadline) = self.core.poll_timeout(Instant::now().into_std()) else {
+            self.timer = None;
+            return false;
+        };
+        let deadline = Instant::from_std(deadline);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.timer = None;
+        self.core.handle_timeout(Instant::now().into_std());
+        true
     }
 
     /// Reports each error the socket announces through `EPOLLERR`.
@@ -483,45 +421,36 @@ impl<S: DatagramSocket> DatagramTransportActor<S> {
 
     /// Sends queued datagrams in order until the socket would block.
     fn poll_send_queue(&mut self, cx: &mut TaskContext<'_>) {
-        while let Some(front) = self.queue.front() {
-            let outcome = match self.poll_send_one(cx, &front.data, front.addr.as_ref()) {
+        while let Some((data, addr)) = self.core.send_queue_front() {
+            let outcome = match self.poll_send_one(cx, data, addr.as_ref()) {
                 Poll::Pending => break,
                 Poll::Ready(outcome) => outcome,
             };
-            let Some(sent) = self.queue.pop_front() else {
-                break;
-            };
-            self.flow.remove(sent.data.len());
             match outcome {
-                Ok(_) => {
-                    self.stats.bytes_sent += sent.data.len() as u64;
-                    self.waiters.resolve(sent.seq, || Ok(()));
-                }
+                Ok(_) => self.core.handle_sent(Ok(())),
                 Err(err) => {
-                    self.waiters
-                        .resolve(sent.seq, || Err(duplicate_error(&err)));
+                    self.core.handle_sent(Err(&err));
                     self.error_received(err);
                 }
             }
         }
-        self.stats.write_buffer_size = self.flow.size();
-        self.deliver_flow_edge();
+        self.core.handle_send_attempted();
     }
 
     /// Reads and delivers datagrams while the window has room.
-    fn poll_receive(&mut self, cx: &mut TaskContext<'_>) -> io::Result<()> {
-        let max = self.config.max_datagram_size;
+    fn poll_receive(&mut self, cx: &mut TaskContext<'_>) {
+        let max = self.max_datagram_size;
         // Errors and oversized datagrams take no room in the window: bound them per wake-up so
         // a flood of them cannot starve the mailbox (`Close`, `Abort`).
         let mut budget = MAX_EVENTS_PER_WAKEUP;
-        while self.attached && self.is_reading() && self.in_flight.len() < self.config.read_window {
+        while self.core.receive_room() > 0 {
             if budget == 0 {
                 cx.waker().wake_by_ref();
-                return Ok(());
+                return;
             }
             budget -= 1;
             let Some(socket) = self.socket.clone() else {
-                return Ok(());
+                return;
             };
             let received = SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
@@ -536,7 +465,7 @@ impl<S: DatagramSocket> DatagramTransportActor<S> {
                     .map_ok(|addr| (Bytes::copy_from_slice(buf.filled()), addr))
             });
             match received {
-                Poll::Pending => return Ok(()),
+                Poll::Pending => return,
                 Poll::Ready(Ok((data, addr))) if data.len() > max => {
                     self.error_received(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -546,17 +475,13 @@ impl<S: DatagramSocket> DatagramTransportActor<S> {
                     ));
                 }
                 Poll::Ready(Ok((data, addr))) => {
-                    self.stats.bytes_received += data.len() as u64;
-                    self.stats.deliveries += 1;
-                    let ack = self.issue_ack(data.len());
-                    self.protocol
-                        .datagram_received(DatagramReceived::new(data, addr, ack));
+                    let event = self.core.handle_received(data, Some(addr));
+                    self.deliver(event);
                 }
                 Poll::Ready(Err(err)) if is_transient(&err) => self.error_received(err),
-                Poll::Ready(Err(err)) => return Err(err),
+                Poll::Ready(Err(err)) => return self.core.handle_error(err),
             }
         }
-        Ok(())
     }
 }
 
@@ -574,28 +499,15 @@ fn is_transient(err: &io::Error) -> bool {
 impl<S: DatagramSocket> fmt::Debug for DatagramTransportActor<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatagramTransportActor")
-            .field("state", &self.state)
-            .field("paused", &self.paused)
-            .field("in_flight", &self.in_flight.len())
-            .field("queued", &self.queue.len())
+            .field("core", &self.core)
             .field("default_peer", &self.default_peer)
             .finish_non_exhaustive()
     }
 }
 
-/// Drives the socket from inside the actor's context, after each mailbox drain.
-struct Driver;
-
-impl<S: DatagramSocket> ActorFuture<DatagramTransportActor<S>> for Driver {
-    type Output = ();
-
-    fn poll(
-        self: Pin<&mut Self>,
-        act: &mut DatagramTransportActor<S>,
-        ctx: &mut Context<DatagramTransportActor<S>>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<()> {
-        act.poll_io(ctx, cx)
+impl<S: DatagramSocket> crate::driver::Driven for DatagramTransportActor<S> {
+    fn poll_driver(&mut self, ctx: &mut Context<Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        self.poll_io(ctx, cx)
     }
 }
 
@@ -603,26 +515,18 @@ impl<S: DatagramSocket> Actor for DatagramTransportActor<S> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let ack = self.issue_ack(0);
-        self.protocol
-            .connection_made(ConnectionMade::new(self.me.clone(), ack));
-        ctx.spawn(Driver);
-        // An idle endpoint has nothing to wake its driver when its protocol stops.
-        ctx.run_interval(PROTOCOL_WATCH_INTERVAL, |act, ctx| {
-            if !act.protocol.is_alive() {
-                tracing::debug!("protocol actor stopped: aborting its datagram endpoint");
-                act.abort(ctx);
-            }
-        });
+        crate::driver::DATAGRAMS.started();
+        self.deliver_events();
+        crate::driver::spawn(ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.state = State::Stopped;
+        crate::driver::DATAGRAMS.stopped();
         self.socket = None;
         self.error_watch = None;
-        self.waiters.fail_all(&WriteError::Stopped.into());
-        self.protocol
-            .connection_lost(ConnectionLost(self.lost.take()));
+        self.timer = None;
+        let lost = ConnectionLost(self.core.stopped());
+        self.protocol.protocol().connection_lost(lost);
     }
 }
 
@@ -630,66 +534,53 @@ impl<S: DatagramSocket> Handler<SendTo> for DatagramTransportActor<S> {
     type Result = SendReceipt;
 
     fn handle(&mut self, msg: SendTo, _: &mut Context<Self>) -> SendReceipt {
-        let refusal = match self.state {
-            State::Open => None,
-            State::Closing => Some(WriteError::Closing),
-            State::Stopped => Some(WriteError::Stopped),
+        let len = msg.data.len();
+        let refused = |err: io::Error| {
+            tracing::warn!(len, %err, "datagram refused");
+            SendReceipt(Receipt::Done(Err(err)))
         };
-        if let Some(refusal) = refusal {
-            tracing::warn!(len = msg.data.len(), %refusal, "datagram refused");
-            return SendReceipt(Receipt::Done(Err(refusal.into())));
+        // Refused while closing whatever the destination.
+        if let Some(err) = self.core.send_refusal() {
+            return refused(err.into());
         }
         let addr = match self.destination(msg.addr) {
             Ok(addr) => addr,
-            Err(err) => {
-                tracing::warn!(len = msg.data.len(), %err, "datagram refused");
-                return SendReceipt(Receipt::Done(Err(err.into())));
-            }
+            Err(err) => return refused(err.into()),
         };
-        if self.queue.is_empty() {
-            // The common case: the kernel takes it now, and nothing is queued or allocated.
-            let waker = futures::task::noop_waker();
-            let mut cx = TaskContext::from_waker(&waker);
-            match self.poll_send_one(&mut cx, &msg.data, addr.as_ref()) {
-                Poll::Ready(Ok(_)) => {
-                    self.stats.bytes_sent += msg.data.len() as u64;
-                    return SendReceipt(Receipt::Done(Ok(())));
-                }
-                Poll::Ready(Err(err)) => {
-                    let reply = duplicate_error(&err);
-                    self.error_received(err);
-                    return SendReceipt(Receipt::Done(Err(reply)));
-                }
-                // Queued below; the driver, polled after this handler, registers its waker.
-                Poll::Pending => {}
+        let (data, addr) = match self.core.send(msg.data, addr) {
+            Err(err) => return refused(err.into()),
+            Ok(Outbound::Queued(ticket)) => return SendReceipt(Receipt::Queued(ticket)),
+            Ok(Outbound::Direct(data, addr)) => (data, addr),
+        };
+        // The common case: the kernel takes it now, and nothing is queued or allocated.
+        let waker = futures::task::noop_waker();
+        let mut cx = TaskContext::from_waker(&waker);
+        match self.poll_send_one(&mut cx, &data, addr.as_ref()) {
+            Poll::Ready(Ok(_)) => {
+                self.core.handle_sent_direct(len);
+                SendReceipt(Receipt::Done(Ok(())))
+            }
+            Poll::Ready(Err(err)) => {
+                let reply = duplicate_error(&err);
+                self.error_received(err);
+                SendReceipt(Receipt::Done(Err(reply)))
+            }
+            // Queued; the driver, polled after this handler, registers its waker.
+            Poll::Pending => {
+                let ticket = self.core.enqueue(data, addr);
+                self.deliver_events();
+                SendReceipt(Receipt::Queued(ticket))
             }
         }
-        self.send_seq += 1;
-        let seq = self.send_seq;
-        self.flow.add(msg.data.len());
-        self.stats.write_buffer_peak = self.stats.write_buffer_peak.max(self.flow.size());
-        self.stats.write_buffer_size = self.flow.size();
-        self.queue.push_back(Queued {
-            data: msg.data,
-            addr,
-            seq,
-        });
-        self.deliver_flow_edge();
-        SendReceipt(Receipt::Queued {
-            seq,
-            waiters: Rc::clone(&self.waiters),
-        })
     }
 }
 
 impl<S: DatagramSocket> Handler<Close> for DatagramTransportActor<S> {
     type Result = ();
 
-    fn handle(&mut self, _: Close, _: &mut Context<Self>) {
-        if self.state == State::Open {
-            self.state = State::Closing;
-            self.close_deadline = Some(Box::pin(actix_rt::time::sleep(self.config.close_timeout)));
-        }
+    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
+        self.core.close();
+        self.settle(ctx);
     }
 }
 
@@ -697,7 +588,8 @@ impl<S: DatagramSocket> Handler<Abort> for DatagramTransportActor<S> {
     type Result = ();
 
     fn handle(&mut self, _: Abort, ctx: &mut Context<Self>) {
-        self.abort(ctx);
+        self.core.abort();
+        self.settle(ctx);
     }
 }
 
@@ -705,7 +597,7 @@ impl<S: DatagramSocket> Handler<IsClosing> for DatagramTransportActor<S> {
     type Result = bool;
 
     fn handle(&mut self, _: IsClosing, _: &mut Context<Self>) -> bool {
-        self.state != State::Open
+        self.core.is_closing()
     }
 }
 
@@ -713,7 +605,7 @@ impl<S: DatagramSocket> Handler<PauseReading> for DatagramTransportActor<S> {
     type Result = ();
 
     fn handle(&mut self, _: PauseReading, _: &mut Context<Self>) {
-        self.paused = true;
+        self.core.pause_reading();
     }
 }
 
@@ -721,7 +613,7 @@ impl<S: DatagramSocket> Handler<ResumeReading> for DatagramTransportActor<S> {
     type Result = ();
 
     fn handle(&mut self, _: ResumeReading, _: &mut Context<Self>) {
-        self.paused = false;
+        self.core.resume_reading();
     }
 }
 
@@ -729,7 +621,7 @@ impl<S: DatagramSocket> Handler<IsReading> for DatagramTransportActor<S> {
     type Result = bool;
 
     fn handle(&mut self, _: IsReading, _: &mut Context<Self>) -> bool {
-        self.is_reading()
+        self.core.is_reading()
     }
 }
 
@@ -737,7 +629,7 @@ impl<S: DatagramSocket> Handler<GetWriteBufferSize> for DatagramTransportActor<S
     type Result = usize;
 
     fn handle(&mut self, _: GetWriteBufferSize, _: &mut Context<Self>) -> usize {
-        self.flow.size()
+        self.core.write_buffer_size()
     }
 }
 
@@ -745,7 +637,7 @@ impl<S: DatagramSocket> Handler<GetWriteBufferLimits> for DatagramTransportActor
     type Result = MessageResult<GetWriteBufferLimits>;
 
     fn handle(&mut self, _: GetWriteBufferLimits, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.flow.limits().as_tuple())
+        MessageResult(self.core.write_buffer_limits().as_tuple())
     }
 }
 
@@ -753,9 +645,8 @@ impl<S: DatagramSocket> Handler<SetWriteBufferLimits> for DatagramTransportActor
     type Result = <SetWriteBufferLimits as Message>::Result;
 
     fn handle(&mut self, msg: SetWriteBufferLimits, _: &mut Context<Self>) -> Self::Result {
-        let limits = WriteBufferLimits::from_options(msg.high, msg.low)?;
-        self.flow.set_limits(limits);
-        self.deliver_flow_edge();
+        self.core.set_write_buffer_limits(msg.high, msg.low)?;
+        self.deliver_events();
         Ok(())
     }
 }
@@ -764,19 +655,11 @@ impl<S: DatagramSocket> Handler<SetDatagramProtocol> for DatagramTransportActor<
     type Result = MessageResult<SetDatagramProtocol>;
 
     fn handle(&mut self, msg: SetDatagramProtocol, _: &mut Context<Self>) -> Self::Result {
-        let old = std::mem::replace(&mut self.protocol, msg.0);
-        if self.state == State::Stopped {
-            return MessageResult(old);
-        }
-        // Nothing more is read until the new protocol acknowledges its `ConnectionMade`.
-        self.attached = false;
-        let ack = self.issue_ack(0);
-        self.made_seq = self.seq;
-        self.protocol
-            .connection_made(ConnectionMade::new(self.me.clone(), ack));
-        if self.flow.is_paused() {
-            self.protocol.pause_writing();
-        }
+        // Whatever is due goes to the protocol it was due to before the switch.
+        self.deliver_events();
+        let old = self.protocol.replace(msg.0);
+        self.core.set_protocol();
+        self.deliver_events();
         MessageResult(old)
     }
 }
@@ -803,7 +686,7 @@ impl<S: DatagramSocket> Handler<GetStats> for DatagramTransportActor<S> {
     type Result = MessageResult<GetStats>;
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.stats)
+        MessageResult(self.core.stats())
     }
 }
 
@@ -811,16 +694,6 @@ impl<S: DatagramSocket> Handler<DeliveryAcked> for DatagramTransportActor<S> {
     type Result = ();
 
     fn handle(&mut self, msg: DeliveryAcked, _: &mut Context<Self>) {
-        // Acknowledgements come back in order unless a protocol keeps some, so the search
-        // usually ends at the front.
-        if let Some(at) = self.in_flight.iter().position(|(seq, _)| *seq == msg.seq)
-            && let Some((_, bytes)) = self.in_flight.remove(at)
-        {
-            self.stats.read_in_flight -= bytes;
-        }
-        // From `ConnectionMade`'s acknowledgement on, the protocol may receive.
-        if msg.seq == self.made_seq {
-            self.attached = true;
-        }
+        self.core.ack(msg.seq);
     }
 }

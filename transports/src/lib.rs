@@ -53,6 +53,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod datagram;
+mod driver;
 mod factory;
 pub mod pipe;
 mod runtime;
@@ -67,13 +68,14 @@ pub mod tls;
 pub mod udp;
 pub mod unix;
 pub mod unix_datagram;
-mod watch;
+mod upgradable;
 
 pub use datagram::{DatagramConfig, DatagramSocket};
 pub use server::{ServerHandle, ServerOptions, ShutdownReport};
 pub use stream::{Direction, StreamConfig, StreamIo, StreamTransport};
 pub use tcp::TcpConnector;
-pub use watch::{PROTOCOL_WATCH_INTERVAL, protocol_watch_sweeps};
+// The death pact's watch is the framework's, shared with its test-util mock.
+pub use switchboard_framework::{PROTOCOL_WATCH_INTERVAL, protocol_watch_sweeps};
 
 /// The names a server author needs: `use switchboard_transports::prelude::*;`.
 pub mod prelude {

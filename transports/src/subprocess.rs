@@ -85,17 +85,17 @@ use std::{
     pin::pin,
     process::{ExitStatus, Stdio},
     task::{Context as TaskContext, Poll, ready},
-    time::Duration,
 };
 
 use actix::{
     Actor, ActorContext, ActorFuture, AsyncContext, Context, Handler, MessageResult, SpawnHandle,
 };
+use switchboard_core::SubprocessCore;
 use switchboard_framework::{
     Ack, Close, ConnectionLost, ConnectionMade, DeliveryAcked, ExtraInfo, GetExtraInfo, GetPid,
     GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, IsClosing, Kill, PipeClosed,
-    PipeOpened, ProcessExited, ProcessGone, ProcessInfo, SendSignal, SubprocessHandle,
-    SubprocessProtocolHandle, Terminate, TransportHandle, keys,
+    PipeOpened, ProcessExited, ProcessGone, ProcessInfo, ProtocolWatch, SendSignal,
+    SubprocessHandle, SubprocessProtocolHandle, Terminate, TransportHandle, keys,
 };
 
 use crate::{
@@ -111,10 +111,6 @@ pub const STDIN: RawFd = 0;
 pub const STDOUT: RawFd = 1;
 /// The child's standard error: pipe 2 is a read transport.
 pub const STDERR: RawFd = 2;
-
-/// How often a subprocess transport checks that its protocol actor is alive; one that stopped
-/// makes it close and kill its child (the death pact of stream transports).
-const PROTOCOL_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A program to run under a subprocess transport: a [`std::process::Command`] whose standard
 /// streams default to piped (asyncio's `PIPE`), not inherited.
@@ -363,26 +359,17 @@ fn child_pipes(child: &mut tokio::process::Child) -> io::Result<ChildPipes> {
     })
 }
 
-/// One of the child's pipes.
-struct Pipe {
-    transport: TransportHandle,
-    open: bool,
-}
-
-/// The subprocess-transport actor: supervises one child and its pipe transports. Addressed
+/// The subprocess-transport actor: supervises one child and its pipe transports, as its
+/// [`SubprocessCore`] decides (the pipes' `ConnectionMade` acknowledgements held until the
+/// protocol's, the exit once, the end once the child exited and every pipe closed). Addressed
 /// through a [`SubprocessHandle`].
 pub struct SubprocessTransportActor {
     child: tokio::process::Child,
     me: SubprocessHandle,
-    protocol: SubprocessProtocolHandle,
-    /// Pipes 0, 1 and 2.
-    pipes: [Option<Pipe>; 3],
-    /// Whether the protocol acknowledged `ConnectionMade`; until then the pipes' own
-    /// `ConnectionMade` acknowledgements are held here, so no pipe delivers before.
-    attached: bool,
-    held: Vec<Ack>,
-    status: Option<ExitStatus>,
-    closing: bool,
+    protocol: ProtocolWatch<SubprocessProtocolHandle>,
+    /// The transports of pipes 0, 1 and 2.
+    pipes: [Option<TransportHandle>; 3],
+    core: SubprocessCore<Ack>,
     exit_watch: Option<SpawnHandle>,
 }
 
@@ -394,11 +381,7 @@ impl SubprocessTransportActor {
         config: StreamConfig,
         protocol: P,
     ) -> (SubprocessHandle, P::Output) {
-        let mut ctx = Context::new();
-        // Unbounded from the first message on: an actix mailbox holds 16 messages until its actor
-        // starts and past that a `send` waits to be polled, so `send` and `do_send` from one sender
-        // would lose their order. Memory is bounded by flow control, not by the mailbox.
-        ctx.set_mailbox_capacity(0);
+        let ctx = crate::driver::unbounded_context();
         let addr = ctx.address();
         let (output, protocol) = protocol.into_subprocess_protocol();
         let me = SubprocessHandle::new(addr.clone(), pid);
@@ -427,17 +410,9 @@ impl SubprocessTransportActor {
         let actor = SubprocessTransportActor {
             child,
             me: me.clone(),
-            protocol,
-            pipes: transports.map(|transport| {
-                transport.map(|transport| Pipe {
-                    transport,
-                    open: true,
-                })
-            }),
-            attached: false,
-            held: Vec::new(),
-            status: None,
-            closing: false,
+            protocol: ProtocolWatch::new(protocol),
+            core: SubprocessCore::new(transports.each_ref().map(Option::is_some)),
+            pipes: transports,
             exit_watch: None,
         };
         ctx.run(actor);
@@ -448,39 +423,39 @@ impl SubprocessTransportActor {
         self.me.pid()
     }
 
-    fn pipe_slot(&mut self, fd: RawFd) -> Option<&mut Pipe> {
+    fn pipe_slot(&self, fd: RawFd) -> Option<&TransportHandle> {
         usize::try_from(fd)
             .ok()
-            .and_then(|fd| self.pipes.get_mut(fd))
-            .and_then(Option::as_mut)
+            .and_then(|fd| self.pipes.get(fd))
+            .and_then(Option::as_ref)
     }
 
     /// Records the exit status and tells the protocol, once.
     fn exited(&mut self, status: ExitStatus, ctx: &mut Context<Self>) {
-        if self.status.is_some() {
+        if !self.core.handle_exited(status) {
             return;
         }
         tracing::debug!(pid = self.pid(), %status, "child exited");
-        self.status = Some(status);
         self.me.record_exit(status);
         if let Some(watch) = self.exit_watch.take() {
             ctx.cancel_future(watch);
         }
-        self.protocol.process_exited(ProcessExited::new(status));
+        self.protocol
+            .protocol()
+            .process_exited(ProcessExited::new(status));
         self.try_finish(ctx);
     }
 
     /// Stops once the process exited and every pipe closed; `stopped` sends `ConnectionLost`.
     fn try_finish(&mut self, ctx: &mut Context<Self>) {
-        let pipes_open = self.pipes.iter().flatten().any(|pipe| pipe.open);
-        if self.status.is_some() && !pipes_open {
+        if self.core.take_release() {
             ctx.stop();
         }
     }
 
     fn signal(&mut self, signal: rustix::process::Signal) -> io::Result<()> {
         // Collected already: the pid may be another process's by now.
-        if self.status.is_some() {
+        if self.core.is_collected() {
             return Err(ProcessGone.into());
         }
         let pid = i32::try_from(self.pid())
@@ -493,14 +468,13 @@ impl SubprocessTransportActor {
     }
 
     fn close(&mut self, ctx: &mut Context<Self>) {
-        if self.closing {
+        let Some(closing) = self.core.close() else {
             return;
-        }
-        self.closing = true;
+        };
         for pipe in self.pipes.iter().flatten() {
-            pipe.transport.close();
+            pipe.close();
         }
-        if self.status.is_none() {
+        if closing.kill {
             match self.child.try_wait() {
                 // Exited already: not killed, as asyncio does not kill a finished process.
                 Ok(Some(status)) => self.exited(status, ctx),
@@ -519,8 +493,7 @@ impl fmt::Debug for SubprocessTransportActor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubprocessTransportActor")
             .field("pid", &self.pid())
-            .field("status", &self.status)
-            .field("closing", &self.closing)
+            .field("core", &self.core)
             .finish_non_exhaustive()
     }
 }
@@ -552,25 +525,44 @@ impl ActorFuture<SubprocessTransportActor> for ExitWatch {
     }
 }
 
+/// The death pact of every transport: once the protocol actor has stopped, the subprocess
+/// closes: its pipes close and a running child is killed.
+struct DeathPact;
+
+impl ActorFuture<SubprocessTransportActor> for DeathPact {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        act: &mut SubprocessTransportActor,
+        ctx: &mut Context<SubprocessTransportActor>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        ready!(act.protocol.poll_gone(cx));
+        if !act.core.is_closing() {
+            tracing::debug!(
+                pid = act.pid(),
+                "protocol actor stopped: closing its subprocess"
+            );
+            act.close(ctx);
+        }
+        Poll::Ready(())
+    }
+}
+
 impl Actor for SubprocessTransportActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.exit_watch = Some(ctx.spawn(ExitWatch));
-        ctx.run_interval(PROTOCOL_CHECK_INTERVAL, |act, ctx| {
-            if !act.protocol.is_alive() && !act.closing {
-                tracing::debug!(
-                    pid = act.pid(),
-                    "protocol actor stopped: closing its subprocess"
-                );
-                act.close(ctx);
-            }
-        });
+        ctx.spawn(DeathPact);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.held.clear();
-        self.protocol.connection_lost(ConnectionLost(None));
+        drop(self.core.stopped());
+        self.protocol
+            .protocol()
+            .connection_lost(ConnectionLost(None));
     }
 }
 
@@ -578,9 +570,8 @@ impl Handler<DeliveryAcked> for SubprocessTransportActor {
     type Result = ();
 
     fn handle(&mut self, _: DeliveryAcked, _: &mut Context<Self>) {
-        self.attached = true;
         // Dropping them lets the pipes deliver.
-        self.held.clear();
+        drop(self.core.ack());
     }
 }
 
@@ -588,9 +579,8 @@ impl Handler<PipeOpened> for SubprocessTransportActor {
     type Result = ();
 
     fn handle(&mut self, msg: PipeOpened, _: &mut Context<Self>) {
-        if !self.attached {
-            self.held.push(msg.ack);
-        }
+        // Released at once (dropped) once the protocol is attached, held until then.
+        drop(self.core.pipe_opened(msg.ack));
     }
 }
 
@@ -598,8 +588,8 @@ impl Handler<PipeClosed> for SubprocessTransportActor {
     type Result = ();
 
     fn handle(&mut self, msg: PipeClosed, ctx: &mut Context<Self>) {
-        if let Some(pipe) = self.pipe_slot(msg.fd) {
-            pipe.open = false;
+        if let Ok(fd) = usize::try_from(msg.fd) {
+            self.core.pipe_closed(fd);
         }
         self.try_finish(ctx);
     }
@@ -617,7 +607,7 @@ impl Handler<GetReturnCode> for SubprocessTransportActor {
     type Result = Option<ExitStatus>;
 
     fn handle(&mut self, _: GetReturnCode, _: &mut Context<Self>) -> Option<ExitStatus> {
-        self.status
+        self.core.status()
     }
 }
 
@@ -629,7 +619,7 @@ impl Handler<GetPipeTransport> for SubprocessTransportActor {
         GetPipeTransport(fd): GetPipeTransport,
         _: &mut Context<Self>,
     ) -> Option<TransportHandle> {
-        self.pipe_slot(fd).map(|pipe| pipe.transport.clone())
+        self.pipe_slot(fd).cloned()
     }
 }
 
@@ -639,9 +629,10 @@ impl Handler<SendSignal> for SubprocessTransportActor {
     fn handle(&mut self, SendSignal(number): SendSignal, _: &mut Context<Self>) -> io::Result<()> {
         if number == 0 {
             // kill(2)'s existence check: a child not yet collected is there to be signalled.
-            return match self.status {
-                Some(_) => Err(ProcessGone.into()),
-                None => Ok(()),
+            return if self.core.is_collected() {
+                Err(ProcessGone.into())
+            } else {
+                Ok(())
             };
         }
         // rustix builds only the named signals safely; a real-time one would take `unsafe`.
@@ -683,7 +674,7 @@ impl Handler<IsClosing> for SubprocessTransportActor {
     type Result = bool;
 
     fn handle(&mut self, _: IsClosing, _: &mut Context<Self>) -> bool {
-        self.closing
+        self.core.is_closing()
     }
 }
 

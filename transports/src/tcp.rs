@@ -62,7 +62,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs, lookup_host};
 use crate::{
     factory, runtime,
     server::{self, Detach, Direct, Listen, ServerHandle, ServerOptions, ServerSocket},
-    stream::{self, StreamConfig, StreamIo, StreamTransport},
+    stream::{StreamConfig, StreamIo, StreamTransport},
+    upgradable::upgradable,
 };
 
 impl StreamIo for TcpStream {
@@ -137,7 +138,7 @@ impl TcpConnector {
         let stream = self.open(addr).await?;
         let protocol = factory::make(protocol)?;
         Ok(StreamTransport::start(
-            stream::upgradable(stream),
+            upgradable(stream),
             self.config.clone(),
             protocol,
             None,
@@ -205,7 +206,7 @@ where
     Ok(server::start(
         listeners,
         options,
-        Direct(stream::upgradable::<TcpStream>),
+        Direct(upgradable::<TcpStream>),
         factory,
     ))
 }

@@ -67,7 +67,8 @@ use tokio::net::{UnixListener, UnixSocket, UnixStream};
 use crate::{
     factory, runtime,
     server::{self, Detach, Direct, Listen, ServerHandle, ServerOptions, ServerSocket},
-    stream::{self, StreamConfig, StreamIo, StreamTransport},
+    stream::{StreamConfig, StreamIo, StreamTransport},
+    upgradable::upgradable,
 };
 
 fn unix_address(addr: tokio::net::unix::SocketAddr) -> ExtraInfo {
@@ -111,7 +112,7 @@ pub async fn connect_with<P: IntoProtocol>(
     let stream = UnixStream::connect(path).await?;
     let protocol = factory::make(protocol)?;
     Ok(StreamTransport::start(
-        stream::upgradable(stream),
+        upgradable(stream),
         config,
         protocol,
         None,
@@ -149,7 +150,7 @@ where
     Ok(server::start(
         vec![listener],
         options,
-        Direct(stream::upgradable::<UnixStream>),
+        Direct(upgradable::<UnixStream>),
         factory,
     ))
 }

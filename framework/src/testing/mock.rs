@@ -2,35 +2,39 @@
 
 use std::{
     borrow::Cow,
-    collections::{BTreeSet, HashMap, VecDeque},
+    collections::{HashMap, VecDeque},
     fmt, io, mem,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
-use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult};
+use actix::{
+    Actor, ActorContext, ActorFuture, ActorFutureExt, Addr, AsyncContext, Context, Handler,
+    Message, MessageResult, ResponseFuture, fut,
+};
 use bytes::{Bytes, BytesMut};
-use tokio::sync::Notify;
+use switchboard_core::stream::{
+    DEFAULT_READ_BUFFER_LIMIT, Event, Leftover, StreamCore, StreamKind, StreamSettings,
+    UpgradeRefusal,
+};
+use tokio::sync::{Notify, oneshot};
 
 use super::{Chunking, DEFAULT_EVENT_TIMEOUT};
 use crate::{
     Abort, Ack, BufferedPlaintext, CanWriteEof, Close, ConnectionLost, ConnectionMade,
     DataReceived, DeliveryAcked, EofDecided, EofReceived, ExtraInfo, GetExtraInfo, GetProtocol,
     GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, InvalidWriteBufferLimits,
-    IsClosing, IsReading, PauseReading, PauseWriting, ProtocolHandle, ResumeReading, ResumeWriting,
-    SetProtocol, SetWriteBufferLimits, SocketAddress, StartTls, TlsError, TransportHandle,
-    TransportStats, Write, WriteBufferLimits, WriteEof, WriteError, WriteVectored, keys,
+    IsClosing, IsReading, PauseReading, PauseWriting, ProtocolHandle, ProtocolWatch, ResumeReading,
+    ResumeWriting, SetProtocol, SetWriteBufferLimits, SocketAddress, StartTls, TlsError,
+    TlsErrorKind, TransportHandle, TransportStats, Watchable, Write, WriteBufferLimits, WriteEof,
+    WriteError, WriteReceipt, WriteReply, WriteVectored, keys,
 };
-
-/// How often the mock checks that its protocol actor is still alive (the real transports'
-/// death pact: a transport whose protocol stopped aborts).
-const PROTOCOL_WATCH: Duration = Duration::from_millis(20);
 
 /// How many scheduler turns in a row must pass with nothing moving before
 /// [`MockTransport::settle`] calls the protocol idle. Each turn lets every actor of the test's
 /// thread handle what it was sent; three cover a protocol that asks another actor (a chat room)
 /// which answers back.
-const IDLE_TURNS: usize = 3;
+pub(super) const IDLE_TURNS: usize = 3;
 
 /// Something the protocol sent to the transport, recorded in order by a [`MockTransport`].
 ///
@@ -135,6 +139,8 @@ pub struct MockBuilder {
     start_tls: Result<(), TlsError>,
     tls_extra: HashMap<Cow<'static, str>, ExtraInfo>,
     timeout: Duration,
+    /// The I/O object's kind, when it is not a socket (the pipes of the subprocess mock).
+    kind: Option<StreamKind>,
 }
 
 impl Default for MockBuilder {
@@ -146,6 +152,7 @@ impl Default for MockBuilder {
             start_tls: Ok(()),
             tls_extra: HashMap::new(),
             timeout: DEFAULT_EVENT_TIMEOUT,
+            kind: None,
         }
     }
 }
@@ -211,6 +218,13 @@ impl MockBuilder {
         self
     }
 
+    /// Scripts an I/O object of this kind instead of a socket: the subprocess mock's pipes are
+    /// read-only and write-only streams.
+    pub(super) fn kind(mut self, kind: StreamKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
     /// Attaches `protocol` as a real transport would: it receives `ConnectionMade`, and this
     /// resolves once its handler has returned and released the acknowledgement, so whatever it
     /// sent from there (a greeting, `PauseReading`) is already recorded.
@@ -233,12 +247,25 @@ impl MockBuilder {
             changed: Notify::new(),
         });
         let mut handle = None;
+        let kind = self.kind.unwrap_or(StreamKind {
+            can_write_eof: self.can_write_eof,
+            ..StreamKind::socket()
+        });
+        let settings = StreamSettings {
+            write_buffer_limits: WriteBufferLimits::default(),
+            limits_chosen: false,
+            read_buffer_limit: DEFAULT_READ_BUFFER_LIMIT,
+            // The mock has no clock: a stalled peer waits for the test.
+            write_stall_timeout: None,
+            close_drain_timeout: Duration::ZERO,
+        };
         let addr = MockActor::create(|ctx| {
             ctx.set_mailbox_capacity(0);
             // One handle, shared by the protocol and the test, as a real transport's is: what the
             // mock retains for after its end answers through both.
             let made = handle.insert(TransportHandle::new(ctx.address()));
             MockActor {
+                core: StreamCore::new(settings, kind),
                 shared: shared.clone(),
                 handle: made.clone(),
             }
@@ -263,9 +290,12 @@ impl MockBuilder {
 /// answers: writes after `Close` are refused, `SetProtocol` re-addresses the deliveries (the
 /// leftover first), `Close` and `Abort` end the connection with `ConnectionLost(None)`.
 ///
-/// Unlike a socket it never merges nor splits what the test feeds: each chunk is one
-/// `DataReceived`, which is what makes a parser testable at every split point
-/// ([`feed_chunked`](Self::feed_chunked), [`Chunking::every`]).
+/// It is the transport a protocol meets in production: the same I/O-free `StreamCore` that runs
+/// every TCP, Unix, TLS and pipe transport makes every decision, with the test's script in
+/// place of the socket. Unlike a socket the script never merges what the test feeds: each chunk
+/// is one `DataReceived` (one over the read-buffer limit, 256 KiB, arrives in pieces), which is
+/// what makes a parser testable at every split point ([`feed_chunked`](Self::feed_chunked),
+/// [`Chunking::every`]).
 ///
 /// ```
 /// use actix::prelude::*;
@@ -370,25 +400,31 @@ impl MockTransport {
     }
 
     /// Delivers `EofReceived` after every queued chunk and resolves with the protocol's answer
-    /// once it is idle again: `true` if it kept the half-open connection, `false` if the
-    /// transport closed (the default, and what happens to a protocol that did not opt in to
-    /// `EofReceived`).
+    /// once it is idle again: `true` if the half-open connection stays open, `false` if the
+    /// transport closed: the default, what happens to a protocol that did not opt in to
+    /// `EofReceived`, and what a transport that cannot half-close
+    /// ([`MockBuilder::can_write_eof`]`(false)`, or after a `StartTls`) does whatever the
+    /// protocol answers, as a real one does.
     pub async fn eof(&self) -> bool {
         self.enqueue(Inbound::Eof);
         self.settle().await;
-        self.lock().eof_answer == Some(true)
+        self.lock().eof_kept == Some(true)
     }
 
-    /// Delivers `PauseWriting` (ignored unless the protocol opted in to write flow) and settles.
-    /// Write-flow events do not wait behind queued data, so they reach a protocol that paused
-    /// reading.
-    /// The mock does not check that pause and resume alternate: the test decides.
+    /// The peer stops reading: its socket counts as full, so the protocol receives
+    /// `PauseWriting` (ignored unless it opted in to write flow), and what it writes from now
+    /// on stays in the transport's write buffer (`GetWriteBufferSize` counts it) until
+    /// [`resume_writing`](Self::resume_writing). Settles. Write-flow changes do not wait behind
+    /// queued data, so they reach a protocol that paused reading. As on a real transport,
+    /// `PauseWriting` and `ResumeWriting` strictly alternate: pausing a paused peer again
+    /// changes nothing.
     pub async fn pause_writing(&self) {
         self.enqueue(Inbound::PauseWriting);
         self.settle().await;
     }
 
-    /// Delivers `ResumeWriting` and settles.
+    /// The peer reads again: everything buffered goes out, and the protocol receives
+    /// `ResumeWriting` once the buffer is at its low-water mark. Settles.
     pub async fn resume_writing(&self) {
         self.enqueue(Inbound::ResumeWriting);
         self.settle().await;
@@ -400,12 +436,6 @@ impl MockTransport {
     pub async fn lose(&self, err: Option<io::Error>) {
         self.enqueue(Inbound::Lost(err));
         self.settle().await;
-    }
-
-    /// Sets what `GetWriteBufferSize` answers (and `GetStats` reports), to act out a peer that
-    /// reads slowly; pair it with [`pause_writing`](Self::pause_writing).
-    pub fn set_write_buffer_size(&self, size: usize) {
-        self.lock().write_buffer_size = size;
     }
 
     /// Resolves once the protocol is idle: every delivery acknowledged (or reading paused with
@@ -465,14 +495,11 @@ impl MockTransport {
 
     // ---- what the protocol sent ----
 
-    /// Every byte the protocol wrote and the transport accepted, concatenated, from the start.
+    /// Every byte that went out to the peer, in order, from the start: what the protocol wrote,
+    /// but for what waits in the write buffer while the peer is stalled
+    /// ([`pause_writing`](Self::pause_writing)).
     pub fn written(&self) -> Bytes {
-        let state = self.lock();
-        let mut all = BytesMut::new();
-        for write in &state.writes {
-            all.extend_from_slice(write);
-        }
-        all.freeze()
+        self.lock().wire.clone().freeze()
     }
 
     /// The bytes written since the last `take_written` (Twisted's `value()` then `clear()`).
@@ -481,7 +508,7 @@ impl MockTransport {
     }
 
     /// Every accepted write, one entry per `Write` (a `WriteVectored` is one entry, its buffers
-    /// joined).
+    /// joined), whether it went out yet or not.
     pub fn writes(&self) -> Vec<Bytes> {
         self.lock().writes.clone()
     }
@@ -513,7 +540,7 @@ impl MockTransport {
     /// (asyncio's `is_closing()`).
     pub fn is_closing(&self) -> bool {
         let state = self.lock();
-        state.closing || state.ending.is_some()
+        state.snapshot.closing || state.ending.is_some()
     }
 
     /// Whether the connection has ended: `ConnectionLost` was delivered (or the protocol died).
@@ -528,21 +555,35 @@ impl MockTransport {
 
     /// Whether the protocol shut the write side down with `WriteEof`.
     pub fn is_eof_written(&self) -> bool {
-        self.lock().eof_written
+        self.lock().snapshot.eof_written
     }
 
     /// Whether deliveries are flowing: not paused by `PauseReading`, no EOF fed, not closing.
     pub fn is_reading(&self) -> bool {
-        self.lock().is_reading()
+        let state = self.lock();
+        state.snapshot.reading && state.ending.is_none()
     }
 
     /// The counters, as `GetStats` answers them.
     pub fn stats(&self) -> TransportStats {
-        self.lock().stats()
+        self.lock().snapshot.stats
+    }
+
+    /// Counts every change the mock made, for the settling of a mock built on this one (the
+    /// subprocess mock's pipes).
+    pub(super) fn progress(&self) -> u64 {
+        self.lock().progress
     }
 
     fn enqueue(&self, inbound: Inbound) {
-        self.lock().inbound.push_back(inbound);
+        let mut state = self.lock();
+        match inbound {
+            Inbound::PauseWriting | Inbound::ResumeWriting => state.flow_scripted += 1,
+            Inbound::Lost(_) => state.lost_scripted += 1,
+            Inbound::Data(_) | Inbound::Eof => {}
+        }
+        state.script.push_back(inbound);
+        drop(state);
         self.addr.do_send(Pump);
     }
 
@@ -645,46 +686,60 @@ impl Shared {
     }
 }
 
-/// What the test queued for the protocol, delivered in order.
+/// What the test scripted for the connection's far side, played in order.
 #[derive(Debug)]
 enum Inbound {
+    /// Bytes the peer sends: read as one chunk, delivered as one `DataReceived`.
     Data(Bytes),
+    /// The peer's EOF.
     Eof,
+    /// The peer stops reading: the socket takes nothing more and counts as full.
     PauseWriting,
+    /// The peer reads again: everything written so far goes out.
     ResumeWriting,
+    /// The connection breaks (with an error) or ends from below (without).
     Lost(Option<io::Error>),
 }
 
+/// What the test can see of the connection: its script, what the protocol sent, and a snapshot
+/// of the core's state taken after each of the mock's turns. The decisions are the core's.
 struct State {
     options: MockBuilder,
     protocol: ProtocolHandle,
-    inbound: VecDeque<Inbound>,
-    /// Deliveries (`ConnectionMade`, `DataReceived`) not yet acknowledged.
-    outstanding: BTreeSet<u64>,
-    next_seq: u64,
+    script: VecDeque<Inbound>,
+    /// How many write-flow changes and losses the script holds, so that a long script of data
+    /// is not searched for them at every turn.
+    flow_scripted: usize,
+    lost_scripted: usize,
+    /// The peer stopped reading.
+    peer_stalled: bool,
     /// An `EofReceived` was delivered and its answer has not come back.
     eof_pending: bool,
-    eof_answer: Option<bool>,
-    eof_received: bool,
-    paused: bool,
-    /// `PauseWriting` was delivered last (not `ResumeWriting`): a switched-to protocol hears it.
-    write_paused: bool,
-    closing: bool,
-    eof_written: bool,
-    tls: bool,
+    /// Whether the protocol's answer to the EOF kept the connection open.
+    eof_kept: Option<bool>,
+    /// What ends the connection, as far as the mock can tell, once the core ends it.
+    cause: Option<Ending>,
     ending: Option<Ending>,
+    tls: bool,
     log: Vec<Sent>,
     log_taken: usize,
     writes: Vec<Bytes>,
+    /// Every byte that went out, and those not yet taken by the test.
+    wire: BytesMut,
     unread: BytesMut,
-    limits: WriteBufferLimits,
-    write_buffer_size: usize,
-    bytes_received: u64,
-    bytes_sent: u64,
-    deliveries: u64,
-    read_in_flight: usize,
+    snapshot: Snapshot,
     /// Counts every change, so `settle` can tell whether anything moved.
     progress: u64,
+}
+
+/// The core's state after the mock's last turn.
+#[derive(Debug, Default, Clone, Copy)]
+struct Snapshot {
+    reading: bool,
+    closing: bool,
+    eof_written: bool,
+    awaits_ack: bool,
+    stats: TransportStats,
 }
 
 impl State {
@@ -692,146 +747,109 @@ impl State {
         State {
             options,
             protocol,
-            inbound: VecDeque::new(),
-            outstanding: BTreeSet::new(),
-            next_seq: 0,
+            script: VecDeque::new(),
+            flow_scripted: 0,
+            lost_scripted: 0,
+            peer_stalled: false,
             eof_pending: false,
-            eof_answer: None,
-            eof_received: false,
-            paused: false,
-            write_paused: false,
-            closing: false,
-            eof_written: false,
-            tls: false,
+            eof_kept: None,
+            cause: None,
             ending: None,
+            tls: false,
             log: Vec::new(),
             log_taken: 0,
             writes: Vec::new(),
+            wire: BytesMut::new(),
             unread: BytesMut::new(),
-            limits: WriteBufferLimits::default(),
-            write_buffer_size: 0,
-            bytes_received: 0,
-            bytes_sent: 0,
-            deliveries: 0,
-            read_in_flight: 0,
+            snapshot: Snapshot::default(),
             progress: 0,
         }
     }
 
+    /// Idle: ended, or every delivery acknowledged and no EOF answer pending (chunks may wait
+    /// while reading is paused).
     fn is_settled(&mut self) -> bool {
-        self.ending.is_some()
-            || (self.next_deliverable().is_none()
-                && self.outstanding.is_empty()
-                && !self.eof_pending)
-    }
-
-    /// The position of the next queued event that can be delivered now. Data and EOF keep
-    /// their order and wait for the previous acknowledgement and for reading; write-flow events
-    /// never wait for them (a real transport's write side is independent of its read side); a
-    /// lost connection comes after the data unless reading is paused, when it drops the data as
-    /// a reset drops unread bytes.
-    fn next_deliverable(&self) -> Option<usize> {
-        let reads_blocked =
-            self.paused || self.closing || !self.outstanding.is_empty() || self.eof_pending;
-        for (i, inbound) in self.inbound.iter().enumerate() {
-            match inbound {
-                Inbound::Data(_) | Inbound::Eof if reads_blocked => {}
-                Inbound::Data(_) | Inbound::Eof => return Some(i),
-                Inbound::PauseWriting | Inbound::ResumeWriting => return Some(i),
-                Inbound::Lost(_) if i == 0 || self.paused => return Some(i),
-                Inbound::Lost(_) => return None,
-            }
-        }
-        None
-    }
-
-    fn is_reading(&self) -> bool {
-        !self.paused && !self.eof_received && !self.closing && self.ending.is_none()
-    }
-
-    fn stats(&self) -> TransportStats {
-        TransportStats {
-            bytes_received: self.bytes_received,
-            bytes_sent: self.bytes_sent,
-            deliveries: self.deliveries,
-            read_buffer_size: self
-                .inbound
-                .iter()
-                .map(|inbound| match inbound {
-                    Inbound::Data(data) => data.len(),
-                    _ => 0,
-                })
-                .sum(),
-            read_in_flight: self.read_in_flight,
-            write_buffer_size: self.write_buffer_size,
-            ..TransportStats::default()
-        }
+        self.ending.is_some() || (!self.snapshot.awaits_ack && !self.eof_pending)
     }
 
     fn record(&mut self, sent: Sent) {
         self.log.push(sent);
     }
 
+    /// Names what ends the connection, unless something already did.
+    fn end_by(&mut self, cause: Ending) {
+        self.cause.get_or_insert(cause);
+    }
+
     fn describe(&self) -> String {
         format!(
-            "deliveries not acknowledged: {:?}, EOF answer pending: {}, queued: {:?}, reading \
-             paused: {}, ended: {:?}, commands so far: {:?}",
-            self.outstanding,
+            "deliveries not acknowledged: {}, EOF answer pending: {}, scripted: {:?}, reading: \
+             {}, ended: {:?}, commands so far: {:?}",
+            self.snapshot.awaits_ack,
             self.eof_pending,
-            self.inbound,
-            self.paused,
+            self.script,
+            self.snapshot.reading,
             self.ending,
             self.log.iter().map(Sent::name).collect::<Vec<_>>()
         )
     }
 }
 
-/// The actor a protocol is attached to.
+/// The actor a protocol is attached to: the stream core every transport runs, driven by the
+/// test's script instead of a socket.
 struct MockActor {
+    core: StreamCore<WriteReply>,
     shared: Arc<Shared>,
     handle: TransportHandle,
 }
+
+/// The protocol the mock delivers to now, as its death pact watches it.
+struct CurrentProtocol(Arc<Shared>);
+
+impl Watchable for CurrentProtocol {
+    fn is_alive(&self) -> bool {
+        self.0.lock().protocol.is_alive()
+    }
+}
+
+/// The mock's part of an upgrade: the `StartTls` caller's reply.
+struct UpgradeReply(Option<oneshot::Sender<Result<(), TlsError>>>);
 
 impl Actor for MockActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let seq = {
-            let mut state = self.shared.lock();
-            state.next_seq += 1;
-            let seq = state.next_seq;
-            state.outstanding.insert(seq);
-            seq
-        };
-        let protocol = self.shared.lock().protocol.clone();
-        protocol.deliver(ConnectionMade::new(
-            self.handle.clone(),
-            Ack::new(self.handle.clone(), seq),
-        ));
-        ctx.run_interval(PROTOCOL_WATCH, |mock, ctx| {
-            let alive = mock.shared.lock().protocol.is_alive();
-            if !alive {
-                mock.end(ctx, Ending::ProtocolStopped, None);
+        self.turn(ctx);
+        // Like a real transport's driver, the script plays after each batch of messages, never
+        // inside a command: a write sent right behind a `Close` meets a closing transport, not a
+        // stopped one.
+        ctx.spawn(Turns);
+        // The real transports' death pact, on their watch: a transport whose protocol stopped
+        // aborts.
+        let watch = ProtocolWatch::new(CurrentProtocol(Arc::clone(&self.shared)));
+        let gone = fut::wrap_future::<_, Self>(async move { watch.gone().await });
+        ctx.spawn(gone.map(|(), mock, ctx| {
+            if !mock.core.is_closing() {
+                mock.shared.lock().end_by(Ending::ProtocolStopped);
             }
-        });
+            mock.core.handle_protocol_gone();
+            mock.turn(ctx);
+        }));
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        // Stopped other than through `end` (the System shutting down): the protocol still hears
-        // of it once, as from a real transport.
+        // Stopped other than by the core (the System shutting down) counts as lost: the
+        // protocol still hears of it once, as from a real transport.
+        let lost = ConnectionLost(self.core.stopped());
         let protocol = {
             let mut state = self.shared.lock();
-            if state.ending.is_some() {
-                None
-            } else {
-                state.ending = Some(Ending::Lost);
-                Some(state.protocol.clone())
-            }
+            state.end_by(Ending::Lost);
+            state.ending = state.cause;
+            state.snapshot = self.snapshot();
+            state.protocol.clone()
         };
-        if let Some(protocol) = protocol {
-            self.retain_extra_info();
-            protocol.deliver(ConnectionLost(None));
-        }
+        self.retain_extra_info();
+        protocol.deliver(lost);
         self.changed();
     }
 }
@@ -842,76 +860,211 @@ impl MockActor {
         self.shared.changed.notify_waiters();
     }
 
-    /// Delivers what can be delivered now.
-    fn pump(&mut self, ctx: &mut Context<Self>) {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            reading: self.core.is_reading(),
+            closing: self.core.is_closing(),
+            eof_written: self.core.is_eof_requested(),
+            awaits_ack: self.core.awaits_ack(),
+            stats: self.core.stats(),
+        }
+    }
+
+    /// One turn of the scripted I/O: moves bytes between the script and the core, and the
+    /// core's events to the protocol, until nothing moves.
+    fn turn(&mut self, ctx: &mut Context<Self>) {
         loop {
-            let mut state = self.shared.lock();
-            if state.ending.is_some() {
-                return;
+            // Whether the peer reads first: it decides what the write side can do.
+            let mut moved = self.peer_reading();
+            moved |= self.write_side();
+            moved |= self.read_side();
+            moved |= self.deliver_events();
+            if self.core.take_release().is_some() {
+                ctx.stop();
+                break;
             }
-            let protocol = state.protocol.clone();
-            let Some(next) = state.next_deliverable() else {
-                return;
+            if !moved {
+                break;
+            }
+        }
+        let snapshot = self.snapshot();
+        self.shared.lock().snapshot = snapshot;
+        self.changed();
+    }
+
+    /// The scripted peer takes every byte while it reads, answers an upgrade as the builder
+    /// says, and acknowledges the write side's shutdown at once (unless the test holds a
+    /// close).
+    fn write_side(&mut self) -> bool {
+        let mut moved = false;
+        let (stalled, hold_close) = {
+            let state = self.shared.lock();
+            (state.peer_stalled, state.options.hold_close)
+        };
+        if !stalled {
+            let out: Vec<Bytes> = self.core.write_queue().iter().cloned().collect();
+            let n: usize = out.iter().map(Bytes::len).sum();
+            if n > 0 {
+                let mut state = self.shared.lock();
+                for data in &out {
+                    state.wire.extend_from_slice(data);
+                    state.unread.extend_from_slice(data);
+                }
+                drop(state);
+                self.core.handle_written(n);
+                moved = true;
+            }
+        }
+        if self.core.upgrade_start().is_some() {
+            // The handshake: over at once, as the builder scripted it.
+            let result = self.shared.lock().options.start_tls.clone();
+            let outcome = match &result {
+                Ok(()) => Ok((
+                    StreamKind {
+                        can_write_eof: false,
+                        ..self.core.kind()
+                    },
+                    WriteBufferLimits::tls(),
+                )),
+                Err(err) => {
+                    self.shared.lock().end_by(Ending::Lost);
+                    Err(io::Error::other(err.clone()))
+                }
             };
-            let next = state.inbound.remove(next).expect("a queued event");
-            match next {
-                Inbound::Data(data) => {
-                    state.next_seq += 1;
-                    let seq = state.next_seq;
-                    state.outstanding.insert(seq);
-                    state.bytes_received += data.len() as u64;
-                    state.deliveries += 1;
-                    state.read_in_flight = data.len();
-                    state.progress += 1;
-                    drop(state);
-                    protocol.deliver(DataReceived::new(data, Ack::new(self.handle.clone(), seq)));
+            self.shared.lock().tls = result.is_ok();
+            if let Some(part) = self.core.handle_upgraded(outcome)
+                && let Ok(mut reply) = part.downcast::<UpgradeReply>()
+                && let Some(reply) = reply.0.take()
+            {
+                let _ = reply.send(result);
+            }
+            moved = true;
+        }
+        let held = hold_close && self.core.is_closing();
+        if self.core.wants_shutdown() && !held {
+            self.core.handle_shutdown(Ok(()));
+            moved = true;
+        }
+        self.core.handle_write_attempted();
+        if self.core.is_draining() && !held {
+            // The peer answers our FIN with its own.
+            self.core.handle_drained(Ok(0));
+            moved = true;
+        }
+        moved
+    }
+
+    /// Plays the script's write-flow changes (the peer stops or starts reading) at once: they
+    /// do not wait behind queued data.
+    fn peer_reading(&mut self) -> bool {
+        let mut state = self.shared.lock();
+        let flow = (state.flow_scripted > 0)
+            .then(|| {
+                state.script.iter().position(|inbound| {
+                    matches!(inbound, Inbound::PauseWriting | Inbound::ResumeWriting)
+                })
+            })
+            .flatten();
+        if let Some(at) = flow {
+            state.flow_scripted -= 1;
+            let stalled = matches!(state.script.remove(at), Some(Inbound::PauseWriting));
+            state.peer_stalled = stalled;
+            drop(state);
+            self.core.handle_io_full(stalled);
+            return true;
+        }
+        false
+    }
+
+    /// Plays the rest of the script: data and EOF when the core reads (one chunk per read,
+    /// never merged with another), a loss after the data before it unless reading is paused (a
+    /// reset drops unread bytes).
+    fn read_side(&mut self) -> bool {
+        let mut state = self.shared.lock();
+        let room = self.core.read_room();
+        let empty = self.core.read_buffered() == 0;
+        let delivered = self.core.stats().read_buffer_size == 0;
+        let paused = !self.core.is_reading();
+        match state.script.front() {
+            Some(Inbound::Data(_)) if room > 0 && empty => {
+                let Some(Inbound::Data(mut data)) = state.script.pop_front() else {
+                    return false;
+                };
+                // More than the read-buffer limit arrives in pieces, as from a socket.
+                if data.len() > room {
+                    let rest = data.split_off(room);
+                    state.script.push_front(Inbound::Data(rest));
                 }
-                Inbound::Eof => {
-                    state.eof_pending = true;
-                    state.eof_received = true;
-                    state.progress += 1;
-                    drop(state);
-                    protocol.deliver(EofReceived::new(self.handle.clone()));
+                drop(state);
+                self.core.handle_read(BytesMut::from(&data[..]));
+                true
+            }
+            Some(Inbound::Eof) if room > 0 && empty => {
+                state.script.pop_front();
+                drop(state);
+                self.core.handle_eof(None);
+                true
+            }
+            _ => {
+                if state.lost_scripted == 0 {
+                    return false;
                 }
-                Inbound::PauseWriting => {
-                    state.write_paused = true;
-                    state.progress += 1;
-                    drop(state);
-                    protocol.deliver(PauseWriting);
+                let lost = state
+                    .script
+                    .iter()
+                    .position(|inbound| matches!(inbound, Inbound::Lost(_)))
+                    .filter(|&at| (at == 0 && delivered) || paused);
+                let Some(at) = lost else {
+                    return false;
+                };
+                let Some(Inbound::Lost(err)) = state.script.remove(at) else {
+                    return false;
+                };
+                state.lost_scripted -= 1;
+                // The test's word ends it, a close it held included.
+                state.cause = Some(Ending::Lost);
+                drop(state);
+                match err {
+                    Some(err) => self.core.handle_error(err),
+                    None => self.core.handle_closed(),
                 }
-                Inbound::ResumeWriting => {
-                    state.write_paused = false;
-                    state.progress += 1;
-                    drop(state);
-                    protocol.deliver(ResumeWriting);
-                }
-                Inbound::Lost(err) => {
-                    drop(state);
-                    self.end(ctx, Ending::Lost, err);
-                    return;
-                }
+                true
             }
         }
     }
 
-    /// Ends the connection: `ConnectionLost(err)` to the protocol (if it is alive), then stop.
-    fn end(&mut self, ctx: &mut Context<Self>, ending: Ending, err: Option<io::Error>) {
-        let protocol = {
-            let mut state = self.shared.lock();
-            if state.ending.is_some() {
-                return;
-            }
-            state.ending = Some(ending);
-            state.closing = true;
-            state.progress += 1;
-            state.protocol.clone()
-        };
-        self.retain_extra_info();
-        if ending != Ending::ProtocolStopped {
-            protocol.deliver(ConnectionLost(err));
+    /// Stops at once if the command just handled ended the core, as a real transport's handler
+    /// does (an `Abort`): a command sent behind it finds the transport stopped.
+    fn settle(&mut self, ctx: &mut Context<Self>) {
+        if self.core.take_release().is_some() {
+            ctx.stop();
         }
-        ctx.stop();
-        self.changed();
+    }
+
+    /// Delivers the core's events to the protocol attached now.
+    fn deliver_events(&mut self) -> bool {
+        let mut moved = false;
+        while let Some(event) = self.core.poll_event() {
+            moved = true;
+            let protocol = self.shared.lock().protocol.clone();
+            match event {
+                Event::Made { seq } => protocol.deliver(ConnectionMade::new(
+                    self.handle.clone(),
+                    Ack::new(self.handle.clone(), seq),
+                )),
+                Event::Data { data, seq } => {
+                    protocol.deliver(DataReceived::new(data, Ack::new(self.handle.clone(), seq)));
+                }
+                Event::Eof => {
+                    self.shared.lock().eof_pending = true;
+                    protocol.deliver(EofReceived::new(self.handle.clone()));
+                }
+                Event::PauseWriting => protocol.deliver(PauseWriting),
+                Event::ResumeWriting => protocol.deliver(ResumeWriting),
+                _ => {}
+            }
+        }
+        moved
     }
 
     /// Records the scripted extra information on the handle, as a real transport does when it
@@ -926,41 +1079,49 @@ impl MockActor {
         }
     }
 
-    fn refuse_reason(&self) -> Option<WriteError> {
-        let state = self.shared.lock();
-        if state.ending == Some(Ending::Aborted) || state.ending == Some(Ending::ProtocolStopped) {
-            Some(WriteError::Aborted)
-        } else if state.closing || state.ending.is_some() {
-            Some(WriteError::Closing)
-        } else if state.eof_written {
-            Some(WriteError::AfterEof)
-        } else {
-            None
-        }
-    }
-
-    fn accept_write(&mut self, data: Bytes, sent: Sent) -> io::Result<()> {
-        if let Some(reason) = self.refuse_reason() {
-            tracing::warn!(%reason, bytes = data.len(), "mock transport refused a write");
-            self.shared
-                .lock()
-                .record(Sent::RefusedWrite { data, reason });
-            self.changed();
-            return Err(reason.into());
-        }
+    fn write(&mut self, buffers: Vec<Bytes>, sent: Sent) -> WriteReceipt {
+        let joined = Bytes::from(buffers.concat());
+        let decision = self.core.write(buffers);
         {
             let mut state = self.shared.lock();
-            state.bytes_sent += data.len() as u64;
-            state.unread.extend_from_slice(&data);
-            state.writes.push(data);
-            state.record(sent);
+            match &decision {
+                Ok(_) => {
+                    state.writes.push(joined);
+                    state.record(sent);
+                }
+                Err(reason) => state.record(Sent::RefusedWrite {
+                    data: joined,
+                    reason: *reason,
+                }),
+            }
         }
-        self.changed();
-        Ok(())
+        WriteReceipt::from_core(decision)
     }
 }
 
-/// Test side → mock: something was queued.
+/// Plays the script after each batch of messages the mock handles (actix polls a context's
+/// futures after its mailbox), as a real transport's driver moves bytes after its handlers.
+struct Turns;
+
+impl ActorFuture<MockActor> for Turns {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        mock: &mut MockActor,
+        ctx: &mut Context<MockActor>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        mock.turn(ctx);
+        if mock.core.is_stopped() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+/// Test side → mock: the script changed.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Pump;
@@ -968,25 +1129,14 @@ struct Pump;
 impl Handler<Pump> for MockActor {
     type Result = ();
 
-    fn handle(&mut self, _: Pump, ctx: &mut Context<Self>) {
-        self.pump(ctx);
-        self.changed();
-    }
+    fn handle(&mut self, _: Pump, _: &mut Context<Self>) {}
 }
 
 impl Handler<DeliveryAcked> for MockActor {
     type Result = ();
 
-    fn handle(&mut self, msg: DeliveryAcked, ctx: &mut Context<Self>) {
-        {
-            let mut state = self.shared.lock();
-            state.outstanding.remove(&msg.seq);
-            if state.outstanding.is_empty() {
-                state.read_in_flight = 0;
-            }
-        }
-        self.pump(ctx);
-        self.changed();
+    fn handle(&mut self, msg: DeliveryAcked, _: &mut Context<Self>) {
+        self.core.ack(msg.seq);
     }
 }
 
@@ -994,64 +1144,52 @@ impl Handler<EofDecided> for MockActor {
     type Result = ();
 
     fn handle(&mut self, msg: EofDecided, ctx: &mut Context<Self>) {
+        let kept = msg.keep_open && self.core.kind().can_write_eof;
         {
             let mut state = self.shared.lock();
             state.eof_pending = false;
-            state.eof_answer = Some(msg.keep_open);
+            state.eof_kept = Some(kept);
             state.record(Sent::EofAnswered {
                 keep_open: msg.keep_open,
             });
+            if !kept && !self.core.is_closing() {
+                state.end_by(Ending::ClosedAtEof);
+            }
         }
-        if !msg.keep_open {
-            self.end(ctx, Ending::ClosedAtEof, None);
-        }
-        self.pump(ctx);
-        self.changed();
+        self.core.eof_decided(msg.keep_open);
+        self.settle(ctx);
     }
 }
 
 impl Handler<Write> for MockActor {
-    type Result = io::Result<()>;
+    type Result = WriteReceipt;
 
-    fn handle(&mut self, Write(data): Write, _: &mut Context<Self>) -> io::Result<()> {
-        self.accept_write(data.clone(), Sent::Write(data))
+    fn handle(&mut self, Write(data): Write, _: &mut Context<Self>) -> WriteReceipt {
+        self.write(vec![data.clone()], Sent::Write(data))
     }
 }
 
 impl Handler<WriteVectored> for MockActor {
-    type Result = io::Result<()>;
+    type Result = WriteReceipt;
 
     fn handle(
         &mut self,
         WriteVectored(bufs): WriteVectored,
         _: &mut Context<Self>,
-    ) -> io::Result<()> {
-        let joined = bufs.concat();
-        self.accept_write(joined.into(), Sent::WriteVectored(bufs))
+    ) -> WriteReceipt {
+        self.write(bufs.clone(), Sent::WriteVectored(bufs))
     }
 }
 
 impl Handler<WriteEof> for MockActor {
-    type Result = io::Result<()>;
+    type Result = ResponseFuture<io::Result<()>>;
 
-    fn handle(&mut self, _: WriteEof, _: &mut Context<Self>) -> io::Result<()> {
-        let result = {
-            let mut state = self.shared.lock();
-            state.record(Sent::WriteEof);
-            if !state.options.can_write_eof {
-                Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "this transport cannot write EOF",
-                ))
-            } else if state.closing {
-                Err(WriteError::Closing.into())
-            } else {
-                state.eof_written = true;
-                Ok(())
-            }
-        };
-        self.changed();
-        result
+    fn handle(&mut self, _: WriteEof, ctx: &mut Context<Self>) -> Self::Result {
+        self.shared.lock().record(Sent::WriteEof);
+        let (tx, rx) = oneshot::channel();
+        self.core.write_eof(WriteReply(tx));
+        self.settle(ctx);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(WriteError::Stopped.into())) })
     }
 }
 
@@ -1059,7 +1197,7 @@ impl Handler<CanWriteEof> for MockActor {
     type Result = bool;
 
     fn handle(&mut self, _: CanWriteEof, _: &mut Context<Self>) -> bool {
-        self.shared.lock().options.can_write_eof
+        self.core.can_write_eof()
     }
 }
 
@@ -1067,16 +1205,15 @@ impl Handler<Close> for MockActor {
     type Result = ();
 
     fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
-        let hold = {
+        {
             let mut state = self.shared.lock();
             state.record(Sent::Close);
-            state.closing = true;
-            state.options.hold_close
-        };
-        if !hold {
-            self.end(ctx, Ending::Closed, None);
+            if !self.core.is_closing() {
+                state.end_by(Ending::Closed);
+            }
         }
-        self.changed();
+        self.core.close();
+        self.settle(ctx);
     }
 }
 
@@ -1084,9 +1221,16 @@ impl Handler<Abort> for MockActor {
     type Result = ();
 
     fn handle(&mut self, _: Abort, ctx: &mut Context<Self>) {
-        self.shared.lock().record(Sent::Abort);
-        self.end(ctx, Ending::Aborted, None);
-        self.changed();
+        {
+            let mut state = self.shared.lock();
+            state.record(Sent::Abort);
+            if !self.core.is_stopped() {
+                // `Abort` overrides a `Close` under way.
+                state.cause = Some(Ending::Aborted);
+            }
+        }
+        self.core.abort();
+        self.settle(ctx);
     }
 }
 
@@ -1094,8 +1238,7 @@ impl Handler<IsClosing> for MockActor {
     type Result = bool;
 
     fn handle(&mut self, _: IsClosing, _: &mut Context<Self>) -> bool {
-        let state = self.shared.lock();
-        state.closing || state.ending.is_some()
+        self.core.is_closing()
     }
 }
 
@@ -1103,26 +1246,17 @@ impl Handler<PauseReading> for MockActor {
     type Result = ();
 
     fn handle(&mut self, _: PauseReading, _: &mut Context<Self>) {
-        {
-            let mut state = self.shared.lock();
-            state.record(Sent::PauseReading);
-            state.paused = true;
-        }
-        self.changed();
+        self.shared.lock().record(Sent::PauseReading);
+        self.core.pause_reading();
     }
 }
 
 impl Handler<ResumeReading> for MockActor {
     type Result = ();
 
-    fn handle(&mut self, _: ResumeReading, ctx: &mut Context<Self>) {
-        {
-            let mut state = self.shared.lock();
-            state.record(Sent::ResumeReading);
-            state.paused = false;
-        }
-        self.pump(ctx);
-        self.changed();
+    fn handle(&mut self, _: ResumeReading, _: &mut Context<Self>) {
+        self.shared.lock().record(Sent::ResumeReading);
+        self.core.resume_reading();
     }
 }
 
@@ -1130,7 +1264,7 @@ impl Handler<IsReading> for MockActor {
     type Result = bool;
 
     fn handle(&mut self, _: IsReading, _: &mut Context<Self>) -> bool {
-        self.shared.lock().is_reading()
+        self.core.is_reading()
     }
 }
 
@@ -1138,7 +1272,7 @@ impl Handler<GetWriteBufferSize> for MockActor {
     type Result = usize;
 
     fn handle(&mut self, _: GetWriteBufferSize, _: &mut Context<Self>) -> usize {
-        self.shared.lock().write_buffer_size
+        self.core.write_buffer_size()
     }
 }
 
@@ -1150,7 +1284,7 @@ impl Handler<GetWriteBufferLimits> for MockActor {
         _: GetWriteBufferLimits,
         _: &mut Context<Self>,
     ) -> MessageResult<GetWriteBufferLimits> {
-        MessageResult(self.shared.lock().limits.as_tuple())
+        MessageResult(self.core.write_buffer_limits().as_tuple())
     }
 }
 
@@ -1162,17 +1296,25 @@ impl Handler<SetWriteBufferLimits> for MockActor {
         msg: SetWriteBufferLimits,
         _: &mut Context<Self>,
     ) -> Result<(), InvalidWriteBufferLimits> {
-        let result = {
+        let tls = {
             let mut state = self.shared.lock();
             state.record(Sent::SetWriteBufferLimits {
                 high: msg.high,
                 low: msg.low,
             });
-            WriteBufferLimits::from_options(msg.high, msg.low).map(|limits| {
-                state.limits = limits;
-            })
+            state.tls
         };
-        self.changed();
+        // The kind's own default, as a real transport derives missing marks from it.
+        let default = if tls {
+            WriteBufferLimits::tls()
+        } else {
+            WriteBufferLimits::default()
+        };
+        let result = self
+            .core
+            .set_write_buffer_limits(msg.high, msg.low, default);
+        // The edge the new limits call for at once, as from a real transport.
+        self.deliver_events();
         result
     }
 }
@@ -1182,29 +1324,17 @@ impl Handler<SetProtocol> for MockActor {
 
     fn handle(&mut self, msg: SetProtocol, _: &mut Context<Self>) -> MessageResult<SetProtocol> {
         let SetProtocol { protocol, leftover } = msg;
-        let (previous, seq, write_paused) = {
-            let mut state = self.shared.lock();
-            state.record(Sent::SetProtocol {
-                protocol: protocol.clone(),
-                leftover: leftover.clone(),
-            });
-            if !leftover.is_empty() {
-                state.inbound.push_front(Inbound::Data(leftover));
-            }
-            state.next_seq += 1;
-            let seq = state.next_seq;
-            state.outstanding.insert(seq);
-            let previous = mem::replace(&mut state.protocol, protocol.clone());
-            (previous, seq, state.write_paused)
-        };
-        protocol.deliver(ConnectionMade::new(
-            self.handle.clone(),
-            Ack::new(self.handle.clone(), seq),
-        ));
-        if write_paused {
-            protocol.deliver(PauseWriting);
-        }
-        self.changed();
+        self.shared.lock().record(Sent::SetProtocol {
+            protocol: protocol.clone(),
+            leftover: leftover.clone(),
+        });
+        // Whatever is due goes to the protocol it was due to before the switch.
+        self.deliver_events();
+        self.core.set_protocol(leftover);
+        let previous = mem::replace(&mut self.shared.lock().protocol, protocol);
+        // Its `ConnectionMade` at once, as from a real transport: whatever comes next, even an
+        // `Abort` in the same batch, comes after it.
+        self.deliver_events();
         MessageResult(previous)
     }
 }
@@ -1235,33 +1365,58 @@ impl Handler<GetStats> for MockActor {
     type Result = MessageResult<GetStats>;
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> MessageResult<GetStats> {
-        MessageResult(self.shared.lock().stats())
+        MessageResult(self.core.stats())
     }
 }
 
 impl Handler<StartTls> for MockActor {
-    type Result = Result<(), TlsError>;
+    type Result = ResponseFuture<Result<(), TlsError>>;
 
-    fn handle(&mut self, msg: StartTls, ctx: &mut Context<Self>) -> Result<(), TlsError> {
-        let result = {
+    fn handle(&mut self, msg: StartTls, _: &mut Context<Self>) -> Self::Result {
+        let StartTls {
+            plaintext,
+            leftover,
+            ..
+        } = msg;
+        {
             let mut state = self.shared.lock();
             state.record(Sent::StartTls {
-                plaintext: msg.plaintext,
-                leftover: msg.leftover,
+                plaintext,
+                leftover: leftover.clone(),
             });
-            // Plaintext queued behind the upgrade is what a STARTTLS injection would carry; a
-            // real transport discards it unless told to feed it to TLS.
-            state
-                .inbound
-                .retain(|inbound| !matches!(inbound, Inbound::Data(_)));
-            let result = state.options.start_tls.clone();
-            state.tls = result.is_ok();
-            result
-        };
-        if let Err(err) = &result {
-            self.end(ctx, Ending::Lost, Some(io::Error::other(err.clone())));
         }
-        self.changed();
-        result
+        if let Err(refusal) = self.core.check_upgrade() {
+            let err = TlsError::new(
+                TlsErrorKind::InvalidState,
+                match refusal {
+                    UpgradeRefusal::Closing => "the transport is closing",
+                    UpgradeRefusal::UnderWay => "a StartTls is already under way",
+                    UpgradeRefusal::AfterEof => "the write side is shut down",
+                },
+            );
+            return Box::pin(async move { Err(err) });
+        }
+        // What the test queued before the upgrade is plaintext the peer sent before the
+        // handshake: what a STARTTLS injection would carry. It goes where the core sends the
+        // bytes it read and did not deliver: discarded, or fed to TLS.
+        self.shared
+            .lock()
+            .script
+            .retain(|inbound| !matches!(inbound, Inbound::Data(_)));
+        let policy = match plaintext {
+            BufferedPlaintext::FeedToTls => Leftover::Feed,
+            BufferedPlaintext::Discard => Leftover::Discard,
+        };
+        let (tx, rx) = oneshot::channel();
+        self.core
+            .start_upgrade(Box::new(UpgradeReply(Some(tx))), policy, leftover);
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(TlsError::new(
+                    TlsErrorKind::ConnectionEnded,
+                    "the connection ended before the handshake did",
+                ))
+            })
+        })
     }
 }

@@ -6,6 +6,13 @@
 //!   every split point), EOF, write-flow edges and a lost connection; read back every byte it
 //!   wrote and every command it sent ([`Sent`]), `SetProtocol` and its leftover included; script
 //!   its extra information.
+//! * [`MockDatagramTransport`]: the same for datagram protocols: a datagram endpoint with no
+//!   socket. Feed it datagrams from their senders and socket errors, stall its socket, read back
+//!   every datagram that left with its destination, and every command ([`DatagramSent`]).
+//! * [`MockSubprocessTransport`]: the same for subprocess protocols: a scripted child with three
+//!   scripted pipes. Make the child write to stdout and stderr, close its pipes and exit; read
+//!   back what the protocol wrote to its stdin, the signals it sent, every command
+//!   ([`SubprocessSent`]).
 //! * [`Probe`]: a protocol that records every event it receives, to attach to a real transport
 //!   (or to a `SetProtocol` target) and await and assert on its events ([`ProbeEvents`]).
 //! * [`run`] and [`within`]: a test body inside an actix `System`, with a deadline, so a hang
@@ -26,11 +33,16 @@ use std::{future::Future, time::Duration};
 
 use bytes::Bytes;
 
+mod datagram;
 mod mock;
 mod probe;
+mod scripted;
+mod subprocess;
 
+pub use datagram::{DatagramSent, MockDatagramBuilder, MockDatagramTransport, SendRefusal};
 pub use mock::{Ending, MockBuilder, MockTransport, Sent};
 pub use probe::{Event, PendingProbe, Probe, ProbeBuilder, ProbeEvents, ReleaseAcks, StopProbe};
+pub use subprocess::{MockSubprocessBuilder, MockSubprocessTransport, SubprocessSent};
 
 /// How long a single expected event or state may take before a wait fails the test: long enough
 /// for a loaded CI machine running sanitizers, short enough that a hang reads as a failure.

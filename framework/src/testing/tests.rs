@@ -405,8 +405,14 @@ async fn write_buffer_queries_and_limits() {
     let (protocol, _events) = probe();
     let mock = MockTransport::connect(protocol).await;
     let handle = mock.handle();
-    mock.set_write_buffer_size(70_000);
+    // A peer that stops reading leaves what the protocol writes in the write buffer.
+    mock.pause_writing().await;
+    handle.do_send(Write(Bytes::from(vec![b'x'; 70_000])));
     assert_eq!(handle.send(GetWriteBufferSize).await.unwrap(), 70_000);
+    assert_eq!(mock.written(), "", "nothing reached the stalled peer");
+    mock.resume_writing().await;
+    assert_eq!(handle.send(GetWriteBufferSize).await.unwrap(), 0);
+    assert_eq!(mock.written().len(), 70_000);
     assert_eq!(
         handle.send(GetWriteBufferLimits).await.unwrap(),
         (
@@ -490,7 +496,9 @@ async fn write_flow_events_reach_a_protocol_that_paused_reading() {
     events
         .expect(&["Made", "PauseWriting", "ResumeWriting"])
         .await;
-    assert_eq!(mock.stats().read_buffer_size, 17, "the data still waits");
+    // Not even read: a paused transport leaves what the peer sends in the kernel.
+    assert_eq!(mock.stats().read_buffer_size, 0);
+    assert_eq!(mock.stats().deliveries, 0, "the data still waits");
     mock.lose(Some(io::ErrorKind::ConnectionReset.into())).await;
     assert_eq!(
         events.lost().await.map(|err| err.kind()),

@@ -58,12 +58,11 @@ use switchboard_framework::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
+#[cfg(test)]
+pub(crate) use transport::MAX_ACTOR_SIZE;
 pub use transport::{StreamTransport, live_transports};
 
-/// The most bytes a transport holds read and not yet acknowledged by its protocol (the chunk in
-/// flight plus what arrived since) before it stops reading the socket: 256 KiB, asyncio's TLS
-/// read high-water mark. The peer then feels TCP back-pressure.
-pub const DEFAULT_READ_BUFFER_LIMIT: usize = 256 * 1024;
+pub use switchboard_core::stream::DEFAULT_READ_BUFFER_LIMIT;
 
 /// How long a write may make no progress before the connection is aborted with a
 /// [`WriteError::Stalled`](switchboard_framework::WriteError::Stalled) error: 30 s.
@@ -77,20 +76,7 @@ pub const DEFAULT_CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// actors, so a flood cannot starve `Abort` or timers: 256 KiB.
 pub const MAX_READ_PER_WAKEUP: usize = 256 * 1024;
 
-/// Which ways a stream carries bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Direction {
-    /// Both ways: a socket.
-    Duplex,
-    /// In only: the read end of a pipe. Writes are refused with
-    /// [`WriteError::ReadOnly`](switchboard_framework::WriteError::ReadOnly), and `Close` ends at
-    /// once, with nothing to flush or drain.
-    ReadOnly,
-    /// Out only: the write end of a pipe. Nothing is read; `WriteEof` flushes and then closes,
-    /// as closing a pipe is its EOF.
-    WriteOnly,
-}
+pub use switchboard_core::stream::Direction;
 
 /// An I/O object a stream transport can own.
 ///
@@ -115,7 +101,8 @@ pub trait StreamIo: AsyncRead + AsyncWrite + Unpin + 'static {
     /// The write-buffer limits of this kind when none were chosen: 64 KiB / 16 KiB, asyncio's,
     /// by default; a TLS stream's are 512 KiB / 128 KiB
     /// ([`DEFAULT_TLS_HIGH_WATER_MARK`](switchboard_framework::DEFAULT_TLS_HIGH_WATER_MARK)).
-    /// Asked when the transport starts, and again after a `StartTls`.
+    /// Asked when the transport starts, and again after an upgrade
+    /// ([`poll_upgrade`](Self::poll_upgrade)).
     fn default_write_buffer_limits(&self) -> WriteBufferLimits {
         WriteBufferLimits::default()
     }
@@ -162,46 +149,41 @@ pub trait StreamIo: AsyncRead + AsyncWrite + Unpin + 'static {
         false
     }
 
-    /// Whether [`start_tls`](Self::start_tls) would be accepted now. The default refuses: the
-    /// kind cannot run TLS (the TCP and Unix transports can, through
-    /// [`MaybeTls`](crate::tls::MaybeTls), with the `tls` feature).
-    fn check_start_tls(&self) -> Result<(), TlsError> {
+    /// Whether an in-place upgrade of the I/O object would be accepted now.
+    ///
+    /// An upgrade changes what the I/O object speaks without changing the transport: the
+    /// protocol keeps its handle, and the transport its flow control and queues.
+    /// [`StartTls`](switchboard_framework::StartTls) is the one upgrade the framework sends; its
+    /// settings, opaque here, are what [`start_upgrade`](Self::start_upgrade) receives, and its
+    /// reply is the error type of the three hooks. The transport asks this when the command
+    /// arrives, calls `start_upgrade` once every write queued before the command is written,
+    /// then drives [`poll_upgrade`](Self::poll_upgrade) to its end while it holds later writes
+    /// back. The default refuses with [`TlsErrorKind::Unsupported`]: the kind cannot be
+    /// upgraded (the I/O object of the TCP and Unix-socket transports can, with the `tls`
+    /// feature).
+    fn check_upgrade(&self) -> Result<(), TlsError> {
         Err(TlsError::new(
             TlsErrorKind::Unsupported,
-            "this transport cannot start TLS",
+            "this transport cannot be upgraded in place",
         ))
     }
 
-    /// Begins a TLS handshake in place, reading `prefix` before the socket. Called by the
-    /// transport once every plaintext write queued before `StartTls` is written.
-    fn start_tls(&mut self, settings: TlsSettings, prefix: Bytes) -> Result<(), TlsError> {
+    /// Begins the upgrade with the settings the command carried, reading `prefix` (bytes the
+    /// transport read and was told to hand over) before the I/O object's own.
+    fn start_upgrade(&mut self, settings: TlsSettings, prefix: Bytes) -> Result<(), TlsError> {
         let _ = (settings, prefix);
-        self.check_start_tls()
+        self.check_upgrade()
     }
 
-    /// Drives the handshake [`start_tls`](Self::start_tls) began; ready at once when none is
-    /// under way.
-    fn poll_handshake(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TlsError>> {
+    /// Drives the upgrade [`start_upgrade`](Self::start_upgrade) began (a handshake, say);
+    /// ready at once when none is under way. Once it is ready with `Ok`, the transport asks
+    /// the kind's other hooks again ([`can_write_eof`](Self::can_write_eof),
+    /// [`default_write_buffer_limits`](Self::default_write_buffer_limits), ...): the upgraded
+    /// object may answer them differently. An `Err` ends the connection with it.
+    fn poll_upgrade(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TlsError>> {
         let _ = cx;
         Poll::Ready(Ok(()))
     }
-}
-
-/// The I/O object of the TCP and Unix-socket transports: with the `tls` feature, one that can
-/// [`StartTls`](switchboard_framework::StartTls) later.
-#[cfg(feature = "tls")]
-pub(crate) type Upgradable<S> = crate::tls::MaybeTls<S>;
-/// The I/O object of the TCP and Unix-socket transports: the socket itself without the `tls`
-/// feature.
-#[cfg(not(feature = "tls"))]
-pub(crate) type Upgradable<S> = S;
-
-/// Wraps a freshly connected or accepted socket as [`Upgradable`].
-pub(crate) fn upgradable<S: StreamIo>(stream: S) -> Upgradable<S> {
-    #[cfg(feature = "tls")]
-    return crate::tls::MaybeTls::plain(stream);
-    #[cfg(not(feature = "tls"))]
-    return stream;
 }
 
 /// The settings of one stream transport. Start from `StreamConfig::default()` and change what

@@ -1,6 +1,6 @@
 //! Counters a transport exposes, so tests and operators can check bounds without timing.
 
-/// A snapshot of a transport's counters, the reply to [`GetStats`](crate::GetStats).
+/// A snapshot of a transport's counters, the reply to `GetStats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct TransportStats {

@@ -1,4 +1,5 @@
-//! [`MaybeTls`]: the I/O layer that lets one stream transport speak plaintext, then TLS.
+//! [`MaybeTls`]: the I/O layer that lets one stream transport speak plaintext, then TLS; and
+//! the handshake it runs, bounded by [`DEFAULT_HANDSHAKE_TIMEOUT`].
 
 use std::{
     fmt,
@@ -30,10 +31,27 @@ use crate::stream::StreamIo;
 /// What `TlsConnector::start_tls` and `TlsAcceptor::start_tls` put in a `StartTls`, and what
 /// a TLS `connect` or accept starts a handshake with.
 #[derive(Debug)]
-pub(crate) struct Setup {
-    pub(crate) ssl: Ssl,
-    pub(crate) server: bool,
-    pub(crate) timeout: Duration,
+pub(super) struct Setup {
+    pub(super) ssl: Ssl,
+    pub(super) server: bool,
+    pub(super) timeout: Duration,
+}
+
+/// How long a handshake may take before the connection is dropped: 10 s.
+///
+/// Between actix-tls's 3 s, which a slow mobile link can miss, and asyncio's 60 s, which lets a
+/// client that never speaks hold a place for a minute.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `timeout`, if a handshake can succeed within it.
+pub(super) fn valid_handshake_timeout(timeout: Duration) -> io::Result<Duration> {
+    if timeout.is_zero() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a TLS handshake timeout of zero would fail every handshake",
+        ));
+    }
+    Ok(timeout)
 }
 
 /// A stream that speaks plaintext until told to start TLS, then TLS, in place: the I/O object of
@@ -43,15 +61,16 @@ pub(crate) struct Setup {
 /// [`spawn`](crate::stream::spawn) the same ability.
 pub struct MaybeTls<S> {
     state: State<S>,
-    /// Whether the peer's close_notify was read: its stream ended cleanly.
-    close_notify_read: bool,
 }
 
 enum State<S> {
     Plain(S),
     /// Boxed: a handshake is brief, and the timer and flags would grow every connection.
     Handshaking(Box<Handshake<S>>),
-    Secure(SslStream<Prefixed<S>>),
+    /// With whether the peer's close_notify was read: its stream ended cleanly. Inside the
+    /// variant, where it fits beside the stream: a flag of its own next to `state` would grow
+    /// every TCP and Unix transport into the next task size class.
+    Secure(SslStream<Prefixed<S>>, bool),
     /// After a failed handshake: the connection is over.
     Failed,
 }
@@ -68,12 +87,11 @@ impl<S: StreamIo> MaybeTls<S> {
     pub fn plain(stream: S) -> Self {
         MaybeTls {
             state: State::Plain(stream),
-            close_notify_read: false,
         }
     }
 
     /// A stream whose handshake starts now, with `prefix` read before the socket.
-    pub(crate) fn handshaking(setup: Setup, stream: S, prefix: Bytes) -> Result<Self, TlsError> {
+    pub(super) fn handshaking(setup: Setup, stream: S, prefix: Bytes) -> Result<Self, TlsError> {
         let stream = SslStream::new(setup.ssl, Prefixed { prefix, stream }).map_err(|err| {
             TlsError::new(
                 TlsErrorKind::Handshake,
@@ -81,7 +99,6 @@ impl<S: StreamIo> MaybeTls<S> {
             )
         })?;
         Ok(MaybeTls {
-            close_notify_read: false,
             state: State::Handshaking(Box::new(Handshake {
                 stream,
                 server: setup.server,
@@ -92,10 +109,7 @@ impl<S: StreamIo> MaybeTls<S> {
     }
 
     /// Drives the handshake to its end: `Ok` at once when there is none.
-    pub(crate) fn poll_handshake_step(
-        &mut self,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Result<(), TlsError>> {
+    fn poll_handshake(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TlsError>> {
         let State::Handshaking(handshake) = &mut self.state else {
             return Poll::Ready(Ok(()));
         };
@@ -120,7 +134,7 @@ impl<S: StreamIo> MaybeTls<S> {
         };
         match std::mem::replace(&mut self.state, State::Failed) {
             State::Handshaking(handshake) if outcome.is_ok() => {
-                self.state = State::Secure(handshake.stream);
+                self.state = State::Secure(handshake.stream, false);
             }
             _ => {}
         }
@@ -129,13 +143,13 @@ impl<S: StreamIo> MaybeTls<S> {
 
     /// Whether TLS is on (the handshake is done).
     pub fn is_secure(&self) -> bool {
-        matches!(self.state, State::Secure(_))
+        matches!(self.state, State::Secure(..))
     }
 
     /// The TLS session, once the handshake is done.
     pub fn ssl(&self) -> Option<&SslRef> {
         match &self.state {
-            State::Secure(stream) => Some(stream.ssl()),
+            State::Secure(stream, _) => Some(stream.ssl()),
             _ => None,
         }
     }
@@ -144,7 +158,7 @@ impl<S: StreamIo> MaybeTls<S> {
         match &self.state {
             State::Plain(stream) => Some(stream),
             State::Handshaking(handshake) => Some(&handshake.stream.get_ref().stream),
-            State::Secure(stream) => Some(&stream.get_ref().stream),
+            State::Secure(stream, _) => Some(&stream.get_ref().stream),
             State::Failed => None,
         }
     }
@@ -192,7 +206,7 @@ fn is_unexpected_eof_io(err: &io::Error) -> bool {
 
 impl<S: StreamIo> StreamIo for MaybeTls<S> {
     fn extra_info(&self, name: &str) -> Option<ExtraInfo> {
-        if let State::Secure(stream) = &self.state
+        if let State::Secure(stream, _) = &self.state
             && let Some(info) = tls_extra_info(stream.ssl(), name)
         {
             return Some(info);
@@ -202,7 +216,7 @@ impl<S: StreamIo> StreamIo for MaybeTls<S> {
 
     fn lasting_keys(&self) -> &'static [&'static str] {
         match &self.state {
-            State::Secure(_) => &[
+            State::Secure(..) => &[
                 keys::PEERNAME,
                 keys::SOCKNAME,
                 keys::CIPHER,
@@ -223,7 +237,8 @@ impl<S: StreamIo> StreamIo for MaybeTls<S> {
     }
 
     fn unclean_end(&self) -> Option<io::Error> {
-        if !matches!(self.state, State::Secure(_)) || self.close_notify_read {
+        // Secure, and no close_notify came.
+        if !matches!(self.state, State::Secure(_, false)) {
             return None;
         }
         Some(
@@ -256,7 +271,8 @@ impl<S: StreamIo> StreamIo for MaybeTls<S> {
         }
     }
 
-    fn check_start_tls(&self) -> Result<(), TlsError> {
+    /// The upgrade a `StartTls` asks for: a handshake, from plaintext only.
+    fn check_upgrade(&self) -> Result<(), TlsError> {
         match &self.state {
             State::Plain(_) => Ok(()),
             _ => Err(TlsError::new(
@@ -266,8 +282,8 @@ impl<S: StreamIo> StreamIo for MaybeTls<S> {
         }
     }
 
-    fn start_tls(&mut self, settings: TlsSettings, prefix: Bytes) -> Result<(), TlsError> {
-        self.check_start_tls()?;
+    fn start_upgrade(&mut self, settings: TlsSettings, prefix: Bytes) -> Result<(), TlsError> {
+        self.check_upgrade()?;
         let setup = settings.downcast::<Setup>().map_err(|settings| {
             TlsError::new(
                 TlsErrorKind::Unsupported,
@@ -281,8 +297,8 @@ impl<S: StreamIo> StreamIo for MaybeTls<S> {
         Ok(())
     }
 
-    fn poll_handshake(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TlsError>> {
-        self.poll_handshake_step(cx)
+    fn poll_upgrade(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), TlsError>> {
+        self.poll_handshake(cx)
     }
 }
 
@@ -325,7 +341,7 @@ fn session(ssl: &SslRef) -> Option<TlsSession> {
 }
 
 /// Describes an X.509 certificate.
-pub(crate) fn certificate(cert: &X509Ref) -> Certificate {
+pub(super) fn certificate(cert: &X509Ref) -> Certificate {
     let serial = cert
         .serial_number()
         .to_bn()
@@ -379,10 +395,9 @@ impl<S: StreamIo> AsyncRead for MaybeTls<S> {
         cx: &mut TaskContext<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        match &mut this.state {
+        match &mut self.get_mut().state {
             State::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            State::Secure(stream) => {
+            State::Secure(stream, close_notify_read) => {
                 let before = buf.filled().len();
                 match ready!(Pin::new(&mut *stream).poll_read(cx, buf)) {
                     // An EOF. The openssl crate reads both a close_notify and a TCP EOF without
@@ -391,11 +406,11 @@ impl<S: StreamIo> AsyncRead for MaybeTls<S> {
                     // (`unclean_end`) after delivering everything read before it.
                     Ok(()) if buf.filled().len() == before && buf.remaining() > 0 => {
                         let mut probe = [0; 1];
-                        this.close_notify_read = matches!(
+                        *close_notify_read = matches!(
                             Pin::new(stream).poll_peek(cx, &mut probe),
                             Poll::Ready(Err(err)) if err.code() == ErrorCode::ZERO_RETURN
                         );
-                        if !this.close_notify_read {
+                        if !*close_notify_read {
                             tracing::debug!("TLS peer closed without close_notify");
                         }
                         Poll::Ready(Ok(()))
@@ -421,7 +436,7 @@ impl<S: StreamIo> AsyncWrite for MaybeTls<S> {
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().state {
             State::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            State::Secure(stream) => Pin::new(stream).poll_write(cx, buf),
+            State::Secure(stream, _) => Pin::new(stream).poll_write(cx, buf),
             State::Handshaking(_) | State::Failed => Poll::Ready(Err(not_ready())),
         }
     }
@@ -433,7 +448,7 @@ impl<S: StreamIo> AsyncWrite for MaybeTls<S> {
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().state {
             State::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            State::Secure(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            State::Secure(stream, _) => Pin::new(stream).poll_write_vectored(cx, bufs),
             State::Handshaking(_) | State::Failed => Poll::Ready(Err(not_ready())),
         }
     }
@@ -448,7 +463,7 @@ impl<S: StreamIo> AsyncWrite for MaybeTls<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().state {
             State::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            State::Secure(stream) => Pin::new(stream).poll_flush(cx),
+            State::Secure(stream, _) => Pin::new(stream).poll_flush(cx),
             State::Handshaking(_) | State::Failed => Poll::Ready(Ok(())),
         }
     }
@@ -457,7 +472,7 @@ impl<S: StreamIo> AsyncWrite for MaybeTls<S> {
         match &mut self.get_mut().state {
             State::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
             // close_notify, then the TCP FIN.
-            State::Secure(stream) => Pin::new(stream).poll_shutdown(cx),
+            State::Secure(stream, _) => Pin::new(stream).poll_shutdown(cx),
             State::Handshaking(_) | State::Failed => Poll::Ready(Err(not_ready())),
         }
     }
@@ -472,7 +487,7 @@ impl<S> fmt::Debug for MaybeTls<S> {
         let state = match &self.state {
             State::Plain(_) => "plain",
             State::Handshaking(_) => "handshaking",
-            State::Secure(_) => "secure",
+            State::Secure(..) => "secure",
             State::Failed => "failed",
         };
         f.debug_struct("MaybeTls")
@@ -483,7 +498,7 @@ impl<S> fmt::Debug for MaybeTls<S> {
 
 /// A stream that yields `prefix` before reading its own bytes: how `StartTls` feeds plaintext
 /// already read to TLS. Hand-written, as tokio's `chain` is read-only and TLS also writes.
-pub(crate) struct Prefixed<S> {
+struct Prefixed<S> {
     prefix: Bytes,
     stream: S,
 }
@@ -524,7 +539,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 }
 
 /// Runs a handshake begun with [`MaybeTls::handshaking`] to its end.
-pub(crate) async fn handshake<S: StreamIo>(mut io: MaybeTls<S>) -> Result<MaybeTls<S>, TlsError> {
-    std::future::poll_fn(|cx| io.poll_handshake_step(cx)).await?;
+pub(super) async fn handshake<S: StreamIo>(mut io: MaybeTls<S>) -> Result<MaybeTls<S>, TlsError> {
+    std::future::poll_fn(|cx| io.poll_handshake(cx)).await?;
     Ok(io)
 }

@@ -1,0 +1,359 @@
+//! What the checker generates: a connection's settings and kind, and the steps its driver and
+//! its protocols take, with the weights that make long and varied runs.
+
+use std::{fmt, time::Duration};
+
+use proptest::prelude::*;
+use switchboard_core::{
+    WriteBufferLimits,
+    stream::{Direction, Leftover, StreamKind, StreamSettings},
+};
+
+use super::runner::{self, Bits, Temper};
+
+/// One generated run: a fresh core with these settings and kind, driven through `steps`.
+#[derive(Clone)]
+pub(crate) struct Case {
+    pub(crate) settings: StreamSettings,
+    pub(crate) kind: StreamKind,
+    pub(crate) steps: Vec<Step>,
+}
+
+/// Everything a driver and a protocol can do to a core.
+///
+/// A step is generated without knowing the state it will meet, so the parts that depend on the
+/// state are selectors that [`harness`](super::harness) resolves when it runs the step (which
+/// outstanding acknowledgement, how much of the room to read, where to cut the leftover), and a
+/// step whose precondition does not hold then (a shutdown nobody wants, an acknowledgement with
+/// none outstanding) is skipped and not counted. So shrinking may delete any step and the rest
+/// keep their meaning.
+#[derive(Clone, Debug)]
+pub(crate) enum Step {
+    // ---- the protocol's commands ----
+    /// `Write`/`WriteVectored` of these buffer lengths; `acked` registers a waiter on the ticket.
+    Write {
+        lens: Vec<u8>,
+        acked: bool,
+    },
+    WriteEof,
+    Close,
+    Abort,
+    PauseReading,
+    ResumeReading,
+    /// Marks missing where `None`; `low > high` is an invalid request.
+    SetWriteBufferLimits {
+        high: Option<u8>,
+        low: Option<u8>,
+    },
+    /// Switches to a new protocol, handing over the tail of the chunk the current protocol last
+    /// received and has not acknowledged, from `split` (modulo its length + 1) on.
+    SetProtocol {
+        split: u8,
+    },
+    /// Answers an `EofReceived` delivered and not answered yet.
+    EofDecided {
+        keep_open: bool,
+    },
+    /// Acknowledges the `pick`-th outstanding delivery (of any protocol, current or not).
+    Ack {
+        pick: u8,
+    },
+    /// Acknowledges a delivery that is not outstanding: already acknowledged, or never issued.
+    StaleAck {
+        pick: u8,
+    },
+    /// `StartTls`, when the core allows one, handing over the unconsumed tail of the last chunk.
+    StartUpgrade {
+        policy: Leftover,
+        split: u8,
+    },
+    /// The protocol actor stopped (the death pact).
+    ProtocolGone,
+
+    // ---- the I/O object ----
+    /// A read of `len` bytes (modulo the room, at least one), or of the whole room.
+    Read {
+        len: Option<u8>,
+    },
+    /// The peer's EOF, clean or not (a TLS stream without close_notify).
+    PeerEof {
+        unclean: bool,
+    },
+    /// A write attempt: the socket takes `n` bytes (modulo what is queued), or all of them.
+    Written {
+        n: Option<u16>,
+    },
+    /// The write side's shutdown ended, when the core wants one.
+    Shutdown {
+        ok: bool,
+    },
+    /// The handshake of a begun upgrade ended.
+    Upgraded {
+        ok: bool,
+        can_write_eof: bool,
+        drop_closes_after_eof: bool,
+        high: u8,
+        low: u8,
+    },
+    /// A drain read, while the core drains.
+    Drained {
+        read: Drain,
+    },
+    /// The reader of a write-only stream went away, while the core watches for it.
+    ReaderClosed,
+    /// An I/O error.
+    Error,
+
+    // ---- time ----
+    /// Time passes; then `poll_timeout(now)` and `handle_timeout(now)`.
+    Tick {
+        ms: u16,
+    },
+}
+
+/// What a drain read gives.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Drain {
+    Bytes(u8),
+    Eof,
+    Failed,
+}
+
+impl fmt::Debug for Case {
+    /// One step a line, numbered as the failure report numbers them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Case {{")?;
+        writeln!(f, "    settings: {:?},", self.settings)?;
+        writeln!(f, "    kind: {:?},", self.kind)?;
+        writeln!(f, "    steps: [")?;
+        for (i, step) in self.steps.iter().enumerate() {
+            writeln!(f, "        /* {i:3} */ {step:?},")?;
+        }
+        writeln!(f, "    ],")?;
+        write!(f, "}}")
+    }
+}
+
+/// Cases of up to `max_steps` steps, of a random temper (see [`runner::steps`]).
+pub(crate) fn case(max_steps: usize) -> impl Strategy<Value = Case> {
+    (
+        settings(),
+        kind(),
+        runner::steps(max_steps, weights, decode),
+    )
+        .prop_map(|(settings, kind, steps)| Case {
+            settings,
+            kind,
+            steps,
+        })
+}
+
+fn limits() -> impl Strategy<Value = WriteBufferLimits> {
+    (0..=64usize, 0..=64usize)
+        .prop_map(|(a, b)| WriteBufferLimits::new(a.max(b), a.min(b)).expect("low <= high"))
+}
+
+fn settings() -> impl Strategy<Value = StreamSettings> {
+    (
+        limits(),
+        any::<bool>(),
+        1..=64usize,
+        prop::option::weighted(0.7, 100..=2000u64),
+        10..=1000u64,
+    )
+        .prop_map(
+            |(write_buffer_limits, limits_chosen, read_buffer_limit, stall, drain)| {
+                StreamSettings {
+                    write_buffer_limits,
+                    limits_chosen,
+                    read_buffer_limit,
+                    write_stall_timeout: stall.map(Duration::from_millis),
+                    close_drain_timeout: Duration::from_millis(drain),
+                }
+            },
+        )
+}
+
+fn kind() -> impl Strategy<Value = StreamKind> {
+    (
+        prop_oneof![
+            6 => Just(Direction::Duplex),
+            1 => Just(Direction::ReadOnly),
+            1 => Just(Direction::WriteOnly),
+        ],
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(direction, can_write_eof, drop_closes_after_eof)| StreamKind {
+                direction,
+                can_write_eof,
+                drop_closes_after_eof,
+            },
+        )
+}
+
+/// The kinds of step, in the order proptest shrinks a step's kind towards (an acknowledgement
+/// disturbs a run least), with their weights in a calm case.
+const KINDS: [(StepKind, u32); 22] = [
+    (StepKind::Ack, 1200),
+    (StepKind::StaleAck, 200),
+    (StepKind::Read, 1400),
+    (StepKind::Write, 1300),
+    (StepKind::Written, 1400),
+    (StepKind::Tick, 400),
+    (StepKind::PauseReading, 150),
+    (StepKind::ResumeReading, 300),
+    (StepKind::SetWriteBufferLimits, 200),
+    (StepKind::SetProtocol, 300),
+    (StepKind::EofDecided, 150),
+    (StepKind::StartUpgrade, 60),
+    (StepKind::Upgraded, 150),
+    (StepKind::Shutdown, 150),
+    (StepKind::Drained, 150),
+    // Half-closes: they end a connection only sometimes.
+    (StepKind::PeerEof, 40),
+    (StepKind::WriteEof, 20),
+    // The steps that begin the end, and those that end a connection at once: their weights
+    // depend on the case's temper.
+    (StepKind::Close, 0),
+    (StepKind::ReaderClosed, 0),
+    (StepKind::Abort, 0),
+    (StepKind::Error, 0),
+    (StepKind::ProtocolGone, 0),
+];
+
+#[derive(Clone, Copy, Debug)]
+enum StepKind {
+    Ack,
+    StaleAck,
+    Read,
+    Write,
+    Written,
+    Tick,
+    PauseReading,
+    ResumeReading,
+    SetWriteBufferLimits,
+    SetProtocol,
+    EofDecided,
+    StartUpgrade,
+    Upgraded,
+    Shutdown,
+    Drained,
+    PeerEof,
+    WriteEof,
+    Close,
+    ReaderClosed,
+    Abort,
+    Error,
+    ProtocolGone,
+}
+
+/// The weights of the kinds of step in a case of this temper.
+fn weights(temper: Temper) -> [(StepKind, u32); 22] {
+    // In about 7500ths of all steps (the sum of the other weights).
+    let (begin_end, end_now) = match temper {
+        Temper::Calm => (2, 0),
+        Temper::Usual => (60, 20),
+        Temper::Hasty => (300, 100),
+    };
+    let mut weights = KINDS;
+    for (kind, weight) in &mut weights {
+        match kind {
+            StepKind::Close | StepKind::ReaderClosed => *weight = begin_end,
+            StepKind::Abort | StepKind::Error | StepKind::ProtocolGone => *weight = end_now,
+            _ => {}
+        }
+    }
+    weights
+}
+
+fn decode(kind: StepKind, bits: &mut Bits) -> Step {
+    match kind {
+        StepKind::Ack => Step::Ack { pick: bits.byte() },
+        StepKind::StaleAck => Step::StaleAck { pick: bits.byte() },
+        StepKind::Read => {
+            let whole = bits.chance(5);
+            let len = bits.byte();
+            Step::Read {
+                len: (!whole).then_some(len),
+            }
+        }
+        StepKind::Write => {
+            let acked = !bits.chance(3);
+            let count = bits.take(2);
+            let lens = (0..count).map(|_| bits.upto(24)).collect();
+            Step::Write { lens, acked }
+        }
+        StepKind::Written => {
+            let all = bits.chance(8);
+            let n = bits.take(16) as u16;
+            Step::Written {
+                n: (!all).then_some(n),
+            }
+        }
+        // Mostly short: a stall timeout should fire for a stalled buffer, not for any.
+        StepKind::Tick => {
+            let long = bits.chance(2);
+            let ms = bits.take(16) % if long { 1001 } else { 21 };
+            Step::Tick { ms: ms as u16 }
+        }
+        StepKind::PauseReading => Step::PauseReading,
+        StepKind::ResumeReading => Step::ResumeReading,
+        StepKind::SetWriteBufferLimits => {
+            let no_high = bits.chance(2);
+            let no_low = bits.chance(5);
+            let high = bits.upto(64);
+            let low = bits.upto(64);
+            Step::SetWriteBufferLimits {
+                high: (!no_high).then_some(high),
+                low: (!no_low).then_some(low),
+            }
+        }
+        StepKind::SetProtocol => Step::SetProtocol { split: bits.byte() },
+        StepKind::EofDecided => Step::EofDecided {
+            keep_open: bits.chance(10),
+        },
+        StepKind::StartUpgrade => Step::StartUpgrade {
+            policy: if bits.chance(8) {
+                Leftover::Feed
+            } else {
+                Leftover::Discard
+            },
+            split: bits.byte(),
+        },
+        StepKind::Upgraded => {
+            let failed = bits.chance(1);
+            let can_write_eof = bits.chance(8);
+            let drop_closes_after_eof = bits.chance(8);
+            let high = bits.upto(64);
+            let low = bits.upto(high);
+            Step::Upgraded {
+                ok: !failed,
+                can_write_eof,
+                drop_closes_after_eof,
+                high,
+                low,
+            }
+        }
+        StepKind::Shutdown => Step::Shutdown {
+            ok: !bits.chance(2),
+        },
+        StepKind::Drained => Step::Drained {
+            read: match bits.take(3) {
+                0..=5 => Drain::Bytes(bits.upto(99) + 1),
+                6 => Drain::Eof,
+                _ => Drain::Failed,
+            },
+        },
+        StepKind::PeerEof => Step::PeerEof {
+            unclean: bits.chance(5),
+        },
+        StepKind::WriteEof => Step::WriteEof,
+        StepKind::Close => Step::Close,
+        StepKind::ReaderClosed => Step::ReaderClosed,
+        StepKind::Abort => Step::Abort,
+        StepKind::Error => Step::Error,
+        StepKind::ProtocolGone => Step::ProtocolGone,
+    }
+}
