@@ -131,6 +131,9 @@ mod regressions {
             read_buffer_limit: 6,
             write_stall_timeout: Some(Duration::from_millis(786)),
             close_drain_timeout: Duration::from_millis(803),
+            max_write_buffer: usize::MAX,
+            idle_timeout: None,
+            first_byte_timeout: None,
         }
     }
 
@@ -182,6 +185,9 @@ mod regressions {
                 read_buffer_limit: 1,
                 write_stall_timeout: None,
                 close_drain_timeout: Duration::from_millis(10),
+                max_write_buffer: usize::MAX,
+                idle_timeout: None,
+                first_byte_timeout: None,
             },
             kind: StreamKind {
                 direction: Direction::Duplex,

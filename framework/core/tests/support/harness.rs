@@ -351,7 +351,14 @@ impl Run {
         )]
         let epoch = Instant::now();
         Run {
-            core: StreamCore::new(case.settings, case.kind),
+            core: {
+                let mut core = StreamCore::new(case.settings, case.kind);
+                core.set_handles(switchboard_core::Handles {
+                    write_flow: true,
+                    timeouts: false,
+                });
+                core
+            },
             settings: case.settings,
             kind: case.kind,
             shared: Rc::default(),
@@ -716,7 +723,13 @@ impl Run {
                 leftover.len()
             )
         });
-        self.core.set_protocol(leftover);
+        self.core.set_protocol(
+            leftover,
+            switchboard_core::Handles {
+                write_flow: true,
+                timeouts: false,
+            },
+        );
     }
 
     fn eof_decided(&mut self, keep_open: bool) -> Checked {

@@ -169,6 +169,9 @@ fn settings() -> impl Strategy<Value = StreamSettings> {
                     read_buffer_limit,
                     write_stall_timeout: stall.map(Duration::from_millis),
                     close_drain_timeout: Duration::from_millis(drain),
+                    max_write_buffer: usize::MAX,
+                    idle_timeout: None,
+                    first_byte_timeout: None,
                 }
             },
         )
