@@ -90,10 +90,10 @@ impl From<WriteError> for io::Error {
 
 /// Why a connection's timer ended it (or, for a protocol that asked to be told first, why it is
 /// told): the error of its `ConnectionLost`, of kind `TimedOut`, carries one of these as its
-/// source ([`TimedOut::of`]).
+/// source ([`Timeout::of`]).
 #[derive(Debug, Display, Error, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum TimedOut {
+pub enum Timeout {
     /// Nothing was received within this long of the connection's start.
     #[display("no byte received within {_0:?} of the connection's start")]
     FirstByte(#[error(not(source))] Duration),
@@ -102,33 +102,33 @@ pub enum TimedOut {
     Idle(#[error(not(source))] Duration),
 }
 
-impl TimedOut {
-    /// The `TimedOut` behind an `io::Error`, if a timeout ended the connection.
-    pub fn of(err: &io::Error) -> Option<TimedOut> {
-        err.get_ref()?.downcast_ref::<TimedOut>().copied()
+impl Timeout {
+    /// The `Timeout` behind an `io::Error`, if a timeout ended the connection.
+    pub fn of(err: &io::Error) -> Option<Timeout> {
+        err.get_ref()?.downcast_ref::<Timeout>().copied()
     }
 
     /// The timeout that ran out.
     pub fn duration(self) -> Duration {
         match self {
-            TimedOut::FirstByte(timeout) | TimedOut::Idle(timeout) => timeout,
+            Timeout::FirstByte(timeout) | Timeout::Idle(timeout) => timeout,
         }
     }
 }
 
-impl From<TimedOut> for io::Error {
-    fn from(err: TimedOut) -> Self {
+impl From<Timeout> for io::Error {
+    fn from(err: Timeout) -> Self {
         io::Error::new(io::ErrorKind::TimedOut, err)
     }
 }
 
 /// Copies an `io::Error` (which is not `Clone`): same kind and message, the same [`WriteError`]
-/// or [`TimedOut`] source when there is one, and the same OS error code for an error from a system call.
+/// or [`Timeout`] source when there is one, and the same OS error code for an error from a system call.
 pub fn copy_error(err: &io::Error) -> io::Error {
     if let Some(write_err) = WriteError::of(err) {
         return write_err.into();
     }
-    if let Some(timed_out) = TimedOut::of(err) {
+    if let Some(timed_out) = Timeout::of(err) {
         return timed_out.into();
     }
     if let Some(code) = err.raw_os_error() {

@@ -45,7 +45,7 @@ pub mod stream;
 pub mod subprocess;
 
 pub use datagram::DatagramCore;
-pub use error::{InvalidWriteBufferLimits, TimedOut, WriteError, copy_error};
+pub use error::{InvalidWriteBufferLimits, Timeout, WriteError, copy_error};
 pub use flow::{
     DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_MAX_WRITE_BUFFER,
     DEFAULT_TLS_HIGH_WATER_MARK, DEFAULT_TLS_LOW_WATER_MARK, FlowEdge, Handles, WriteBufferLimits,

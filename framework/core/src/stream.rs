@@ -36,7 +36,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 
 use crate::{
-    FlowEdge, Handles, InvalidWriteBufferLimits, TimedOut, TransportStats, WriteBufferLimits,
+    FlowEdge, Handles, InvalidWriteBufferLimits, Timeout, TransportStats, WriteBufferLimits,
     WriteError, WriteFlow,
     gate::Unacked,
     ledger::{Ticket, Waiter, WriteLedger},
@@ -135,7 +135,7 @@ pub enum Event {
     ResumeWriting,
     /// `TimedOut`, to a protocol that [handles](Handles::timeouts) it: the connection ends if
     /// the timeout runs out once more.
-    TimedOut(TimedOut),
+    TimedOut(Timeout),
 }
 
 /// How the driver must let go of its I/O object once the core has ended.
@@ -241,7 +241,7 @@ struct Timers {
     /// The same for the idle timeout; any progress clears it.
     idle_told: bool,
     /// A `TimedOut` to deliver.
-    pending: Option<TimedOut>,
+    pending: Option<Timeout>,
 }
 
 /// An upgrade (`StartTls`) from the moment it is asked for until its handshake ends. Meanwhile
@@ -372,7 +372,7 @@ impl<W: Waiter> StreamCore<W> {
             unacked: Unacked::None,
             seq: 0,
             queue: WriteQueue::default(),
-            flow: WriteFlow::new(settings.write_buffer_limits),
+            flow: WriteFlow::new(fit(settings.write_buffer_limits, settings.max_write_buffer)),
             ledger: WriteLedger::new(),
             bytes_received: 0,
             deliveries: 0,
@@ -820,7 +820,8 @@ impl<W: Waiter> StreamCore<W> {
                     self.queue.push(data);
                 }
                 if !self.limits_chosen {
-                    self.flow.set_limits(default_limits);
+                    self.flow
+                        .set_limits(fit(default_limits, self.max_write_buffer as usize));
                 }
                 self.advance_close();
             }
@@ -1188,7 +1189,7 @@ impl<W: Waiter> StreamCore<W> {
                 timers.first_byte_since = Some(now);
             }
             (
-                TimedOut::FirstByte(timeout),
+                Timeout::FirstByte(timeout),
                 mem::replace(&mut timers.first_byte_told, true),
             )
         } else if let Some(timeout) = ran_out(timers.idle, timers.idle_since) {
@@ -1196,7 +1197,7 @@ impl<W: Waiter> StreamCore<W> {
                 timers.idle_since = Some(now);
             }
             (
-                TimedOut::Idle(timeout),
+                Timeout::Idle(timeout),
                 mem::replace(&mut timers.idle_told, true),
             )
         } else {
@@ -1285,6 +1286,16 @@ impl<W: Waiter> StreamCore<W> {
             waiter.resolve(result);
         }
     }
+}
+
+/// A kind's default limits under a maximum write buffer below their high-water mark (a TLS
+/// transport's 512 KiB under a smaller maximum): pausing at the maximum, resuming at a quarter of
+/// it, so the protocol is told before the transport would abort.
+fn fit(limits: WriteBufferLimits, max: usize) -> WriteBufferLimits {
+    if limits.high() <= max {
+        return limits;
+    }
+    WriteBufferLimits::new(max, limits.low().min(max / 4)).unwrap_or(limits)
 }
 
 impl<W> fmt::Debug for StreamCore<W> {

@@ -19,7 +19,7 @@ use switchboard_framework::{
     DataReceived, DeliveryAcked, EofDecided, EofReceived, GetExtraInfo, GetProtocol, GetStats,
     GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, IsClosing, IsReading, LostHandled,
     PauseReading, PauseWriting, ProtocolHandle, ProtocolWatch, ResumeReading, ResumeWriting,
-    SetProtocol, SetWriteBufferLimits, StartTls, TlsError, TlsErrorKind, TlsSettings,
+    SetProtocol, SetWriteBufferLimits, StartTls, TimedOut, TlsError, TlsErrorKind, TlsSettings,
     TransportHandle, Write, WriteBufferLimits, WriteEof, WriteError, WriteReceipt, WriteReply,
     WriteVectored, keys,
 };
@@ -196,8 +196,12 @@ impl<IO: StreamIo> StreamTransport<IO> {
             read_buffer_limit: config.read_buffer_limit,
             write_stall_timeout: config.write_stall_timeout,
             close_drain_timeout: config.close_drain_timeout,
+            max_write_buffer: config.max_write_buffer,
+            idle_timeout: config.idle_timeout,
+            first_byte_timeout: config.first_byte_timeout,
         };
-        let core = StreamCore::new(settings, kind_of(&io));
+        let mut core = StreamCore::new(settings, kind_of(&io));
+        core.set_handles(handle.handles());
         let transport = StreamTransport {
             io: Some(io),
             me: me.clone(),
@@ -241,6 +245,7 @@ impl<IO: StreamIo> StreamTransport<IO> {
                 Event::Eof => protocol.deliver(EofReceived::new(self.me.clone())),
                 Event::PauseWriting => protocol.deliver(PauseWriting),
                 Event::ResumeWriting => protocol.deliver(ResumeWriting),
+                Event::TimedOut(timeout) => protocol.deliver(TimedOut::new(timeout)),
                 // A later kind of event this transport does not know yet: nothing to send.
                 _ => {}
             }
@@ -663,7 +668,7 @@ impl<IO: StreamIo> Handler<SetProtocol> for StreamTransport<IO> {
         } = msg;
         // Whatever is due goes to the protocol it was due to before the switch.
         self.deliver_events();
-        self.core.set_protocol(leftover);
+        self.core.set_protocol(leftover, protocol.handles());
         let previous = self.protocol.replace(protocol);
         self.deliver_events();
         MessageResult(previous)

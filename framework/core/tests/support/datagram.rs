@@ -321,7 +321,14 @@ impl Run {
         )]
         let epoch = Instant::now();
         Run {
-            core: DatagramCore::new(case.settings),
+            core: {
+                let mut core = DatagramCore::new(case.settings);
+                core.set_handles(switchboard_core::Handles {
+                    write_flow: true,
+                    timeouts: false,
+                });
+                core
+            },
             settings: case.settings,
             window: case.settings.read_window.max(1),
             shared: Rc::default(),
@@ -441,7 +448,10 @@ impl Run {
                     ..Protocol::default()
                 });
                 self.note(|| format!("   switch to protocol #{}", self.current()));
-                self.core.set_protocol();
+                self.core.set_protocol(switchboard_core::Handles {
+                    write_flow: true,
+                    timeouts: false,
+                });
             }
             Step::Ack { pick } if !self.outstanding.is_empty() => {
                 let nth = usize::from(pick) % self.outstanding.len();

@@ -121,6 +121,7 @@ fn settings() -> impl Strategy<Value = DatagramSettings> {
                 read_window,
                 max_datagram_size,
                 close_timeout: Duration::from_millis(close),
+                max_write_buffer: usize::MAX,
             },
         )
 }
