@@ -640,7 +640,11 @@ mod tests {
         core.handle_io_full(true);
         assert_eq!(events(&mut core), ["PauseWriting"]);
         assert!(core.is_throttled());
-        assert_eq!(core.receive_room(), 0, "nothing read while its answers wait");
+        assert_eq!(
+            core.receive_room(),
+            0,
+            "nothing read while its answers wait"
+        );
         core.handle_io_full(false);
         assert_eq!(events(&mut core), ["ResumeWriting"]);
         assert_eq!(core.receive_room(), 2);

@@ -96,13 +96,15 @@ pub struct StreamSettings {
     /// The most bytes read and not yet acknowledged before reading stops (at least 1, at most
     /// 4 GiB).
     pub read_buffer_limit: usize,
-    /// How long the write buffer may make no progress before the connection is aborted.
+    /// How long the write buffer may make no progress before the connection is aborted (to the
+    /// millisecond, rounded up).
     pub write_stall_timeout: Option<Duration>,
     /// How long `Close` drains inbound data after the write side is shut down (to the
     /// millisecond, rounded up).
     pub close_drain_timeout: Duration,
-    /// The most bytes the write buffer may hold (at most 4 GiB); past it the connection is
-    /// aborted with [`WriteError::BufferFull`].
+    /// The most bytes the write buffer may hold (at most 4 GiB); a write that takes it past
+    /// aborts the connection with [`WriteError::BufferFull`], unless the buffer was empty (one
+    /// write's bytes are the protocol's already, whatever their size).
     pub max_write_buffer: usize,
     /// How long the connection may go without reading or writing a byte.
     pub idle_timeout: Option<Duration>,
@@ -154,6 +156,10 @@ pub enum UpgradeRefusal {
     UnderWay,
     /// `WriteEof` shut the write side down (or will): a handshake could not write.
     AfterEof,
+    /// The protocol held this many bytes of plaintext it had received and not consumed, and
+    /// did not ask for them to be fed to the new layer: the peer sent them after its go-ahead,
+    /// in the clear. The connection ends (the driver says with what error).
+    Injected(usize),
 }
 
 /// What to do with bytes read and not delivered when an upgrade begins.
@@ -300,7 +306,9 @@ pub struct StreamCore<W> {
     read_buffer_limit: u32,
     /// A `u32` for the same reason: 4 GiB of write buffer is no bound at all.
     max_write_buffer: u32,
-    write_stall_timeout: Option<Duration>,
+    /// In whole milliseconds, rounded up, 0 for none: 12 bytes less than an
+    /// `Option<Duration>` in every connection.
+    write_stall_millis: u32,
     timers: Option<Box<Timers>>,
 
     read_buf: BytesMut,
@@ -349,7 +357,14 @@ impl<W: Waiter> StreamCore<W> {
                 .try_into()
                 .unwrap_or(u32::MAX),
             max_write_buffer: settings.max_write_buffer.try_into().unwrap_or(u32::MAX),
-            write_stall_timeout: settings.write_stall_timeout,
+            write_stall_millis: settings.write_stall_timeout.map_or(0, |timeout| {
+                timeout
+                    .as_nanos()
+                    .div_ceil(1_000_000)
+                    .clamp(1, u32::MAX.into())
+                    .try_into()
+                    .unwrap_or(u32::MAX)
+            }),
             timers: (settings.idle_timeout.is_some() || settings.first_byte_timeout.is_some())
                 .then(|| {
                     Box::new(Timers {
@@ -506,6 +521,7 @@ impl<W: Waiter> StreamCore<W> {
             return Err(err);
         }
         let mut total = 0;
+        let before = self.flow.size();
         let mut held = self
             .rare
             .as_mut()
@@ -521,7 +537,10 @@ impl<W: Waiter> StreamCore<W> {
             }
         }
         self.flow.add(total);
-        if self.flow.size() > self.max_write_buffer as usize {
+        // A write into an empty buffer is taken whatever its size: its bytes are the protocol's
+        // already, and go out as the peer reads. What the maximum bounds is what piles up
+        // behind them while the peer does not read.
+        if before > 0 && self.flow.size() > self.max_write_buffer as usize {
             return Err(self.overflow());
         }
         Ok(self.ledger.accept(total))
@@ -647,13 +666,24 @@ impl<W: Waiter> StreamCore<W> {
     /// received and did not consume), are fed to the new layer or discarded as `leftover_policy`
     /// says. `part` is the driver's, given back by [`upgrade_part`](Self::upgrade_part) and
     /// [`handle_upgraded`](Self::handle_upgraded).
+    ///
+    /// Unconsumed `leftover` under [`Leftover::Discard`] refuses the upgrade with
+    /// [`UpgradeRefusal::Injected`]: the driver ends the connection then, with
+    /// [`handle_error`](Self::handle_error) and the error it reports such a refusal with.
     pub fn start_upgrade(
         &mut self,
         part: Box<dyn Any>,
         leftover_policy: Leftover,
         leftover: Bytes,
-    ) {
+    ) -> Result<(), UpgradeRefusal> {
         debug_assert!(self.check_upgrade().is_ok(), "an upgrade the core refuses");
+        if leftover_policy == Leftover::Discard && !leftover.is_empty() {
+            tracing::warn!(
+                bytes = leftover.len(),
+                "upgrade refused: the protocol holds plaintext received after the go-ahead"
+            );
+            return Err(UpgradeRefusal::Injected(leftover.len()));
+        }
         // Everything read and not delivered arrived after the protocol decided to upgrade.
         let mut pending = vec![leftover];
         if let Some(rare) = &mut self.rare {
@@ -680,6 +710,7 @@ impl<W: Waiter> StreamCore<W> {
             part,
         });
         self.transitions = self.transitions.wrapping_add(1);
+        Ok(())
     }
 
     // ---- inputs from the I/O object ----
@@ -921,7 +952,7 @@ impl<W: Waiter> StreamCore<W> {
         let timers = self.poll_timers(now);
         let stalling = self.state != State::Stopped && !self.queue.is_empty();
         let progressed = mem::take(&mut self.progressed);
-        let stall = match self.write_stall_timeout {
+        let stall = match self.write_stall_timeout() {
             Some(timeout) if stalling => {
                 let since = &mut self.rare().stall_since;
                 match since {
@@ -956,7 +987,7 @@ impl<W: Waiter> StreamCore<W> {
         let Some(rare) = &self.rare else {
             return;
         };
-        if let (Some(since), Some(timeout)) = (rare.stall_since, self.write_stall_timeout)
+        if let (Some(since), Some(timeout)) = (rare.stall_since, self.write_stall_timeout())
             && !self.queue.is_empty()
             && now >= since + timeout
         {
@@ -1020,6 +1051,10 @@ impl<W: Waiter> StreamCore<W> {
     }
 
     // ---- inside ----
+
+    fn write_stall_timeout(&self) -> Option<Duration> {
+        (self.write_stall_millis > 0).then(|| Duration::from_millis(self.write_stall_millis.into()))
+    }
 
     fn rare(&mut self) -> &mut Rare<W> {
         self.rare.get_or_insert_default()

@@ -1454,6 +1454,7 @@ impl Handler<StartTls> for MockActor {
                     UpgradeRefusal::Closing => "the transport is closing",
                     UpgradeRefusal::UnderWay => "a StartTls is already under way",
                     UpgradeRefusal::AfterEof => "the write side is shut down",
+                    UpgradeRefusal::Injected(_) => "plaintext received before the handshake",
                 },
             );
             return Box::pin(async move { Err(err) });
@@ -1470,8 +1471,14 @@ impl Handler<StartTls> for MockActor {
             BufferedPlaintext::Discard => Leftover::Discard,
         };
         let (tx, rx) = oneshot::channel();
-        self.core
-            .start_upgrade(Box::new(UpgradeReply(Some(tx))), policy, leftover);
+        if let Err(UpgradeRefusal::Injected(bytes)) =
+            self.core
+                .start_upgrade(Box::new(UpgradeReply(Some(tx))), policy, leftover)
+        {
+            let err = TlsError::injection(bytes);
+            self.core.handle_error(err.clone().into());
+            return Box::pin(async move { Err(err) });
+        }
         Box::pin(async move {
             rx.await.unwrap_or_else(|_| {
                 Err(TlsError::new(

@@ -737,6 +737,7 @@ impl<IO: StreamIo> Handler<StartTls> for StreamTransport<IO> {
                 TlsErrorKind::InvalidState,
                 "the write side is shut down",
             )),
+            Err(UpgradeRefusal::Injected(bytes)) => Some(TlsError::injection(bytes)),
             Ok(()) => self.io.as_ref().and_then(|io| io.check_upgrade().err()),
         };
         if let Some(err) = refusal {
@@ -756,7 +757,13 @@ impl<IO: StreamIo> Handler<StartTls> for StreamTransport<IO> {
             settings: Some(settings),
             reply: tx,
         };
-        self.core.start_upgrade(Box::new(part), policy, leftover);
+        if let Err(UpgradeRefusal::Injected(bytes)) =
+            self.core.start_upgrade(Box::new(part), policy, leftover)
+        {
+            let err = TlsError::injection(bytes);
+            self.core.handle_error(err.clone().into());
+            return Box::pin(async move { Err(err) });
+        }
         Box::pin(async move {
             rx.await.unwrap_or_else(|_| {
                 Err(TlsError::new(

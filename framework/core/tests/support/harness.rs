@@ -773,8 +773,16 @@ impl Run {
             prefix,
             accepted_before: self.accepted.len(),
         };
-        self.core
+        // Unconsumed plaintext under `Discard` refuses the upgrade (the unit tests check that):
+        // the protocol here drops what it did not consume before it asks.
+        let leftover = match policy {
+            Leftover::Feed => leftover,
+            Leftover::Discard => Bytes::new(),
+        };
+        let started = self
+            .core
             .start_upgrade(Box::new(self.parts), policy, leftover);
+        assert!(started.is_ok(), "checked before");
     }
 
     fn upgraded(&mut self, outcome: Option<(StreamKind, WriteBufferLimits)>) -> Checked {
