@@ -104,7 +104,13 @@ async fn ten_mib_echo_through_tls_with_write_flow_control_then_close_notify() {
         let connector = cert
             .connector()
             .unwrap()
-            .config(StreamConfig::default().write_buffer_limits(WriteBufferLimits::default()));
+            .config(
+                StreamConfig::default()
+                    .write_buffer_limits(WriteBufferLimits::default())
+                    // 10 MiB written at once, past the default maximum (4 MiB), on purpose.
+                    .max_write_buffer(16 * 1024 * 1024)
+                    .expect("above the high-water mark"),
+            );
         let (transport, _) = connector
             .connect(&addr, || probe.start())
             .await

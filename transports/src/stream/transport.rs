@@ -272,6 +272,8 @@ impl<IO: StreamIo> StreamTransport<IO> {
     /// while the core moves to a state with more I/O to do.
     fn poll_io(&mut self, ctx: &mut Context<Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
         if self.core.is_stopped() {
+            // Ended inside a handler that did not settle: let go and stop now.
+            self.settle(ctx);
             return Poll::Ready(());
         }
         // Until the protocol is gone, the sweep wakes us if it finds it so.
@@ -540,8 +542,11 @@ impl<IO: StreamIo> Actor for StreamTransport<IO> {
 impl<IO: StreamIo> Handler<Write> for StreamTransport<IO> {
     type Result = WriteReceipt;
 
-    fn handle(&mut self, Write(data): Write, _: &mut Context<Self>) -> WriteReceipt {
-        WriteReceipt::from_core(self.core.write([data]))
+    fn handle(&mut self, Write(data): Write, ctx: &mut Context<Self>) -> WriteReceipt {
+        let receipt = WriteReceipt::from_core(self.core.write([data]));
+        // A write past the maximum write buffer ends the connection here.
+        self.settle(ctx);
+        receipt
     }
 }
 
@@ -551,9 +556,11 @@ impl<IO: StreamIo> Handler<WriteVectored> for StreamTransport<IO> {
     fn handle(
         &mut self,
         WriteVectored(buffers): WriteVectored,
-        _: &mut Context<Self>,
+        ctx: &mut Context<Self>,
     ) -> WriteReceipt {
-        WriteReceipt::from_core(self.core.write(buffers))
+        let receipt = WriteReceipt::from_core(self.core.write(buffers));
+        self.settle(ctx);
+        receipt
     }
 }
 

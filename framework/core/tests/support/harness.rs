@@ -15,7 +15,7 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use switchboard_core::{
-    DEFAULT_HIGH_WATER_MARK, Handles, TimedOut, Waiter, WriteBufferLimits, WriteError,
+    DEFAULT_HIGH_WATER_MARK, Handles, Timeout, Waiter, WriteBufferLimits, WriteError,
     stream::{Direction, Event, Leftover, Release, StreamCore, StreamKind, StreamSettings},
 };
 
@@ -62,8 +62,9 @@ const UPGRADE: &str = "upgrade barrier";
 const TIMEOUTS: &str = "timeouts";
 /// The counters (`stats()`) agree with what was fed, delivered and written.
 const COUNTERS: &str = "counters";
-/// The write buffer never holds more than `max_write_buffer`: the write that would make it is
-/// refused with `BufferFull`, the connection is aborted (a reset), every pending write fails
+/// The write buffer never holds more than `max_write_buffer`, but for one write taken into an
+/// empty buffer (its bytes are the protocol's already): a write that would take a non-empty
+/// buffer past the maximum is refused with `BufferFull`, the connection is aborted (a reset), every pending write fails
 /// with `BufferFull` and so does `ConnectionLost`.
 const CEILING: &str = "write-buffer maximum";
 /// A protocol that does not handle write flow gets no `DataReceived`, and nothing is read for
@@ -119,14 +120,14 @@ enum Cause {
     /// An I/O error, or one with no typed source the core gives.
     Io,
     Write(WriteError),
-    Timer(TimedOut),
+    Timer(Timeout),
 }
 
 impl Lost {
     fn of(err: &io::Error) -> Self {
         let cause = if let Some(write) = WriteError::of(err) {
             Cause::Write(write)
-        } else if let Some(timer) = TimedOut::of(err) {
+        } else if let Some(timer) = Timeout::of(err) {
             Cause::Timer(timer)
         } else {
             Cause::Io
@@ -148,7 +149,7 @@ impl Lost {
         Lost::of(&err.into())
     }
 
-    fn timer(timed_out: TimedOut) -> Self {
+    fn timer(timed_out: Timeout) -> Self {
         Lost::of(&timed_out.into())
     }
 }
@@ -403,11 +404,14 @@ struct Run {
     progressed: bool,
     timers: Timers,
     /// A `TimedOut` the core is to deliver in this round.
-    timed_out_due: Option<TimedOut>,
+    timed_out_due: Option<Timeout>,
     /// The deadline the last `poll_timeout` gave, for `Sleep`.
     deadline: Option<Instant>,
     /// The write-buffer maximum, as the core holds it (at most 4 GiB).
     max_write_buffer: usize,
+    /// The size of the last write taken into an empty buffer: the buffer may hold up to that
+    /// much, even past the maximum, while it drains.
+    taken_whole: usize,
 }
 
 /// Runs `case`; returns how many steps ran (a step whose precondition did not hold is skipped),
@@ -504,7 +508,10 @@ impl Run {
             writes: Vec::new(),
             eof_waiters: Vec::new(),
             eof_requested: false,
-            limits: case.settings.write_buffer_limits,
+            limits: fit(
+                case.settings.write_buffer_limits,
+                case.settings.max_write_buffer,
+            ),
             limits_chosen: case.settings.limits_chosen,
             closing: false,
             was_closing: false,
@@ -531,6 +538,7 @@ impl Run {
             timed_out_due: None,
             deadline: None,
             max_write_buffer: case.settings.max_write_buffer.min(u32::MAX as usize),
+            taken_whole: 0,
         }
     }
 
@@ -743,7 +751,7 @@ impl Run {
             Some(WriteError::Closing)
         } else if self.eof_requested {
             Some(WriteError::AfterEof)
-        } else if unwritten + total > self.max_write_buffer {
+        } else if unwritten > 0 && unwritten + total > self.max_write_buffer {
             Some(WriteError::BufferFull(self.max_write_buffer))
         } else {
             None
@@ -751,6 +759,9 @@ impl Run {
         let end = (self.accepted.len() + total) as u64;
         match (self.core.write(buffers.iter().cloned()), due) {
             (Ok(ticket), None) => {
+                if unwritten == 0 {
+                    self.taken_whole = total;
+                }
                 ensure!(
                     ticket.end() == end,
                     WRITE_ORDER,
@@ -1043,7 +1054,7 @@ impl Run {
             Some((kind, limits)) => {
                 self.kind = kind;
                 if !self.limits_chosen {
-                    self.limits = limits;
+                    self.limits = fit(limits, self.settings.max_write_buffer);
                 }
                 ensure!(
                     self.core.kind() == kind,
@@ -1178,7 +1189,7 @@ impl Run {
     /// The timer that runs out at `handle_timeout(now)`, by the rule of [`Timers`], if one
     /// does, and whether it ends the connection (otherwise the protocol is told); the model's
     /// timers move on as the core's must.
-    fn timer_due(&mut self) -> Option<(TimedOut, bool)> {
+    fn timer_due(&mut self) -> Option<(Timeout, bool)> {
         if self.core.is_closing() || !matches!(self.upgrade, Upgrade::None) {
             return None;
         }
@@ -1194,7 +1205,7 @@ impl Run {
             if tell && !told {
                 timers.first_byte_since = now;
             }
-            (TimedOut::FirstByte(timeout), told)
+            (Timeout::FirstByte(timeout), told)
         } else if let Some(timeout) = timers
             .idle
             .filter(|&timeout| now >= timers.idle_since + timeout)
@@ -1203,7 +1214,7 @@ impl Run {
             if tell && !told {
                 timers.idle_since = now;
             }
-            (TimedOut::Idle(timeout), told)
+            (Timeout::Idle(timeout), told)
         } else {
             return None;
         };
@@ -1212,10 +1223,10 @@ impl Run {
 
     /// A timer ended the connection at `handle_timeout(now)`: checks the plain bounds (no
     /// progress, or no byte, for T; for 2T if the protocol was told), then the end itself.
-    fn ended_by_timer(&mut self, timed_out: TimedOut) -> Checked {
+    fn ended_by_timer(&mut self, timed_out: Timeout) -> Checked {
         let timers = &self.timers;
         let (since, told, setting) = match timed_out {
-            TimedOut::FirstByte(_) => {
+            Timeout::FirstByte(_) => {
                 ensure!(
                     !self.received(),
                     TIMERS,
@@ -1227,7 +1238,7 @@ impl Run {
                     self.settings.first_byte_timeout,
                 )
             }
-            TimedOut::Idle(_) => (
+            Timeout::Idle(_) => (
                 timers.progress_at,
                 timers.idle_told_since_progress,
                 self.settings.idle_timeout,
@@ -1505,8 +1516,8 @@ impl Run {
                     self.at(self.now)
                 );
                 match timed_out {
-                    TimedOut::Idle(_) => self.timers.idle_told_since_progress = true,
-                    TimedOut::FirstByte(_) => self.timers.first_byte_told_ever = true,
+                    Timeout::Idle(_) => self.timers.idle_told_since_progress = true,
+                    Timeout::FirstByte(_) => self.timers.first_byte_told_ever = true,
                     // `due` named it: the model knows only these two.
                     _ => unreachable!("{timed_out:?} was due"),
                 }
@@ -1799,12 +1810,14 @@ impl Run {
         );
         ensure!(
             core.max_write_buffer() == self.max_write_buffer
-                && core.write_buffer_size() <= self.max_write_buffer,
+                && core.write_buffer_size() <= self.max_write_buffer.max(self.taken_whole),
             CEILING,
-            "{} bytes buffered, where the maximum is {} (max_write_buffer() {})",
+            "{} bytes buffered, where the maximum is {} (max_write_buffer() {}) and the last \
+             write taken into an empty buffer was {} bytes",
             core.write_buffer_size(),
             self.max_write_buffer,
-            core.max_write_buffer()
+            core.max_write_buffer(),
+            self.taken_whole
         );
         ensure!(
             core.write_buffer_limits() == self.limits,
@@ -1995,4 +2008,14 @@ impl Run {
         }
         Ok(())
     }
+}
+
+/// The model of the rule for a kind's limits under a smaller maximum: pause at the maximum (as
+/// the core caps it, at 4 GiB), resume at a quarter of it at most.
+fn fit(limits: WriteBufferLimits, max: usize) -> WriteBufferLimits {
+    let max = max.min(u32::MAX as usize);
+    if limits.high() <= max {
+        return limits;
+    }
+    WriteBufferLimits::new(max, limits.low().min(max / 4)).expect("low <= high")
 }
