@@ -590,10 +590,15 @@ async fn shutdown_closes_gracefully_then_aborts_what_is_left(kind: Kind) {
     // client's write blocks with the rest unsent; the echo waiting keeps the close from
     // finishing.
     let mut rude = served.connect_raw().await.unwrap();
-    let blocked =
-        tokio::time::timeout(Duration::from_millis(500), rude.write_all(&vec![b'x'; 32 * MIB]))
-            .await;
-    assert!(blocked.is_err(), "{kind:?}: the server never stopped reading");
+    let blocked = tokio::time::timeout(
+        Duration::from_millis(500),
+        rude.write_all(&vec![b'x'; 32 * MIB]),
+    )
+    .await;
+    assert!(
+        blocked.is_err(),
+        "{kind:?}: the server never stopped reading"
+    );
 
     // The polite client reads to the end and then closes its side, as a client does.
     let polite = tokio::spawn(async move {

@@ -125,8 +125,15 @@ async fn a_protocol_that_writes_past_the_maximum_is_aborted_with_buffer_full(kin
         .map(|_| transport.write_acked(vec![7u8; 64 * 1024]))
         .collect();
     let writes = actix_rt::spawn(join_all(writes));
-    let lost = events.until_lost().await.expect("an error, not a clean close");
-    assert_eq!(WriteError::of(&lost), Some(WriteError::BufferFull(MAX)), "{lost}");
+    let lost = events
+        .until_lost()
+        .await
+        .expect("an error, not a clean close");
+    assert_eq!(
+        WriteError::of(&lost),
+        Some(WriteError::BufferFull(MAX)),
+        "{lost}"
+    );
     assert_eq!(lost.kind(), io::ErrorKind::QuotaExceeded);
     assert!(
         lost.to_string().contains("maximum of 262144 bytes"),
@@ -136,7 +143,10 @@ async fn a_protocol_that_writes_past_the_maximum_is_aborted_with_buffer_full(kin
     // (the one that went past the maximum and those pending), then refused as the connection
     // had ended.
     let outcomes = writes.await.expect("the writes' outcomes");
-    let written = outcomes.iter().take_while(|outcome| outcome.is_ok()).count();
+    let written = outcomes
+        .iter()
+        .take_while(|outcome| outcome.is_ok())
+        .count();
     let failed: Vec<_> = outcomes[written..]
         .iter()
         .map(|outcome| WriteError::of(outcome.as_ref().expect_err("no success after a failure")))

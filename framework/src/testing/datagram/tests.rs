@@ -696,7 +696,10 @@ async fn a_tally_protocol_end_to_end() {
     mock.pause_writing().await;
     mock.push_datagram("add 1", bob);
     mock.feed_datagram("bye", alice).await;
-    assert!(!mock.is_closing(), "nothing delivered while the socket is stalled");
+    assert!(
+        !mock.is_closing(),
+        "nothing delivered while the socket is stalled"
+    );
     assert!(mock.take_sent().is_empty());
     mock.resume_writing().await;
     mock.ended().await;
