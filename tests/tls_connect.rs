@@ -494,7 +494,10 @@ async fn silent_connections_cannot_lock_real_clients_out() {
         }
         let end = tokio::time::Instant::now() + support::TIMEOUT;
         while server.stats().await.accepted < SILENT as u64 {
-            assert!(tokio::time::Instant::now() < end, "the silent ones were not accepted");
+            assert!(
+                tokio::time::Instant::now() < end,
+                "the silent ones were not accepted"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let started = tokio::time::Instant::now();

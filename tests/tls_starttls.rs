@@ -13,9 +13,9 @@ use switchboard::{
     Framing, ServerOptions, TlsError, TlsErrorKind, keys,
     tls::{self, TlsAcceptor},
 };
-use tokio_util::codec::LinesCodec;
 use tls_support::{localhost, probed_upgradable, raw_client, raw_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::LinesCodec;
 
 fn acceptor() -> (switchboard::tls::SelfSigned, TlsAcceptor) {
     let cert = localhost();
@@ -358,10 +358,7 @@ async fn client_side_start_tls_refuses_plaintext_injected_after_the_go_ahead() {
             .unwrap();
         let mut lines = Framing::new(LinesCodec::new());
         lines.feed(&events.data(28).await);
-        assert_eq!(
-            lines.next_frame().unwrap().as_deref(),
-            Some("220 go ahead")
-        );
+        assert_eq!(lines.next_frame().unwrap().as_deref(), Some("220 go ahead"));
         let refused = transport
             .start_tls(lines.start_tls(connector.start_tls("localhost").unwrap()))
             .await
