@@ -454,7 +454,7 @@ impl Run {
             }
             Step::SetWriteBufferLimits { high, low } => self.set_limits(high, low)?,
             Step::SetProtocol => {
-                let write_flow = self.protocols.len() % 3 != 0;
+                let write_flow = !self.protocols.len().is_multiple_of(3);
                 self.protocols.push(Protocol {
                     replay_due: self.writing_paused,
                     write_flow,
