@@ -235,7 +235,10 @@ impl Handler<ConnectionLost> for Polite {
 /// What `Polite` reports at its end: the timeouts it was told of, and how it ended.
 type PoliteEnd = tokio::sync::oneshot::Receiver<(Vec<Timeout>, Option<io::Error>)>;
 
-fn polite() -> (impl FnOnce() -> switchboard::ProtocolBuilder<Polite>, PoliteEnd) {
+fn polite() -> (
+    impl FnOnce() -> switchboard::ProtocolBuilder<Polite>,
+    PoliteEnd,
+) {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let make = move || {
         let polite = Polite {
