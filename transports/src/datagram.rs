@@ -75,7 +75,7 @@ pub struct DatagramConfig {
     pub close_timeout: Duration,
     /// The most bytes the send queue may hold ([`DEFAULT_MAX_WRITE_BUFFER`]): a datagram that
     /// would take it past is refused with
-    /// [`WriteError::BufferFull`](switchboard_framework::WriteError::BufferFull); the endpoint
+    /// [`WriteError::BufferFull`]; the endpoint
     /// goes on.
     pub max_write_buffer: usize,
 }
