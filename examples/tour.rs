@@ -2742,6 +2742,9 @@ mod tests {
                             [
                                 ServerEvent::Connected(_),
                                 ServerEvent::Upgrading { leftover },
+                                // The line protocol the gate switched to: its `ConnectionMade`,
+                                // then the end, once `READY` went out.
+                                ServerEvent::Connected(_),
                                 ServerEvent::Lost(err),
                             ] if *leftover == injected.len() && is_injection(err)
                         ),

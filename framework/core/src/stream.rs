@@ -588,6 +588,16 @@ impl<W: Waiter> StreamCore<W> {
         self.abort_with(WriteError::Aborted.into(), None);
     }
 
+    /// Closes as `Close` does (what was written before goes out: the go-ahead of a refused
+    /// STARTTLS), and `ConnectionLost` carries `err`.
+    pub fn close_with(&mut self, err: io::Error) {
+        if self.state == State::Open {
+            tracing::debug!(%err, "closing with an error");
+            self.rare().lost = Some(err);
+            self.begin_close();
+        }
+    }
+
     /// `PauseReading`: nothing more is delivered (buffered bytes neither) until resumed.
     pub fn pause_reading(&mut self) {
         self.paused = true;
@@ -669,7 +679,7 @@ impl<W: Waiter> StreamCore<W> {
     ///
     /// Unconsumed `leftover` under [`Leftover::Discard`] refuses the upgrade with
     /// [`UpgradeRefusal::Injected`]: the driver ends the connection then, with
-    /// [`handle_error`](Self::handle_error) and the error it reports such a refusal with.
+    /// [`close_with`](Self::close_with) and the error it reports such a refusal with.
     pub fn start_upgrade(
         &mut self,
         part: Box<dyn Any>,

@@ -1476,7 +1476,7 @@ impl Handler<StartTls> for MockActor {
                 .start_upgrade(Box::new(UpgradeReply(Some(tx))), policy, leftover)
         {
             let err = TlsError::injection(bytes);
-            self.core.handle_error(err.clone().into());
+            self.core.close_with(err.clone().into());
             return Box::pin(async move { Err(err) });
         }
         Box::pin(async move {

@@ -768,7 +768,7 @@ impl<IO: StreamIo> Handler<StartTls> for StreamTransport<IO> {
             self.core.start_upgrade(Box::new(part), policy, leftover)
         {
             let err = TlsError::injection(bytes);
-            self.core.handle_error(err.clone().into());
+            self.core.close_with(err.clone().into());
             return Box::pin(async move { Err(err) });
         }
         Box::pin(async move {
