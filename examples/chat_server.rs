@@ -8,6 +8,7 @@
 //! ```text
 //! cargo run --example chat_server                      # 127.0.0.1:7000
 //! cargo run --example chat_server -- --addr 127.0.0.1:0 --max-line 256 --write-limit 65536
+//! cargo run --example chat_server -- --idle-timeout 60  # drop clients idle for a minute
 //! nc 127.0.0.1 7000                                    # in two or more terminals
 //! ```
 //!
@@ -38,10 +39,25 @@
 //! these (it is letters, digits, `-` and `_`), and the errors that quote what a client sent
 //! show them escaped too.
 //!
-//! A client that stops reading cannot make the server buffer without bound, nor slow the room
-//! down: once its transport's write buffer passes `--write-limit` bytes, the transport sends
-//! `PauseWriting`, and the room drops the client (an abortive close: what was buffered for it is
-//! discarded) and tells the others `* NAME left (too slow)`.
+//! # Bounds
+//!
+//! - **Memory.** A client that stops reading cannot make the server buffer without bound, nor
+//!   slow the room down: once its transport's write buffer passes `--write-limit` bytes (256 KiB
+//!   by default), the transport sends `PauseWriting`, and the room drops the client (an abortive
+//!   close: what was buffered for it is discarded) and tells the others `* NAME left (too
+//!   slow)`. This protocol handles write flow itself, so switchboard's default read-stop does
+//!   not apply to it; the transport's hard maximum (4 MiB, or `--write-limit` if that is more)
+//!   stays behind it. A client's line is kept to `--max-line` bytes, and it sends nothing more
+//!   to the room until the room has handled its last lines.
+//! - **Time.** `--idle-timeout SECS` (300 by default; 0: never) is each connection's idle
+//!   timeout: a client that neither sends nor receives a byte for that long (a lurker in a
+//!   quiet room, a dead peer, a silent connection that never said anything) is told `* idle
+//!   for too long: bye`, the others `* NAME left (idle)`, and the connection closes. A chat
+//!   client may well sit silent for minutes while the room talks, and the room's lines keep it
+//!   alive; five minutes of silence both ways is no conversation. A stalled write is aborted
+//!   after 30 s (the transport's write stall timeout), if the room has not dropped the client
+//!   before.
+//!
 //!
 //! It prints exactly one line to stdout, `listening on ADDR` with the address really bound
 //! (useful with port 0), once it accepts connections; logs go to stderr (`RUST_LOG=debug`). On
@@ -63,7 +79,9 @@ use std::{
 use actix::prelude::*;
 use bytes::Bytes;
 use clap::Parser;
-use switchboard::{Framing, Handled, ProtocolBuilder, WriteBufferLimits, prelude::*};
+use switchboard::{
+    DEFAULT_MAX_WRITE_BUFFER, Framing, Handled, ProtocolBuilder, WriteBufferLimits, prelude::*,
+};
 use tokio_util::codec::{LinesCodec, LinesCodecError};
 
 /// The longest line a client may send by default, in bytes, without its newline.
@@ -72,6 +90,9 @@ const DEFAULT_MAX_LINE: usize = 1024;
 /// How many bytes may wait in a client's write buffer by default before it is dropped as too
 /// slow: 256 KiB.
 const DEFAULT_WRITE_LIMIT: usize = 256 * 1024;
+
+/// The default of `--idle-timeout`, in seconds.
+const DEFAULT_IDLE_TIMEOUT: &str = "300";
 
 /// The longest name, in characters.
 const MAX_NAME: usize = 32;
@@ -119,12 +140,21 @@ struct Args {
     /// are aborted (seconds, fractions allowed).
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
     grace: Duration,
+    /// Close a connection once no byte has gone either way for this long (seconds, fractions
+    /// allowed; 0: never).
+    #[arg(long, value_name = "SECS", default_value = DEFAULT_IDLE_TIMEOUT, value_parser = seconds)]
+    idle_timeout: Duration,
 }
 
 /// A number of seconds on the command line (`5`, `0.5`).
 fn seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text.parse().map_err(|err| format!("{err}"))?;
     Duration::try_from_secs_f64(secs).map_err(|err| format!("{err}"))
+}
+
+/// A timeout flag's value: `0` is none.
+fn timeout(secs: Duration) -> Option<Duration> {
+    (!secs.is_zero()).then_some(secs)
 }
 
 // ANCHOR: messages
@@ -175,6 +205,13 @@ struct Leave {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct TooSlow {
+    id: ClientId,
+}
+
+/// A client's connection has been idle for `--idle-timeout`: say goodbye, and close it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Idle {
     id: ClientId,
 }
 
@@ -370,6 +407,17 @@ impl Handler<Shutdown> for Room {
 }
 // ANCHOR_END: room
 
+impl Handler<Idle> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Idle, _: &mut Context<Self>) {
+        self.tell(msg.id, "* idle for too long: bye\n".to_owned());
+        if let Some(transport) = self.remove(msg.id, " (idle)") {
+            transport.close();
+        }
+    }
+}
+
 // ANCHOR: slow
 impl Handler<TooSlow> for Room {
     type Result = ();
@@ -509,6 +557,16 @@ impl Handler<EofReceived> for Client {
     }
 }
 
+impl Handler<TimedOut> for Client {
+    type Result = ();
+
+    /// Nothing went either way for `--idle-timeout`: the room says goodbye and closes. (If the
+    /// connection is not closed by the next timeout, the transport ends it.)
+    fn handle(&mut self, _: TimedOut, _: &mut Context<Self>) {
+        self.room.do_send(Idle { id: self.id });
+    }
+}
+
 impl Handler<ConnectionLost> for Client {
     type Result = ();
 
@@ -536,7 +594,7 @@ impl Handler<ResumeWriting> for Client {
     fn handle(&mut self, _: ResumeWriting, _: &mut Context<Self>) {}
 }
 
-/// Makes the protocol of each connection, opted in to the EOF and write-flow events.
+/// Makes the protocol of each connection, opted in to the EOF, write-flow and timeout events.
 fn client(
     id: ClientId,
     room: Addr<Room>,
@@ -551,6 +609,7 @@ fn client(
     ProtocolHandle::builder(client.start())
         .eof_received()
         .write_flow()
+        .timed_out()
 }
 // ANCHOR_END: flow
 
@@ -569,11 +628,15 @@ async fn main() -> io::Result<ExitCode> {
 
     // ANCHOR: serve
     // Each transport pauses its protocol (so the room drops the client) once more than
-    // `--write-limit` bytes wait in its write buffer.
+    // `--write-limit` bytes wait in its write buffer; its hard maximum must not be below that.
+    // An idle connection is told, then closed.
     let limits = WriteBufferLimits::new(args.write_limit, args.write_limit / 4)
         .expect("a quarter of the limit is below it");
-    let mut options =
-        ServerOptions::default().stream(StreamConfig::default().write_buffer_limits(limits));
+    let stream = StreamConfig::default()
+        .write_buffer_limits(limits)
+        .max_write_buffer(args.write_limit.max(DEFAULT_MAX_WRITE_BUFFER))?
+        .idle_timeout(timeout(args.idle_timeout))?;
+    let mut options = ServerOptions::default().stream(stream);
     if let Some(workers) = args.workers {
         options = options.workers(workers);
     }
@@ -769,6 +832,29 @@ mod tests {
         settle(&[&alice, &bob]).await;
         assert_eq!(bob.take_written(), "guest1: still here\n");
         assert_eq!(carol.take_written(), "* welcome guest3\n");
+    }
+
+    /// A client whose connection was idle for the timeout is told goodbye and closed
+    /// gracefully; the others are told why.
+    #[actix::test]
+    async fn an_idle_client_is_told_goodbye_and_closed() {
+        let timeout = Duration::from_secs(300);
+        let room = Room::default().start();
+        let alice = join(&room, 1).await;
+        let bob = MockTransport::builder()
+            .idle_timeout(timeout)
+            .connect(client(2, room.clone(), DEFAULT_MAX_LINE))
+            .await;
+        settle(&[&alice, &bob]).await;
+        alice.take_written();
+        bob.take_written();
+
+        bob.advance(timeout).await;
+        bob.protocol_stopped().await;
+        settle(&[&alice]).await;
+        assert_eq!(bob.take_written(), "* idle for too long: bye\n");
+        assert_eq!(bob.ending(), Some(Ending::Closed));
+        assert_eq!(alice.take_written(), "* guest2 left (idle)\n");
     }
 
     /// A connection lost (a reset) makes the client leave.

@@ -15,7 +15,9 @@
 //! 7. TLS: a server with a certificate made at start (`SelfSigned`), a client that trusts it,
 //!    and the TLS keys of `get_extra_info` (`cipher`, `peercert`, `ssl_object`);
 //! 8. STARTTLS: a plaintext connection upgraded in place with `StartTls`, on both sides, then a
-//!    line over TLS;
+//!    line over TLS; then the same client protocol against a fake server that sends plaintext
+//!    behind its go-ahead: the client's `StartTls` is refused with an `Injection` error, and
+//!    the connection ends with it;
 //! 9. a subprocess: `sh -c` with its stdin, stdout and stderr piped, its output, its exit status,
 //!    and a signal sent after the exit;
 //! 10. datagrams: a UDP echo endpoint (`udp::bind`) and a connected one (`udp::connect`); three
@@ -52,10 +54,10 @@ use std::{
 use actix::prelude::*;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use switchboard::{
-    Framing, ProcessGone, UnixAddress,
+    Framing, ProcessGone, TlsErrorKind, UnixAddress,
     prelude::*,
     subprocess::{self, STDERR, STDIN, STDOUT},
-    tls::{self, SelfSigned, TlsAcceptor},
+    tls::{self, SelfSigned, TlsAcceptor, TlsConnector},
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LinesCodec, LinesCodecError};
@@ -136,8 +138,9 @@ enum ServerEvent {
     Switched { leftover: usize },
     /// The length-prefixed protocol decoded a frame and echoed it.
     Frame(Bytes),
-    /// The STARTTLS gate read `STARTTLS`, answered, and sent `StartTls` and `SetProtocol`.
-    Upgrading,
+    /// The STARTTLS gate read `STARTTLS`, answered, and sent `StartTls` and `SetProtocol`; it
+    /// had received this many bytes behind the command and handed them over with `StartTls`.
+    Upgrading { leftover: usize },
     /// The HTTP protocol answered an upgrade request with `101` and sent `SetProtocol` with
     /// this many bytes it had read behind the request head.
     WebSocketUpgrade { leftover: usize },
@@ -444,16 +447,22 @@ impl Handler<DataReceived> for StartTlsGate {
                 return;
             }
         };
-        self.report(ServerEvent::Upgrading);
+        self.report(ServerEvent::Upgrading {
+            leftover: self.lines.buffered(),
+        });
         // In the transport's FIFO: the answer goes out in plaintext, then the handshake runs.
-        // A handshake that fails ends the connection with `ConnectionLost(Some(err))`, so the
+        // A refused upgrade (below) or a failed handshake ends the connection with
+        // `ConnectionLost(Some(err))`, heard by whichever protocol is attached then, so the
         // reply to `StartTls` is not needed here.
         transport.write(format!("{STARTTLS_READY}\n"));
-        transport.do_send(start);
-        // Whatever the client sent in the clear behind `STARTTLS` must not count as part of the
-        // protected session (RFC 3207, 4.2): the gate drops its undecoded bytes, and `StartTls`
-        // drops those the transport read and had not delivered.
-        drop(self.lines.take_leftover());
+        // Nothing the client sent in the clear behind `STARTTLS` may count as part of the
+        // protected session (RFC 3207, 4.2). `Framing::start_tls` hands the bytes the gate has
+        // not decoded over with the `StartTls`: if there are any, the client pipelined behind
+        // its command (or someone on the path injected them), so the transport refuses the
+        // upgrade and ends the connection with a `TlsErrorKind::Injection` error rather than
+        // drop them silently. Plaintext that arrives after the transport took the `StartTls`
+        // was never delivered: the transport discards it, and the upgrade goes on.
+        transport.do_send(self.lines.start_tls(start));
         let lines = LineProtocol::new(self.report.clone()).start();
         transport.set_protocol(lines, Bytes::new());
         ctx.stop();
@@ -481,8 +490,8 @@ enum ProbeEvent {
     Lost(Option<io::Error>),
 }
 
-/// The client's protocol in every step but 2: it forwards everything to `main`, which reads
-/// it like a script would.
+/// The client's protocol in the connection steps but 2 and 8: it forwards everything to
+/// `main`, which reads it like a script would.
 struct Probe {
     report: UnboundedSender<ProbeEvent>,
 }
@@ -581,8 +590,8 @@ impl Client {
 }
 
 /// A line-protocol server, one client connected to it, and the server's end of that connection:
-/// what steps 1, 3, 4 and 5 share, and steps 6 to 8 make again over a Unix socket, over TLS,
-/// and through a STARTTLS gate (step 11 too, with an HTTP protocol first).
+/// what steps 1, 3, 4 and 5 share, and steps 6 and 7 make again over a Unix socket and over TLS
+/// (step 11 too, with an HTTP protocol first).
 struct LineConnection {
     server: ServerHandle,
     server_events: UnboundedReceiver<ServerEvent>,
@@ -1274,10 +1283,148 @@ async fn over_tls() -> io::Result<()> {
     connection.finish().await
 }
 
-/// Step 8: a plaintext connection, upgraded in place by both ends.
+/// What step 8's client protocol tells `main`.
+#[derive(Debug)]
+enum StartTlsClientEvent {
+    /// The server's go-ahead came, and the client sent `StartTls` with what it had received
+    /// behind it and not decoded: this many bytes.
+    GoAhead {
+        behind: usize,
+    },
+    /// The transport's answer to that `StartTls`.
+    Upgraded(Result<(), TlsError>),
+    /// A line received after the upgrade.
+    Line(String),
+    Lost(Option<io::Error>),
+}
+
+// ANCHOR: starttls_client
+/// The client's side of the STARTTLS exchange, written the obvious way: it sends `STARTTLS`,
+/// reads lines, and on the go-ahead upgrades the same connection to the client of a TLS session
+/// with `localhost`, verified as `connect` verifies. Its `Framing` goes on decoding over TLS.
+struct StartTlsClient {
+    transport: Option<TransportHandle>,
+    connector: TlsConnector,
+    lines: Framing<LinesCodec>,
+    /// Whether the go-ahead came: every line after it came over TLS.
+    upgrading: bool,
+    report: UnboundedSender<StartTlsClientEvent>,
+}
+
+impl StartTlsClient {
+    /// On the go-ahead: `Framing::start_tls` hands the transport whatever came behind it. An
+    /// honest server sends nothing there, so if anything came, the server (or someone on the
+    /// path) is injecting plaintext to be taken for an answer over TLS (CVE-2011-0411's
+    /// class): the transport refuses the upgrade and ends the connection with the error.
+    fn start_tls(
+        &mut self,
+        transport: &TransportHandle,
+        ctx: &mut Context<Self>,
+    ) -> io::Result<()> {
+        self.report(StartTlsClientEvent::GoAhead {
+            behind: self.lines.buffered(),
+        });
+        let upgrade =
+            transport.start_tls(self.lines.start_tls(self.connector.start_tls("localhost")?));
+        // `wait`: no other message until the reply, so a refusal is reported before the
+        // `ConnectionLost` that follows it. The transport delivers nothing during a handshake.
+        ctx.wait(
+            fut::wrap_future(upgrade).map(|result, client: &mut Self, _| {
+                client.report(StartTlsClientEvent::Upgraded(result));
+            }),
+        );
+        Ok(())
+    }
+}
+
+impl Handler<DataReceived> for StartTlsClient {
+    type Result = ();
+
+    fn handle(&mut self, msg: DataReceived, ctx: &mut Context<Self>) {
+        let Some(transport) = self.transport.clone() else {
+            return;
+        };
+        self.lines.feed(&msg.data);
+        while let Some(line) = self.lines.next_frame().transpose() {
+            match line {
+                Ok(line) if self.upgrading => self.report(StartTlsClientEvent::Line(line)),
+                Ok(line) if line == STARTTLS_READY => {
+                    self.upgrading = true;
+                    if let Err(err) = self.start_tls(&transport, ctx) {
+                        tracing::warn!(%err, "cannot start TLS: closing");
+                        transport.close();
+                    }
+                    // The rest, if any, went with the `StartTls`.
+                    return;
+                }
+                _ => {
+                    tracing::warn!("no go-ahead: closing");
+                    transport.close();
+                    return;
+                }
+            }
+        }
+    }
+}
+// ANCHOR_END: starttls_client
+
+impl StartTlsClient {
+    fn new(connector: TlsConnector, report: UnboundedSender<StartTlsClientEvent>) -> Self {
+        StartTlsClient {
+            transport: None,
+            connector,
+            lines: Framing::new(LinesCodec::new_with_max_length(MAX_LINE)),
+            upgrading: false,
+            report,
+        }
+    }
+
+    fn report(&self, event: StartTlsClientEvent) {
+        let _ = self.report.send(event);
+    }
+}
+
+impl Actor for StartTlsClient {
+    type Context = Context<Self>;
+}
+
+impl Handler<ConnectionMade> for StartTlsClient {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+        msg.transport
+            .write(format!("{}\n", String::from_utf8_lossy(STARTTLS_COMMAND)));
+        self.transport = Some(msg.transport);
+    }
+}
+
+impl Handler<ConnectionLost> for StartTlsClient {
+    type Result = ();
+
+    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
+        self.report(StartTlsClientEvent::Lost(err));
+        ctx.stop();
+    }
+}
+
+/// Connects a [`StartTlsClient`] to `addr`, trusting what `connector` trusts.
+async fn connect_start_tls_client(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+) -> io::Result<(TransportHandle, UnboundedReceiver<StartTlsClientEvent>)> {
+    let (report, events) = unbounded_channel();
+    let connector = connector.clone();
+    let (transport, _client) =
+        tcp::connect(addr, move || StartTlsClient::new(connector, report).start()).await?;
+    Ok((transport, events))
+}
+
+/// Step 8: a plaintext connection, upgraded in place by both ends; then the same client
+/// against a server that injects plaintext behind its go-ahead, which must not upgrade.
 async fn start_tls() -> io::Result<()> {
     let cert = SelfSigned::localhost()?;
     let acceptor = cert.acceptor()?;
+    let connector = cert.connector()?;
     let (report, mut server_events) = unbounded_channel();
     let server = tcp::serve(LOOPBACK, move || {
         StartTlsGate::new(acceptor.clone(), report.clone()).start()
@@ -1288,40 +1435,36 @@ async fn start_tls() -> io::Result<()> {
         "   server: tcp::serve with a STARTTLS gate in front of the line protocol [listening on \
          {addr}]"
     );
-    let mut client = Client::connect_tcp(addr).await?;
-    println!("   client: tcp::connect, in plaintext");
+    let (client, mut client_events) = connect_start_tls_client(addr, &connector).await?;
+    println!("   client: tcp::connect with a STARTTLS client protocol, in plaintext");
     let server_side = match next(&mut server_events, "the server").await? {
         ServerEvent::Connected(transport) => transport,
         other => return Err(unexpected("the gate's ConnectionMade", other)),
     };
     println!("   server: the gate received ConnectionMade");
-
-    client
-        .transport
-        .write(format!("{}\n", String::from_utf8_lossy(STARTTLS_COMMAND)));
     println!("   client -> server: \"STARTTLS\"");
     match next(&mut server_events, "the server").await? {
-        ServerEvent::Upgrading => {}
+        ServerEvent::Upgrading { leftover: 0 } => {}
         other => return Err(unexpected("the gate's upgrade", other)),
     }
     println!(
-        "   server: the gate answered, sent StartTls (TlsAcceptor::start_tls) and SetProtocol to \
-         the line protocol"
+        "   server: the gate answered, sent StartTls (Framing::start_tls, nothing left over) and \
+         SetProtocol to the line protocol"
     );
-    let answer = client.read_line().await?;
-    if answer != STARTTLS_READY {
-        return Err(failure(format!("the gate answered {answer:?} to STARTTLS")));
+    match next(&mut client_events, "the STARTTLS client").await? {
+        StartTlsClientEvent::GoAhead { behind: 0 } => {}
+        other => return Err(unexpected("the go-ahead alone", other)),
     }
-    println!("   server -> client, in plaintext: {answer:?}");
-
-    // ANCHOR: starttls_client
-    // The client's half of the upgrade: the same connection, now the client of a TLS session
-    // with `localhost`, verified as `connect` verifies. The reply comes once the handshake ended.
-    let upgrade = cert.connector()?.start_tls("localhost")?;
-    client.transport.start_tls(upgrade).await?;
-    let session = client.transport.tls_session().await; // `ssl_object`
-    // ANCHOR_END: starttls_client
-
+    println!("   server -> client, in plaintext: \"READY\"");
+    println!(
+        "   client: the go-ahead, with nothing behind it; sent StartTls \
+         (TlsConnector::start_tls, through Framing::start_tls)"
+    );
+    match next(&mut client_events, "the STARTTLS client").await? {
+        StartTlsClientEvent::Upgraded(Ok(())) => {}
+        other => return Err(unexpected("the client's upgrade", other)),
+    }
+    let session = client.tls_session().await; // `ssl_object`
     let session = session.ok_or_else(|| failure("no tls_session after StartTls"))?;
     println!(
         "   client: StartTls returned Ok; tls_session() says {} [{}]",
@@ -1333,14 +1476,22 @@ async fn start_tls() -> io::Result<()> {
     }
     println!("   server: the line protocol received ConnectionMade, same transport");
 
-    let mut connection = LineConnection {
-        server,
-        server_events,
-        server_side,
-        client,
-    };
-    connection.exchange_line("hello after starttls").await?;
-    match connection.server_side.cipher().await {
+    let text = "hello after starttls";
+    client.write(format!("{text}\n"));
+    println!("   client -> server: {text:?}");
+    match next(&mut server_events, "the server").await? {
+        ServerEvent::Line(line) if line == text => {
+            println!("   server: the line protocol read {line:?}");
+        }
+        other => return Err(unexpected(&format!("the line {text:?}"), other)),
+    }
+    match next(&mut client_events, "the STARTTLS client").await? {
+        StartTlsClientEvent::Line(answer) if answer == text.to_uppercase() => {
+            println!("   server -> client: {answer:?}, read by the client's Framing over TLS");
+        }
+        other => return Err(unexpected("the answer over TLS", other)),
+    }
+    match server_side.cipher().await {
         Some(cipher) if cipher == session.cipher => {
             println!(
                 "   server: cipher() on its end: {}, the same",
@@ -1355,9 +1506,110 @@ async fn start_tls() -> io::Result<()> {
         }
     }
 
-    connection.client.transport.close();
+    client.close();
     println!("   client: Close");
-    connection.finish().await
+    match next(&mut client_events, "the STARTTLS client").await? {
+        StartTlsClientEvent::Lost(None) => println!("   client: ConnectionLost(None)"),
+        other => return Err(unexpected("the client's ConnectionLost(None)", other)),
+    }
+    match next(&mut server_events, "the server").await? {
+        ServerEvent::Lost(None) => println!("   server: ConnectionLost(None)"),
+        other => return Err(unexpected("the server's ConnectionLost(None)", other)),
+    }
+    server.close().await;
+    server.wait_closed().await;
+    println!("   server: close() and wait_closed() returned");
+
+    refused_injection(&connector).await
+}
+
+/// What step 8's fake server answers `STARTTLS` with, in one write: its go-ahead, and a line
+/// the client must not take for an answer over TLS.
+const INJECTING_GO_AHEAD: &[u8] = b"READY\nINJECTED\n";
+
+/// The second half of step 8: the same client against a fake server, a bare tokio socket, that
+/// sends plaintext behind its go-ahead. The client must refuse to upgrade.
+async fn refused_injection(connector: &TlsConnector) -> io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(LOOPBACK).await?;
+    let addr = listener.local_addr()?;
+    println!(
+        "   fake server: a tokio TcpListener that answers \"STARTTLS\" with \"READY\\nINJECTED\\n\" \
+         in one write [listening on {addr}]"
+    );
+    // The fake server: reads the command, injects, then waits for what comes next: the end of
+    // the connection, or a ClientHello if the client upgraded (dropping the socket then fails
+    // that handshake at once, and the step with it).
+    let fake = actix::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await?;
+        let mut command = Vec::new();
+        while !command.ends_with(b"\n") {
+            let mut byte = [0; 1];
+            if socket.read(&mut byte).await? == 0 {
+                return Err(failure("the client left before STARTTLS"));
+            }
+            command.push(byte[0]);
+        }
+        if command != b"STARTTLS\n" {
+            return Err(failure(format!("the fake server got {}", show(&command))));
+        }
+        socket.write_all(INJECTING_GO_AHEAD).await?;
+        let mut after = [0; 1024];
+        Ok::<_, io::Error>(match socket.read(&mut after).await {
+            Ok(0) => (0, "EOF".to_owned()),
+            Ok(n) => (n, format!("{n} bytes")),
+            Err(err) => (0, err.to_string()),
+        })
+    });
+
+    let (_client, mut client_events) = connect_start_tls_client(addr, connector).await?;
+    println!("   client: tcp::connect to it, with the same client protocol");
+    println!("   client -> fake server: \"STARTTLS\"");
+    let injected = INJECTING_GO_AHEAD.len() - STARTTLS_READY.len() - 1;
+    match next(&mut client_events, "the STARTTLS client").await? {
+        StartTlsClientEvent::GoAhead { behind } if behind == injected => {}
+        other => {
+            return Err(unexpected(
+                "the go-ahead with the injected line behind it",
+                other,
+            ));
+        }
+    }
+    println!("   fake server -> client, in one write: \"READY\\nINJECTED\\n\"");
+    println!(
+        "   client: the go-ahead, with {injected} bytes behind it; sent StartTls with them \
+         (Framing::start_tls)"
+    );
+    let refused = match next(&mut client_events, "the STARTTLS client").await? {
+        StartTlsClientEvent::Upgraded(Err(err)) if err.kind() == TlsErrorKind::Injection => err,
+        StartTlsClientEvent::Upgraded(result) => {
+            return Err(failure(format!(
+                "the client's StartTls went ahead although the server injected plaintext behind \
+                 its go-ahead: {result:?}"
+            )));
+        }
+        other => return Err(unexpected("the refused StartTls", other)),
+    };
+    println!(
+        "   client: StartTls refused: {} [{}]",
+        refused.kind(),
+        refused.message()
+    );
+    match next(&mut client_events, "the STARTTLS client").await? {
+        StartTlsClientEvent::Lost(Some(err)) if TlsError::of(&err) == Some(&refused) => {}
+        other => return Err(unexpected("ConnectionLost with the Injection error", other)),
+    }
+    println!("   client: ConnectionLost(Some(err)), and TlsError::of(&err) is that same error");
+    let (after, ended) = fake
+        .await
+        .map_err(|err| failure(format!("the fake server panicked: {err}")))??;
+    if after > 0 {
+        return Err(failure(format!(
+            "the client sent {after} bytes after the refused upgrade"
+        )));
+    }
+    println!("   fake server: nothing came after the injection, no ClientHello [{ended}]");
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2190,7 +2442,7 @@ mod tests {
     }
 
     /// Everything reported so far.
-    fn reported(events: &mut UnboundedReceiver<ServerEvent>) -> Vec<ServerEvent> {
+    fn reported<T>(events: &mut UnboundedReceiver<T>) -> Vec<T> {
         let mut seen = Vec::new();
         while let Ok(event) = events.try_recv() {
             seen.push(event);
@@ -2412,55 +2664,122 @@ mod tests {
             .expect("a certificate for localhost")
     }
 
-    /// `STARTTLS`: `READY` in plaintext, then `StartTls`, then the switch to the line protocol,
-    /// in that order; what the client sent in the clear behind the command is dropped, at every
-    /// split point; the line protocol answers what comes after the upgrade.
+    /// What became of an upgrade asked for on the mock.
+    #[derive(Debug)]
+    enum Upgrade {
+        /// Bytes came behind the go-ahead (or the `STARTTLS` command) in the delivery that held
+        /// it: the protocol handed them over with its `StartTls`, and the transport refused it
+        /// with an `Injection` error, which ended the connection.
+        Refused { leftover: Bytes },
+        /// The go-ahead (or the command) ended its delivery: the `StartTls` carried nothing, the transport
+        /// discarded the deliveries it had not made yet, and the upgrade went on.
+        Upgraded,
+    }
+
+    /// What happens to an upgrade after the first `end` bytes of `input`, cut as `chunking`
+    /// says.
+    fn expected_upgrade(input: &Bytes, end: usize, chunking: &Chunking) -> Upgrade {
+        let leftover = leftover_at(input, end, chunking);
+        if leftover.is_empty() {
+            Upgrade::Upgraded
+        } else {
+            Upgrade::Refused { leftover }
+        }
+    }
+
+    /// Whether `err` is the `Injection` error of a refused `StartTls`.
+    fn is_injection(err: &Option<io::Error>) -> bool {
+        err.as_ref().and_then(TlsError::of).map(TlsError::kind) == Some(TlsErrorKind::Injection)
+    }
+
+    /// `STARTTLS`, then a line injected behind it, at every split point. `READY` goes out in
+    /// plaintext, then `StartTls` with what the gate had not decoded, then the switch to the
+    /// line protocol. Where the injected line reached the gate in the delivery that held the
+    /// command, the `StartTls` carries it and is refused: the connection ends with the
+    /// `Injection` error (heard by the line protocol, attached by then, which never got a
+    /// `ConnectionMade`). Where it came in a later delivery, the transport had not delivered it
+    /// when it took the `StartTls`: it is discarded, the upgrade goes on, and the line protocol
+    /// answers what comes after.
     #[actix::test]
-    async fn start_tls_gate_upgrades_and_drops_injected_plaintext() {
+    async fn start_tls_gate_refuses_plaintext_behind_the_command_and_discards_what_comes_later() {
         let acceptor = acceptor();
-        let input = format!("STARTTLS\n{INJECTED}");
+        let input = Bytes::from(format!("STARTTLS\n{INJECTED}"));
+        let command_end = STARTTLS_COMMAND.len() + 1;
+        let mut upgraded = Vec::new();
         for chunking in Chunking::every(input.len()) {
+            let expected = expected_upgrade(&input, command_end, &chunking);
             let (report, mut events) = reports();
             let gate = StartTlsGate::new(acceptor.clone(), report).start();
             let mock = MockTransport::connect(gate).await;
             mock.feed_chunked(input.clone(), &chunking).await;
 
             let commands = mock.take_commands();
-            match &commands[..] {
-                [
-                    Sent::Write(ready),
-                    Sent::StartTls {
-                        plaintext: BufferedPlaintext::Discard,
-                        leftover: tls_leftover,
-                    },
-                    Sent::SetProtocol { protocol, leftover },
-                ] => {
-                    assert_eq!(ready, "READY\n");
-                    assert!(
-                        tls_leftover.is_empty() && leftover.is_empty(),
-                        "{chunking:?}"
-                    );
-                    assert!(protocol.downcast::<LineProtocol>().is_some());
-                }
-                _ => panic!("{chunking:?}: {:?}", names(&commands)),
-            }
-
-            mock.feed("after\n").await;
-            assert_eq!(mock.written(), "READY\nAFTER\n", "{chunking:?}");
+            let [
+                Sent::Write(ready),
+                Sent::StartTls {
+                    plaintext: BufferedPlaintext::Discard,
+                    leftover: tls_leftover,
+                },
+                Sent::SetProtocol {
+                    protocol,
+                    leftover: handed_over,
+                },
+            ] = &commands[..]
+            else {
+                panic!("{chunking:?}: {:?}", names(&commands));
+            };
+            assert_eq!(ready, "READY\n", "{chunking:?}");
+            assert!(handed_over.is_empty(), "{chunking:?}");
+            assert!(protocol.downcast::<LineProtocol>().is_some());
             let seen = reported(&mut events);
-            assert!(
-                matches!(
-                    &seen[..],
-                    [
-                        ServerEvent::Connected(_),
-                        ServerEvent::Upgrading,
-                        ServerEvent::Connected(_),
-                        ServerEvent::Line(line),
-                    ] if line == "after"
-                ),
-                "{chunking:?}: {seen:?}"
-            );
+            match expected {
+                Upgrade::Refused { leftover: injected } => {
+                    assert_eq!(tls_leftover, &injected, "{chunking:?}");
+                    assert_eq!(mock.ending(), Some(Ending::Lost), "{chunking:?}");
+                    assert!(
+                        matches!(
+                            &seen[..],
+                            [
+                                ServerEvent::Connected(_),
+                                ServerEvent::Upgrading { leftover },
+                                // The line protocol the gate switched to: its `ConnectionMade`,
+                                // then the end, once `READY` went out.
+                                ServerEvent::Connected(_),
+                                ServerEvent::Lost(err),
+                            ] if *leftover == injected.len() && is_injection(err)
+                        ),
+                        "{chunking:?}: {seen:?}"
+                    );
+                    assert_eq!(mock.written(), "READY\n", "{chunking:?}");
+                }
+                Upgrade::Upgraded => {
+                    upgraded.push(chunking.clone());
+                    assert!(tls_leftover.is_empty(), "{chunking:?}");
+                    assert_eq!(mock.ending(), None, "{chunking:?}");
+                    mock.feed("after\n").await;
+                    assert_eq!(mock.written(), "READY\nAFTER\n", "{chunking:?}");
+                    let mut seen = seen;
+                    seen.extend(reported(&mut events));
+                    assert!(
+                        matches!(
+                            &seen[..],
+                            [
+                                ServerEvent::Connected(_),
+                                ServerEvent::Upgrading { leftover: 0 },
+                                ServerEvent::Connected(_),
+                                ServerEvent::Line(line),
+                            ] if line == "after"
+                        ),
+                        "{chunking:?}: {seen:?}"
+                    );
+                }
+            }
         }
+        // Only the cuts right behind the command's newline upgrade.
+        assert_eq!(
+            upgraded,
+            [Chunking::Bytewise, Chunking::SplitAt(command_end)]
+        );
     }
 
     /// Anything but `STARTTLS` first gets `STARTTLS first` and a close, a line that is not
@@ -2484,6 +2803,107 @@ mod tests {
                 assert!(!mock.command_names().contains(&"StartTls"));
             }
         }
+    }
+
+    fn start_tls_client() -> (Addr<StartTlsClient>, UnboundedReceiver<StartTlsClientEvent>) {
+        let connector = SelfSigned::localhost()
+            .and_then(|cert| cert.connector())
+            .expect("a connector trusting a certificate for localhost");
+        let (report, events) = unbounded_channel();
+        (StartTlsClient::new(connector, report).start(), events)
+    }
+
+    /// The client's side, at every split point of a go-ahead with a line injected behind it.
+    /// Where the injected bytes came in the delivery that held `READY`, the client hands them
+    /// over with its `StartTls` (`Framing::start_tls`), which is refused with an `Injection`
+    /// error, and the connection ends with it; nothing more is written. Where they came later,
+    /// the transport discards them, the upgrade goes on, and the client's `Framing` reads the
+    /// lines that come over TLS.
+    #[actix::test]
+    async fn start_tls_client_refuses_plaintext_behind_the_go_ahead_and_upgrades_without() {
+        let input = Bytes::from(format!("{STARTTLS_READY}\n{INJECTED}"));
+        let go_ahead_end = STARTTLS_READY.len() + 1;
+        let mut upgraded = Vec::new();
+        for chunking in Chunking::every(input.len()) {
+            let expected = expected_upgrade(&input, go_ahead_end, &chunking);
+            let (client, mut events) = start_tls_client();
+            let mock = MockTransport::connect(client).await;
+            assert_eq!(mock.written(), "STARTTLS\n");
+            mock.feed_chunked(input.clone(), &chunking).await;
+
+            let commands = mock.take_commands();
+            let [
+                Sent::Write(command),
+                Sent::StartTls {
+                    plaintext: BufferedPlaintext::Discard,
+                    leftover,
+                },
+            ] = &commands[..]
+            else {
+                panic!("{chunking:?}: {:?}", names(&commands));
+            };
+            assert_eq!(command, "STARTTLS\n");
+            let seen = reported(&mut events);
+            match expected {
+                Upgrade::Refused { leftover: injected } => {
+                    assert_eq!(leftover, &injected, "{chunking:?}");
+                    assert_eq!(mock.ending(), Some(Ending::Lost), "{chunking:?}");
+                    assert!(
+                        matches!(
+                            &seen[..],
+                            [
+                                StartTlsClientEvent::GoAhead { behind },
+                                StartTlsClientEvent::Upgraded(Err(refused)),
+                                StartTlsClientEvent::Lost(err),
+                            ] if *behind == injected.len()
+                                && refused.kind() == TlsErrorKind::Injection
+                                && err.as_ref().and_then(TlsError::of) == Some(refused)
+                        ),
+                        "{chunking:?}: {seen:?}"
+                    );
+                }
+                Upgrade::Upgraded => {
+                    upgraded.push(chunking.clone());
+                    assert!(leftover.is_empty(), "{chunking:?}");
+                    assert_eq!(mock.ending(), None, "{chunking:?}");
+                    mock.feed("HELLO\n").await;
+                    let mut seen = seen;
+                    seen.extend(reported(&mut events));
+                    assert!(
+                        matches!(
+                            &seen[..],
+                            [
+                                StartTlsClientEvent::GoAhead { behind: 0 },
+                                StartTlsClientEvent::Upgraded(Ok(())),
+                                StartTlsClientEvent::Line(line),
+                            ] if line == "HELLO"
+                        ),
+                        "{chunking:?}: {seen:?}"
+                    );
+                }
+            }
+            assert_eq!(mock.written(), "STARTTLS\n", "{chunking:?}");
+        }
+        assert_eq!(
+            upgraded,
+            [Chunking::Bytewise, Chunking::SplitAt(go_ahead_end)]
+        );
+    }
+
+    /// A first line that is not the go-ahead: no `StartTls`, a close, and nothing reported
+    /// but the end.
+    #[actix::test]
+    async fn start_tls_client_closes_without_a_go_ahead() {
+        let (client, mut events) = start_tls_client();
+        let mock = MockTransport::connect(client).await;
+        mock.feed("NO\nREADY\n").await;
+        assert_eq!(mock.command_names(), ["Write", "Close"]);
+        assert_eq!(mock.ending(), Some(Ending::Closed));
+        let seen = reported(&mut events);
+        assert!(
+            matches!(&seen[..], [StartTlsClientEvent::Lost(None)]),
+            "{seen:?}"
+        );
     }
 
     fn http_upgrade(report: UnboundedSender<ServerEvent>) -> Addr<HttpUpgrade> {

@@ -11,6 +11,8 @@
 //! - 100 concurrent clients each see exactly every other client's lines, each sender's in order;
 //! - a client that never reads is dropped once its write buffer passes the limit, the others are
 //!   told, the server's memory stays bounded and the room stays fast meanwhile;
+//! - with `--idle-timeout`, a client that neither sends nor receives for that long is told
+//!   goodbye and closed, the others are told it left; one the room talks to is not idle;
 //! - the server prints `listening on ADDR`, tells everyone on SIGTERM and exits 0.
 //!
 //! Every child process is killed when its test fails, and every wait is bounded.
@@ -304,6 +306,56 @@ async fn welcome_chat_nick_quit_leave_and_shutdown() {
     server.stop();
     alice.expect("* server shutting down").await;
     alice.expect_eof().await;
+}
+
+/// With `--idle-timeout 1`: a client that neither sends nor receives a byte for a second is told
+/// goodbye and closed, and the others are told it left. Alice says nothing and hears nothing
+/// after bob joins; bob keeps his own connection busy with a mistyped command every 250 ms
+/// (only he hears the answer), so he outlives her and hears her leave, then goes quiet too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_are_told_goodbye_and_closed() {
+    const UNKNOWN: &str = "* unknown command /dance (try /nick NAME or /quit)";
+    let server = ChatServer::start(&["--idle-timeout", "1"]);
+    let within = |elapsed: Duration, what: &str| {
+        let secs = elapsed.as_secs_f64();
+        assert!((0.9..2.5).contains(&secs), "{what} after {secs:.3} s");
+    };
+
+    let mut alice = server.join().await;
+    let mut bob = server.join().await;
+    let alice_side = async {
+        alice.expect("* guest2 joined").await;
+        let joined = Instant::now();
+        alice.expect("* idle for too long: bye").await;
+        alice.expect_eof().await;
+        within(joined.elapsed(), "alice was closed after bob joined");
+    };
+    let bob_side = async {
+        let mut left = None;
+        for _ in 0..12 {
+            bob.say("/dance").await;
+            let line = bob.line().await;
+            if line == "* guest1 left (idle)" {
+                left = Some(Instant::now());
+                bob.expect(UNKNOWN).await;
+                break;
+            }
+            assert_eq!(line, UNKNOWN);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let left = left.expect("bob heard alice leave within 3 s");
+        // Quiet from now on.
+        bob.expect("* idle for too long: bye").await;
+        bob.expect_eof().await;
+        within(left.elapsed(), "bob was closed after he went quiet");
+    };
+    tokio::join!(alice_side, bob_side);
+
+    // Still serving.
+    let carol = server.join().await;
+    assert_eq!(carol.name, "guest3");
+    drop(carol);
+    server.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

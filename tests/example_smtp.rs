@@ -5,14 +5,19 @@
 //!   again (STARTTLS advertised before, not after), a message with dot-stuffed lines and 8-bit
 //!   bytes, `QUIT`; the Maildir file holds the message exactly, behind the trace fields;
 //! - `openssl s_client -starttls smtp` completes a verified handshake;
-//! - plaintext pipelined behind `STARTTLS` is never executed (RFC 3207 §4.2), and the session
-//!   starts over under TLS;
+//! - plaintext pipelined behind `STARTTLS` is never executed (RFC 3207 §4.2): the server refuses
+//!   the upgrade and ends the connection; without it, the session starts over under TLS;
 //! - `--require-tls` refuses `MAIL` until `STARTTLS`;
 //! - a message over `--max-size` is refused with 552, stored nowhere, and the connection goes on;
 //! - commands pipelined across the switches to and from the DATA phase (`SetProtocol` with
 //!   leftover bytes, both ways) are answered in order, also when they trickle in;
 //! - errors: bad sequence (503), unknown commands (500), over-long lines (500, once, then the
 //!   session goes on), and a line that never ends does not grow the server's memory;
+//! - bounds: a client that pipelines `NOOP`s as fast as it can and never reads a reply holds
+//!   the server's memory within a few MiB (sampled from `/proc/PID/status`) while smtplib sends
+//!   messages all along; silent clients, clients that send a command one byte at a time, and
+//!   clients silent in the middle of a message are told `421` and closed once
+//!   `--command-timeout` has passed, while a client that talks is not;
 //! - the server prints `listening on ADDR`, then one `stored PATH` per message, and exits 0 on
 //!   SIGTERM;
 //! - the committed corpus of the `smtp_*` fuzz targets passes their checks, the parsers' unit
@@ -22,6 +27,9 @@
 
 #[path = "support/process.rs"]
 mod process;
+
+#[path = "support/bounds.rs"]
+mod bounds;
 
 /// The checks of the `smtp_*` fuzz targets, over the example's parsers.
 #[path = "../fuzz/checks/smtp.rs"]
@@ -33,7 +41,7 @@ use std::{
     path::{Path, PathBuf},
     pin::Pin,
     process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use process::{Process, TIMEOUT, example_command};
@@ -49,9 +57,6 @@ use tokio_openssl::SslStream;
 
 /// How long a client waits for a reply (or for the server's EOF).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a client listens to make sure the server says nothing.
-const QUIET: Duration = Duration::from_millis(300);
 
 /// The greeting, with the default `--hostname`.
 const GREETING: &str = "220 localhost ESMTP switchboard\r\n";
@@ -389,19 +394,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         );
     }
 
-    /// Checks that the server sends nothing for a while.
-    async fn expect_silence(&mut self) {
-        assert!(
-            self.buf.is_empty(),
-            "unexpected {:?}",
-            String::from_utf8_lossy(&self.buf)
-        );
-        let mut byte = [0; 1];
-        if let Ok(read) = tokio::time::timeout(QUIET, self.stream.read(&mut byte)).await {
-            panic!("expected silence, read {read:?} ({:?})", &byte[..]);
-        }
-    }
-
     /// The standard transaction: `MAIL`, `RCPT`, `DATA`, then `content` (already dot-stuffed,
     /// with its final dot); the final reply.
     async fn send_mail(&mut self, from: &str, to: &str, content: &[u8]) -> String {
@@ -605,7 +597,9 @@ fn openssl_s_client_completes_a_verified_starttls_handshake() {
 // STARTTLS
 
 /// The CVE-2011-0411 class: a command pipelined behind STARTTLS arrives in plaintext and must
-/// never be executed, neither before the handshake nor after it.
+/// never be executed, neither before the handshake nor after it. The session hands it to the
+/// upgrade as unconsumed plaintext, and the transport refuses the upgrade and ends the
+/// connection: the client gets no TLS session and no reply to the `RSET`.
 #[tokio::test]
 async fn plaintext_pipelined_after_starttls_is_never_executed() {
     let server = SmtpServer::start(&[]);
@@ -616,16 +610,51 @@ async fn plaintext_pipelined_after_starttls_is_never_executed() {
             .contains(&"STARTTLS".to_owned())
     );
 
+    // One write: the server reads both lines in one chunk.
     client.send(b"STARTTLS\r\nRSET\r\n").await;
-    assert_eq!(client.reply().await, "220 2.0.0 Ready to start TLS\r\n");
-    // Nothing answers the RSET in plaintext.
-    client.expect_silence().await;
+    // Whatever comes before the end, it is at most the go-ahead: never `250 2.0.0 Reset`, and
+    // never a handshake. (The transport ends the connection as soon as it sees the plaintext,
+    // today before the queued `220` goes out.)
+    let mut rest = Vec::new();
+    tokio::time::timeout(REPLY_TIMEOUT, client.stream.read_to_end(&mut rest))
+        .await
+        .expect("the server ends the connection")
+        .ok();
+    let rest = [&client.buf[..], &rest].concat();
+    assert!(
+        rest.is_empty() || rest == b"220 2.0.0 Ready to start TLS\r\n",
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
 
+    // The server goes on serving, and the same commands without the pipelined one upgrade.
+    let mut client = server.connect().await;
+    client
+        .expect("STARTTLS", "220 2.0.0 Ready to start TLS")
+        .await;
     let mut client = client.start_tls(&server.cert_path()).await;
-    // The first reply under TLS is NOOP's; RSET's would be `250 2.0.0 Reset`.
     client.send(b"NOOP\r\n").await;
     assert_eq!(client.reply().await, "250 2.0.0 OK\r\n");
-    // The session started over: the EHLO sent in plaintext is forgotten.
+    client.expect("QUIT", "221 2.0.0 Bye").await;
+    client.expect_eof().await;
+    server.stop(0);
+}
+
+/// Without anything pipelined behind it, STARTTLS upgrades and the session starts over (RFC
+/// 3207 §4.2): the EHLO sent in plaintext is forgotten, and STARTTLS is no longer offered.
+#[tokio::test]
+async fn starttls_starts_the_session_over() {
+    let server = SmtpServer::start(&[]);
+    let mut client = server.connect().await;
+    assert!(
+        ehlo(&mut client, "client")
+            .await
+            .contains(&"STARTTLS".to_owned())
+    );
+    client
+        .expect("STARTTLS", "220 2.0.0 Ready to start TLS")
+        .await;
+    let mut client = client.start_tls(&server.cert_path()).await;
     client
         .expect("MAIL FROM:<a@x>", "503 5.5.1 Bad sequence of commands")
         .await;
@@ -997,6 +1026,236 @@ async fn a_line_that_never_ends_does_not_grow_memory() {
     );
     client.expect("QUIT", "221 2.0.0 Bye").await;
     client.expect_eof().await;
+    server.stop(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounds: memory under a client that never reads, time under clients that say nothing
+
+/// How long the pipelining client of the memory test sends.
+const FLOOD: Duration = Duration::from_secs(3);
+
+/// The most resident memory the server may have while a client pipelines `NOOP`s and never
+/// reads a reply: 64 MiB. (Before switchboard bounded writes by default, it passed 1 GiB in
+/// 3 s in a release build.)
+const RSS_BOUND_KIB: u64 = 64 * 1024;
+
+/// The most its memory may grow over its idle size meanwhile: 8 MiB. What the transport holds
+/// is one read (256 KiB) and the replies to it (some 600 KiB, over the 64 KiB high-water
+/// mark), whatever the client sends; a debug build of the server without the bound grows by
+/// more than twice this in the same time.
+const GROWTH_BOUND_KIB: u64 = 8 * 1024;
+
+/// Python's smtplib, one session that sends a message, and a `NOOP`, over and over for
+/// `seconds`: how many messages, and the slowest round.
+const SMTPLIB_LOOP: &str = r#"
+import json, smtplib, sys, time
+
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+start = time.monotonic()
+smtp = smtplib.SMTP(host, port, local_hostname="client.example", timeout=10)
+messages, worst = 0, 0.0
+while time.monotonic() - start < seconds:
+    began = time.monotonic()
+    assert smtp.noop()[0] == 250
+    refused = smtp.sendmail("alice@example.org", ["bob@example.net"],
+                            f"Subject: {messages}\r\n\r\nhello\r\n")
+    assert refused == {}, refused
+    worst = max(worst, time.monotonic() - began)
+    messages += 1
+    time.sleep(0.05)
+code, _ = smtp.quit()
+print(json.dumps({"messages": messages, "worst": worst, "quit": code}))
+"#;
+
+/// One client pipelines `NOOP`s as fast as the server takes them and never reads a reply, for
+/// [`FLOOD`]; meanwhile smtplib sends messages. Without a bound on what the server writes, its
+/// replies pile up in memory as fast as it parses; with switchboard's default, the session's
+/// transport stops reading while its write buffer is over the high-water mark, and the client
+/// stalls on TCP's back-pressure. The server's memory stays within [`GROWTH_BOUND_KIB`] of its
+/// idle size and under [`RSS_BOUND_KIB`], and smtplib is served all along.
+#[test]
+fn a_client_that_pipelines_and_never_reads_costs_bounded_memory() {
+    let server = SmtpServer::start(&[]);
+    let pid = server.process.pid();
+    let sampler = bounds::RssSampler::start(pid, 4 * RSS_BOUND_KIB);
+    let mut smtplib = Command::new("python3");
+    smtplib
+        .args(["-I", "-u", "-c", SMTPLIB_LOOP, "127.0.0.1"])
+        .arg(server.addr.port().to_string())
+        .arg(FLOOD.as_secs_f64().to_string());
+    let smtplib = Process::spawn("python3 smtplib loop", smtplib);
+
+    let flood =
+        bounds::pipeline_without_reading(server.addr, b"NOOP\r\n", FLOOD, sampler.over_ceiling());
+    let finished = smtplib.finish(TIMEOUT);
+    let baseline = sampler.baseline_kib();
+    let peak = sampler.finish();
+    println!(
+        "smtp_server: {:.1} MiB idle, {:.1} MiB at peak, while a client pipelined {:.1} MB of \
+         NOOPs over {} connection(s) in {FLOOD:?} without reading",
+        bounds::mib(baseline),
+        bounds::mib(peak),
+        flood.sent as f64 / 1e6,
+        flood.connections
+    );
+    assert!(
+        peak < RSS_BOUND_KIB && peak - baseline < GROWTH_BOUND_KIB,
+        "smtp_server's resident memory went from {:.1} MiB to {:.1} MiB",
+        bounds::mib(baseline),
+        bounds::mib(peak)
+    );
+    // The pipelining client filled the server's buffers and its own, and got no further.
+    assert_eq!(
+        flood.connections, 1,
+        "the server ended the pipelining connection"
+    );
+    assert!(flood.sent > 64 * 1024, "only {} bytes sent", flood.sent);
+
+    assert_eq!(
+        finished.status.code(),
+        Some(0),
+        "smtplib loop ({}); stderr:\n{}\nserver stderr:\n{}",
+        finished.status,
+        finished.stderr_text(),
+        server.process.stderr().text()
+    );
+    let result: serde_json::Value =
+        serde_json::from_slice(&finished.stdout).expect("the smtplib loop's JSON line");
+    let messages = result["messages"].as_u64().expect("a count") as usize;
+    let worst = result["worst"].as_f64().expect("seconds");
+    println!("smtplib meanwhile: {messages} messages, the slowest round {worst:.3} s");
+    assert!(messages >= 5, "smtplib sent only {messages} messages");
+    assert!(worst < 2.0, "a round of smtplib took {worst:.3} s");
+    assert_eq!(result["quit"], 221);
+    server.stored(messages);
+    server.stop(messages);
+}
+
+/// The reply before a timeout closes the connection, with the default `--hostname`.
+const TIMED_OUT: &[u8] = b"421 4.4.2 localhost Error: timeout exceeded\r\n";
+
+/// Reads replies from `conn` until the server ends the connection; everything it sent, and
+/// how long after `since` it ended it.
+fn until_closed(conn: &mut std::net::TcpStream, since: Instant) -> (Vec<u8>, Duration) {
+    conn.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+    let mut received = Vec::new();
+    assert!(
+        bounds::read_to_end(conn, &mut received),
+        "the connection is still open after {REPLY_TIMEOUT:?}; received {:?}",
+        String::from_utf8_lossy(&received)
+    );
+    (received, since.elapsed())
+}
+
+/// With `--command-timeout 1`: a client that says nothing, one that sends its commands a byte
+/// every 250 ms (slowloris: bytes move all the time, but no command is ever complete within the
+/// timeout), and one that goes silent in the middle of a message, each get `421 4.4.2` and the
+/// connection closes, between 1 and 3 s after their last command (or the greeting). A client
+/// that sends a command every half second is served throughout, and the server goes on
+/// accepting.
+#[test]
+fn silent_and_slow_clients_are_told_421_and_closed() {
+    const TIMEOUT_SECS: f64 = 1.0;
+    let server = SmtpServer::start(&["--command-timeout", "1"]);
+    let addr = server.addr;
+    let bound = |elapsed: Duration, what: &str| {
+        let secs = elapsed.as_secs_f64();
+        assert!(
+            (TIMEOUT_SECS * 0.9..3.0).contains(&secs),
+            "{what} closed after {secs:.3} s"
+        );
+    };
+    let greeting_then_421 = |received: &[u8], what: &str| {
+        assert_eq!(
+            String::from_utf8_lossy(received),
+            String::from_utf8_lossy(&[GREETING.as_bytes(), TIMED_OUT].concat()),
+            "{what}"
+        );
+    };
+
+    let silent: Vec<_> = (0..10)
+        .map(|_| std::thread::spawn(move || bounds::silent(addr, Duration::from_secs(10))))
+        .collect();
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || {
+                bounds::slowloris(addr, b"NOOP\r\nNOOP\r\n", Duration::from_millis(250))
+            })
+        })
+        .collect();
+    let in_data = std::thread::spawn(move || {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        use std::io::Write;
+        // Pipelined up to DATA (RFC 2920: DATA ends a group), then the start of a message.
+        conn.write_all(b"HELO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        conn.write_all(b"Subject: half a message\r\n").unwrap();
+        let since = Instant::now();
+        until_closed(&mut conn, since)
+    });
+    let talker = std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        let conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        let mut reader = BufReader::new(conn);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, GREETING);
+        for _ in 0..6 {
+            std::thread::sleep(Duration::from_millis(500));
+            reader.get_mut().write_all(b"NOOP\r\n").unwrap();
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            assert_eq!(line, "250 2.0.0 OK\r\n", "a talking client is served");
+        }
+        reader.get_mut().write_all(b"QUIT\r\n").unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, "221 2.0.0 Bye\r\n");
+    });
+
+    for client in silent {
+        let (received, ended) = client.join().unwrap();
+        greeting_then_421(&received, "a silent client");
+        bound(ended.expect("a silent client is closed"), "a silent client");
+    }
+    for client in slow {
+        let (received, ended) = client.join().unwrap();
+        greeting_then_421(&received, "a slowloris");
+        // The first NOOP was never complete in time: nothing was executed.
+        let ended = ended.expect("a slowloris is closed");
+        bound(ended, "a slowloris");
+    }
+    let (received, ended) = in_data.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&received),
+        [
+            GREETING,
+            "250 localhost\r\n",
+            "250 2.1.0 Sender OK\r\n",
+            "250 2.1.5 Recipient OK\r\n",
+            "354 End data with <CR><LF>.<CR><LF>\r\n",
+            std::str::from_utf8(TIMED_OUT).unwrap(),
+        ]
+        .concat(),
+        "a client silent in the middle of a message"
+    );
+    bound(ended, "a client silent in the middle of a message");
+    talker.join().unwrap();
+
+    // Still serving.
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    let (received, _) = {
+        use std::io::Write;
+        conn.write_all(b"QUIT\r\n").unwrap();
+        until_closed(&mut conn, Instant::now())
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&received),
+        [GREETING, "221 2.0.0 Bye\r\n"].concat()
+    );
     server.stop(0);
 }
 

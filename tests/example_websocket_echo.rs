@@ -9,6 +9,12 @@
 //!   bytes prove it, before the end of its fragment or frame;
 //! - `curl` and raw HTTP/1.1: the page, `404`, persistent connections, `Connection: close`,
 //!   HTTP/1.0, `400`, `431`, and `426` for `/ws` without a proper upgrade;
+//! - bounds: a client that pipelines `GET /` as fast as it can and never reads a response holds
+//!   the server's memory within a few MiB (sampled from `/proc/PID/status`) while a browser-like
+//!   client gets pages and WebSocket echoes all along; a silent connection is closed after
+//!   `--header-timeout`, a head sent one byte at a time (slowloris) is answered `408` and
+//!   closed, an idle keep-alive connection is closed after `--keep-alive`, and an idle WebSocket
+//!   is pinged, kept while it answers (tungstenite does), and closed with 1001 when it does not;
 //! - the server prints exactly one line, `listening on ADDR`, and exits 0 on SIGTERM: each live
 //!   WebSocket gets a close frame with 1001 (going away) and a bounded wait for its client's
 //!   close frame before its TCP connection closes, plain HTTP connections just close;
@@ -19,6 +25,9 @@
 
 #[path = "support/process.rs"]
 mod process;
+
+#[path = "support/bounds.rs"]
+mod bounds;
 
 /// The checks of the `http_request` and `websocket_*` fuzz targets, over the example's parsers.
 #[path = "../fuzz/checks/websocket.rs"]
@@ -91,7 +100,12 @@ impl Server {
 
     /// A plain TCP connection, reads bounded by [`READ_TIMEOUT`].
     fn connect(&self) -> Conn {
-        let stream = TcpStream::connect(self.addr).expect("connect to websocket_echo");
+        Server::conn_to(self.addr)
+    }
+
+    /// A plain TCP connection to `addr`, reads bounded by [`READ_TIMEOUT`].
+    fn conn_to(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).expect("connect to websocket_echo");
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
         Conn {
@@ -964,6 +978,242 @@ fn peer_bytes_never_crash_the_server() {
     let mut conn = server.connect();
     conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(conn.read_response(false).status, 200);
+    server.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounds: memory under a client that never reads, time under clients that say nothing.
+// ---------------------------------------------------------------------------------------------
+
+/// How long the pipelining client of the memory test sends.
+const FLOOD: Duration = Duration::from_secs(3);
+
+/// The most resident memory the server may have while a client pipelines `GET /` and never
+/// reads a response: 64 MiB. (Before switchboard bounded writes by default, it passed 1.7 GiB in
+/// 3 s in a release build.)
+const RSS_BOUND_KIB: u64 = 64 * 1024;
+
+/// The most its memory may grow over its idle size meanwhile: 16 MiB. The transport holds one
+/// read and the responses to it: at most its maximum write buffer, 4 MiB, past which it aborts
+/// the connection.
+const GROWTH_BOUND_KIB: u64 = 16 * 1024;
+
+/// One client pipelines `GET /` (a 27-byte request for a page of over 1 KiB) as fast as the
+/// server takes them and never reads, for [`FLOOD`]; meanwhile another gets the page and a
+/// WebSocket echo every 50 ms. Without a bound on what the server writes, the pages pile up in
+/// memory as fast as it parses requests; with switchboard's default, the transport stops reading
+/// while its write buffer is over the high-water mark. The server's memory stays within
+/// [`GROWTH_BOUND_KIB`] of its idle size and under [`RSS_BOUND_KIB`], and the other client is
+/// served all along.
+#[test]
+fn a_client_that_pipelines_and_never_reads_costs_bounded_memory() {
+    let server = Server::start(&[]);
+    let sampler = bounds::RssSampler::start(server.process.pid(), 4 * RSS_BOUND_KIB);
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let normal = {
+        let (addr, flooding) = (server.addr, flooding.clone());
+        let mut socket = server.websocket();
+        std::thread::spawn(move || {
+            let (mut rounds, mut worst) = (0, Duration::ZERO);
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                let began = Instant::now();
+                let stream = TcpStream::connect(addr).expect("connect");
+                stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+                let mut conn = Conn {
+                    reader: BufReader::new(stream),
+                };
+                conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                assert_eq!(conn.read_response(false).status, 200);
+                let text = format!("round {rounds}");
+                socket.send(Message::text(text.clone())).unwrap();
+                assert_eq!(read(&mut socket), Message::text(text));
+                worst = worst.max(began.elapsed());
+                rounds += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (rounds, worst)
+        })
+    };
+    let flood = bounds::pipeline_without_reading(
+        server.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        FLOOD,
+        sampler.over_ceiling(),
+    );
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (rounds, worst) = normal.join().expect("the other client");
+    let baseline = sampler.baseline_kib();
+    let peak = sampler.finish();
+    println!(
+        "websocket_echo: {:.1} MiB idle, {:.1} MiB at peak, while a client pipelined {:.1} MB of \
+         GETs over {} connection(s) in {FLOOD:?} without reading; meanwhile {rounds} rounds of \
+         page and echo, the slowest {worst:?}",
+        bounds::mib(baseline),
+        bounds::mib(peak),
+        flood.sent as f64 / 1e6,
+        flood.connections
+    );
+    assert!(
+        peak < RSS_BOUND_KIB && peak - baseline < GROWTH_BOUND_KIB,
+        "websocket_echo's resident memory went from {:.1} MiB to {:.1} MiB",
+        bounds::mib(baseline),
+        bounds::mib(peak)
+    );
+    assert!(flood.sent > 64 * 1024, "only {} bytes sent", flood.sent);
+    assert!(rounds >= 5, "only {rounds} rounds served");
+    assert!(worst < Duration::from_secs(2), "a round took {worst:?}");
+    server.stop();
+}
+
+/// With `--header-timeout 1 --keep-alive 2`: a connection that sends nothing is closed after
+/// about a second, without a word; a request head sent a byte every 250 ms (slowloris), the
+/// first on its connection or one after a response, is answered `408` and closed about a second
+/// after it began; a keep-alive connection idle after a response is closed about two seconds
+/// after it. Each between 0.9 times its timeout and 3 s. The server goes on serving.
+#[test]
+fn silent_slow_and_idle_http_clients_are_closed_by_their_timeouts() {
+    let server = Server::start(&["--header-timeout", "1", "--keep-alive", "2"]);
+    let addr = server.addr;
+    let within = |elapsed: Duration, timeout: f64, what: &str| {
+        let secs = elapsed.as_secs_f64();
+        assert!(
+            (timeout * 0.9..timeout + 1.5).contains(&secs),
+            "{what} closed after {secs:.3} s"
+        );
+    };
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let timed_out = "HTTP/1.1 408 Request Timeout\r\n";
+
+    let silent: Vec<_> = (0..10)
+        .map(|_| std::thread::spawn(move || bounds::silent(addr, READ_TIMEOUT)))
+        .collect();
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || bounds::slowloris(addr, request, Duration::from_millis(250)))
+        })
+        .collect();
+    // A request answered, then the next head a byte at a time; its time counts from its first
+    // byte.
+    let slow_later = std::thread::spawn(move || {
+        let mut conn = Server::conn_to(addr);
+        conn.send(request);
+        assert_eq!(conn.read_response(false).status, 200);
+        let began = Instant::now();
+        let mut received = Vec::new();
+        for &byte in request.iter() {
+            if conn.reader.get_mut().write_all(&[byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+            conn.reader
+                .get_ref()
+                .set_read_timeout(Some(Duration::from_millis(1)))
+                .unwrap();
+            match conn.reader.read_to_end(&mut received) {
+                Ok(_) => return (received, began.elapsed()),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(err) => panic!("{err}"),
+            }
+        }
+        panic!(
+            "the head was sent whole; received {:?}",
+            String::from_utf8_lossy(&received)
+        );
+    });
+    let idle = std::thread::spawn(move || {
+        let mut conn = Server::conn_to(addr);
+        conn.send(request);
+        assert_eq!(conn.read_response(false).status, 200);
+        let answered = Instant::now();
+        conn.expect_eof();
+        answered.elapsed()
+    });
+
+    for client in silent {
+        let (received, ended) = client.join().unwrap();
+        assert!(received.is_empty(), "{received:?}");
+        within(
+            ended.expect("a silent client is closed"),
+            1.0,
+            "a silent client",
+        );
+    }
+    for client in slow {
+        let (received, ended) = client.join().unwrap();
+        let received = String::from_utf8_lossy(&received);
+        assert!(received.starts_with(timed_out), "{received:?}");
+        within(ended.expect("a slowloris is closed"), 1.0, "a slowloris");
+    }
+    let (received, ended) = slow_later.join().unwrap();
+    let received = String::from_utf8_lossy(&received);
+    assert!(received.starts_with(timed_out), "{received:?}");
+    within(ended, 1.0, "a slowloris after a response");
+    within(idle.join().unwrap(), 2.0, "an idle keep-alive connection");
+
+    let mut conn = server.connect();
+    conn.send(request);
+    assert_eq!(conn.read_response(false).status, 200);
+    server.stop();
+}
+
+/// With `--keep-alive 0.5`: an idle WebSocket is pinged after half a second; a pong keeps it,
+/// and the next ping left unanswered closes it with 1001 half a second later. tungstenite's
+/// client, which answers pings by itself, stays connected through many such periods.
+#[test]
+fn an_idle_websocket_is_pinged_and_closed_if_it_does_not_answer() {
+    let server = Server::start(&["--keep-alive", "0.5"]);
+    let keep_alive = Duration::from_millis(500);
+    let within = |elapsed: Duration, what: &str| {
+        assert!(
+            elapsed >= keep_alive * 9 / 10 && elapsed < keep_alive * 4,
+            "{what} after {elapsed:?}"
+        );
+    };
+
+    // tungstenite's client reads all along, so it answers every ping as it reads it.
+    let mut tungstenite = server.websocket();
+    let reading = std::thread::spawn(move || {
+        tungstenite
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut pings = 0;
+        let deadline = Instant::now() + keep_alive * 6;
+        while Instant::now() < deadline {
+            match tungstenite.read() {
+                Ok(Message::Ping(_)) => pings += 1,
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(tungstenite::Error::Io(err))
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(err) => panic!("tungstenite's WebSocket ended: {err}"),
+            }
+        }
+        tungstenite
+            .get_ref()
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .unwrap();
+        tungstenite.send(Message::text("still here")).unwrap();
+        assert_eq!(read(&mut tungstenite), Message::text("still here"));
+        pings
+    });
+
+    let mut conn = server.raw_websocket();
+    let idle_since = Instant::now();
+    assert_eq!(conn.read_message(), (PING, Vec::new()));
+    within(idle_since.elapsed(), "the first ping");
+    conn.send(&masked(true, PONG, b""));
+    let answered = Instant::now();
+    assert_eq!(conn.read_message(), (PING, Vec::new()));
+    within(answered.elapsed(), "the second ping");
+    let pinged = Instant::now();
+    conn.expect_close(1001);
+    within(pinged.elapsed(), "the close");
+
+    let pings = reading.join().expect("tungstenite's client");
+    assert!(pings >= 3, "{pings} pings in {:?}", keep_alive * 6);
     server.stop();
 }
 

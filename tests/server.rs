@@ -15,7 +15,9 @@ use actix::prelude::*;
 use bytes::Bytes;
 use support::{Fragile, Kind, Peer, ProbeOptions, Served, probe_factory, send_all};
 use switchboard::{prelude::*, server::ServerSocket};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MIB: usize = 1024 * 1024;
 
 for_each_kind!([tcp, unix] =>
     close_stops_accepting_and_live_connections_go_on,
@@ -583,10 +585,20 @@ async fn shutdown_closes_gracefully_then_aborts_what_is_left(kind: Kind) {
     let served = Served::start(kind, ServerOptions::default().workers(1), factory).await;
     let mut polite = served.connect_raw().await.unwrap();
     echo_once(&mut polite, b"hi").await;
-    // 4 MiB whose echo this client never reads: the server reads it all (the test's echo has no
-    // back-pressure) and holds what the socket buffers cannot.
+    // 32 MiB whose echo this client never reads: the server reads until its echo waits in the
+    // write buffer past the high-water mark, then stops reading (the default bound), so the
+    // client's write blocks with the rest unsent; the echo waiting keeps the close from
+    // finishing.
     let mut rude = served.connect_raw().await.unwrap();
-    send_all(&mut rude, &vec![b'x'; 4 * 1024 * 1024]).await;
+    let blocked = tokio::time::timeout(
+        Duration::from_millis(500),
+        rude.write_all(&vec![b'x'; 32 * MIB]),
+    )
+    .await;
+    assert!(
+        blocked.is_err(),
+        "{kind:?}: the server never stopped reading"
+    );
 
     // The polite client reads to the end and then closes its side, as a client does.
     let polite = tokio::spawn(async move {

@@ -109,7 +109,12 @@ async fn peer_end(peer: &mut Peer) -> (Vec<u8>, Option<io::Error>) {
 async fn a_peer_reset_mid_write_fails_the_pending_writes_and_releases_the_socket(kind: Kind) {
     const CHUNK: usize = 128 * KIB;
     const WRITES: usize = 64; // 8 MiB: far more than the socket buffers hold
-    let (transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
+    // Past the default maximum write buffer (4 MiB): this protocol means to queue it all.
+    let config = StreamConfig::default()
+        .max_write_buffer(16 * MIB)
+        .expect("above the high-water mark");
+    let (transport, _, mut peer, mut events) =
+        support::probed_with(kind, ProbeOptions::default(), config).await;
     let socket = SocketId::of(kind, &transport).await;
     // A socket peer reads the first mebibyte, checks it, and goes away in the middle of the
     // rest, which its kernel buffers could not take. The mock's peer has no such buffers (it
@@ -557,7 +562,13 @@ async fn fail_in(kind: Kind, callback: Callback, failure: Failure) {
                 .write_flow()
         }
     };
-    let served = Served::start(kind, ServerOptions::default().workers(1), factory).await;
+    // The 8 MiB below go past the default maximum write buffer (4 MiB): raised, as this
+    // protocol queues them on purpose.
+    let stream = StreamConfig::default()
+        .max_write_buffer(16 * MIB)
+        .expect("above the high-water mark");
+    let options = ServerOptions::default().workers(1).stream(stream);
+    let served = Served::start(kind, options, factory).await;
     let mut witness = served.connect_raw().await.expect("connect");
     echo(&mut witness, b"first").await; // the witness is connection 0
 

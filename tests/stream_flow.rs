@@ -404,7 +404,13 @@ async fn changing_limits_re_evaluates_both_edges(kind: Kind) {
 }
 
 async fn every_acknowledged_write_gets_exactly_one_outcome(kind: Kind) {
-    let (transport, _, mut peer, mut events) = probed(kind, ProbeOptions::default()).await;
+    // 40 MiB go past the default maximum write buffer (4 MiB): raised, as this protocol queues
+    // them on purpose.
+    let config = StreamConfig::default()
+        .max_write_buffer(64 * 1024 * 1024)
+        .expect("above the high-water mark");
+    let (transport, _, mut peer, mut events) =
+        support::probed_with(kind, ProbeOptions::default(), config).await;
     transport
         .write_acked("first")
         .await

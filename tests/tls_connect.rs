@@ -101,10 +101,13 @@ async fn ten_mib_echo_through_tls_with_write_flow_control_then_close_notify() {
         });
 
         let (probe, mut events) = ProbeOptions::default().probe();
-        let connector = cert
-            .connector()
-            .unwrap()
-            .config(StreamConfig::default().write_buffer_limits(WriteBufferLimits::default()));
+        let connector = cert.connector().unwrap().config(
+            StreamConfig::default()
+                .write_buffer_limits(WriteBufferLimits::default())
+                // 10 MiB written at once, past the default maximum (4 MiB), on purpose.
+                .max_write_buffer(16 * 1024 * 1024)
+                .expect("above the high-water mark"),
+        );
         let (transport, _) = connector
             .connect(&addr, || probe.start())
             .await
@@ -367,11 +370,13 @@ async fn a_handshake_that_never_completes_is_cut_off_by_the_timeout() {
             .acceptor()
             .unwrap()
             .handshake_timeout(Duration::from_millis(300))
+            .unwrap()
+            .client_hello_timeout(Duration::from_millis(300))
             .unwrap();
         let (server, _probes, made) = probe_server(acceptor).await;
         let addr = server.addresses()[0].as_inet().unwrap();
 
-        // A client that connects and never says anything.
+        // A client that connects and never says anything: cut off by the ClientHello timeout.
         let mut silent = TcpStream::connect(addr).await.unwrap();
         let started = tokio::time::Instant::now();
         let mut buf = [0; 16];
@@ -424,13 +429,18 @@ async fn a_server_runs_at_most_its_limit_of_handshakes_at_once() {
         let (server, mut probes, _) = probe_server(acceptor).await;
         let addr = addr_of(&server);
 
-        let silent = TcpStream::connect(&addr).await.unwrap();
+        // A client that sends half a ClientHello and stalls takes the one place.
+        let mut stalled = TcpStream::connect(&addr).await.unwrap();
+        stalled
+            .write_all(&tls_support::client_hello("localhost")[..10])
+            .await
+            .unwrap();
         let end = tokio::time::Instant::now() + support::TIMEOUT;
         while server.stats().await.accepted < 1 {
             assert!(tokio::time::Instant::now() < end);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // The one place is taken: a real client waits in the backlog.
+        // The one place is taken: a real client waits for it.
         let connector = cert.connector().unwrap();
         let client_addr = addr.clone();
         let mut client = Box::pin(async move {
@@ -444,14 +454,76 @@ async fn a_server_runs_at_most_its_limit_of_handshakes_at_once() {
                 .is_err(),
             "a second handshake ran while the limit was 1"
         );
-        assert_eq!(server.stats().await.accepted, 1, "accepting must pause");
-        // The silent client leaves: its handshake fails, the place is free.
-        drop(silent);
+        assert_eq!(
+            server.stats().await.accepted,
+            2,
+            "accepting goes on: the limit is on handshakes, not connections"
+        );
+        // The stalled client leaves: its handshake fails, the place is free.
+        drop(stalled);
         let (transport, _) = client.await.expect("served once a place was free");
         let mut events = probes.recv().await.unwrap();
         events.made().await;
         transport.close();
         events.until_lost().await;
+        server.close().await;
+    })
+    .await
+}
+
+/// Guarantee 10: a silent peer cannot hold a handshake place. Far more silent connections than
+/// places are open; a real client's handshake still completes at once, and the silent ones are
+/// dropped at the ClientHello timeout.
+#[actix_rt::test]
+async fn silent_connections_cannot_lock_real_clients_out() {
+    deadline(async {
+        const PLACES: usize = 8;
+        const SILENT: usize = 200;
+        let cert = localhost();
+        let acceptor = cert
+            .acceptor()
+            .unwrap()
+            .max_handshakes(PLACES)
+            .client_hello_timeout(Duration::from_secs(2))
+            .unwrap();
+        let (server, mut probes, _) = probe_server(acceptor).await;
+        let addr = addr_of(&server);
+        let mut silent = Vec::new();
+        for _ in 0..SILENT {
+            silent.push(TcpStream::connect(&addr).await.unwrap());
+        }
+        let end = tokio::time::Instant::now() + support::TIMEOUT;
+        while server.stats().await.accepted < SILENT as u64 {
+            assert!(
+                tokio::time::Instant::now() < end,
+                "the silent ones were not accepted"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = tokio::time::Instant::now();
+        let (transport, _) = tokio::time::timeout(
+            Duration::from_secs(1),
+            cert.connector()
+                .unwrap()
+                .connect(&addr, || ProbeOptions::default().probe().0.start()),
+        )
+        .await
+        .expect("a real client's handshake completes within 1 s")
+        .expect("served");
+        let took = started.elapsed();
+        let mut events = probes.recv().await.unwrap();
+        events.made().await;
+        transport.close();
+        events.until_lost().await;
+        // The silent ones are dropped at the ClientHello timeout.
+        for mut stream in silent {
+            let mut buf = [0; 8];
+            let read = tokio::time::timeout(support::TIMEOUT, stream.read(&mut buf))
+                .await
+                .expect("dropped at the ClientHello timeout");
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        }
+        assert!(took < Duration::from_secs(1), "{took:?}");
         server.close().await;
     })
     .await

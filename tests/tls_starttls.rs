@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use support::{Kind, Peer, ProbeOptions, ReleaseAcks, deadline, probed, wait_until_buffered};
 use switchboard::{
-    ServerOptions, TlsError, TlsErrorKind, keys,
+    Framing, ServerOptions, TlsError, TlsErrorKind, keys,
     tls::{self, TlsAcceptor},
 };
 use tls_support::{localhost, probed_upgradable, raw_client, raw_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::LinesCodec;
 
 fn acceptor() -> (switchboard::tls::SelfSigned, TlsAcceptor) {
     let cert = localhost();
@@ -333,4 +334,93 @@ async fn start_tls_works_over_unix_sockets_served_by_switchboard() {
         server.close().await;
     })
     .await
+}
+
+/// Guarantee 11, client side (CVE-2011-0411's class): a server (or someone on the path) that
+/// sends plaintext after its go-ahead gets no upgrade. The client written the obvious way hands
+/// its parser's leftover over with `Framing::start_tls`; the upgrade is refused, no ClientHello
+/// leaves, and the connection ends with an `Injection` error.
+#[actix_rt::test]
+async fn client_side_start_tls_refuses_plaintext_injected_after_the_go_ahead() {
+    deadline(async {
+        let cert = localhost();
+        let connector = cert.connector().unwrap();
+        let (transport, _probe, peer, mut events) =
+            probed_upgradable(ProbeOptions::default()).await;
+        let Peer::Tcp(mut stream) = peer else {
+            unreachable!()
+        };
+        // The go-ahead and an injected reply to the EHLO the client will send after the
+        // upgrade, in one segment.
+        stream
+            .write_all(b"220 go ahead\r\n250 INJECTED\r\n")
+            .await
+            .unwrap();
+        let mut lines = Framing::new(LinesCodec::new());
+        lines.feed(&events.data(28).await);
+        assert_eq!(lines.next_frame().unwrap().as_deref(), Some("220 go ahead"));
+        let refused = transport
+            .start_tls(lines.start_tls(connector.start_tls("localhost").unwrap()))
+            .await
+            .expect_err("plaintext after the go-ahead");
+        assert_eq!(refused.kind(), TlsErrorKind::Injection, "{refused}");
+        assert!(refused.message().contains("14 bytes"), "{refused}");
+        let lost = events.until_lost().await.expect("an error");
+        assert_eq!(
+            TlsError::of(&lost).map(TlsError::kind),
+            Some(TlsErrorKind::Injection)
+        );
+        // Nothing reached the server: no ClientHello, the connection just ends.
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+        assert!(rest.is_empty(), "{rest:?}");
+    })
+    .await
+}
+
+/// The same on the mock, and on the server side: a client that pipelines bytes behind its
+/// `STARTTLS` command, parsed by the server with `Framing`, gets no upgrade.
+#[actix_rt::test]
+async fn server_side_start_tls_refuses_what_the_client_pipelined_behind_the_command() {
+    let (probe, mut events) = ProbeOptions::default().probe();
+    let mock = switchboard::testing::MockTransport::builder()
+        .connect(probe.start())
+        .await;
+    let transport = events.made().await;
+    mock.feed("STARTTLS\r\nMAIL FROM:<evil@example>\r\n").await;
+    let mut lines = Framing::new(LinesCodec::new());
+    lines.feed(&events.data(36).await);
+    assert_eq!(lines.next_frame().unwrap().as_deref(), Some("STARTTLS"));
+    let (_, acceptor) = acceptor();
+    let refused = transport
+        .start_tls(lines.start_tls(acceptor.start_tls().unwrap()))
+        .await
+        .expect_err("pipelined plaintext");
+    assert_eq!(refused.kind(), TlsErrorKind::Injection);
+    let lost = events.until_lost().await.expect("an error");
+    assert_eq!(
+        TlsError::of(&lost).map(TlsError::kind),
+        Some(TlsErrorKind::Injection)
+    );
+    // Without leftover, the same upgrade goes ahead (the mock's handshake succeeds at once).
+    let (probe, mut events) = ProbeOptions::default().probe();
+    let mock = switchboard::testing::MockTransport::builder()
+        .connect(probe.start())
+        .await;
+    let transport = events.made().await;
+    mock.feed("STARTTLS\r\n").await;
+    let mut lines = Framing::new(LinesCodec::new());
+    lines.feed(&events.data(10).await);
+    assert_eq!(lines.next_frame().unwrap().as_deref(), Some("STARTTLS"));
+    transport
+        .start_tls(lines.start_tls(acceptor.start_tls().unwrap()))
+        .await
+        .expect("nothing pipelined: upgraded");
+    mock.feed("EHLO over tls\r\n").await;
+    lines.feed(&events.data(15).await);
+    assert_eq!(
+        lines.next_frame().unwrap().as_deref(),
+        Some("EHLO over tls"),
+        "the same Framing goes on over TLS"
+    );
 }

@@ -1,5 +1,7 @@
 //! The DATA phase: a protocol of its own, switched in after `354` and switched out after the
 //! final dot, which reads the message content (RFC 5321 §4.5.2, §3.3) with a [`MessageReader`].
+//! A client that stops sending the message for `--command-timeout` is told `421` and the
+//! connection closed, as in the command phase.
 
 use std::{
     io,
@@ -9,18 +11,24 @@ use std::{
 
 use actix::prelude::*;
 use bytes::Bytes;
-use switchboard::prelude::*;
+use switchboard::{ProtocolBuilder, prelude::*};
 
 use crate::{
     Config,
     content::{MessageReader, TooBig},
     envelope::Envelope,
     maildir::Maildir,
-    session::Session,
+    session::{Session, session_protocol, timeout_reply},
 };
 
 /// The reply to a message over `--max-size`.
 pub(crate) const TOO_BIG: &str = "552 5.3.4 Message size exceeds fixed maximum message size";
+
+/// The handle the transport delivers a DATA phase's events through: opted in to [`TimedOut`],
+/// as the session's is ([`session_protocol`]).
+pub(crate) fn data_protocol(data: Addr<DataPhase>) -> ProtocolBuilder<DataPhase> {
+    ProtocolHandle::builder(data).timed_out()
+}
 
 /// The DATA-phase protocol of one message. It stores the message, answers, and hands the
 /// connection back to the session it came from, with the bytes that followed the final dot.
@@ -31,6 +39,8 @@ pub(crate) struct DataPhase {
     session: Addr<Session>,
     transport: Option<TransportHandle>,
     reader: MessageReader,
+    /// Timed out: the `421` is written and the connection closing; nothing more is read.
+    timed_out: bool,
 }
 
 impl DataPhase {
@@ -42,6 +52,7 @@ impl DataPhase {
             session,
             transport: None,
             reader,
+            timed_out: false,
         }
     }
 
@@ -53,7 +64,7 @@ impl DataPhase {
         };
         // ANCHOR: hand_back
         transport.write(format!("{reply}\r\n"));
-        transport.set_protocol(self.session.clone(), leftover);
+        transport.set_protocol(session_protocol(self.session.clone()), leftover);
         // This message is over: from the next byte on, the session reads the connection again.
         ctx.stop();
         // ANCHOR_END: hand_back
@@ -77,6 +88,9 @@ impl Handler<DataReceived> for DataPhase {
 
     fn handle(&mut self, msg: DataReceived, ctx: &mut Context<Self>) {
         let DataReceived { data, ack, .. } = msg;
+        if self.timed_out {
+            return;
+        }
         let Some(end) = self.reader.feed(&data) else {
             return;
         };
@@ -129,6 +143,27 @@ impl Handler<DataReceived> for DataPhase {
             drop(ack);
         }));
         // ANCHOR_END: store
+    }
+}
+
+impl Handler<TimedOut> for DataPhase {
+    type Result = ();
+
+    /// Nothing moved for `--command-timeout` in the middle of a message. RFC 5321 gives the
+    /// client 3 minutes per data block (§4.5.3.2.5) and sets nothing for the server: the one
+    /// idle timeout of the connection, the command timeout (5 minutes by default), stands for
+    /// it. The message is dropped, the client told `421`, and the connection closed. (While a
+    /// message is being stored, this actor waits, and the event with it.)
+    fn handle(&mut self, msg: TimedOut, _: &mut Context<Self>) {
+        let Some(transport) = &self.transport else {
+            return;
+        };
+        if !self.timed_out {
+            tracing::info!(timeout = %msg.timeout, "message incomplete: closing");
+            self.timed_out = true;
+            transport.write(timeout_reply(&self.config.hostname));
+            transport.close();
+        }
     }
 }
 

@@ -71,6 +71,12 @@ impl LineReader {
         }
     }
 
+    /// Whether a line has begun and not ended: bytes of it were kept, or it is being
+    /// discarded.
+    pub(crate) fn in_line(&self) -> bool {
+        !self.partial.is_empty() || self.discarding
+    }
+
     fn too_long(&mut self, input: &mut Bytes) -> Line {
         self.partial = BytesMut::new();
         input.clear();

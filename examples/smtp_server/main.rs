@@ -4,8 +4,14 @@
 //! It shows the two ways a live connection changes hands in switchboard:
 //!
 //! - **`StartTls`**: on `STARTTLS` the command protocol answers `220` and upgrades its own
-//!   connection to TLS in place; plaintext the client pipelined behind the command is dropped,
-//!   never executed.
+//!   connection to TLS in place. A client must begin the handshake right after the `220`,
+//!   before any other command (RFC 3207 §4), and the server must not take what came in the
+//!   clear as part of the protected session (§4.2, CVE-2011-0411). This server does what
+//!   switchboard does by default: the session hands what it received after the command to the
+//!   upgrade ([`StartTls::unconsumed`]), and if there is any, the transport refuses the upgrade
+//!   and ends the connection (a `TlsErrorKind::Injection` error) rather than discard it and go
+//!   on with a client that is broken or hostile. What the transport read and had not delivered
+//!   yet, it discards.
 //! - **`SetProtocol`**: on `DATA` the command protocol ([`session`]) hands the connection to a
 //!   protocol that reads the message ([`data`]), which hands it back after the final dot. Each
 //!   switch carries the bytes the old protocol read and did not parse, so a client may pipeline
@@ -18,6 +24,7 @@
 //! cargo run --example smtp_server                    # 127.0.0.1:2525, into ./maildir
 //! cargo run --example smtp_server -- --addr 127.0.0.1:0 --maildir /tmp/mail --require-tls
 //! cargo run --example smtp_server -- --cert cert.pem --key key.pem --hostname mx.example
+//! cargo run --example smtp_server -- --command-timeout 600   # wait 10 minutes for a command
 //! openssl s_client -starttls smtp -connect 127.0.0.1:2525 -crlf   # then EHLO, MAIL, ...
 //! ```
 //!
@@ -25,6 +32,32 @@
 //! start-up. Each message goes to `MAILDIR/new/` with `Return-Path:` and `Received:` fields in
 //! front of it, written under `MAILDIR/tmp/` first and then renamed, so a reader never sees part
 //! of a message.
+//!
+//! # Bounds
+//!
+//! What one client can cost, whatever it does:
+//!
+//! - **Memory.** A command line is kept to 512 bytes (RFC 5321 §4.5.3.1.4), a message to
+//!   `--max-size` bytes (10 MiB by default). Replies are bounded by switchboard's default, with
+//!   no code here: neither protocol opts in to `PauseWriting`, so while the transport's write
+//!   buffer is over its high-water mark (64 KiB, 512 KiB after STARTTLS) it delivers nothing
+//!   more and stops reading the socket. A client that pipelines `NOOP`s and never reads the
+//!   replies stalls there, its kernel buffers full, and costs the server under 1 MiB (the
+//!   replies to one 256 KiB read, written at once as RFC 2920 asks); the transport's hard
+//!   maximum (4 MiB) is never reached. `tests/example_smtp.rs` holds such a client against the
+//!   server as a process and checks its memory.
+//! - **Time.** RFC 5321 §4.5.3.2.7 has a server wait at least 5 minutes for the next command:
+//!   `--command-timeout SECS` (300 by default; 0 waits forever). It is the connection's idle
+//!   timeout (`StreamConfig::idle_timeout`: no byte read or written for that long); both
+//!   protocols handle [`TimedOut`], so the client is told
+//!   `421 4.4.2 HOSTNAME Error: timeout exceeded` (Postfix's words) before the server closes.
+//!   Bytes alone do not keep a session alive: a command must be complete within the timeout of
+//!   the previous one, so a client that sends a line a byte at a time (slowloris) is told the
+//!   same once the timeout has passed, at its next byte. In the DATA phase the same idle
+//!   timeout stands for RFC 5321's per-block timeout (3 minutes, §4.5.3.2.5, on the client's
+//!   side: no RFC sets the server's); one timeout for the whole connection is simpler and no
+//!   shorter than the RFC's. A stalled write is aborted after 30 s (the transport's write
+//!   stall timeout), a TLS handshake after 10 s.
 //!
 //! It prints `listening on ADDR` to stdout, with the address really bound, once it accepts
 //! connections, then `stored PATH` for each message; logs go to stderr (`RUST_LOG=debug`). On
@@ -48,10 +81,16 @@ use switchboard::{
     tls::{SelfSigned, TlsAcceptor},
 };
 
-use crate::{maildir::Maildir, session::Session};
+use crate::{
+    maildir::Maildir,
+    session::{Session, session_protocol},
+};
 
 /// The default of `--max-size`: 10 MiB.
 const DEFAULT_MAX_SIZE: usize = 10 * 1024 * 1024;
+
+/// The default of `--command-timeout`: the 5 minutes of RFC 5321 §4.5.3.2.7 ("at least").
+const DEFAULT_COMMAND_TIMEOUT: &str = "300";
 
 #[derive(Debug, Parser)]
 #[command(about = "An SMTP receiver with STARTTLS that stores messages in a Maildir")]
@@ -81,12 +120,22 @@ struct Args {
     /// are aborted (seconds, fractions allowed).
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
     grace: Duration,
+    /// How long the server waits for the next command, or for the next bytes of a message,
+    /// before it answers 421 and closes (seconds, fractions allowed; 0 waits forever). RFC 5321
+    /// §4.5.3.2.7: at least 5 minutes.
+    #[arg(long, value_name = "SECS", default_value = DEFAULT_COMMAND_TIMEOUT, value_parser = seconds)]
+    command_timeout: Duration,
 }
 
 /// A number of seconds on the command line (`5`, `0.5`).
 fn seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text.parse().map_err(|err| format!("{err}"))?;
     Duration::try_from_secs_f64(secs).map_err(|err| format!("{err}"))
+}
+
+/// A timeout flag's value: `0` is none.
+fn timeout(secs: Duration) -> Option<Duration> {
+    (!secs.is_zero()).then_some(secs)
 }
 
 /// A `--hostname`: one word of printable ASCII.
@@ -106,6 +155,8 @@ pub(crate) struct Config {
     pub(crate) require_tls: bool,
     pub(crate) tls: TlsAcceptor,
     pub(crate) maildir: Maildir,
+    /// `--command-timeout`: `None` waits forever.
+    pub(crate) command_timeout: Option<Duration>,
 }
 
 #[actix::main]
@@ -137,7 +188,12 @@ async fn run(args: Args) -> io::Result<()> {
         max_size: args.max_size,
         require_tls: args.require_tls,
         tls,
+        command_timeout: timeout(args.command_timeout),
     });
+    // The command timeout is the idle timeout of every connection: the transport tells the
+    // protocol attached (session or DATA phase) when it runs out, which answers 421 and closes.
+    let options = ServerOptions::default()
+        .stream(StreamConfig::default().idle_timeout(timeout(args.command_timeout))?);
 
     // Both signals are caught from before the `listening on` line: a client that sends one as
     // soon as it reads the line finds the handlers in place.
@@ -145,7 +201,10 @@ async fn run(args: Args) -> io::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
     // ANCHOR: serve
-    let server = tcp::serve(&args.addr, move || Session::new(config.clone()).start()).await?;
+    let server = tcp::serve_with(&args.addr, options, move || {
+        session_protocol(Session::new(config.clone()).start())
+    })
+    .await?;
     println!("listening on {}", server.addresses()[0]);
     // ANCHOR_END: serve
 

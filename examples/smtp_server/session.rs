@@ -1,17 +1,22 @@
 //! The command phase: one `Session` per connection, from the greeting to `QUIT`. It answers
 //! commands, upgrades the connection to TLS on `STARTTLS`, and on `DATA` hands the connection
-//! to a [`DataPhase`], which hands it back after the message.
+//! to a [`DataPhase`], which hands it back after the message. A client that keeps it waiting
+//! too long for a command is told `421` and the connection closed.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use actix::prelude::*;
 use bytes::BytesMut;
-use switchboard::prelude::*;
+use switchboard::{ProtocolBuilder, prelude::*};
 
 use crate::{
     Config,
     command::{self, Command, ParseError},
-    data::{DataPhase, TOO_BIG},
+    data::{DataPhase, TOO_BIG, data_protocol},
     envelope::{Envelope, Hello},
     lines::{Line, LineReader},
 };
@@ -31,6 +36,22 @@ const HELP: &[&str] = &[
     "2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS",
     "2.0.0 End of HELP info",
 ];
+
+/// The handle the transport delivers a session's events through, whether it starts the
+/// connection or gets it back from the DATA phase: opted in to [`TimedOut`], so that the client
+/// hears `421` before the server closes (otherwise the transport would close without a word).
+/// Not to the write-flow events: while the client does not read its replies, the transport
+/// stops delivering its commands, which is all the session needs.
+pub(crate) fn session_protocol(session: Addr<Session>) -> ProtocolBuilder<Session> {
+    ProtocolHandle::builder(session).timed_out()
+}
+
+/// The reply before the server closes a connection that kept it waiting longer than
+/// `--command-timeout` (RFC 5321 §4.5.3.2.7; 421 as §3.8 has a server that must close say it;
+/// the words are Postfix's).
+pub(crate) fn timeout_reply(hostname: &str) -> String {
+    format!("421 4.4.2 {hostname} Error: timeout exceeded\r\n")
+}
 
 /// Where the session stands (RFC 5321 §4.1.4).
 #[derive(Debug)]
@@ -72,8 +93,11 @@ pub(crate) struct Session {
     stage: Stage,
     /// Plaintext is over: `STARTTLS` was accepted (the handshake is under way, or done).
     tls: bool,
-    /// `QUIT` was answered; anything more is ignored.
+    /// `QUIT` was answered, or the session timed out; anything more is ignored.
     quitting: bool,
+    /// When the last command was complete (or the session began, or came back from the DATA
+    /// phase): the next one must be complete within `--command-timeout` of it.
+    command_since: Instant,
     /// The replies to the commands of one chunk, written together (RFC 2920 pipelining).
     replies: BytesMut,
 }
@@ -88,6 +112,7 @@ impl Session {
             stage: Stage::Connected,
             tls: false,
             quitting: false,
+            command_since: Instant::now(),
             replies: BytesMut::new(),
         }
     }
@@ -260,6 +285,25 @@ impl Session {
         }
     }
     // ANCHOR_END: starttls_command
+
+    /// Says goodbye with `421` and closes: the client kept the server waiting for longer than
+    /// `--command-timeout`.
+    fn time_out(&mut self, transport: &TransportHandle, why: &str) {
+        tracing::info!(peer = ?self.peer, why, "timeout: closing");
+        self.quitting = true;
+        self.replies.clear();
+        transport.write(timeout_reply(&self.config.hostname));
+        transport.close();
+    }
+
+    /// Whether the command in progress has taken longer than `--command-timeout` since the
+    /// previous one: the idle timeout sees bytes moving and cannot tell a client that sends a
+    /// line one byte at a time (slowloris) from one that talks.
+    fn command_overdue(&self, now: Instant) -> Option<Duration> {
+        let timeout = self.config.command_timeout?;
+        (self.lines.in_line() && now.duration_since(self.command_since) >= timeout)
+            .then_some(timeout)
+    }
 }
 
 impl Actor for Session {
@@ -270,6 +314,9 @@ impl Handler<ConnectionMade> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionMade, ctx: &mut Context<Self>) {
+        // The time for the next command starts now: at the greeting, or after the reply to the
+        // message.
+        self.command_since = Instant::now();
         if self.transport.is_some() {
             // Back from the DATA phase: `SetProtocol` makes every protocol it attaches start
             // with `ConnectionMade`. The session goes on where it was, without a new greeting.
@@ -300,8 +347,18 @@ impl Handler<DataReceived> for Session {
         if self.quitting {
             return;
         }
+        let now = Instant::now();
+        if let Some(timeout) = self.command_overdue(now) {
+            tracing::debug!(
+                ?timeout,
+                "a command line still incomplete after the timeout"
+            );
+            self.time_out(&transport, "command incomplete");
+            return;
+        }
         let mut input = msg.data;
         while let Some(line) = self.lines.next_line(&mut input) {
+            self.command_since = now;
             let next = match line {
                 Line::Complete(line) => self.execute(&line),
                 Line::TooLong => {
@@ -318,16 +375,14 @@ impl Handler<DataReceived> for Session {
                     self.flush(&transport);
                     // Whatever the client sent after STARTTLS arrived in the clear and must
                     // never count as part of the TLS session (RFC 3207 §4.2, CVE-2011-0411).
-                    // What this chunk still holds is dropped here; what the transport has read
-                    // and not delivered, `StartTls` drops.
-                    if !input.is_empty() {
-                        tracing::warn!(bytes = input.len(), "plaintext after STARTTLS dropped");
-                    }
-                    let handshake = transport.start_tls(start);
+                    // What this chunk still holds goes to the transport with the upgrade: if
+                    // there is any, it refuses the upgrade and ends the connection. What it has
+                    // read and not delivered, it drops.
+                    let handshake = transport.start_tls(start.unconsumed(input));
                     ctx.spawn(handshake.into_actor(self).map(|result, act, _| {
                         if let Err(err) = result {
                             // The transport ends the connection: `ConnectionLost` follows.
-                            tracing::info!(%err, peer = ?act.peer, "TLS handshake failed");
+                            tracing::info!(%err, peer = ?act.peer, "no TLS: connection ended");
                         }
                     }));
                     return;
@@ -341,7 +396,7 @@ impl Handler<DataReceived> for Session {
                     let data = DataPhase::new(self.config.clone(), envelope, ctx.address());
                     // The bytes after the DATA line are the start of the message (a client
                     // may pipeline it): they reach the DATA phase first.
-                    transport.set_protocol(data.start(), input);
+                    transport.set_protocol(data_protocol(data.start()), input);
                     return;
                 }
                 // ANCHOR_END: switch_to_data
@@ -354,6 +409,19 @@ impl Handler<DataReceived> for Session {
             }
         }
         self.flush(&transport);
+    }
+}
+
+impl Handler<TimedOut> for Session {
+    type Result = ();
+
+    /// Nothing moved for `--command-timeout`: the client is told `421`, and the connection
+    /// closes. Should it not close in time either, the transport ends it.
+    fn handle(&mut self, msg: TimedOut, _: &mut Context<Self>) {
+        if let (Some(transport), false) = (self.transport.clone(), self.quitting) {
+            tracing::debug!(timeout = %msg.timeout, "no command in time");
+            self.time_out(&transport, "no command");
+        }
     }
 }
 
@@ -373,6 +441,7 @@ impl Handler<ConnectionLost> for Session {
 mod tests {
     use std::{fs, io, net::SocketAddr, path::Path, sync::OnceLock, time::Duration};
 
+    use bytes::Bytes;
     use switchboard::{
         BufferedPlaintext, TlsError, TlsErrorKind,
         testing::{Chunking, Ending, MockTransport, Sent, within},
@@ -395,6 +464,7 @@ mod tests {
             require_tls,
             tls: acceptor(),
             maildir: Maildir::create(maildir, "mx.test").unwrap(),
+            command_timeout: None,
         })
     }
 
@@ -840,26 +910,130 @@ mod tests {
     }
 
     /// What a client pipelines behind `STARTTLS` arrived in the clear and is never executed
-    /// (RFC 3207 §4.2, CVE-2011-0411), whether it came in the same chunk or later.
+    /// (RFC 3207 §4.2, CVE-2011-0411). What came in the same chunk as the command, the session
+    /// hands to the upgrade, and the transport refuses it and ends the connection; what came in
+    /// a later chunk, the transport has not delivered, and drops.
     #[actix::test]
-    async fn plaintext_pipelined_behind_starttls_is_dropped() {
+    async fn plaintext_pipelined_behind_starttls_is_never_executed() {
         let input = "EHLO client\r\nSTARTTLS\r\nMAIL FROM:<evil@x>\r\nRCPT TO:<b@y>\r\n";
+        let starttls_end = input.find("STARTTLS\r\n").unwrap() + "STARTTLS\r\n".len();
+        let before_tls = [GREETING, EHLO_REPLY, "220 2.0.0 Ready to start TLS\r\n"].concat();
         for chunking in Chunking::every(input.len()) {
             let maildir = tempfile::tempdir().unwrap();
             let mock = connect(config(maildir.path())).await;
             mock.feed_chunked(input, &chunking).await;
-            // Over TLS: no transaction was started.
-            mock.feed("EHLO client\r\nRCPT TO:<b@y>\r\n").await;
-            let expected = [
-                GREETING,
-                EHLO_REPLY,
-                "220 2.0.0 Ready to start TLS\r\n",
-                EHLO_REPLY_TLS,
-                "503 5.5.1 Bad sequence of commands\r\n",
-            ]
-            .concat();
-            assert_eq!(replies(&mock, maildir.path()), expected, "{chunking:?}");
+            let sent = mock.take_commands();
+            let Some(Sent::StartTls { leftover, .. }) = sent.last() else {
+                panic!("{chunking:?}: {sent:?}");
+            };
+            // The chunk that ends the STARTTLS line, from there on.
+            let chunk_end = chunking
+                .split(&Bytes::from_static(input.as_bytes()))
+                .into_iter()
+                .scan(0, |end, chunk| {
+                    *end += chunk.len();
+                    Some(*end)
+                })
+                .find(|&end| end >= starttls_end)
+                .unwrap();
+            assert_eq!(leftover, &input[starttls_end..chunk_end], "{chunking:?}");
+            if leftover.is_empty() {
+                // Over TLS: no transaction was started.
+                mock.feed("EHLO client\r\nRCPT TO:<b@y>\r\n").await;
+                let expected = [
+                    &before_tls[..],
+                    EHLO_REPLY_TLS,
+                    "503 5.5.1 Bad sequence of commands\r\n",
+                ]
+                .concat();
+                assert_eq!(replies(&mock, maildir.path()), expected, "{chunking:?}");
+            } else {
+                assert_eq!(replies(&mock, maildir.path()), before_tls, "{chunking:?}");
+                assert_eq!(mock.ending(), Some(Ending::Lost), "{chunking:?}");
+                mock.protocol_stopped().await;
+            }
         }
+    }
+
+    const TIMED_OUT: &str = "421 4.4.2 mx.test Error: timeout exceeded\r\n";
+
+    /// A new session on a mock transport with an idle timeout of `timeout`, attached as the
+    /// server attaches it, its greeting sent.
+    async fn connect_timed(config: Arc<Config>, timeout: Duration) -> MockTransport {
+        MockTransport::builder()
+            .peername(PEER.parse::<SocketAddr>().unwrap())
+            .idle_timeout(timeout)
+            .connect(session_protocol(Session::new(config).start()))
+            .await
+    }
+
+    /// A session idle for the command timeout says `421` and closes: at the start, after a
+    /// command, and after a message, once the DATA phase has handed the connection back (so
+    /// the hand-back keeps the session's `TimedOut`).
+    #[actix::test]
+    async fn an_idle_session_is_told_421_and_closed() {
+        let timeout = Duration::from_secs(300);
+        for commands in [
+            "",
+            "EHLO client\r\n",
+            "HELO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nhi\r\n.\r\n",
+        ] {
+            let maildir = tempfile::tempdir().unwrap();
+            let mock = connect_timed(config(maildir.path()), timeout).await;
+            mock.feed(commands).await;
+            mock.advance(timeout - Duration::from_secs(1)).await;
+            assert!(!mock.is_closing(), "{commands:?}");
+            mock.take_written();
+            mock.advance(Duration::from_secs(1)).await;
+            assert_eq!(mock.take_written(), TIMED_OUT, "{commands:?}");
+            assert_eq!(mock.ending(), Some(Ending::Closed), "{commands:?}");
+            mock.protocol_stopped().await;
+        }
+    }
+
+    /// In the middle of a message, the DATA phase says `421` and closes; the message is not
+    /// stored.
+    #[actix::test]
+    async fn a_message_idle_for_the_timeout_is_dropped_with_421() {
+        let timeout = Duration::from_secs(300);
+        let maildir = tempfile::tempdir().unwrap();
+        let mock = connect_timed(config(maildir.path()), timeout).await;
+        mock.feed("HELO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nhalf a mess")
+            .await;
+        assert!(mock.protocol().downcast::<DataPhase>().is_some());
+        mock.take_written();
+        mock.advance(timeout).await;
+        assert_eq!(mock.take_written(), TIMED_OUT);
+        assert_eq!(mock.ending(), Some(Ending::Closed));
+        mock.protocol_stopped().await;
+        assert!(stored(maildir.path()).is_empty());
+    }
+
+    /// Bytes do not keep a session alive, commands do: a command line still incomplete after
+    /// the command timeout (a client sending it a byte at a time) is answered `421` at its next
+    /// byte, and not executed. A command complete within the timeout is.
+    #[actix::test]
+    async fn a_command_sent_too_slowly_is_told_421() {
+        let maildir = tempfile::tempdir().unwrap();
+        let config = Arc::new(Config {
+            hostname: "mx.test".into(),
+            max_size: 1000,
+            require_tls: false,
+            tls: acceptor(),
+            maildir: Maildir::create(maildir.path(), "mx.test").unwrap(),
+            command_timeout: Some(Duration::from_millis(100)),
+        });
+        let mock = connect(config).await;
+        mock.feed("NOOP\r\nNO").await;
+        mock.feed("O").await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The first NOOP came in time; the second was begun 150 ms ago.
+        mock.feed("P\r\n").await;
+        assert_eq!(
+            mock.take_written(),
+            [GREETING, "250 2.0.0 OK\r\n", TIMED_OUT].concat()
+        );
+        assert_eq!(mock.ending(), Some(Ending::Closed));
     }
 
     /// A failed handshake ends the connection, and the session with it.

@@ -371,6 +371,25 @@ impl Echo {
         Some(Frame::close(Some(CloseCode::Away), "shutting down"))
     }
 
+    /// A ping, to ask a peer that has been idle whether it is still there (RFC 6455, 5.5.2: its
+    /// pong, or anything it sends, says it is); `None` once the closing handshake has begun.
+    pub(crate) fn ping(&self) -> Option<Frame> {
+        (self.handshake == Handshake::Open)
+            .then(|| Frame::new(OpCode::Control(Control::Ping), Bytes::new()))
+    }
+
+    /// Gives up on a peer that did not answer a ping: the close frame to send, with 1001 (going
+    /// away, 7.4.1, as a server that ends an idle connection says), after which the TCP
+    /// connection closes and nothing more is read; `None` if the closing handshake has begun.
+    pub(crate) fn give_up(&mut self) -> Option<Frame> {
+        if self.handshake != Handshake::Open {
+            return None;
+        }
+        self.handshake = Handshake::Closed;
+        self.partial = None;
+        Some(Frame::close(Some(CloseCode::Away), "no answer to ping"))
+    }
+
     /// Encodes `frames` into one buffer, for one `Write`. A frame that cannot be encoded (never:
     /// the header goes into memory) closes the connection.
     pub(crate) fn encode(&mut self, frames: Vec<Frame>) -> Bytes {

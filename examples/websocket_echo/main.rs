@@ -16,6 +16,7 @@
 //! ```text
 //! cargo run --example websocket_echo                  # http://127.0.0.1:8080/
 //! cargo run --example websocket_echo -- --addr 127.0.0.1:0 --max-message 65536
+//! cargo run --example websocket_echo -- --header-timeout 5 --keep-alive 15
 //! curl -i http://127.0.0.1:8080/
 //! ```
 //!
@@ -45,6 +46,36 @@
 //! [`frame`], which the fuzz targets under `fuzz/` drive too; the protocol actors here put them
 //! to work on a connection.
 //!
+//! # Bounds
+//!
+//! What one client can cost, whatever it does:
+//!
+//! - **Memory.** A request head is kept to 16 KiB and 64 fields, a WebSocket message to
+//!   `--max-message` bytes. Responses and echoes are bounded by switchboard's default, with no
+//!   code here: neither protocol opts in to `PauseWriting`, so while the transport's write
+//!   buffer is over its high-water mark (64 KiB) it delivers nothing more and stops reading
+//!   the socket, and the client feels TCP's back-pressure. (The WebSocket protocol used to opt
+//!   in, only to stop reading on `PauseWriting` and read again on `ResumeWriting`: exactly
+//!   what the default does, so that code is gone.) A client that pipelines `GET /` and never
+//!   reads can still make one read (256 KiB, some 9,000 requests) ask for more than the
+//!   transport's hard maximum of 4 MiB of responses: the transport then aborts that
+//!   connection (`WriteError::BufferFull`). Either way, such a client costs the server a few
+//!   MiB at most; `tests/example_websocket_echo.rs` holds one against the server as a process
+//!   and checks its memory.
+//! - **Time.** `--header-timeout SECS` (10 by default): a connection that sends nothing for
+//!   that long after it opens is closed (the transport's first-byte timeout), and a request
+//!   head must be complete within that long of the connection's start (the first request) or
+//!   of its own first byte (a later one), or it is answered `408 Request Timeout` and the
+//!   connection closed. That deadline is the `Http` protocol's own timer: the transport's
+//!   timers count bytes, and a client that sends a head one byte a second (slowloris) moves
+//!   bytes all the time. `--keep-alive SECS` (60 by default) is the connection's idle timeout
+//!   (no byte read or written for that long): between requests, the transport closes an idle
+//!   connection itself. A WebSocket is idle as long as its client is silent, which is normal,
+//!   so its protocol handles `TimedOut` instead: it pings the client, and closes with 1001
+//!   only if nothing, not even a pong, comes back within the next `--keep-alive` seconds
+//!   (browsers answer pings by themselves). 0 turns either timeout off. A stalled write is
+//!   aborted after 30 s (the transport's write stall timeout).
+//!
 //! It prints exactly one line to stdout, `listening on ADDR` with the address really bound,
 //! once it accepts connections; logs go to stderr (`RUST_LOG=debug`). On SIGINT or SIGTERM it
 //! stops accepting, sends every open WebSocket a close frame with 1001 (going away) and waits up
@@ -62,12 +93,12 @@ use std::{
     io,
     process::ExitCode,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use actix::prelude::*;
 use clap::Parser;
-use switchboard::{Framing, Handled, ProtocolBuilder, Unhandled, prelude::*};
+use switchboard::{Framing, ProtocolBuilder, prelude::*};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::Notify,
@@ -80,6 +111,16 @@ use crate::{
 
 /// The default of `--max-message`: 16 MiB.
 const DEFAULT_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// The default of `--header-timeout`, in seconds: long enough for a request head over a slow
+/// link (a head is a few hundred bytes), short enough that a silent or slowloris connection
+/// holds its descriptor briefly.
+const DEFAULT_HEADER_TIMEOUT: &str = "10";
+
+/// The default of `--keep-alive`, in seconds: between Apache's 5 s and nginx's 75 s, under
+/// what browsers keep an idle connection for (Chrome 300 s, Firefox 115 s), so the browser
+/// usually closes first.
+const DEFAULT_KEEP_ALIVE: &str = "60";
 
 /// How long a WebSocket that sent the first close frame waits for the client's before it closes
 /// the TCP connection anyway: RFC 6455 (7.1.1) has the server close it once both close frames
@@ -100,12 +141,26 @@ struct Args {
     /// are aborted (seconds, fractions allowed).
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds)]
     grace: Duration,
+    /// How long a connection may take to send its first byte, and a request head to arrive
+    /// whole (seconds, fractions allowed; 0: forever). An incomplete head is answered 408.
+    #[arg(long, value_name = "SECS", default_value = DEFAULT_HEADER_TIMEOUT, value_parser = seconds)]
+    header_timeout: Duration,
+    /// How long a connection may stay idle, no byte either way, before it is closed; a
+    /// WebSocket is pinged first, and closed if it does not answer within as long again
+    /// (seconds, fractions allowed; 0: forever).
+    #[arg(long, value_name = "SECS", default_value = DEFAULT_KEEP_ALIVE, value_parser = seconds)]
+    keep_alive: Duration,
 }
 
 /// A number of seconds on the command line (`5`, `0.5`).
 fn seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text.parse().map_err(|err| format!("{err}"))?;
     Duration::try_from_secs_f64(secs).map_err(|err| format!("{err}"))
+}
+
+/// A timeout flag's value: `0` is none.
+fn timeout(secs: Duration) -> Option<Duration> {
+    (!secs.is_zero()).then_some(secs)
 }
 
 /// What the HTTP protocol does after a response.
@@ -128,6 +183,16 @@ struct Http {
     websockets: WebSockets,
     /// Set once the connection is closing or switched: nothing more is read.
     done: bool,
+    /// `--header-timeout`: how long a request head may take to arrive whole.
+    header_timeout: Option<Duration>,
+    /// When the connection began: the first head must be complete within the header timeout
+    /// of it.
+    started: Instant,
+    /// Whether a request came whole on this connection: a later head's time counts from its
+    /// own first byte.
+    answered: bool,
+    /// The timer of the head under way, while one is.
+    head_deadline: Option<SpawnHandle>,
 }
 
 impl Http {
@@ -138,7 +203,59 @@ impl Http {
             max_message,
             websockets,
             done: false,
+            header_timeout: None,
+            started: Instant::now(),
+            answered: false,
+            head_deadline: None,
         }
+    }
+
+    /// Gives each request head `timeout` to arrive whole (none by default).
+    fn header_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// After the bytes of one `DataReceived` are read: keeps a deadline on the head under way,
+    /// if one is. The first head's deadline is the header timeout after the connection began; a
+    /// later one's, the header timeout after the chunk that began it (`begun`: a request came
+    /// whole in this chunk, or nothing was buffered before it). No head under way, no deadline:
+    /// between requests, the keep-alive idle timeout of the transport decides.
+    fn watch_head(&mut self, begun: bool, ctx: &mut Context<Self>) {
+        let Some(timeout) = self.header_timeout else {
+            return;
+        };
+        let under_way = self.requests.buffered() > 0;
+        if under_way && !begun && self.head_deadline.is_some() {
+            return; // the same head, still coming: its deadline holds
+        }
+        if let Some(deadline) = self.head_deadline.take() {
+            ctx.cancel_future(deadline);
+        }
+        if under_way {
+            let now = Instant::now();
+            let since = if self.answered { now } else { self.started };
+            let left = (since + timeout).saturating_duration_since(now);
+            self.head_deadline = Some(ctx.run_later(left, |http, _| http.head_timed_out()));
+        }
+    }
+
+    /// The head under way did not come whole in time: `408`, and the connection closes.
+    fn head_timed_out(&mut self) {
+        self.head_deadline = None;
+        let Some(transport) = self.transport.clone() else {
+            return;
+        };
+        if self.done {
+            return;
+        }
+        tracing::debug!(
+            buffered = self.requests.buffered(),
+            "request head incomplete: 408"
+        );
+        let response = Response::text(408, "Request Timeout").header("Connection", "close");
+        let _ = self.requests.write(&transport, response);
+        self.finish(&transport);
     }
 
     /// Answers `request`, and says what comes next.
@@ -222,12 +339,22 @@ impl Handler<DataReceived> for Http {
         if self.done {
             return;
         }
+        // A head begins with this chunk if nothing of one was waiting.
+        let mut begun = self.requests.buffered() == 0;
         self.requests.feed(&msg.data);
         // Pipelined requests are answered in order, each response behind the last.
         loop {
             let request = match self.requests.next_frame() {
-                Ok(Some(request)) => request,
-                Ok(None) => return,
+                Ok(Some(request)) => {
+                    // What is left, if anything, is the start of the next head.
+                    self.answered = true;
+                    begun = true;
+                    request
+                }
+                Ok(None) => {
+                    self.watch_head(begun, ctx);
+                    return;
+                }
                 Err(err) => {
                     tracing::debug!(%err, "bad request: closing");
                     let response = match err {
@@ -290,13 +417,17 @@ struct WebSocket {
     echo: Echo,
     /// Joined by the HTTP protocol as it switches, left when this actor stops.
     websockets: WebSockets,
+    /// A ping went out because the connection was idle, and nothing came back since.
+    pinged: bool,
 }
 
-/// The WebSocket protocol's handle, opted in to the write-flow events.
-fn websocket_protocol(
-    websocket: Addr<WebSocket>,
-) -> ProtocolBuilder<WebSocket, Unhandled, Handled> {
-    ProtocolHandle::builder(websocket).write_flow()
+/// The WebSocket protocol's handle, opted in to [`TimedOut`]: an idle WebSocket is pinged
+/// rather than closed. Not to the write-flow events: a client that sends faster than it reads
+/// would fill the write buffer with echoes, and while the buffer is over its high-water mark
+/// the transport delivers nothing more and stops reading the socket, which is all this
+/// protocol would do on `PauseWriting`.
+fn websocket_protocol(websocket: Addr<WebSocket>) -> ProtocolBuilder<WebSocket> {
+    ProtocolHandle::builder(websocket).timed_out()
 }
 
 impl WebSocket {
@@ -305,6 +436,7 @@ impl WebSocket {
             transport: None,
             echo: Echo::new(max_message),
             websockets,
+            pinged: false,
         }
     }
 }
@@ -337,6 +469,8 @@ impl Handler<DataReceived> for WebSocket {
         let Some(transport) = self.transport.clone() else {
             return;
         };
+        // Anything from the client, a pong or not, says it is still there.
+        self.pinged = false;
         if self.echo.is_closing() {
             return;
         }
@@ -361,24 +495,26 @@ impl Handler<ConnectionLost> for WebSocket {
     }
 }
 
-/// A client that sends faster than it reads would fill the write buffer with echoes: stop
-/// reading while the buffer is over its high-water mark.
-impl Handler<PauseWriting> for WebSocket {
+/// Nothing moved either way for `--keep-alive`: the first time, the client is pinged; if
+/// nothing has come back by the next time, it is given up on with a close frame (1001), and
+/// the connection closes. (Should the ping not even leave, the transport ends the connection
+/// at the next timeout itself.)
+impl Handler<TimedOut> for WebSocket {
     type Result = ();
 
-    fn handle(&mut self, _: PauseWriting, _: &mut Context<Self>) {
-        if let Some(transport) = &self.transport {
-            transport.pause_reading();
-        }
-    }
-}
-
-impl Handler<ResumeWriting> for WebSocket {
-    type Result = ();
-
-    fn handle(&mut self, _: ResumeWriting, _: &mut Context<Self>) {
-        if let Some(transport) = &self.transport {
-            transport.resume_reading();
+    fn handle(&mut self, msg: TimedOut, _: &mut Context<Self>) {
+        let Some(transport) = self.transport.clone() else {
+            return;
+        };
+        if self.pinged {
+            tracing::debug!(timeout = %msg.timeout, "no answer to the ping: closing");
+            if let Some(close) = self.echo.give_up() {
+                transport.write(self.echo.encode(vec![close]));
+            }
+            transport.close();
+        } else if let Some(ping) = self.echo.ping() {
+            self.pinged = true;
+            transport.write(self.echo.encode(vec![ping]));
         }
     }
 }
@@ -507,11 +643,19 @@ async fn main() -> io::Result<ExitCode> {
     let mut terminate = signal(SignalKind::terminate())?;
 
     // ANCHOR: serve
-    let max_message = args.max_message;
+    // A connection that sends nothing is closed after the header timeout, an idle one after the
+    // keep-alive timeout (a WebSocket is asked first); the `Http` protocol times heads itself.
+    let stream = StreamConfig::default()
+        .first_byte_timeout(timeout(args.header_timeout))?
+        .idle_timeout(timeout(args.keep_alive))?;
+    let options = ServerOptions::default().stream(stream);
+    let (max_message, header_timeout) = (args.max_message, timeout(args.header_timeout));
     let websockets = WebSockets::default();
     let joining = websockets.clone();
-    let server = tcp::serve(&args.addr, move || {
-        Http::new(max_message, joining.clone()).start()
+    let server = tcp::serve_with(&args.addr, options, move || {
+        Http::new(max_message, joining.clone())
+            .header_timeout(header_timeout)
+            .start()
     })
     .await?;
     println!("listening on {}", server.addresses()[0]);

@@ -456,27 +456,148 @@ async fn violations_close_with_their_code_at_every_split_point() {
     }
 }
 
-/// While the peer reads slowly (`PauseWriting`), the WebSocket protocol stops reading; it
-/// reads again on `ResumeWriting`. A lost connection stops it.
+/// While the peer reads slowly, neither protocol receives anything more: they do not handle
+/// write flow, so the transport holds their deliveries (and stops reading the socket) until the
+/// peer has read. Neither protocol does anything for it. A lost connection stops them.
 #[actix::test]
-async fn write_flow_pauses_reading() {
-    let mock = websocket(1024).await;
-    mock.pause_writing().await;
-    assert_eq!(
-        mock.take_commands().last().map(Sent::name),
-        Some("PauseReading")
-    );
-    mock.push(client(TEXT, b"held"));
+async fn a_peer_that_does_not_read_gets_nothing_more_read() {
+    let ws = websocket(1024).await;
+    let http = http().await;
+    for (mock, input, output) in [
+        (&ws, client(TEXT, b"held"), server(TEXT, b"held")),
+        (
+            &http,
+            b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            text_response("404 Not Found", "", "Not Found\n").into_bytes(),
+        ),
+    ] {
+        assert!(!mock.protocol().handles_write_flow());
+        mock.pause_writing().await;
+        mock.push(input);
+        mock.settle().await;
+        assert!(
+            mock.written().is_empty(),
+            "delivered while the peer does not read"
+        );
+        mock.resume_writing().await;
+        assert_eq!(mock.command_names(), ["Write"], "the protocol only wrote");
+        assert_eq!(mock.written(), output);
+        mock.lose(None).await;
+        mock.protocol_stopped().await;
+    }
+}
+
+/// A connection on the HTTP protocol whose heads must come whole within `timeout`.
+async fn http_timed(timeout: Duration) -> MockTransport {
+    let http = Http::new(1024, WebSockets::default()).header_timeout(Some(timeout));
+    MockTransport::connect(http.start()).await
+}
+
+/// What a head that did not come whole in time is answered with, before the connection closes.
+fn request_timeout() -> String {
+    text_response(
+        "408 Request Timeout",
+        "Connection: close\r\n",
+        "Request Timeout\n",
+    )
+}
+
+/// The first request head must be whole within the header timeout of the connection's start:
+/// one that is not gets `408` and the connection closes; one that is, is answered.
+#[actix::test]
+async fn a_first_head_not_whole_in_time_gets_408() {
+    let timeout = Duration::from_millis(200);
+    let mock = http_timed(timeout).await;
+    mock.feed("GET / HTTP/1.1\r\nHo").await;
+    tokio::time::sleep(timeout / 2).await;
+    mock.feed("st: a\r\n").await;
+    tokio::time::sleep(timeout).await;
     mock.settle().await;
-    assert!(mock.written().is_empty(), "read while paused");
-    // Write-flow events do not wait behind the held frame: they reach a paused reader.
-    mock.resume_writing().await;
+    assert_eq!(String::from_utf8_lossy(&mock.written()), request_timeout());
+    assert_eq!(mock.ending(), Some(Ending::Closed));
+
+    // Whole in time, it is answered, and nothing times out after it.
+    let mock = http_timed(timeout).await;
+    mock.feed("GET /nope HTTP/1.1\r\nHo").await;
+    mock.feed("st: a\r\n\r\n").await;
+    tokio::time::sleep(timeout * 2).await;
+    mock.settle().await;
     assert_eq!(
-        mock.command_names(),
-        ["PauseReading", "ResumeReading", "Write"]
+        String::from_utf8_lossy(&mock.written()),
+        text_response("404 Not Found", "", "Not Found\n")
     );
-    assert_eq!(mock.written(), server(TEXT, b"held"));
-    mock.lose(None).await;
+    assert!(!mock.is_closing());
+}
+
+/// A later head's time counts from its first byte, not from the previous response: between
+/// requests, only the keep-alive (idle) timeout of the transport counts. Its first byte may
+/// come with the end of the request before it.
+#[actix::test]
+async fn a_later_head_is_timed_from_its_first_byte() {
+    let timeout = Duration::from_millis(200);
+    let not_found = text_response("404 Not Found", "", "Not Found\n");
+    for first in [
+        "GET /nope HTTP/1.1\r\nHost: a\r\n\r\n",
+        "GET /nope HTTP/1.1\r\nHost: a\r\n\r\nGET",
+    ] {
+        let mock = http_timed(timeout).await;
+        mock.feed(first).await;
+        // Longer than the header timeout, between requests.
+        tokio::time::sleep(timeout + timeout / 2).await;
+        let begun = first.ends_with("GET");
+        mock.feed(if begun {
+            " /nope HTTP/1.1\r\n"
+        } else {
+            "GET /nope HTTP/1.1\r\n"
+        })
+        .await;
+        tokio::time::sleep(timeout / 2).await;
+        mock.feed("Host: a\r\n\r\n").await;
+        mock.settle().await;
+        if begun {
+            // Begun with the first request's end: its time is out.
+            assert_eq!(
+                String::from_utf8_lossy(&mock.written()),
+                [&not_found[..], &request_timeout()].concat()
+            );
+            assert_eq!(mock.ending(), Some(Ending::Closed));
+        } else {
+            assert_eq!(
+                String::from_utf8_lossy(&mock.written()),
+                [&not_found[..], &not_found].concat(),
+                "{first:?}"
+            );
+            assert!(!mock.is_closing());
+        }
+    }
+}
+
+/// A WebSocket idle for the keep-alive timeout is pinged; anything from the client, its pong
+/// or a message, keeps it open; a ping left unanswered until the next timeout closes it with
+/// 1001.
+#[actix::test]
+async fn an_idle_websocket_is_pinged_then_closed_if_silent() {
+    let timeout = Duration::from_secs(60);
+    let websocket = WebSocket::new(1024, WebSockets::default()).start();
+    let mock = MockTransport::builder()
+        .idle_timeout(timeout)
+        .connect(websocket_protocol(websocket))
+        .await;
+    for answer in [client(PONG, b""), client(TEXT, b"still here")] {
+        mock.advance(timeout).await;
+        assert_eq!(mock.take_written(), server(PING, b""));
+        mock.feed(answer).await;
+        mock.take_written();
+    }
+    mock.advance(timeout).await;
+    assert_eq!(mock.take_written(), server(PING, b""));
+    assert!(!mock.is_closing());
+    mock.advance(timeout).await;
+    assert_eq!(
+        mock.take_written(),
+        server(CLOSE, &close_payload(1001, "no answer to ping"))
+    );
+    assert_eq!(mock.ending(), Some(Ending::Closed));
     mock.protocol_stopped().await;
 }
 

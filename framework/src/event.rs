@@ -206,11 +206,35 @@ impl fmt::Debug for EofDecision {
 pub struct ConnectionLost(pub Option<io::Error>);
 
 /// The transport's write buffer went over its high-water mark: stop writing until
-/// [`ResumeWriting`]. Strictly alternates with it. Optional: ignored unless the protocol's handle
-/// was built with [`write_flow`](crate::ProtocolBuilder::write_flow).
+/// [`ResumeWriting`]. Strictly alternates with it. Optional: delivered only to a protocol whose
+/// handle was built with [`write_flow`](crate::ProtocolBuilder::write_flow). A protocol without
+/// it is kept bounded by the transport instead: nothing more is delivered to it until the buffer
+/// drains to the low-water mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]
 #[rtype(result = "()")]
 pub struct PauseWriting;
+
+/// An idle or first-byte timeout of the transport ran out (see
+/// `StreamConfig::idle_timeout` in `switchboard-transports`). Optional: delivered only to a
+/// protocol whose handle was built with [`timed_out`](crate::ProtocolBuilder::timed_out), so that
+/// it can say goodbye first (an SMTP server's `421`) and close. If the same timeout runs out once
+/// more, the transport ends the connection itself. A protocol without it has its connection
+/// ended at once: `ConnectionLost` then carries an error of kind `TimedOut` whose source is the
+/// [`Timeout`](crate::Timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+#[non_exhaustive]
+pub struct TimedOut {
+    /// Which timeout, and how long it was.
+    pub timeout: crate::Timeout,
+}
+
+impl TimedOut {
+    /// The event for `timeout`. For transports and tests.
+    pub fn new(timeout: crate::Timeout) -> Self {
+        TimedOut { timeout }
+    }
+}
 
 /// The write buffer drained to its low-water mark: writing may go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]

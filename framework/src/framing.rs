@@ -5,7 +5,7 @@ use std::{fmt, io};
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::TransportHandle;
+use crate::{StartTls, TransportHandle};
 
 /// The most bytes a [`Framing`] holds without a complete frame by default: 8 MiB, the default
 /// frame limit of tokio-util's `LengthDelimitedCodec`.
@@ -152,6 +152,29 @@ impl<C> Framing<C> {
     pub fn take_leftover(&mut self) -> Bytes {
         self.state = State::HandedOver;
         self.read.split().freeze()
+    }
+
+    /// Hands `start` what this `Framing` received and did not decode, as
+    /// [`StartTls::unconsumed`] does: the safe way to upgrade after a go-ahead line (`220
+    /// ready` on a client, a `STARTTLS` command on a server). If any byte is left, the transport
+    /// refuses the upgrade and ends the connection with a
+    /// [`TlsErrorKind::Injection`](crate::TlsErrorKind::Injection) error, and this `Framing`
+    /// decodes nothing more; if none is, it goes on decoding the bytes that come over TLS.
+    ///
+    /// ```
+    /// # use switchboard_framework::{Framing, StartTls, TlsSettings};
+    /// # use tokio_util::codec::LinesCodec;
+    /// let mut lines = Framing::new(LinesCodec::new());
+    /// lines.feed(b"220 ready\r\n250 INJECTED\r\n");
+    /// assert_eq!(lines.next_frame().unwrap().as_deref(), Some("220 ready"));
+    /// let start = lines.start_tls(StartTls::new(TlsSettings::new(())));
+    /// assert_eq!(&start.leftover[..], b"250 INJECTED\r\n", "the transport will refuse");
+    /// ```
+    pub fn start_tls(&mut self, start: StartTls) -> StartTls {
+        if self.read.is_empty() {
+            return start.unconsumed(Bytes::new());
+        }
+        start.unconsumed(self.take_leftover())
     }
 
     /// The codec.

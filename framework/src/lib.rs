@@ -142,7 +142,7 @@ pub use datagram::{
 pub use error::{FactoryPanicked, ProcessGone, duplicate_error};
 pub use event::{
     Ack, ConnectionLost, ConnectionMade, DataReceived, DeliveryAcked, EofDecided, EofReceived,
-    PauseWriting, ResumeWriting,
+    PauseWriting, ResumeWriting, TimedOut,
 };
 pub use extra::{
     AddressFamily, ExtraInfo, ExtraObject, PipeEnd, PipeFileType, PipeInfo, ProcessInfo,
@@ -167,9 +167,9 @@ pub use transport::{Transport, TransportCommand, TransportHandle, TransportReque
 pub use watch::{PROTOCOL_WATCH_INTERVAL, ProtocolWatch, Watchable, protocol_watch_sweeps};
 // The vocabulary the I/O-free core defines, under the names protocol authors know.
 pub use switchboard_core::{
-    DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_TLS_HIGH_WATER_MARK,
-    DEFAULT_TLS_LOW_WATER_MARK, FlowEdge, InvalidWriteBufferLimits, TransportStats,
-    WriteBufferLimits, WriteError, WriteFlow,
+    DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_MAX_WRITE_BUFFER,
+    DEFAULT_TLS_HIGH_WATER_MARK, DEFAULT_TLS_LOW_WATER_MARK, FlowEdge, Handles,
+    InvalidWriteBufferLimits, Timeout, TransportStats, WriteBufferLimits, WriteError, WriteFlow,
 };
 
 /// The names a protocol author needs: `use switchboard_framework::prelude::*;`.
@@ -179,7 +179,8 @@ pub mod prelude {
         ExtraInfo, GetExtraInfo, GetProtocol, GetStats, GetWriteBufferLimits, GetWriteBufferSize,
         IntoProtocol, IsClosing, IsReading, PauseReading, PauseWriting, Protocol, ProtocolHandle,
         ResumeReading, ResumeWriting, SetProtocol, SetWriteBufferLimits, SocketAddress, StartTls,
-        TlsError, TransportHandle, Write, WriteEof, WriteError, WriteVectored, keys,
+        TimedOut, Timeout, TlsError, TransportHandle, Write, WriteEof, WriteError, WriteVectored,
+        keys,
     };
     pub use crate::{
         DatagramHandle, DatagramProtocolHandle, DatagramReceived, ErrorReceived, SendTo,

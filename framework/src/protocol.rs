@@ -14,7 +14,8 @@ use actix::{Actor, Addr, Context, Handler};
 use futures::future::BoxFuture;
 
 use crate::{
-    ConnectionLost, ConnectionMade, DataReceived, EofReceived, PauseWriting, ResumeWriting,
+    ConnectionLost, ConnectionMade, DataReceived, EofReceived, Handles, PauseWriting,
+    ResumeWriting, TimedOut,
 };
 
 /// What makes an actor a protocol: it handles the three events every protocol must
@@ -35,6 +36,8 @@ use crate::{
 ///   `ConnectionLost`, strictly alternating, starting with `PauseWriting`. Only with
 ///   [`write_flow`](ProtocolBuilder::write_flow). A protocol switched in while writing is paused
 ///   receives `PauseWriting` right after its `ConnectionMade`.
+/// * `TimedOut` when an idle or first-byte timeout of the transport runs out, only with
+///   [`timed_out`](ProtocolBuilder::timed_out); otherwise the timeout ends the connection.
 /// * `ConnectionLost` exactly once, last, if it is still the transport's protocol when the
 ///   transport stops. A protocol switched away from receives nothing after the switch.
 pub trait Protocol:
@@ -76,6 +79,7 @@ impl ProtocolHandle {
         ProtocolBuilder {
             addr,
             routes: PhantomData,
+            timed_out: None,
         }
     }
 
@@ -107,6 +111,19 @@ impl ProtocolHandle {
     /// Whether the protocol opted in to [`PauseWriting`] and [`ResumeWriting`].
     pub fn handles_write_flow(&self) -> bool {
         self.port.handles_write_flow()
+    }
+
+    /// Whether the protocol handles [`TimedOut`].
+    pub fn handles_timeouts(&self) -> bool {
+        self.port.handles_timeouts()
+    }
+
+    /// What the protocol handles among the events that change what its transport does.
+    pub fn handles(&self) -> Handles {
+        Handles {
+            write_flow: self.handles_write_flow(),
+            timeouts: self.handles_timeouts(),
+        }
     }
 
     /// Whether both handles address the same protocol actor.
@@ -198,6 +215,7 @@ impl<A: Protocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> From<ProtocolBu
 pub struct ProtocolBuilder<A: Actor, E = Unhandled, F = Unhandled> {
     addr: Addr<A>,
     routes: PhantomData<fn() -> (E, F)>,
+    timed_out: Option<fn(&Addr<A>, TimedOut)>,
 }
 
 impl<A: Protocol, F> ProtocolBuilder<A, Unhandled, F> {
@@ -209,6 +227,7 @@ impl<A: Protocol, F> ProtocolBuilder<A, Unhandled, F> {
         ProtocolBuilder {
             addr: self.addr,
             routes: PhantomData,
+            timed_out: self.timed_out,
         }
     }
 }
@@ -222,7 +241,21 @@ impl<A: Protocol, E> ProtocolBuilder<A, E, Unhandled> {
         ProtocolBuilder {
             addr: self.addr,
             routes: PhantomData,
+            timed_out: self.timed_out,
         }
+    }
+}
+
+impl<A: Protocol, E, F> ProtocolBuilder<A, E, F> {
+    /// Delivers [`TimedOut`] to the protocol before an idle or first-byte timeout ends the
+    /// connection, so it can say goodbye and close; if the timeout runs out again, the
+    /// transport ends the connection.
+    pub fn timed_out(mut self) -> Self
+    where
+        A: Handler<TimedOut>,
+    {
+        self.timed_out = Some(|addr, msg| addr.do_send(msg));
+        self
     }
 }
 
@@ -238,6 +271,7 @@ impl<A: Protocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> ProtocolBuilder
             port: Arc::new(route::Routed::<A, E, F> {
                 addr: self.addr,
                 routes: PhantomData,
+                timed_out: self.timed_out,
             }),
         }
     }
@@ -304,6 +338,7 @@ impl ProtocolEvent for EofReceived {}
 impl ProtocolEvent for ConnectionLost {}
 impl ProtocolEvent for PauseWriting {}
 impl ProtocolEvent for ResumeWriting {}
+impl ProtocolEvent for TimedOut {}
 
 pub(crate) mod port {
     use super::*;
@@ -316,6 +351,8 @@ pub(crate) mod port {
         fn actor_name(&self) -> &'static str;
         fn handles_eof(&self) -> bool;
         fn handles_write_flow(&self) -> bool;
+        fn handles_timeouts(&self) -> bool;
+        fn timed_out(&self, msg: TimedOut);
         fn connection_made(&self, msg: ConnectionMade);
         fn data_received(&self, msg: DataReceived);
         fn eof_received(&self, msg: EofReceived);
@@ -347,6 +384,7 @@ pub(crate) mod port {
         ConnectionLost => connection_lost;
         PauseWriting => pause_writing;
         ResumeWriting => resume_writing;
+        TimedOut => timed_out;
     }
 }
 
@@ -372,6 +410,10 @@ impl port::ProtocolPort for crate::subprocess::PipeRoute {
     fn handles_write_flow(&self) -> bool {
         crate::subprocess::PipeRoute::handles_write_flow(self)
     }
+    fn handles_timeouts(&self) -> bool {
+        false
+    }
+    fn timed_out(&self, _: TimedOut) {}
     fn connection_made(&self, msg: ConnectionMade) {
         crate::subprocess::PipeRoute::connection_made(self, msg);
     }
@@ -450,6 +492,7 @@ pub(crate) mod route {
     pub(crate) struct Routed<A: Actor, E, F> {
         pub(crate) addr: Addr<A>,
         pub(crate) routes: PhantomData<fn() -> (E, F)>,
+        pub(crate) timed_out: Option<fn(&Addr<A>, TimedOut)>,
     }
 
     impl<A: Protocol, E: EofRoute<A>, F: FlowRoute<A>> port::ProtocolPort for Routed<A, E, F> {
@@ -473,6 +516,14 @@ pub(crate) mod route {
         }
         fn handles_write_flow(&self) -> bool {
             F::HANDLED
+        }
+        fn handles_timeouts(&self) -> bool {
+            self.timed_out.is_some()
+        }
+        fn timed_out(&self, msg: TimedOut) {
+            if let Some(deliver) = self.timed_out {
+                deliver(&self.addr, msg);
+            }
         }
         fn connection_made(&self, msg: ConnectionMade) {
             self.addr.do_send(msg);

@@ -19,7 +19,13 @@ use derive_more::{Display, Error};
 /// 2. plaintext read from the peer and not yet delivered is **discarded** (what a STARTTLS
 ///    command protocol must do: RFC 3207 §4.2, the CVE-2011-0411 class of injection bugs), or,
 ///    with [`feed_to_tls`](Self::feed_to_tls), handed to TLS as the start of the handshake
-///    (what a PROXY-protocol header followed by a ClientHello in one segment needs);
+///    (what a PROXY-protocol header followed by a ClientHello in one segment needs). Plaintext
+///    the *protocol* received and did not consume (the bytes after the go-ahead line in its
+///    buffer) it hands over with [`unconsumed`](Self::unconsumed) (or
+///    [`Framing::start_tls`](crate::Framing::start_tls)): if there is any, the upgrade is
+///    refused and the connection ended with a [`TlsErrorKind::Injection`] error, on the client
+///    side as on the server side, since no honest peer sends anything between its go-ahead
+///    and the handshake;
 /// 3. the handshake runs, bounded by its timeout; writes sent meanwhile wait and then go out
 ///    encrypted, in order;
 /// 4. reading resumes over TLS. The protocol keeps its [`TransportHandle`](crate::TransportHandle)
@@ -33,9 +39,9 @@ pub struct StartTls {
     pub settings: TlsSettings,
     /// What happens to plaintext that arrived and was not delivered.
     pub plaintext: BufferedPlaintext,
-    /// Bytes the protocol received and did not consume; they count as plaintext that arrived
-    /// after the upgrade request, so they are fed to TLS first with
-    /// [`BufferedPlaintext::FeedToTls`] and ignored otherwise.
+    /// Bytes the protocol received and did not consume: fed to TLS first with
+    /// [`BufferedPlaintext::FeedToTls`]; with [`BufferedPlaintext::Discard`] (the default),
+    /// their presence refuses the upgrade and ends the connection.
     pub leftover: Bytes,
 }
 
@@ -47,6 +53,17 @@ impl StartTls {
             plaintext: BufferedPlaintext::Discard,
             leftover: Bytes::new(),
         }
+    }
+
+    /// Hands over what the protocol received and did not consume (its parser's leftover). If
+    /// there is any, the upgrade is refused and the connection ended with a
+    /// [`TlsErrorKind::Injection`] error: bytes after a STARTTLS go-ahead (`220 ready`) or a
+    /// `STARTTLS` command were sent in the clear, and would otherwise be taken as part of the
+    /// protected session (CVE-2011-0411's class).
+    pub fn unconsumed(mut self, leftover: impl Into<Bytes>) -> Self {
+        self.plaintext = BufferedPlaintext::Discard;
+        self.leftover = leftover.into();
+        self
     }
 
     /// Feeds `leftover`, then whatever the transport read and did not deliver, to TLS as the
@@ -147,6 +164,12 @@ pub enum TlsErrorKind {
     /// be cut short then, and most TLS stacks never answer it.
     #[display("TLS stream truncated")]
     Truncated,
+    /// `StartTls` was asked for while the protocol held plaintext received after the peer's
+    /// go-ahead and before the handshake (see [`StartTls::unconsumed`]): the upgrade was
+    /// refused and the connection ended, as a peer (or someone on the path) that sends bytes
+    /// there is attempting a STARTTLS injection.
+    #[display("plaintext received before the TLS handshake")]
+    Injection,
 }
 
 impl TlsError {
@@ -156,6 +179,17 @@ impl TlsError {
             kind,
             message: message.into(),
         }
+    }
+
+    /// The error that refuses a `StartTls` whose protocol held `bytes` of unconsumed plaintext.
+    pub fn injection(bytes: usize) -> Self {
+        TlsError::new(
+            TlsErrorKind::Injection,
+            format!(
+                "{bytes} bytes of plaintext arrived after the go-ahead and before the handshake: \
+                 upgrade refused and connection ended (RFC 3207 §4.2, CVE-2011-0411)"
+            ),
+        )
     }
 
     /// What went wrong, broadly.
@@ -176,7 +210,9 @@ impl TlsError {
     /// The `io::ErrorKind` this error maps to.
     pub fn io_kind(&self) -> io::ErrorKind {
         match self.kind {
-            TlsErrorKind::Certificate | TlsErrorKind::Handshake => io::ErrorKind::InvalidData,
+            TlsErrorKind::Certificate | TlsErrorKind::Handshake | TlsErrorKind::Injection => {
+                io::ErrorKind::InvalidData
+            }
             TlsErrorKind::TimedOut => io::ErrorKind::TimedOut,
             TlsErrorKind::ConnectionEnded => io::ErrorKind::ConnectionAborted,
             TlsErrorKind::InvalidState => io::ErrorKind::InvalidInput,

@@ -472,13 +472,15 @@ fn mock_pair<P: IntoProtocol>(
 ) -> (TransportHandle, P::Output, Peer) {
     let mut rest = config.clone();
     rest.write_buffer_limits = None;
+    rest.max_write_buffer = StreamConfig::default().max_write_buffer;
     assert_eq!(
         rest,
         StreamConfig::default(),
-        "the mock takes write-buffer limits only"
+        "the mock takes write-buffer limits and maximum only"
     );
     let (output, handle) = protocol().into_protocol();
     let mock = builder
+        .max_write_buffer(config.max_write_buffer)
         .timeout(TIMEOUT)
         .peername(MOCK_PEERNAME)
         .sockname(MOCK_SOCKNAME)
@@ -499,8 +501,17 @@ pub async fn probed(
     kind: Kind,
     options: ProbeOptions,
 ) -> (TransportHandle, Addr<Probe>, Peer, ProbeRx) {
+    probed_with(kind, options, StreamConfig::default()).await
+}
+
+/// [`probed`] with chosen settings (the mock takes write-buffer limits and maximum only).
+pub async fn probed_with(
+    kind: Kind,
+    options: ProbeOptions,
+    config: StreamConfig,
+) -> (TransportHandle, Addr<Probe>, Peer, ProbeRx) {
     let (probe, mut events) = options.probe();
-    let (transport, probe, peer) = pair(kind, StreamConfig::default(), || probe.start()).await;
+    let (transport, probe, peer) = pair(kind, config, || probe.start()).await;
     events.made().await;
     (transport, probe, peer, events)
 }

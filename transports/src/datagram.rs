@@ -43,12 +43,12 @@ use switchboard_core::datagram::{
     DatagramCore, DatagramEvent, DatagramSettings, Outbound, SendTicket,
 };
 use switchboard_framework::{
-    Abort, Close, ConnectionLost, ConnectionMade, DatagramHandle, DatagramProtocolHandle,
-    DatagramReceived, DeliveryAcked, ErrorReceived, ExtraInfo, GetExtraInfo, GetStats,
-    GetWriteBufferLimits, GetWriteBufferSize, IntoDatagramProtocol, IsClosing, IsReading,
-    PauseReading, ProtocolWatch, ResumeReading, SendTo, SendToError, SetDatagramProtocol,
-    SetWriteBufferLimits, SocketAddress, WriteBufferLimits, WriteError, WriteReply,
-    duplicate_error,
+    Abort, Close, ConnectionLost, ConnectionMade, DEFAULT_MAX_WRITE_BUFFER, DatagramHandle,
+    DatagramProtocolHandle, DatagramReceived, DeliveryAcked, ErrorReceived, ExtraInfo,
+    GetExtraInfo, GetStats, GetWriteBufferLimits, GetWriteBufferSize, Handles,
+    IntoDatagramProtocol, IsClosing, IsReading, PauseReading, ProtocolWatch, ResumeReading, SendTo,
+    SendToError, SetDatagramProtocol, SetWriteBufferLimits, SocketAddress, WriteBufferLimits,
+    WriteError, WriteReply, duplicate_error,
 };
 use tokio::{
     io::ReadBuf,
@@ -73,6 +73,11 @@ pub struct DatagramConfig {
     pub read_window: usize,
     /// See [`DEFAULT_CLOSE_TIMEOUT`].
     pub close_timeout: Duration,
+    /// The most bytes the send queue may hold ([`DEFAULT_MAX_WRITE_BUFFER`]): a datagram that
+    /// would take it past is refused with
+    /// [`WriteError::BufferFull`]; the endpoint
+    /// goes on.
+    pub max_write_buffer: usize,
 }
 
 impl Default for DatagramConfig {
@@ -82,11 +87,20 @@ impl Default for DatagramConfig {
             max_datagram_size: DEFAULT_MAX_DATAGRAM_SIZE,
             read_window: DEFAULT_READ_WINDOW,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
         }
     }
 }
 
 impl DatagramConfig {
+    /// Sets the most bytes the send queue may hold. A maximum below the high-water mark is
+    /// refused with `InvalidInput`.
+    pub fn max_write_buffer(mut self, max: usize) -> std::io::Result<Self> {
+        self.max_write_buffer =
+            switchboard_core::check_max_write_buffer(max, self.write_buffer_limits.high())?;
+        Ok(self)
+    }
+
     /// Sets the initial write-buffer limits.
     pub fn write_buffer_limits(mut self, limits: WriteBufferLimits) -> Self {
         self.write_buffer_limits = limits;
@@ -253,11 +267,16 @@ where
     };
     let me = DatagramHandle::new(ctx.address(), socket.sockname(), peername);
     let (output, protocol) = protocol().into_datagram_protocol();
-    let core = DatagramCore::new(DatagramSettings {
+    let mut core = DatagramCore::new(DatagramSettings {
         write_buffer_limits: config.write_buffer_limits,
         read_window: config.read_window,
         max_datagram_size: config.max_datagram_size,
         close_timeout: config.close_timeout,
+        max_write_buffer: config.max_write_buffer,
+    });
+    core.set_handles(Handles {
+        write_flow: protocol.handles_write_flow(),
+        timeouts: false,
     });
     let transport = DatagramTransportActor {
         socket: Some(Rc::new(socket)),
@@ -657,8 +676,12 @@ impl<S: DatagramSocket> Handler<SetDatagramProtocol> for DatagramTransportActor<
     fn handle(&mut self, msg: SetDatagramProtocol, _: &mut Context<Self>) -> Self::Result {
         // Whatever is due goes to the protocol it was due to before the switch.
         self.deliver_events();
+        let handles = Handles {
+            write_flow: msg.0.handles_write_flow(),
+            timeouts: false,
+        };
         let old = self.protocol.replace(msg.0);
-        self.core.set_protocol();
+        self.core.set_protocol(handles);
         self.deliver_events();
         MessageResult(old)
     }

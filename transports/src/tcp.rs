@@ -135,6 +135,7 @@ impl TcpConnector {
         protocol: impl FnOnce() -> P,
     ) -> io::Result<(TransportHandle, P::Output)> {
         runtime::require_arbiter("tcp::connect")?;
+        self.config.check()?;
         let stream = self.open(addr).await?;
         let protocol = factory::make(protocol)?;
         Ok(StreamTransport::start(
@@ -202,6 +203,7 @@ where
     P: IntoProtocol + 'static,
 {
     runtime::require_system("tcp::serve")?;
+    options.stream.check()?;
     let listeners = TcpListen::bind_all(addr, options.backlog, options.start_serving).await?;
     Ok(server::start(
         listeners,

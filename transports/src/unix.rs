@@ -109,6 +109,7 @@ pub async fn connect_with<P: IntoProtocol>(
     protocol: impl FnOnce() -> P,
 ) -> io::Result<(TransportHandle, P::Output)> {
     runtime::require_arbiter("unix::connect")?;
+    config.check()?;
     let stream = UnixStream::connect(path).await?;
     let protocol = factory::make(protocol)?;
     Ok(StreamTransport::start(
@@ -140,6 +141,7 @@ where
     P: IntoProtocol + 'static,
 {
     runtime::require_system("unix::serve")?;
+    options.stream.check()?;
     let mut listener = UnixListen::bind(path.as_ref())?;
     if options.start_serving
         && let Err(err) = listener.listen(options.backlog)

@@ -29,8 +29,8 @@ use std::{
 use bytes::Bytes;
 
 use crate::{
-    FlowEdge, InvalidWriteBufferLimits, TransportStats, WriteBufferLimits, WriteError, WriteFlow,
-    gate::Unacked, ledger::Waiter,
+    FlowEdge, Handles, InvalidWriteBufferLimits, TransportStats, WriteBufferLimits, WriteError,
+    WriteFlow, gate::Unacked, ledger::Waiter,
 };
 
 /// The longest datagram an endpoint receives whole by default: 256 KiB, asyncio's read size.
@@ -58,6 +58,11 @@ pub struct DatagramSettings {
     pub max_datagram_size: usize,
     /// How long `Close` waits for queued datagrams before it drops them.
     pub close_timeout: Duration,
+    /// The most bytes the send queue may hold: a datagram that would take it past is refused
+    /// with [`WriteError::BufferFull`], and the endpoint goes on. (A stream transport aborts
+    /// instead, as its bytes are one stream; a datagram endpoint loses one datagram, as the
+    /// network may, and says so.)
+    pub max_write_buffer: usize,
 }
 
 /// An event for the protocol, in the order [`DatagramCore::poll_event`] gives them (datagrams
@@ -187,6 +192,8 @@ pub struct DatagramCore<A, W> {
     send_seq: u64,
     waiters: Rc<SendWaiters<W>>,
     flow: WriteFlow,
+    max_write_buffer: usize,
+    handles: Handles,
     lost: Option<io::Error>,
     stats: TransportStats,
 }
@@ -220,6 +227,8 @@ impl<A, W: Waiter> DatagramCore<A, W> {
                 waiters: RefCell::new(VecDeque::new()),
             }),
             flow: WriteFlow::new(settings.write_buffer_limits),
+            max_write_buffer: settings.max_write_buffer,
+            handles: Handles::default(),
             lost: None,
             stats,
         }
@@ -276,6 +285,15 @@ impl<A, W: Waiter> DatagramCore<A, W> {
         }
         if self.queue.is_empty() {
             return Ok(Outbound::Direct(data, addr));
+        }
+        if self.flow.size() + data.len() > self.max_write_buffer {
+            tracing::warn!(
+                bytes = data.len(),
+                queued = self.flow.size(),
+                max = self.max_write_buffer,
+                "datagram refused: the send queue is at its maximum"
+            );
+            return Err(WriteError::BufferFull(self.max_write_buffer));
         }
         Ok(Outbound::Queued(self.enqueue(data, addr)))
     }
@@ -355,13 +373,27 @@ impl<A, W: Waiter> DatagramCore<A, W> {
     /// `SetDatagramProtocol`: events go to a new protocol, which first receives
     /// `ConnectionMade` (and nothing is read until it acknowledges it), then `PauseWriting` if
     /// writing is paused. Poll every event before.
-    pub fn set_protocol(&mut self) {
+    pub fn set_protocol(&mut self, handles: Handles) {
         if self.state == State::Stopped {
             return;
         }
+        self.handles = handles;
         self.attached = false;
         self.made_pending = true;
         self.pause_replay = self.flow.is_paused();
+    }
+
+    /// What the attached protocol handles: set at the start, before the first `poll_event`.
+    pub fn set_handles(&mut self, handles: Handles) {
+        self.handles = handles;
+    }
+
+    /// Whether receiving waits for the send queue to drain: the protocol attached now does not
+    /// handle write flow, and the queue went above its high-water mark and has not drained to
+    /// its low-water mark since. Datagrams that arrive meanwhile wait in the kernel's buffer,
+    /// which drops what does not fit, as the network may.
+    pub fn is_throttled(&self) -> bool {
+        !self.handles.write_flow && self.flow.is_paused()
     }
 
     /// The acknowledgement `seq` came back.
@@ -376,9 +408,10 @@ impl<A, W: Waiter> DatagramCore<A, W> {
     // ---- inputs from the socket ----
 
     /// How many datagrams to read now: the room in the window, none before the protocol
-    /// acknowledged its `ConnectionMade` or while not reading.
+    /// acknowledged its `ConnectionMade`, while not reading, or while
+    /// [throttled](Self::is_throttled).
     pub fn receive_room(&self) -> usize {
-        if !self.attached || !self.is_reading() {
+        if !self.attached || !self.is_reading() || self.is_throttled() {
             return 0;
         }
         self.read_window.saturating_sub(self.unacked.len())
@@ -572,7 +605,49 @@ mod tests {
             read_window: 2,
             max_datagram_size: 1000,
             close_timeout: Duration::from_secs(1),
+            max_write_buffer: 120,
         })
+    }
+
+    #[test]
+    fn a_datagram_past_the_maximum_is_refused_and_the_endpoint_goes_on() {
+        let mut core = core();
+        core.set_handles(Handles {
+            write_flow: true,
+            timeouts: false,
+        });
+        assert_eq!(events(&mut core), ["Made"]);
+        let Ok(Outbound::Direct(data, addr)) = core.send(Bytes::from(vec![1; 100]), "a") else {
+            panic!("nothing queued: sent directly");
+        };
+        core.enqueue(data, addr).register(Outcome(Rc::default()));
+        assert!(matches!(
+            core.send(Bytes::from(vec![2; 20]), "a"),
+            Ok(Outbound::Queued(_))
+        ));
+        let refused = core.send(Bytes::from(vec![3; 1]), "a");
+        assert!(matches!(refused, Err(WriteError::BufferFull(120))));
+        assert!(!core.is_closing(), "one datagram lost, the endpoint open");
+        assert_eq!(core.write_buffer_size(), 120);
+    }
+
+    #[test]
+    fn a_protocol_without_write_flow_receives_nothing_while_the_queue_is_above_its_mark() {
+        let mut core = core();
+        assert_eq!(events(&mut core), ["Made"]);
+        core.ack(1);
+        assert_eq!(core.receive_room(), 2);
+        core.handle_io_full(true);
+        assert_eq!(events(&mut core), ["PauseWriting"]);
+        assert!(core.is_throttled());
+        assert_eq!(
+            core.receive_room(),
+            0,
+            "nothing read while its answers wait"
+        );
+        core.handle_io_full(false);
+        assert_eq!(events(&mut core), ["ResumeWriting"]);
+        assert_eq!(core.receive_room(), 2);
     }
 
     fn events(core: &mut DatagramCore<&'static str, Outcome>) -> Vec<&'static str> {

@@ -1,4 +1,5 @@
-//! The errors of the core's own decisions: refused writes and invalid write-buffer limits.
+//! The errors of the core's own decisions: refused writes, invalid write-buffer limits, and
+//! the timeouts that end a connection.
 
 use std::{io, time::Duration};
 
@@ -52,6 +53,13 @@ pub enum WriteError {
     /// The transport only reads (the read end of a pipe): it has nothing to write to.
     #[display("transport is read-only")]
     ReadOnly,
+    /// The write buffer would have held more than its maximum (the number of bytes here): the
+    /// peer does not read as fast as the protocol writes, and the protocol went on writing past
+    /// `PauseWriting`. The connection was aborted; every pending write failed with this.
+    #[display(
+        "write buffer passed its maximum of {_0} bytes (the peer reads too slowly): connection aborted"
+    )]
+    BufferFull(#[error(not(source))] usize),
 }
 
 impl WriteError {
@@ -69,6 +77,7 @@ impl WriteError {
             WriteError::Aborted => io::ErrorKind::ConnectionAborted,
             WriteError::Stalled(_) => io::ErrorKind::TimedOut,
             WriteError::ReadOnly => io::ErrorKind::Unsupported,
+            WriteError::BufferFull(_) => io::ErrorKind::QuotaExceeded,
         }
     }
 }
@@ -79,11 +88,48 @@ impl From<WriteError> for io::Error {
     }
 }
 
+/// Why a connection's timer ended it (or, for a protocol that asked to be told first, why it is
+/// told): the error of its `ConnectionLost`, of kind `TimedOut`, carries one of these as its
+/// source ([`Timeout::of`]).
+#[derive(Debug, Display, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Timeout {
+    /// Nothing was received within this long of the connection's start.
+    #[display("no byte received within {_0:?} of the connection's start")]
+    FirstByte(#[error(not(source))] Duration),
+    /// Nothing was read or written for this long.
+    #[display("no byte read or written for {_0:?}")]
+    Idle(#[error(not(source))] Duration),
+}
+
+impl Timeout {
+    /// The `Timeout` behind an `io::Error`, if a timeout ended the connection.
+    pub fn of(err: &io::Error) -> Option<Timeout> {
+        err.get_ref()?.downcast_ref::<Timeout>().copied()
+    }
+
+    /// The timeout that ran out.
+    pub fn duration(self) -> Duration {
+        match self {
+            Timeout::FirstByte(timeout) | Timeout::Idle(timeout) => timeout,
+        }
+    }
+}
+
+impl From<Timeout> for io::Error {
+    fn from(err: Timeout) -> Self {
+        io::Error::new(io::ErrorKind::TimedOut, err)
+    }
+}
+
 /// Copies an `io::Error` (which is not `Clone`): same kind and message, the same [`WriteError`]
-/// source when there is one, and the same OS error code for an error from a system call.
+/// or [`Timeout`] source when there is one, and the same OS error code for an error from a system call.
 pub fn copy_error(err: &io::Error) -> io::Error {
     if let Some(write_err) = WriteError::of(err) {
         return write_err.into();
+    }
+    if let Some(timed_out) = Timeout::of(err) {
+        return timed_out.into();
     }
     if let Some(code) = err.raw_os_error() {
         return io::Error::from_raw_os_error(code);

@@ -1,6 +1,8 @@
 //! Write flow control: the write-buffer limits and the one watermark rule every transport
 //! shares.
 
+use std::{io, time::Duration};
+
 use crate::error::InvalidWriteBufferLimits;
 
 /// The default high-water mark of a transport's write buffer: 64 KiB, as in asyncio.
@@ -17,6 +19,58 @@ pub const DEFAULT_TLS_HIGH_WATER_MARK: usize = 512 * 1024;
 
 /// The default low-water mark of a TLS transport: a quarter of its high-water mark, 128 KiB.
 pub const DEFAULT_TLS_LOW_WATER_MARK: usize = DEFAULT_TLS_HIGH_WATER_MARK / 4;
+
+/// The default maximum of a transport's write buffer: 4 MiB. Past it the transport aborts the
+/// connection, and `ConnectionLost` carries [`WriteError::BufferFull`](crate::WriteError).
+///
+/// The high-water mark bounds what a protocol that does not handle write flow can make the
+/// write buffer hold: above it the transport delivers nothing more until the buffer drains.
+/// What one delivery makes the protocol write is still unbounded, since it may answer each of
+/// many pipelined requests in a 256 KiB chunk; the maximum bounds that, and what a protocol that
+/// handles write flow writes past `PauseWriting`. 4 MiB is eight times the TLS high-water mark
+/// and sixty-four times the TCP one, so no protocol that heeds `PauseWriting` comes near it;
+/// with the read-buffer limit it makes a connection's worst case about 4.25 MiB. The book's
+/// chapter "What a connection can cost" gives the measurements.
+pub const DEFAULT_MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Refuses a maximum write buffer below the high-water mark it must stand above (the transport
+/// would abort before it paused anyone) with `InvalidInput`.
+pub fn check_max_write_buffer(max: usize, high: usize) -> io::Result<usize> {
+    if max < high {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a maximum write buffer of {max} bytes is below the high-water mark ({high} bytes)"
+            ),
+        ));
+    }
+    Ok(max)
+}
+
+/// Refuses a zero timeout, which would end every connection at once, with `InvalidInput`;
+/// `what` names the setting in the error.
+pub fn check_timeout(what: &str, timeout: Option<Duration>) -> io::Result<Option<Duration>> {
+    if timeout == Some(Duration::ZERO) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a {what} of zero would end every connection at once"),
+        ));
+    }
+    Ok(timeout)
+}
+
+/// What the protocol attached now handles, among the events a transport may not send to every
+/// protocol, and which change what the transport does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Handles {
+    /// It handles `PauseWriting` and `ResumeWriting`: the transport goes on delivering while
+    /// its write buffer is above the high-water mark (up to the maximum). Otherwise it stops
+    /// delivering, and reading, until the buffer drains to the low-water mark.
+    pub write_flow: bool,
+    /// It handles `TimedOut`: a timeout tells it first, and ends the connection only if it runs
+    /// out a second time. Otherwise the timeout ends the connection at once.
+    pub timeouts: bool,
+}
 
 /// The high- and low-water marks of a transport's write buffer.
 ///

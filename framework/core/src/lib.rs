@@ -45,10 +45,11 @@ pub mod stream;
 pub mod subprocess;
 
 pub use datagram::DatagramCore;
-pub use error::{InvalidWriteBufferLimits, WriteError, copy_error};
+pub use error::{InvalidWriteBufferLimits, Timeout, WriteError, copy_error};
 pub use flow::{
-    DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_TLS_HIGH_WATER_MARK,
-    DEFAULT_TLS_LOW_WATER_MARK, FlowEdge, WriteBufferLimits, WriteFlow,
+    DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_MAX_WRITE_BUFFER,
+    DEFAULT_TLS_HIGH_WATER_MARK, DEFAULT_TLS_LOW_WATER_MARK, FlowEdge, Handles, WriteBufferLimits,
+    WriteFlow, check_max_write_buffer, check_timeout,
 };
 pub use ledger::{Ticket, Waiter, WriteLedger};
 pub use queue::WriteQueue;

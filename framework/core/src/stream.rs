@@ -36,7 +36,8 @@ use std::{
 use bytes::{Bytes, BytesMut};
 
 use crate::{
-    FlowEdge, InvalidWriteBufferLimits, TransportStats, WriteBufferLimits, WriteError, WriteFlow,
+    FlowEdge, Handles, InvalidWriteBufferLimits, Timeout, TransportStats, WriteBufferLimits,
+    WriteError, WriteFlow,
     gate::Unacked,
     ledger::{Ticket, Waiter, WriteLedger},
     queue::WriteQueue,
@@ -95,11 +96,20 @@ pub struct StreamSettings {
     /// The most bytes read and not yet acknowledged before reading stops (at least 1, at most
     /// 4 GiB).
     pub read_buffer_limit: usize,
-    /// How long the write buffer may make no progress before the connection is aborted.
+    /// How long the write buffer may make no progress before the connection is aborted (to the
+    /// millisecond, rounded up).
     pub write_stall_timeout: Option<Duration>,
     /// How long `Close` drains inbound data after the write side is shut down (to the
     /// millisecond, rounded up).
     pub close_drain_timeout: Duration,
+    /// The most bytes the write buffer may hold (at most 4 GiB); a write that takes it past
+    /// aborts the connection with [`WriteError::BufferFull`], unless the buffer was empty (one
+    /// write's bytes are the protocol's already, whatever their size).
+    pub max_write_buffer: usize,
+    /// How long the connection may go without reading or writing a byte.
+    pub idle_timeout: Option<Duration>,
+    /// How long the connection may go from its start without receiving a byte.
+    pub first_byte_timeout: Option<Duration>,
 }
 
 /// An event for the protocol, in the order [`StreamCore::poll_event`] gives them.
@@ -125,6 +135,9 @@ pub enum Event {
     PauseWriting,
     /// `ResumeWriting`.
     ResumeWriting,
+    /// `TimedOut`, to a protocol that [handles](Handles::timeouts) it: the connection ends if
+    /// the timeout runs out once more.
+    TimedOut(Timeout),
 }
 
 /// How the driver must let go of its I/O object once the core has ended.
@@ -143,6 +156,10 @@ pub enum UpgradeRefusal {
     UnderWay,
     /// `WriteEof` shut the write side down (or will): a handshake could not write.
     AfterEof,
+    /// The protocol held this many bytes of plaintext it had received and not consumed, and
+    /// did not ask for them to be fed to the new layer: the peer sent them after its go-ahead,
+    /// in the clear. The connection ends (the driver says with what error).
+    Injected(usize),
 }
 
 /// What to do with bytes read and not delivered when an upgrade begins.
@@ -215,6 +232,24 @@ impl<W> Default for Rare<W> {
     }
 }
 
+/// The idle and first-byte timers, for a connection that has either.
+struct Timers {
+    idle: Option<Duration>,
+    first_byte: Option<Duration>,
+    /// When the first-byte period began: the connection's start (its first
+    /// [`poll_timeout`](StreamCore::poll_timeout)), or when the protocol was told.
+    first_byte_since: Option<Instant>,
+    /// When the idle period began: the last byte read or written, or when the protocol was told.
+    idle_since: Option<Instant>,
+    /// The protocol was told of the first-byte timeout: the next time it runs out, it ends the
+    /// connection.
+    first_byte_told: bool,
+    /// The same for the idle timeout; any progress clears it.
+    idle_told: bool,
+    /// A `TimedOut` to deliver.
+    pending: Option<Timeout>,
+}
+
 /// An upgrade (`StartTls`) from the moment it is asked for until its handshake ends. Meanwhile
 /// nothing is read or delivered, the plaintext queued before it is written, and later writes
 /// wait here.
@@ -246,6 +281,10 @@ pub struct StreamCore<W> {
     /// Whether the first `ConnectionMade` was acknowledged; nothing is read before.
     attached: bool,
     limits_chosen: bool,
+    /// What the protocol attached now handles.
+    handles: Handles,
+    /// A byte was read or written since the last [`poll_timeout`](Self::poll_timeout).
+    active: bool,
     /// A `ConnectionMade` to deliver to the protocol attached now.
     made_pending: bool,
     /// A `PauseWriting` to deliver to a protocol just switched to while writing is paused.
@@ -265,7 +304,12 @@ pub struct StreamCore<W> {
     /// A `u32` (4 GiB is more than any connection should hold) beside the other small fields,
     /// where a `usize` would take 8 bytes of its own in every connection.
     read_buffer_limit: u32,
-    write_stall_timeout: Option<Duration>,
+    /// A `u32` for the same reason: 4 GiB of write buffer is no bound at all.
+    max_write_buffer: u32,
+    /// In whole milliseconds, rounded up, 0 for none: 12 bytes less than an
+    /// `Option<Duration>` in every connection.
+    write_stall_millis: u32,
+    timers: Option<Box<Timers>>,
 
     read_buf: BytesMut,
     unacked: Unacked,
@@ -299,6 +343,8 @@ impl<W: Waiter> StreamCore<W> {
             paused: false,
             attached: false,
             limits_chosen: settings.limits_chosen,
+            handles: Handles::default(),
+            active: false,
             made_pending: true,
             pause_replay: false,
             progressed: false,
@@ -310,7 +356,27 @@ impl<W: Waiter> StreamCore<W> {
                 .clamp(1, u32::MAX as usize)
                 .try_into()
                 .unwrap_or(u32::MAX),
-            write_stall_timeout: settings.write_stall_timeout,
+            max_write_buffer: settings.max_write_buffer.try_into().unwrap_or(u32::MAX),
+            write_stall_millis: settings.write_stall_timeout.map_or(0, |timeout| {
+                timeout
+                    .as_nanos()
+                    .div_ceil(1_000_000)
+                    .clamp(1, u32::MAX.into())
+                    .try_into()
+                    .unwrap_or(u32::MAX)
+            }),
+            timers: (settings.idle_timeout.is_some() || settings.first_byte_timeout.is_some())
+                .then(|| {
+                    Box::new(Timers {
+                        idle: settings.idle_timeout,
+                        first_byte: settings.first_byte_timeout,
+                        first_byte_since: None,
+                        idle_since: None,
+                        first_byte_told: false,
+                        idle_told: false,
+                        pending: None,
+                    })
+                }),
             close_drain_millis: settings
                 .close_drain_timeout
                 .as_nanos()
@@ -321,7 +387,7 @@ impl<W: Waiter> StreamCore<W> {
             unacked: Unacked::None,
             seq: 0,
             queue: WriteQueue::default(),
-            flow: WriteFlow::new(settings.write_buffer_limits),
+            flow: WriteFlow::new(fit(settings.write_buffer_limits, settings.max_write_buffer)),
             ledger: WriteLedger::new(),
             bytes_received: 0,
             deliveries: 0,
@@ -370,6 +436,18 @@ impl<W: Waiter> StreamCore<W> {
     /// Whether the protocol was last told `PauseWriting`.
     pub fn is_writing_paused(&self) -> bool {
         self.flow.is_paused()
+    }
+
+    /// The most bytes the write buffer may hold before the connection is aborted.
+    pub fn max_write_buffer(&self) -> usize {
+        self.max_write_buffer as usize
+    }
+
+    /// Whether deliveries wait for the write buffer to drain: the protocol attached now does not
+    /// handle write flow, and the buffer went above its high-water mark and has not drained to
+    /// its low-water mark since.
+    pub fn is_throttled(&self) -> bool {
+        !self.handles.write_flow && self.flow.is_paused()
     }
 
     /// Whether a delivery (`ConnectionMade` or `DataReceived`) awaits its acknowledgement.
@@ -443,6 +521,7 @@ impl<W: Waiter> StreamCore<W> {
             return Err(err);
         }
         let mut total = 0;
+        let before = self.flow.size();
         let mut held = self
             .rare
             .as_mut()
@@ -458,7 +537,19 @@ impl<W: Waiter> StreamCore<W> {
             }
         }
         self.flow.add(total);
+        // A write into an empty buffer is taken whatever its size: its bytes are the protocol's
+        // already, and go out as the peer reads. What the maximum bounds is what piles up
+        // behind them while the peer does not read.
+        if before > 0 && self.flow.size() > self.max_write_buffer as usize {
+            return Err(self.overflow());
+        }
         Ok(self.ledger.accept(total))
+    }
+
+    /// What the attached protocol handles: set at the start (before the first `poll_event`)
+    /// and with every switch.
+    pub fn set_handles(&mut self, handles: Handles) {
+        self.handles = handles;
     }
 
     /// `WriteEof`: flush, then shut the write side down; `waiter` is resolved then, or at once
@@ -494,20 +585,17 @@ impl<W: Waiter> StreamCore<W> {
 
     /// `Abort`: discard the write buffer, fail every pending write, end at once with a reset.
     pub fn abort(&mut self) {
-        if self.state == State::Stopped {
-            return;
+        self.abort_with(WriteError::Aborted.into(), None);
+    }
+
+    /// Closes as `Close` does (what was written before goes out: the go-ahead of a refused
+    /// STARTTLS), and `ConnectionLost` carries `err`.
+    pub fn close_with(&mut self, err: io::Error) {
+        if self.state == State::Open {
+            tracing::debug!(%err, "closing with an error");
+            self.rare().lost = Some(err);
+            self.begin_close();
         }
-        self.queue.clear();
-        self.flow.clear();
-        if let Some(rare) = &mut self.rare {
-            // The driver's part goes with it: a dropped reply tells its caller the connection
-            // ended.
-            rare.upgrade = None;
-        }
-        let aborted: io::Error = WriteError::Aborted.into();
-        self.resolve_eof_waiters(Err(&aborted));
-        self.ledger.fail(aborted);
-        self.finish(Some(Release { abort: true }), None);
     }
 
     /// `PauseReading`: nothing more is delivered (buffered bytes neither) until resumed.
@@ -537,7 +625,8 @@ impl<W: Waiter> StreamCore<W> {
     /// `SetProtocol`: from now on events go to a new protocol, which first receives
     /// `ConnectionMade`, then `PauseWriting` if writing is paused, then `leftover` before any
     /// byte read later. Poll every event before, so none meant for the old protocol is left.
-    pub fn set_protocol(&mut self, leftover: Bytes) {
+    pub fn set_protocol(&mut self, leftover: Bytes, handles: Handles) {
+        self.handles = handles;
         self.made_pending = true;
         self.pause_replay = self.flow.is_paused();
         if !leftover.is_empty() && self.state == State::Open {
@@ -587,13 +676,24 @@ impl<W: Waiter> StreamCore<W> {
     /// received and did not consume), are fed to the new layer or discarded as `leftover_policy`
     /// says. `part` is the driver's, given back by [`upgrade_part`](Self::upgrade_part) and
     /// [`handle_upgraded`](Self::handle_upgraded).
+    ///
+    /// Unconsumed `leftover` under [`Leftover::Discard`] refuses the upgrade with
+    /// [`UpgradeRefusal::Injected`]: the driver ends the connection then, with
+    /// [`close_with`](Self::close_with) and the error it reports such a refusal with.
     pub fn start_upgrade(
         &mut self,
         part: Box<dyn Any>,
         leftover_policy: Leftover,
         leftover: Bytes,
-    ) {
+    ) -> Result<(), UpgradeRefusal> {
         debug_assert!(self.check_upgrade().is_ok(), "an upgrade the core refuses");
+        if leftover_policy == Leftover::Discard && !leftover.is_empty() {
+            tracing::warn!(
+                bytes = leftover.len(),
+                "upgrade refused: the protocol holds plaintext received after the go-ahead"
+            );
+            return Err(UpgradeRefusal::Injected(leftover.len()));
+        }
         // Everything read and not delivered arrived after the protocol decided to upgrade.
         let mut pending = vec![leftover];
         if let Some(rare) = &mut self.rare {
@@ -620,14 +720,16 @@ impl<W: Waiter> StreamCore<W> {
             part,
         });
         self.transitions = self.transitions.wrapping_add(1);
+        Ok(())
     }
 
     // ---- inputs from the I/O object ----
 
     /// How many bytes to read now: none while not reading, before the protocol acknowledged its
-    /// `ConnectionMade`, during an upgrade, or with the read-buffer limit reached.
+    /// `ConnectionMade`, during an upgrade, while [throttled](Self::is_throttled), or with the
+    /// read-buffer limit reached.
     pub fn read_room(&self) -> usize {
-        if !self.is_reading() || !self.attached || self.is_upgrading() {
+        if !self.is_reading() || !self.attached || self.is_upgrading() || self.is_throttled() {
             return 0;
         }
         (self.read_buffer_limit as usize).saturating_sub(self.unconsumed())
@@ -642,6 +744,7 @@ impl<W: Waiter> StreamCore<W> {
     /// Bytes read from the peer: appended to what waits for delivery.
     pub fn handle_read(&mut self, data: BytesMut) {
         self.bytes_received += data.len() as u64;
+        self.active |= !data.is_empty();
         if self.read_buf.is_empty() {
             self.read_buf = data;
         } else {
@@ -678,6 +781,7 @@ impl<W: Waiter> StreamCore<W> {
         self.ledger.written(n);
         if n > 0 {
             self.progressed = true;
+            self.active = true;
         }
         self.advance_close();
     }
@@ -748,6 +852,8 @@ impl<W: Waiter> StreamCore<W> {
     ) -> Option<Box<dyn Any>> {
         let upgrade = self.rare.as_mut()?.upgrade.take()?;
         self.transitions = self.transitions.wrapping_add(1);
+        // The handshake's bytes were progress the core did not see.
+        self.active = true;
         match result {
             Ok((kind, default_limits)) => {
                 self.kind = kind;
@@ -755,7 +861,8 @@ impl<W: Waiter> StreamCore<W> {
                     self.queue.push(data);
                 }
                 if !self.limits_chosen {
-                    self.flow.set_limits(default_limits);
+                    self.flow
+                        .set_limits(fit(default_limits, self.max_write_buffer as usize));
                 }
                 self.advance_close();
             }
@@ -849,12 +956,13 @@ impl<W: Waiter> StreamCore<W> {
     }
 
     /// The next deadline, given the time now: the write stall timeout while bytes wait, the
-    /// drain timeout while closing. Call it after every round of I/O, so the core learns when the
-    /// write buffer last made progress.
+    /// drain timeout while closing, the idle and first-byte timeouts while open. Call it after
+    /// every round of I/O, so the core learns when bytes last moved.
     pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
+        let timers = self.poll_timers(now);
         let stalling = self.state != State::Stopped && !self.queue.is_empty();
         let progressed = mem::take(&mut self.progressed);
-        let stall = match self.write_stall_timeout {
+        let stall = match self.write_stall_timeout() {
             Some(timeout) if stalling => {
                 let since = &mut self.rare().stall_since;
                 match since {
@@ -878,19 +986,18 @@ impl<W: Waiter> StreamCore<W> {
         } else {
             None
         };
-        match (stall, drain) {
-            (Some(stall), Some(drain)) => Some(stall.min(drain)),
-            (stall, drain) => stall.or(drain),
-        }
+        [stall, drain, timers].into_iter().flatten().min()
     }
 
     /// Time passed: a write buffer stalled for the timeout aborts the connection; a drain that
-    /// reached its deadline ends the close.
+    /// reached its deadline ends the close; an idle or first-byte timeout tells the protocol, or
+    /// ends the connection.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.check_timers(now);
         let Some(rare) = &self.rare else {
             return;
         };
-        if let (Some(since), Some(timeout)) = (rare.stall_since, self.write_stall_timeout)
+        if let (Some(since), Some(timeout)) = (rare.stall_since, self.write_stall_timeout())
             && !self.queue.is_empty()
             && now >= since + timeout
         {
@@ -925,6 +1032,13 @@ impl<W: Waiter> StreamCore<W> {
                 FlowEdge::Resume => Event::ResumeWriting,
             });
         }
+        if let Some(timed_out) = self
+            .timers
+            .as_mut()
+            .and_then(|timers| timers.pending.take())
+        {
+            return Some(Event::TimedOut(timed_out));
+        }
         self.next_delivery()
     }
 
@@ -947,6 +1061,10 @@ impl<W: Waiter> StreamCore<W> {
     }
 
     // ---- inside ----
+
+    fn write_stall_timeout(&self) -> Option<Duration> {
+        (self.write_stall_millis > 0).then(|| Duration::from_millis(self.write_stall_millis.into()))
+    }
 
     fn rare(&mut self) -> &mut Rare<W> {
         self.rare.get_or_insert_default()
@@ -982,6 +1100,10 @@ impl<W: Waiter> StreamCore<W> {
     fn check_flow(&mut self) {
         if self.state != State::Stopped && self.edge.is_none() {
             self.edge = self.flow.check();
+            if self.edge.is_some() && !self.handles.write_flow {
+                // Deliveries and reads stop or go on: the driver has I/O to look at again.
+                self.transitions = self.transitions.wrapping_add(1);
+            }
         }
     }
 
@@ -997,6 +1119,11 @@ impl<W: Waiter> StreamCore<W> {
             || !self.unacked.is_empty()
             || self.is_upgrading()
         {
+            return None;
+        }
+        if self.is_throttled() && self.buffered() > 0 {
+            // The protocol does not handle write flow and its writes wait for the peer: it gets
+            // nothing more to answer until they drain. (Its EOF may go: answering it closes.)
             return None;
         }
         let front = self.rare.as_mut().and_then(|rare| {
@@ -1025,6 +1152,114 @@ impl<W: Waiter> StreamCore<W> {
         self.deliveries += 1;
         let seq = self.issue_ack(data.len());
         Some(Event::Data { data, seq })
+    }
+
+    /// Ends the connection at once: the write buffer is discarded, every pending write fails
+    /// with `err`, the peer sees a reset, and `ConnectionLost` carries `lost`.
+    fn abort_with(&mut self, err: io::Error, lost: Option<io::Error>) {
+        if self.state == State::Stopped {
+            return;
+        }
+        self.queue.clear();
+        self.flow.clear();
+        if let Some(rare) = &mut self.rare {
+            // The driver's part goes with it: a dropped reply tells its caller the connection
+            // ended.
+            rare.upgrade = None;
+        }
+        self.resolve_eof_waiters(Err(&err));
+        self.ledger.fail(err);
+        self.finish(Some(Release { abort: true }), lost);
+    }
+
+    /// The write buffer passed its maximum: the connection is aborted with `BufferFull`.
+    fn overflow(&mut self) -> WriteError {
+        let err = WriteError::BufferFull(self.max_write_buffer as usize);
+        tracing::warn!(
+            buffered = self.flow.size(),
+            max = self.max_write_buffer,
+            "write buffer past its maximum: aborting the connection"
+        );
+        self.abort_with(err.into(), Some(err.into()));
+        err
+    }
+
+    /// Learns whether bytes moved, and gives the next deadline of the idle and first-byte
+    /// timers. They run while the connection is open and no upgrade is under way.
+    fn poll_timers(&mut self, now: Instant) -> Option<Instant> {
+        let active = mem::take(&mut self.active);
+        let running = self.state == State::Open && !self.is_upgrading();
+        let received = self.bytes_received > 0;
+        let timers = self.timers.as_deref_mut()?;
+        let first_byte_since = *timers.first_byte_since.get_or_insert(now);
+        if active || timers.idle_since.is_none() {
+            timers.idle_since = Some(now);
+            timers.idle_told &= !active;
+        }
+        if !running {
+            return None;
+        }
+        let first_byte = timers
+            .first_byte
+            .filter(|_| !received)
+            .map(|timeout| first_byte_since + timeout);
+        let idle = timers
+            .idle
+            .zip(timers.idle_since)
+            .map(|(timeout, since)| since + timeout);
+        first_byte.into_iter().chain(idle).min()
+    }
+
+    /// A timer that ran out tells a protocol that handles `TimedOut` the first time, and ends
+    /// the connection otherwise.
+    fn check_timers(&mut self, now: Instant) {
+        if self.state != State::Open || self.is_upgrading() {
+            return;
+        }
+        let received = self.bytes_received > 0;
+        let tell = self.handles.timeouts;
+        let Some(timers) = self.timers.as_deref_mut() else {
+            return;
+        };
+        let ran_out = |timeout: Option<Duration>, since: Option<Instant>| {
+            timeout
+                .zip(since)
+                .filter(|&(timeout, since)| now >= since + timeout)
+                .map(|(timeout, _)| timeout)
+        };
+        let (timed_out, told) = if let Some(timeout) =
+            ran_out(timers.first_byte, timers.first_byte_since).filter(|_| !received)
+        {
+            if tell && !timers.first_byte_told {
+                timers.first_byte_since = Some(now);
+            }
+            (
+                Timeout::FirstByte(timeout),
+                mem::replace(&mut timers.first_byte_told, true),
+            )
+        } else if let Some(timeout) = ran_out(timers.idle, timers.idle_since) {
+            if tell && !timers.idle_told {
+                timers.idle_since = Some(now);
+            }
+            (
+                Timeout::Idle(timeout),
+                mem::replace(&mut timers.idle_told, true),
+            )
+        } else {
+            return;
+        };
+        if tell && !told {
+            tracing::debug!(%timed_out, "telling the protocol");
+            timers.pending = Some(timed_out);
+            return;
+        }
+        tracing::debug!(%timed_out, "ending the connection");
+        if self.queue.is_empty() {
+            self.rare().lost = Some(timed_out.into());
+            self.begin_close();
+        } else {
+            self.abort_with(timed_out.into(), Some(timed_out.into()));
+        }
     }
 
     fn begin_close(&mut self) {
@@ -1096,6 +1331,16 @@ impl<W: Waiter> StreamCore<W> {
             waiter.resolve(result);
         }
     }
+}
+
+/// A kind's default limits under a maximum write buffer below their high-water mark (a TLS
+/// transport's 512 KiB under a smaller maximum): pausing at the maximum, resuming at a quarter of
+/// it, so the protocol is told before the transport would abort.
+fn fit(limits: WriteBufferLimits, max: usize) -> WriteBufferLimits {
+    if limits.high() <= max {
+        return limits;
+    }
+    WriteBufferLimits::new(max, limits.low().min(max / 4)).unwrap_or(limits)
 }
 
 impl<W> fmt::Debug for StreamCore<W> {

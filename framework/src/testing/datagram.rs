@@ -230,6 +230,11 @@ impl MockDatagramBuilder {
             read_window: self.read_window,
             max_datagram_size: DEFAULT_MAX_DATAGRAM_SIZE,
             close_timeout: self.close_timeout,
+            max_write_buffer: crate::DEFAULT_MAX_WRITE_BUFFER,
+        };
+        let handles = crate::Handles {
+            write_flow: protocol.handles_write_flow(),
+            timeouts: false,
         };
         let shared = Arc::new(Shared::new(State::new(self.clone(), protocol)));
         let mut handle = None;
@@ -240,8 +245,10 @@ impl MockDatagramBuilder {
                 self.sockname.clone(),
                 self.peername.clone(),
             ));
+            let mut core = DatagramCore::new(settings);
+            core.set_handles(handles);
             MockDatagramActor {
-                core: DatagramCore::new(settings),
+                core,
                 shared: Arc::clone(&shared),
                 me: me.clone(),
                 sockname: self.sockname,
@@ -1035,8 +1042,12 @@ impl Handler<SetDatagramProtocol> for MockDatagramActor {
             });
         // Whatever is due goes to the protocol it was due to before the switch.
         self.deliver_events();
+        let handles = crate::Handles {
+            write_flow: msg.0.handles_write_flow(),
+            timeouts: false,
+        };
         let old = mem::replace(&mut self.shared.lock().protocol, msg.0);
-        self.core.set_protocol();
+        self.core.set_protocol(handles);
         self.turn(ctx);
         MessageResult(old)
     }

@@ -5,7 +5,7 @@ use std::{
     collections::{HashMap, VecDeque},
     fmt, io, mem,
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use actix::{
@@ -25,7 +25,7 @@ use crate::{
     DataReceived, DeliveryAcked, EofDecided, EofReceived, ExtraInfo, GetExtraInfo, GetProtocol,
     GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, InvalidWriteBufferLimits,
     IsClosing, IsReading, PauseReading, PauseWriting, ProtocolHandle, ProtocolWatch, ResumeReading,
-    ResumeWriting, SetProtocol, SetWriteBufferLimits, SocketAddress, StartTls, TlsError,
+    ResumeWriting, SetProtocol, SetWriteBufferLimits, SocketAddress, StartTls, TimedOut, TlsError,
     TlsErrorKind, TransportHandle, TransportStats, Watchable, Write, WriteBufferLimits, WriteEof,
     WriteError, WriteReceipt, WriteReply, WriteVectored, keys,
 };
@@ -141,6 +141,9 @@ pub struct MockBuilder {
     timeout: Duration,
     /// The I/O object's kind, when it is not a socket (the pipes of the subprocess mock).
     kind: Option<StreamKind>,
+    max_write_buffer: usize,
+    idle_timeout: Option<Duration>,
+    first_byte_timeout: Option<Duration>,
 }
 
 impl Default for MockBuilder {
@@ -153,6 +156,9 @@ impl Default for MockBuilder {
             tls_extra: HashMap::new(),
             timeout: DEFAULT_EVENT_TIMEOUT,
             kind: None,
+            max_write_buffer: crate::DEFAULT_MAX_WRITE_BUFFER,
+            idle_timeout: None,
+            first_byte_timeout: None,
         }
     }
 }
@@ -218,6 +224,28 @@ impl MockBuilder {
         self
     }
 
+    /// The most bytes the write buffer may hold before the connection is aborted with
+    /// [`WriteError::BufferFull`] ([`DEFAULT_MAX_WRITE_BUFFER`](crate::DEFAULT_MAX_WRITE_BUFFER)
+    /// by default, as a real transport's).
+    pub fn max_write_buffer(mut self, max: usize) -> Self {
+        self.max_write_buffer = max;
+        self
+    }
+
+    /// An idle timeout, as `StreamConfig::idle_timeout` sets on a real transport. The mock's
+    /// clock moves only with [`MockTransport::advance`], so a test decides when it runs out.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// A first-byte timeout, as `StreamConfig::first_byte_timeout` sets on a real transport;
+    /// on the mock's clock, like [`idle_timeout`](Self::idle_timeout).
+    pub fn first_byte_timeout(mut self, timeout: Duration) -> Self {
+        self.first_byte_timeout = Some(timeout);
+        self
+    }
+
     /// Scripts an I/O object of this kind instead of a socket: the subprocess mock's pipes are
     /// read-only and write-only streams.
     pub(super) fn kind(mut self, kind: StreamKind) -> Self {
@@ -242,6 +270,7 @@ impl MockBuilder {
     /// handled (for a protocol that keeps its acknowledgement).
     pub fn start(self, protocol: impl IntoProtocol) -> MockTransport {
         let (_, protocol) = protocol.into_protocol();
+        let handles = protocol.handles();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(self.clone(), protocol)),
             changed: Notify::new(),
@@ -255,19 +284,25 @@ impl MockBuilder {
             write_buffer_limits: WriteBufferLimits::default(),
             limits_chosen: false,
             read_buffer_limit: DEFAULT_READ_BUFFER_LIMIT,
-            // The mock has no clock: a stalled peer waits for the test.
+            // A stalled peer waits for the test.
             write_stall_timeout: None,
             close_drain_timeout: Duration::ZERO,
+            max_write_buffer: self.max_write_buffer,
+            idle_timeout: self.idle_timeout,
+            first_byte_timeout: self.first_byte_timeout,
         };
         let addr = MockActor::create(|ctx| {
             ctx.set_mailbox_capacity(0);
             // One handle, shared by the protocol and the test, as a real transport's is: what the
             // mock retains for after its end answers through both.
             let made = handle.insert(TransportHandle::new(ctx.address()));
+            let mut core = StreamCore::new(settings, kind);
+            core.set_handles(handles);
             MockActor {
-                core: StreamCore::new(settings, kind),
+                core,
                 shared: shared.clone(),
                 handle: made.clone(),
+                now: Instant::now(),
             }
         });
         MockTransport {
@@ -427,6 +462,14 @@ impl MockTransport {
     /// `ResumeWriting` once the buffer is at its low-water mark. Settles.
     pub async fn resume_writing(&self) {
         self.enqueue(Inbound::ResumeWriting);
+        self.settle().await;
+    }
+
+    /// Moves the mock's clock (which moves only so) forward by `elapsed`: an idle or first-byte
+    /// timeout of the builder that runs out tells a protocol that handles
+    /// [`TimedOut`](crate::TimedOut), or ends the connection, as on a real transport. Settles.
+    pub async fn advance(&self, elapsed: Duration) {
+        self.addr.do_send(Elapse(elapsed));
         self.settle().await;
     }
 
@@ -801,6 +844,8 @@ struct MockActor {
     core: StreamCore<WriteReply>,
     shared: Arc<Shared>,
     handle: TransportHandle,
+    /// The mock's clock, which only [`MockTransport::advance`] moves.
+    now: Instant,
 }
 
 /// The protocol the mock delivers to now, as its death pact watches it.
@@ -887,6 +932,8 @@ impl MockActor {
                 break;
             }
         }
+        // The core learns when bytes last moved, on the mock's clock.
+        let _ = self.core.poll_timeout(self.now);
         let snapshot = self.snapshot();
         self.shared.lock().snapshot = snapshot;
         self.changed();
@@ -1061,6 +1108,7 @@ impl MockActor {
                 }
                 Event::PauseWriting => protocol.deliver(PauseWriting),
                 Event::ResumeWriting => protocol.deliver(ResumeWriting),
+                Event::TimedOut(timeout) => protocol.deliver(TimedOut::new(timeout)),
                 _ => {}
             }
         }
@@ -1118,6 +1166,20 @@ impl ActorFuture<MockActor> for Turns {
         } else {
             std::task::Poll::Pending
         }
+    }
+}
+
+/// Test side → mock: time passed.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Elapse(Duration);
+
+impl Handler<Elapse> for MockActor {
+    type Result = ();
+
+    fn handle(&mut self, Elapse(elapsed): Elapse, _: &mut Context<Self>) {
+        self.now += elapsed;
+        self.core.handle_timeout(self.now);
     }
 }
 
@@ -1330,7 +1392,7 @@ impl Handler<SetProtocol> for MockActor {
         });
         // Whatever is due goes to the protocol it was due to before the switch.
         self.deliver_events();
-        self.core.set_protocol(leftover);
+        self.core.set_protocol(leftover, protocol.handles());
         let previous = mem::replace(&mut self.shared.lock().protocol, protocol);
         // Its `ConnectionMade` at once, as from a real transport: whatever comes next, even an
         // `Abort` in the same batch, comes after it.
@@ -1392,6 +1454,7 @@ impl Handler<StartTls> for MockActor {
                     UpgradeRefusal::Closing => "the transport is closing",
                     UpgradeRefusal::UnderWay => "a StartTls is already under way",
                     UpgradeRefusal::AfterEof => "the write side is shut down",
+                    UpgradeRefusal::Injected(_) => "plaintext received before the handshake",
                 },
             );
             return Box::pin(async move { Err(err) });
@@ -1408,8 +1471,14 @@ impl Handler<StartTls> for MockActor {
             BufferedPlaintext::Discard => Leftover::Discard,
         };
         let (tx, rx) = oneshot::channel();
-        self.core
-            .start_upgrade(Box::new(UpgradeReply(Some(tx))), policy, leftover);
+        if let Err(UpgradeRefusal::Injected(bytes)) =
+            self.core
+                .start_upgrade(Box::new(UpgradeReply(Some(tx))), policy, leftover)
+        {
+            let err = TlsError::injection(bytes);
+            self.core.close_with(err.clone().into());
+            return Box::pin(async move { Err(err) });
+        }
         Box::pin(async move {
             rx.await.unwrap_or_else(|_| {
                 Err(TlsError::new(

@@ -1,5 +1,5 @@
 //! The accept loop: listening sockets (bound, then listening at `StartServing`), the connection
-//! and handshake limits that leave connections in the backlog, the back-off when the process
+//! limit that leaves connections in the backlog, the back-off when the process
 //! runs out of descriptors or memory, and the hand-out of connections to the workers.
 
 use std::{
@@ -131,11 +131,11 @@ impl<L: Listen, O: Open<L::Io>, P: IntoProtocol + 'static> Acceptor<L, O, P> {
         let mut accepted = 0;
         for index in 0..self.listeners.len() {
             loop {
-                if self.shared.live.load(SeqCst) >= self.shared.max_connections
-                    || self.shared.handshaking.load(SeqCst) >= self.shared.max_handshakes
-                {
-                    // Leave the rest in the backlog; a closing connection or an ended
-                    // handshake wakes us (the waker was registered before this check).
+                // Not the handshake limit: a connection that has sent nothing holds no handshake
+                // place (see `tls::serve`), so silent ones must not stop the accepting either.
+                if self.shared.live.load(SeqCst) >= self.shared.max_connections {
+                    // Leave the rest in the backlog; a closing connection wakes us (the waker
+                    // was registered before this check).
                     return Poll::Pending;
                 }
                 if accepted == MAX_ACCEPTS_PER_WAKEUP {
@@ -173,9 +173,6 @@ impl<L: Listen, O: Open<L::Io>, P: IntoProtocol + 'static> Acceptor<L, O, P> {
         self.next_id += 1;
         self.shared.live.fetch_add(1, SeqCst);
         self.shared.accepted.fetch_add(1, SeqCst);
-        if self.open.handshakes() {
-            self.shared.handshaking.fetch_add(1, SeqCst);
-        }
         let factory = self.factory.clone();
         let open = self.open.clone();
         let shared = self.shared.clone();
@@ -196,21 +193,21 @@ impl<L: Listen, O: Open<L::Io>, P: IntoProtocol + 'static> Acceptor<L, O, P> {
             Ok(detached) => detached,
             Err(err) => {
                 tracing::warn!(%err, "accepted connection could not be moved to a worker");
-                abandon(&shared, &*open, id);
+                abandon(&shared, id);
                 return;
             }
         };
-        let fallback = (shared.clone(), open.clone());
+        let fallback = shared.clone();
         let sent = self.pool[worker].spawn_fn(move || match L::Io::attach(detached) {
             Ok(io) => open_connection(io, &*open, factory, shared, id, config),
             Err(err) => {
                 tracing::warn!(%err, "accepted connection could not be set up");
-                abandon(&shared, &*open, id);
+                abandon(&shared, id);
             }
         });
         if !sent {
             tracing::warn!("worker arbiter is gone; connection dropped");
-            abandon(&fallback.0, &*fallback.1, id);
+            abandon(&fallback, id);
         }
     }
 }

@@ -60,8 +60,6 @@ where
     let shared = Arc::new(Shared {
         live: AtomicUsize::new(0),
         finishing: AtomicUsize::new(0),
-        handshaking: AtomicUsize::new(0),
-        max_handshakes: open.max_handshakes(),
         accepted: AtomicU64::new(0),
         max_connections: options.max_connections,
         serving: AtomicBool::new(options.start_serving),

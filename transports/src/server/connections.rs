@@ -34,14 +34,8 @@ pub(crate) trait Open<In>: Send + Sync + 'static {
     /// The transport's I/O object.
     type Io: StreamIo;
 
-    /// Whether connections go through a handshake, which counts against
-    /// [`max_handshakes`](Self::max_handshakes).
-    fn handshakes(&self) -> bool;
-
-    /// The most handshakes at once; past it the server stops accepting.
-    fn max_handshakes(&self) -> usize;
-
-    /// The I/O object at once, or the handshake that makes it (bounded by its own timeout).
+    /// The I/O object at once, or the handshake that makes it (bounded by its own timeouts and
+    /// limit).
     fn open(&self, io: In) -> Opening<Self::Io>;
 }
 
@@ -64,14 +58,6 @@ where
 {
     type Io = IO;
 
-    fn handshakes(&self) -> bool {
-        false
-    }
-
-    fn max_handshakes(&self) -> usize {
-        usize::MAX
-    }
-
     fn open(&self, io: In) -> Opening<IO> {
         Opening::Ready((self.0)(io))
     }
@@ -85,9 +71,6 @@ pub(super) struct Shared {
     /// Connections whose transport has stopped and whose protocol has not yet handled
     /// `ConnectionLost`; `WaitClosed` waits for these too.
     pub(super) finishing: AtomicUsize,
-    /// Connections in their handshake now.
-    pub(super) handshaking: AtomicUsize,
-    pub(super) max_handshakes: usize,
     pub(super) accepted: AtomicU64,
     pub(super) max_connections: usize,
     /// Whether the acceptor accepts (`StartServing`); cleared for good by `Close`.
@@ -156,14 +139,6 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// A handshake has ended, one way or the other: the acceptor may go on.
-    fn handshake_ended(&self) {
-        let before = self.handshaking.fetch_sub(1, SeqCst);
-        if before >= self.max_handshakes {
-            self.acceptor.wake();
-        }
-    }
-
     fn connection_stopped(&self, id: u64) {
         lock(&self.clients).remove(&id);
         let before = self.live.fetch_sub(1, SeqCst);
@@ -269,10 +244,7 @@ fn retire(worker: Arbiter) {
 pub(super) type Factory<P> = Arc<dyn Fn() -> P + Send + Sync>;
 
 /// Takes a connection that will never start out of the books.
-pub(super) fn abandon<In, O: Open<In>>(shared: &Shared, open: &O, id: u64) {
-    if open.handshakes() {
-        shared.handshake_ended();
-    }
+pub(super) fn abandon(shared: &Shared, id: u64) {
     shared.connection_stopped(id);
 }
 
@@ -296,7 +268,6 @@ pub(super) fn open_connection<In, O: Open<In>, P: IntoProtocol + 'static>(
         if let Some(Client::Starting(Some(_))) = clients.get(&id) {
             // Closed or aborted on its way here: it ends before its handshake begins.
             drop(clients);
-            shared.handshake_ended();
             shared.connection_stopped(id);
             return;
         }
@@ -304,7 +275,6 @@ pub(super) fn open_connection<In, O: Open<In>, P: IntoProtocol + 'static>(
     }
     actix_rt::spawn(async move {
         let outcome = Abortable::new(handshake, registration).await;
-        shared.handshake_ended();
         match outcome {
             Ok(Ok(io)) => start_transport(io, factory, shared, id, config),
             Ok(Err(err)) => {

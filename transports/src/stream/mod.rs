@@ -47,14 +47,17 @@
 
 mod transport;
 
-use std::time::Duration;
-
-use std::task::{Context as TaskContext, Poll};
+use std::{
+    io,
+    task::{Context as TaskContext, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
+use switchboard_core::{check_max_write_buffer, check_timeout};
 use switchboard_framework::{
-    ExtraInfo, IntoProtocol, TlsError, TlsErrorKind, TlsSettings, TransportHandle,
-    WriteBufferLimits, keys,
+    DEFAULT_HIGH_WATER_MARK, DEFAULT_MAX_WRITE_BUFFER, ExtraInfo, IntoProtocol, TlsError,
+    TlsErrorKind, TlsSettings, TransportHandle, WriteBufferLimits, keys,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -203,6 +206,20 @@ pub struct StreamConfig {
     pub write_stall_timeout: Option<Duration>,
     /// See [`DEFAULT_CLOSE_DRAIN_TIMEOUT`].
     pub close_drain_timeout: Duration,
+    /// The most bytes the write buffer may hold; past it the connection is aborted and
+    /// `ConnectionLost` carries [`WriteError::BufferFull`](switchboard_framework::WriteError).
+    /// See [`DEFAULT_MAX_WRITE_BUFFER`]. At least the high-water mark; a TLS transport whose
+    /// default high-water mark (512 KiB) is above it pauses at this maximum instead.
+    pub max_write_buffer: usize,
+    /// How long the connection may go without reading or writing a byte before it is ended
+    /// (or its protocol told, if it handles [`TimedOut`](switchboard_framework::TimedOut)).
+    /// `None` (the default) waits forever, as asyncio does; servers facing the internet should
+    /// set it, as the examples do.
+    pub idle_timeout: Option<Duration>,
+    /// How long the connection may go from its start without receiving a byte before it is
+    /// ended (or its protocol told). `None` (the default) waits forever. A server whose client
+    /// speaks first (HTTP) sets a short one, so a silent connection costs a descriptor briefly.
+    pub first_byte_timeout: Option<Duration>,
 }
 
 impl Default for StreamConfig {
@@ -212,6 +229,9 @@ impl Default for StreamConfig {
             read_buffer_limit: DEFAULT_READ_BUFFER_LIMIT,
             write_stall_timeout: Some(DEFAULT_WRITE_STALL_TIMEOUT),
             close_drain_timeout: DEFAULT_CLOSE_DRAIN_TIMEOUT,
+            max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
+            idle_timeout: None,
+            first_byte_timeout: None,
         }
     }
 }
@@ -248,6 +268,42 @@ impl StreamConfig {
     pub fn close_drain_timeout(mut self, timeout: Duration) -> Self {
         self.close_drain_timeout = timeout;
         self
+    }
+
+    /// Sets the most bytes the write buffer may hold (see [`DEFAULT_MAX_WRITE_BUFFER`]). A
+    /// maximum below the high-water mark (the chosen one, else the TCP default, 64 KiB) is
+    /// refused with `InvalidInput`.
+    pub fn max_write_buffer(mut self, max: usize) -> io::Result<Self> {
+        self.max_write_buffer = max;
+        self.check()?;
+        Ok(self)
+    }
+
+    /// Sets the idle timeout; `None` disables it. A zero timeout is refused with
+    /// `InvalidInput`.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> io::Result<Self> {
+        self.idle_timeout = check_timeout("idle timeout", timeout)?;
+        Ok(self)
+    }
+
+    /// Sets the first-byte timeout; `None` disables it. A zero timeout is refused with
+    /// `InvalidInput`.
+    pub fn first_byte_timeout(mut self, timeout: Option<Duration>) -> io::Result<Self> {
+        self.first_byte_timeout = check_timeout("first-byte timeout", timeout)?;
+        Ok(self)
+    }
+
+    /// Checks the settings as a whole (their fields are public, so they may have been set one
+    /// by one): a maximum write buffer below the high-water mark or a zero timeout is refused
+    /// with `InvalidInput`. Servers and connections check their settings before they start.
+    pub fn check(&self) -> io::Result<()> {
+        let high = self
+            .write_buffer_limits
+            .map_or(DEFAULT_HIGH_WATER_MARK, |limits| limits.high());
+        check_max_write_buffer(self.max_write_buffer, high)?;
+        check_timeout("idle timeout", self.idle_timeout)?;
+        check_timeout("first-byte timeout", self.first_byte_timeout)?;
+        Ok(())
     }
 }
 

@@ -19,7 +19,7 @@ use switchboard_framework::{
     DataReceived, DeliveryAcked, EofDecided, EofReceived, GetExtraInfo, GetProtocol, GetStats,
     GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, IsClosing, IsReading, LostHandled,
     PauseReading, PauseWriting, ProtocolHandle, ProtocolWatch, ResumeReading, ResumeWriting,
-    SetProtocol, SetWriteBufferLimits, StartTls, TlsError, TlsErrorKind, TlsSettings,
+    SetProtocol, SetWriteBufferLimits, StartTls, TimedOut, TlsError, TlsErrorKind, TlsSettings,
     TransportHandle, Write, WriteBufferLimits, WriteEof, WriteError, WriteReceipt, WriteReply,
     WriteVectored, keys,
 };
@@ -196,8 +196,12 @@ impl<IO: StreamIo> StreamTransport<IO> {
             read_buffer_limit: config.read_buffer_limit,
             write_stall_timeout: config.write_stall_timeout,
             close_drain_timeout: config.close_drain_timeout,
+            max_write_buffer: config.max_write_buffer,
+            idle_timeout: config.idle_timeout,
+            first_byte_timeout: config.first_byte_timeout,
         };
-        let core = StreamCore::new(settings, kind_of(&io));
+        let mut core = StreamCore::new(settings, kind_of(&io));
+        core.set_handles(handle.handles());
         let transport = StreamTransport {
             io: Some(io),
             me: me.clone(),
@@ -241,6 +245,7 @@ impl<IO: StreamIo> StreamTransport<IO> {
                 Event::Eof => protocol.deliver(EofReceived::new(self.me.clone())),
                 Event::PauseWriting => protocol.deliver(PauseWriting),
                 Event::ResumeWriting => protocol.deliver(ResumeWriting),
+                Event::TimedOut(timeout) => protocol.deliver(TimedOut::new(timeout)),
                 // A later kind of event this transport does not know yet: nothing to send.
                 _ => {}
             }
@@ -267,6 +272,8 @@ impl<IO: StreamIo> StreamTransport<IO> {
     /// while the core moves to a state with more I/O to do.
     fn poll_io(&mut self, ctx: &mut Context<Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
         if self.core.is_stopped() {
+            // Ended inside a handler that did not settle: let go and stop now.
+            self.settle(ctx);
             return Poll::Ready(());
         }
         // Until the protocol is gone, the sweep wakes us if it finds it so.
@@ -535,8 +542,11 @@ impl<IO: StreamIo> Actor for StreamTransport<IO> {
 impl<IO: StreamIo> Handler<Write> for StreamTransport<IO> {
     type Result = WriteReceipt;
 
-    fn handle(&mut self, Write(data): Write, _: &mut Context<Self>) -> WriteReceipt {
-        WriteReceipt::from_core(self.core.write([data]))
+    fn handle(&mut self, Write(data): Write, ctx: &mut Context<Self>) -> WriteReceipt {
+        let receipt = WriteReceipt::from_core(self.core.write([data]));
+        // A write past the maximum write buffer ends the connection here.
+        self.settle(ctx);
+        receipt
     }
 }
 
@@ -546,9 +556,11 @@ impl<IO: StreamIo> Handler<WriteVectored> for StreamTransport<IO> {
     fn handle(
         &mut self,
         WriteVectored(buffers): WriteVectored,
-        _: &mut Context<Self>,
+        ctx: &mut Context<Self>,
     ) -> WriteReceipt {
-        WriteReceipt::from_core(self.core.write(buffers))
+        let receipt = WriteReceipt::from_core(self.core.write(buffers));
+        self.settle(ctx);
+        receipt
     }
 }
 
@@ -663,7 +675,7 @@ impl<IO: StreamIo> Handler<SetProtocol> for StreamTransport<IO> {
         } = msg;
         // Whatever is due goes to the protocol it was due to before the switch.
         self.deliver_events();
-        self.core.set_protocol(leftover);
+        self.core.set_protocol(leftover, protocol.handles());
         let previous = self.protocol.replace(protocol);
         self.deliver_events();
         MessageResult(previous)
@@ -732,6 +744,7 @@ impl<IO: StreamIo> Handler<StartTls> for StreamTransport<IO> {
                 TlsErrorKind::InvalidState,
                 "the write side is shut down",
             )),
+            Err(UpgradeRefusal::Injected(bytes)) => Some(TlsError::injection(bytes)),
             Ok(()) => self.io.as_ref().and_then(|io| io.check_upgrade().err()),
         };
         if let Some(err) = refusal {
@@ -751,7 +764,13 @@ impl<IO: StreamIo> Handler<StartTls> for StreamTransport<IO> {
             settings: Some(settings),
             reply: tx,
         };
-        self.core.start_upgrade(Box::new(part), policy, leftover);
+        if let Err(UpgradeRefusal::Injected(bytes)) =
+            self.core.start_upgrade(Box::new(part), policy, leftover)
+        {
+            let err = TlsError::injection(bytes);
+            self.core.close_with(err.clone().into());
+            return Box::pin(async move { Err(err) });
+        }
         Box::pin(async move {
             rx.await.unwrap_or_else(|_| {
                 Err(TlsError::new(

@@ -12,10 +12,16 @@ use switchboard_framework::{StartTls, TlsError, TlsErrorKind, TlsSettings};
 
 use super::layer::{DEFAULT_HANDSHAKE_TIMEOUT, Setup, valid_handshake_timeout};
 
-/// The most handshakes a server runs at once: 1024. Past it the server stops accepting until
-/// one ends, so that clients that connect and never speak cannot pile up without bound; each
-/// place is freed within [`DEFAULT_HANDSHAKE_TIMEOUT`].
+/// The most handshakes a server runs at once: 1024. A connection takes a place once its
+/// ClientHello has arrived (a silent one never does); past the limit, clients that have spoken
+/// wait for a place, each freed within [`DEFAULT_HANDSHAKE_TIMEOUT`]. It bounds the CPU that
+/// handshakes take at once.
 pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+
+/// How long a TLS server waits for a new connection's ClientHello before it drops the
+/// connection: 5 s. A real client sends it right after the TCP handshake, one round trip; a
+/// client that connects and says nothing holds a descriptor this long, and no handshake place.
+pub const DEFAULT_CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The server side: serves TLS connections, or makes the [`StartTls`] of a server.
 #[derive(Clone)]
@@ -23,6 +29,7 @@ pub struct TlsAcceptor {
     acceptor: SslAcceptor,
     handshake_timeout: Duration,
     pub(super) max_handshakes: usize,
+    pub(super) client_hello_timeout: Duration,
 }
 
 impl TlsAcceptor {
@@ -32,6 +39,7 @@ impl TlsAcceptor {
             acceptor,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            client_hello_timeout: DEFAULT_CLIENT_HELLO_TIMEOUT,
         }
     }
 
@@ -107,6 +115,19 @@ impl TlsAcceptor {
         self
     }
 
+    /// Sets how long a server waits for a new connection's ClientHello (see
+    /// [`DEFAULT_CLIENT_HELLO_TIMEOUT`]). A zero timeout is refused with `InvalidInput`.
+    pub fn client_hello_timeout(mut self, timeout: Duration) -> io::Result<Self> {
+        if timeout.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a ClientHello timeout of zero would drop every connection",
+            ));
+        }
+        self.client_hello_timeout = timeout;
+        Ok(self)
+    }
+
     /// The OpenSSL acceptor.
     pub fn ssl_acceptor(&self) -> &SslAcceptor {
         &self.acceptor
@@ -134,6 +155,7 @@ impl fmt::Debug for TlsAcceptor {
         f.debug_struct("TlsAcceptor")
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_handshakes", &self.max_handshakes)
+            .field("client_hello_timeout", &self.client_hello_timeout)
             .finish_non_exhaustive()
     }
 }

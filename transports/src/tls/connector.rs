@@ -136,6 +136,7 @@ impl TlsConnector {
         protocol: impl FnOnce() -> P,
     ) -> io::Result<(TransportHandle, P::Output)> {
         runtime::require_arbiter("tls::connect")?;
+        self.tcp.stream_config().check()?;
         let name = match &self.server_name {
             Some(name) => name.clone(),
             None => host_of(addr)?,

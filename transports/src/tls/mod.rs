@@ -15,7 +15,9 @@
 //!   [`TlsConnector::danger_accept_invalid_certs`] or
 //!   [`TlsConnector::danger_accept_invalid_hostnames`].
 //! * Handshakes are bounded: [`DEFAULT_HANDSHAKE_TIMEOUT`], and on a server at most
-//!   [`DEFAULT_MAX_HANDSHAKES`] at once, past which it stops accepting until one ends.
+//!   [`DEFAULT_MAX_HANDSHAKES`] at once. A server's connection takes a handshake place only
+//!   once its ClientHello arrived, within [`DEFAULT_CLIENT_HELLO_TIMEOUT`]: clients that
+//!   connect and say nothing cannot lock real ones out.
 //!
 //! ```
 //! use actix::prelude::*;
@@ -64,7 +66,7 @@ mod serve;
 pub use openssl;
 
 pub use self::{
-    acceptor::{DEFAULT_MAX_HANDSHAKES, TlsAcceptor},
+    acceptor::{DEFAULT_CLIENT_HELLO_TIMEOUT, DEFAULT_MAX_HANDSHAKES, TlsAcceptor},
     connector::{TlsConnector, connect},
     layer::{DEFAULT_HANDSHAKE_TIMEOUT, MaybeTls},
     self_signed::SelfSigned,

@@ -4,8 +4,11 @@
 use std::{io, sync::Arc};
 
 use bytes::Bytes;
-use switchboard_framework::IntoProtocol;
-use tokio::net::{TcpStream, ToSocketAddrs};
+use switchboard_framework::{IntoProtocol, TlsError, TlsErrorKind};
+use tokio::{
+    net::{TcpStream, ToSocketAddrs},
+    sync::Semaphore,
+};
 
 use super::{
     acceptor::TlsAcceptor,
@@ -43,34 +46,71 @@ where
     P: IntoProtocol + 'static,
 {
     runtime::require_system("tls::serve")?;
+    options.stream.check()?;
     let listeners = TcpListen::bind_all(addr, options.backlog, options.start_serving).await?;
+    let places = Arc::new(Semaphore::new(acceptor.max_handshakes));
     Ok(server::start(
         listeners,
         options,
-        Handshakes(Arc::new(acceptor)),
+        Handshakes {
+            acceptor: Arc::new(acceptor),
+            places,
+        },
         factory,
     ))
 }
 
 /// A TLS server's accepted connections go through the handshake first.
-struct Handshakes(Arc<TlsAcceptor>);
+struct Handshakes {
+    acceptor: Arc<TlsAcceptor>,
+    /// The handshakes that may run at once ([`TlsAcceptor::max_handshakes`]).
+    places: Arc<Semaphore>,
+}
 
 impl Open<TcpStream> for Handshakes {
     type Io = MaybeTls<TcpStream>;
 
-    fn handshakes(&self) -> bool {
-        true
-    }
-
-    fn max_handshakes(&self) -> usize {
-        self.0.max_handshakes
-    }
-
+    /// A connection takes a handshake place only once its client has spoken: a client that
+    /// connects and sends nothing holds a descriptor for the ClientHello timeout, and no place,
+    /// so silent connections cannot lock real clients out of their handshakes. The accept loop
+    /// goes on meanwhile (the connection limit bounds the silent ones). A client that sent its
+    /// ClientHello waits for a place if every one is taken; each frees within the handshake
+    /// timeout.
     fn open(&self, io: TcpStream) -> Opening<Self::Io> {
-        let started = self
-            .0
-            .setup()
-            .and_then(|setup| MaybeTls::handshaking(setup, io, Bytes::new()));
-        Opening::Handshake(Box::pin(async move { Ok(handshake(started?).await?) }))
+        let acceptor = Arc::clone(&self.acceptor);
+        let places = Arc::clone(&self.places);
+        Opening::Handshake(Box::pin(async move {
+            let wait = acceptor.client_hello_timeout;
+            // A peek, not `readable()`, which may report readiness that is not there: this
+            // waits for a byte (or the end) to be really in the socket.
+            match tokio::time::timeout(wait, io.peek(&mut [0; 1])).await {
+                Ok(peeked) => {
+                    peeked?;
+                }
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no ClientHello within {wait:?}"),
+                    ));
+                }
+            }
+            // The handshake timeout runs from the ClientHello, the wait for a place included: a
+            // queue of stalled handshakes delays a real client by one timeout at most.
+            let setup = acceptor.setup()?;
+            let limit = setup.timeout;
+            let in_time = async move {
+                let _place = places.acquire_owned().await.map_err(io::Error::other)?;
+                Ok(handshake(MaybeTls::handshaking(setup, io, Bytes::new())?).await?)
+            };
+            let deadline = tokio::time::Instant::now() + limit;
+            match tokio::time::timeout_at(deadline, in_time).await {
+                Ok(done) => done,
+                Err(_) => Err(TlsError::new(
+                    TlsErrorKind::TimedOut,
+                    format!("no handshake within {limit:?}"),
+                )
+                .into()),
+            }
+        }))
     }
 }

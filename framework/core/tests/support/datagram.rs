@@ -57,6 +57,12 @@ const FLOW: &str = "write flow edges";
 const ENDING: &str = "ending";
 /// The counters (`stats()`) agree with what was received, delivered, queued and sent.
 const COUNTERS: &str = "counters";
+/// The send queue never takes a datagram past `max_write_buffer` behind others: that datagram
+/// is refused with `BufferFull`, and the endpoint goes on.
+const CEILING: &str = "send-queue maximum";
+/// A protocol that does not handle write flow is given nothing (nothing is read for it) while
+/// writing is paused.
+const THROTTLE: &str = "read-stop without write flow";
 
 /// The addresses datagrams come from and go to.
 type Addr = u8;
@@ -197,6 +203,9 @@ impl Drop for Recorder {
 struct Protocol {
     made: bool,
     made_acked: bool,
+    /// Whether it handles write flow: without, nothing is received for it while writing is
+    /// paused. Protocol `i` does unless `i` is a multiple of 3 (the first one does not).
+    write_flow: bool,
     /// Whether this protocol was last told `PauseWriting`.
     told_paused: bool,
     /// It was switched to while writing was paused: a `PauseWriting` is due after its
@@ -321,7 +330,14 @@ impl Run {
         )]
         let epoch = Instant::now();
         Run {
-            core: DatagramCore::new(case.settings),
+            core: {
+                let mut core = DatagramCore::new(case.settings);
+                core.set_handles(switchboard_core::Handles {
+                    write_flow: false,
+                    timeouts: false,
+                });
+                core
+            },
             settings: case.settings,
             window: case.settings.read_window.max(1),
             shared: Rc::default(),
@@ -380,7 +396,9 @@ impl Run {
 
     /// The room the window leaves, as the model sees it.
     fn room(&self) -> usize {
-        if self.closing || self.paused || !self.protocols[self.current()].made_acked {
+        let protocol = &self.protocols[self.current()];
+        let throttled = !protocol.write_flow && self.writing_paused;
+        if self.closing || self.paused || !protocol.made_acked || throttled {
             0
         } else {
             self.window.saturating_sub(self.outstanding.len())
@@ -436,12 +454,22 @@ impl Run {
             }
             Step::SetWriteBufferLimits { high, low } => self.set_limits(high, low)?,
             Step::SetProtocol => {
+                let write_flow = !self.protocols.len().is_multiple_of(3);
                 self.protocols.push(Protocol {
                     replay_due: self.writing_paused,
+                    write_flow,
                     ..Protocol::default()
                 });
-                self.note(|| format!("   switch to protocol #{}", self.current()));
-                self.core.set_protocol();
+                self.note(|| {
+                    format!(
+                        "   switch to protocol #{} (write flow: {write_flow})",
+                        self.current()
+                    )
+                });
+                self.core.set_protocol(switchboard_core::Handles {
+                    write_flow,
+                    timeouts: false,
+                });
             }
             Step::Ack { pick } if !self.outstanding.is_empty() => {
                 let nth = usize::from(pick) % self.outstanding.len();
@@ -484,7 +512,24 @@ impl Run {
         self.offered += u64::from(len);
         let data = Bytes::from((start..self.offered).map(pattern).collect::<Vec<u8>>());
         let queued_before = self.queue.len();
+        let queued_bytes: usize = self.queue.iter().map(|queued| queued.data.len()).sum();
+        let max = self.settings.max_write_buffer;
+        let full = queued_before > 0 && queued_bytes + data.len() > max;
         match (self.core.send(data.clone(), to), self.closing) {
+            (Err(err), false) if full => ensure!(
+                err == WriteError::BufferFull(max),
+                CEILING,
+                "a datagram past the maximum ({queued_bytes} + {len} > {max}) refused with \
+                 {err:?}"
+            ),
+            (Ok(_), false) if full => {
+                return Err(violation(
+                    CEILING,
+                    format!(
+                        "a datagram accepted past the maximum ({queued_bytes} + {len} > {max})"
+                    ),
+                ));
+            }
             (Err(err), true) => ensure!(
                 err == WriteError::Closing,
                 CLOSING,
@@ -957,6 +1002,11 @@ impl Run {
                 (CLOSING, "the endpoint is closing")
             } else if self.paused {
                 (PAUSED, "reading is paused")
+            } else if !self.protocols[current].write_flow && self.writing_paused {
+                (
+                    THROTTLE,
+                    "writing is paused and the protocol does not handle write flow",
+                )
             } else if !self.protocols[current].made_acked {
                 (
                     LIFECYCLE,

@@ -113,14 +113,16 @@ fn settings() -> impl Strategy<Value = DatagramSettings> {
         1..=8usize,
         1..=32usize,
         prop_oneof![1 => Just(0u64), 9 => 1..=800u64],
+        prop_oneof![4 => Just(usize::MAX), 1 => 0..=96usize],
     )
         .prop_map(
-            |((a, b), read_window, max_datagram_size, close)| DatagramSettings {
+            |((a, b), read_window, max_datagram_size, close, max_write_buffer)| DatagramSettings {
                 write_buffer_limits: WriteBufferLimits::new(a.max(b), a.min(b))
                     .expect("low <= high"),
                 read_window,
                 max_datagram_size,
                 close_timeout: Duration::from_millis(close),
+                max_write_buffer,
             },
         )
 }

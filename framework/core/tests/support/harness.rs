@@ -15,7 +15,7 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use switchboard_core::{
-    DEFAULT_HIGH_WATER_MARK, Waiter, WriteBufferLimits, WriteError,
+    DEFAULT_HIGH_WATER_MARK, Handles, Timeout, Waiter, WriteBufferLimits, WriteError,
     stream::{Direction, Event, Leftover, Release, StreamCore, StreamKind, StreamSettings},
 };
 
@@ -62,6 +62,23 @@ const UPGRADE: &str = "upgrade barrier";
 const TIMEOUTS: &str = "timeouts";
 /// The counters (`stats()`) agree with what was fed, delivered and written.
 const COUNTERS: &str = "counters";
+/// The write buffer never holds more than `max_write_buffer`, but for one write taken into an
+/// empty buffer (its bytes are the protocol's already): a write that would take a non-empty
+/// buffer past the maximum is refused with `BufferFull`, the connection is aborted (a reset), every pending write fails
+/// with `BufferFull` and so does `ConnectionLost`.
+const CEILING: &str = "write-buffer maximum";
+/// A protocol that does not handle write flow gets no `DataReceived`, and nothing is read for
+/// it, while writing is paused (as the edges it was told say); once the buffer drains it gets
+/// what waits.
+const THROTTLE: &str = "read-stop without write flow";
+/// Bytes read wait only for what may hold them: an acknowledgement out, reading paused, an
+/// upgrade, the read-stop, the close. Otherwise the round delivers them (and then the EOF).
+const STUCK: &str = "no stuck delivery";
+/// The idle and first-byte timeouts: never before their time, at the first `handle_timeout`
+/// from their time on, `TimedOut` first to a protocol that handles it (and only to one), then
+/// the end: a close when nothing waits to be written, an abort otherwise, and `ConnectionLost`
+/// with the `TimedOut` of the timer that ran out.
+const TIMERS: &str = "idle and first-byte timeouts";
 
 // ---- the waiters ----
 
@@ -87,7 +104,54 @@ impl Shared {
 enum Outcome {
     Pending,
     Done,
-    Failed(io::ErrorKind),
+    Failed(Lost),
+}
+
+/// What a failure's `io::Error` says, as far as a protocol can tell: its kind, and the core's
+/// own reason behind it, if there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lost {
+    kind: io::ErrorKind,
+    cause: Cause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// An I/O error, or one with no typed source the core gives.
+    Io,
+    Write(WriteError),
+    Timer(Timeout),
+}
+
+impl Lost {
+    fn of(err: &io::Error) -> Self {
+        let cause = if let Some(write) = WriteError::of(err) {
+            Cause::Write(write)
+        } else if let Some(timer) = Timeout::of(err) {
+            Cause::Timer(timer)
+        } else {
+            Cause::Io
+        };
+        Lost {
+            kind: err.kind(),
+            cause,
+        }
+    }
+
+    fn io(kind: io::ErrorKind) -> Self {
+        Lost {
+            kind,
+            cause: Cause::Io,
+        }
+    }
+
+    fn write(err: WriteError) -> Self {
+        Lost::of(&err.into())
+    }
+
+    fn timer(timed_out: Timeout) -> Self {
+        Lost::of(&timed_out.into())
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -151,7 +215,7 @@ impl Waiter for Recorder {
                 }
                 Outcome::Done
             }
-            Err(err) => Outcome::Failed(err.kind()),
+            Err(err) => Outcome::Failed(Lost::of(err)),
         };
         self.outcome.set(outcome);
     }
@@ -173,6 +237,9 @@ impl Drop for Recorder {
 /// What the model knows of one protocol attached to the connection.
 #[derive(Debug, Default)]
 struct Protocol {
+    /// What it handles: with `write_flow` false it is throttled while writing is paused; with
+    /// `timeouts` it is told a timeout before it ends the connection.
+    handles: Handles,
     made: bool,
     /// Whether this protocol was last told `PauseWriting`.
     told_paused: bool,
@@ -214,6 +281,44 @@ impl Upgrade {
             } => Some(accepted_before),
         }
     }
+}
+
+/// The model of the idle and first-byte timers, from the harness's clock and what the driver
+/// did (it knows each byte it read and wrote): when each period began, and whether the
+/// protocol was told of it.
+///
+/// The bound, from `poll_timers` and `check_timers` in `stream.rs`: the timers run while the
+/// connection is open and no upgrade is under way. A period begins at the connection's start
+/// (the first `poll_timeout`) for the first-byte timer, and at the `poll_timeout` after the last
+/// progress (a byte read, a byte written, an upgrade's end) for the idle one; this harness polls
+/// after every step, so that is the time of the step that made progress. A timer runs out at
+/// the first `handle_timeout(now)` with `now >= since + T` (the first-byte one only while
+/// nothing was received, and it goes first when both ran out: one timer a call). A protocol
+/// that handles timeouts and was not told is told, and the period begins again at `now`;
+/// otherwise the connection ends. So, with the times of the `handle_timeout` calls,
+/// * without `handles.timeouts` it ends at the first call at or after `since + T`;
+/// * with it, it tells at the first call `t1 >= since + T` and ends at the first call at or
+///   after `t1 + T`; a driver that calls at the deadline `poll_timeout` gave (the `Sleep` step)
+///   is told at exactly `since + T` and ends at `since + 2T`.
+///
+/// Progress after a tell clears it (idle), so the next run-out tells again. `Run::timer_due`
+/// applies this rule; `Run::ended_by_timer` checks the plain bounds on its own record.
+#[derive(Debug)]
+struct Timers {
+    idle: Option<Duration>,
+    first_byte: Option<Duration>,
+    idle_since: Instant,
+    first_byte_since: Instant,
+    idle_told: bool,
+    first_byte_told: bool,
+    /// A byte moved since the last `poll_timeout`.
+    active: bool,
+    /// The last progress the core was told of, for the bounds.
+    progress_at: Instant,
+    /// `TimedOut(Idle)` reached a protocol since `progress_at`.
+    idle_told_since_progress: bool,
+    /// `TimedOut(FirstByte)` reached a protocol.
+    first_byte_told_ever: bool,
 }
 
 /// What a dead protocol's dropped messages send back once the events are polled.
@@ -288,7 +393,7 @@ struct Run {
     was_closing: bool,
     aborted: bool,
     /// The error the connection failed with, if it did.
-    failed: Option<io::ErrorKind>,
+    failed: Option<Lost>,
     reader_closed: bool,
     upgrade: Upgrade,
     parts: u64,
@@ -297,6 +402,16 @@ struct Run {
     stall_since: Option<Instant>,
     drain_since: Option<Instant>,
     progressed: bool,
+    timers: Timers,
+    /// A `TimedOut` the core is to deliver in this round.
+    timed_out_due: Option<Timeout>,
+    /// The deadline the last `poll_timeout` gave, for `Sleep`.
+    deadline: Option<Instant>,
+    /// The write-buffer maximum, as the core holds it (at most 4 GiB).
+    max_write_buffer: usize,
+    /// The size of the last write taken into an empty buffer: the buffer may hold up to that
+    /// much, even past the maximum, while it drains.
+    taken_whole: usize,
 }
 
 /// Runs `case`; returns how many steps ran (a step whose precondition did not hold is skipped),
@@ -351,7 +466,11 @@ impl Run {
         )]
         let epoch = Instant::now();
         Run {
-            core: StreamCore::new(case.settings, case.kind),
+            core: {
+                let mut core = StreamCore::new(case.settings, case.kind);
+                core.set_handles(case.handles);
+                core
+            },
             settings: case.settings,
             kind: case.kind,
             shared: Rc::default(),
@@ -375,7 +494,10 @@ impl Run {
             unclean: false,
             eof_delivered: case.kind.direction == Direction::WriteOnly,
             eof_unanswered: false,
-            protocols: vec![Protocol::default()],
+            protocols: vec![Protocol {
+                handles: case.handles,
+                ..Protocol::default()
+            }],
             alive: true,
             dropped: Vec::new(),
             writing_paused: false,
@@ -386,7 +508,10 @@ impl Run {
             writes: Vec::new(),
             eof_waiters: Vec::new(),
             eof_requested: false,
-            limits: case.settings.write_buffer_limits,
+            limits: fit(
+                case.settings.write_buffer_limits,
+                case.settings.max_write_buffer,
+            ),
             limits_chosen: case.settings.limits_chosen,
             closing: false,
             was_closing: false,
@@ -398,6 +523,22 @@ impl Run {
             stall_since: None,
             drain_since: None,
             progressed: false,
+            timers: Timers {
+                idle: case.settings.idle_timeout,
+                first_byte: case.settings.first_byte_timeout,
+                idle_since: epoch,
+                first_byte_since: epoch,
+                idle_told: false,
+                first_byte_told: false,
+                active: false,
+                progress_at: epoch,
+                idle_told_since_progress: false,
+                first_byte_told_ever: false,
+            },
+            timed_out_due: None,
+            deadline: None,
+            max_write_buffer: case.settings.max_write_buffer.min(u32::MAX as usize),
+            taken_whole: 0,
         }
     }
 
@@ -412,6 +553,23 @@ impl Run {
 
     fn at(&self, instant: Instant) -> Duration {
         instant.duration_since(self.epoch)
+    }
+
+    /// Whether the protocol attached now is held back by the read-stop, by the model: it does
+    /// not handle write flow and the connection was told `PauseWriting` and not yet
+    /// `ResumeWriting`.
+    fn throttled(&self) -> bool {
+        !self.protocols[self.current()].handles.write_flow && self.writing_paused
+    }
+
+    /// Bytes read and not delivered, by the model.
+    fn waiting(&self) -> usize {
+        self.fed.len() - self.cursor
+    }
+
+    /// Whether a byte was received (the first-byte timer's end).
+    fn received(&self) -> bool {
+        !self.fed.is_empty() || self.drained > 0
     }
 
     // ---- steps ----
@@ -447,7 +605,17 @@ impl Run {
                 self.paused = false;
             }
             Step::SetWriteBufferLimits { high, low } if protocol => self.set_limits(high, low)?,
-            Step::SetProtocol { split } if protocol => self.switch(split),
+            Step::SetProtocol {
+                split,
+                write_flow,
+                timeouts,
+            } if protocol => self.switch(
+                split,
+                Handles {
+                    write_flow,
+                    timeouts,
+                },
+            ),
             Step::EofDecided { keep_open } if protocol && self.eof_unanswered => {
                 self.eof_decided(keep_open)?;
             }
@@ -484,6 +652,7 @@ impl Run {
                 self.note(|| format!("   read {n} bytes (room {room})"));
                 self.fed
                     .extend((start..start + n).map(|i| pattern(i as u64)));
+                self.timers.active = true;
                 self.core.handle_read(BytesMut::from(&self.fed[start..]));
             }
             Step::PeerEof { unclean } if self.core.read_room() > 0 => {
@@ -502,7 +671,7 @@ impl Run {
                 } else {
                     // Closing after the peer's EOF, a failed shutdown is of no matter.
                     if !(self.core.is_closing() && self.eof_read) {
-                        self.failed = Some(io::ErrorKind::BrokenPipe);
+                        self.failed = Some(Lost::io(io::ErrorKind::BrokenPipe));
                     }
                     self.core
                         .handle_shutdown(Err(io::ErrorKind::BrokenPipe.into()));
@@ -538,11 +707,25 @@ impl Run {
                 self.core.handle_reader_closed();
             }
             Step::Error => {
-                self.failed = Some(io::ErrorKind::ConnectionReset);
+                self.failed = Some(Lost::io(io::ErrorKind::ConnectionReset));
                 self.core
                     .handle_error(io::ErrorKind::ConnectionReset.into());
             }
-            Step::Tick { ms } => self.tick(ms)?,
+            Step::Tick { ms } => self.tick(Duration::from_millis(ms.into()))?,
+            Step::Sleep { early } => {
+                let Some(deadline) = self.deadline else {
+                    return Ok(false);
+                };
+                let wake = if early {
+                    deadline - Duration::from_micros(1)
+                } else {
+                    deadline
+                };
+                // A deadline already past: the driver's timer fires at once.
+                let wait = wake.saturating_duration_since(self.now);
+                self.note(|| format!("   sleep {wait:?}, to {:?}", self.at(self.now + wait)));
+                self.tick(wait)?;
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -561,18 +744,24 @@ impl Run {
             })
             .collect();
         let total: usize = buffers.iter().map(Bytes::len).sum();
+        let unwritten = self.accepted.len() - self.written;
         let due = if self.kind.direction == Direction::ReadOnly {
             Some(WriteError::ReadOnly)
         } else if self.core.is_closing() {
             Some(WriteError::Closing)
         } else if self.eof_requested {
             Some(WriteError::AfterEof)
+        } else if unwritten > 0 && unwritten + total > self.max_write_buffer {
+            Some(WriteError::BufferFull(self.max_write_buffer))
         } else {
             None
         };
         let end = (self.accepted.len() + total) as u64;
         match (self.core.write(buffers.iter().cloned()), due) {
             (Ok(ticket), None) => {
+                if unwritten == 0 {
+                    self.taken_whole = total;
+                }
                 ensure!(
                     ticket.end() == end,
                     WRITE_ORDER,
@@ -591,9 +780,29 @@ impl Run {
             (Err(err), Some(due)) => {
                 ensure!(
                     err == due,
-                    CLOSING,
+                    if matches!(due, WriteError::BufferFull(_)) {
+                        CEILING
+                    } else {
+                        CLOSING
+                    },
                     "a write refused with {err:?}, not {due:?}"
                 );
+                if let WriteError::BufferFull(_) = due {
+                    self.note(|| {
+                        format!("   refused with {err:?}: {unwritten} + {total} bytes buffered")
+                    });
+                    self.overflowed(err)?;
+                }
+            }
+            (Ok(_), Some(due @ WriteError::BufferFull(_))) => {
+                return Err(violation(
+                    CEILING,
+                    format!(
+                        "a write of {total} bytes accepted with {unwritten} buffered, past the \
+                         maximum {} ({due:?} was due)",
+                        self.max_write_buffer
+                    ),
+                ));
             }
             (Ok(_), Some(due)) => {
                 return Err(violation(
@@ -603,10 +812,63 @@ impl Run {
             }
             (Err(err), None) => {
                 return Err(violation(
-                    CLOSING,
-                    format!("a write refused with {err:?} on an open connection"),
+                    if matches!(err, WriteError::BufferFull(_)) {
+                        CEILING
+                    } else {
+                        CLOSING
+                    },
+                    format!(
+                        "a write of {total} bytes refused with {err:?} on an open connection \
+                         ({unwritten} bytes buffered, maximum {})",
+                        self.max_write_buffer
+                    ),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// A write was refused with `BufferFull`: the connection is aborted, and every write still
+    /// pending failed with that error, now.
+    fn overflowed(&mut self, err: WriteError) -> Checked {
+        self.closing = true;
+        self.aborted = true;
+        self.upgrade = Upgrade::None;
+        self.failed = Some(Lost::write(err));
+        ensure!(
+            self.core.is_stopped()
+                && self.core.write_queue().is_empty()
+                && self.core.write_buffer_size() == 0,
+            CEILING,
+            "a write past the maximum was refused and the connection not aborted (stopped: {}, \
+             {} bytes buffered)",
+            self.core.is_stopped(),
+            self.core.write_buffer_size()
+        );
+        self.check_pending_failed(CEILING, Lost::write(err))
+    }
+
+    /// Every acknowledged write not written and every `WriteEof` failed with `lost`: the
+    /// connection was aborted.
+    fn check_pending_failed(&self, invariant: &str, lost: Lost) -> Checked {
+        for (i, (end, outcome)) in self.writes.iter().enumerate() {
+            if *end > self.written as u64 {
+                ensure!(
+                    outcome.get() == Outcome::Failed(lost),
+                    invariant,
+                    "acknowledged write #{i} (ending at byte {end}, {} written) is {:?} where \
+                     the abort failed it with {lost:?}",
+                    self.written,
+                    outcome.get()
+                );
+            }
+        }
+        for (i, outcome) in self.eof_waiters.iter().enumerate() {
+            ensure!(
+                outcome.get() != Outcome::Pending,
+                invariant,
+                "WriteEof #{i} still pending after the abort"
+            );
         }
         Ok(())
     }
@@ -625,13 +887,13 @@ impl Run {
         self.eof_waiters.push(outcome);
         if open && !can {
             ensure!(
-                got == Outcome::Failed(io::ErrorKind::Unsupported),
+                got == Outcome::Failed(Lost::io(io::ErrorKind::Unsupported)),
                 HALF_CLOSE,
                 "WriteEof on a transport that cannot half-close (now) gave {got:?}"
             );
         } else if !open {
             ensure!(
-                got == Outcome::Failed(io::ErrorKind::NotConnected),
+                got == Outcome::Failed(Lost::write(WriteError::Closing)),
                 HALF_CLOSE,
                 "WriteEof on a closing transport gave {got:?}"
             );
@@ -696,7 +958,7 @@ impl Run {
         }
     }
 
-    fn switch(&mut self, split: u8) {
+    fn switch(&mut self, split: u8, handles: Handles) {
         let (source, leftover) = self.take_leftover(split);
         if !leftover.is_empty() && !self.core.is_closing() {
             // The new protocol receives these bytes first.
@@ -706,17 +968,18 @@ impl Run {
             self.most_double_counted = self.most_double_counted.max(now);
         }
         self.protocols.push(Protocol {
+            handles,
             replay_due: self.writing_paused,
             ..Protocol::default()
         });
         self.note(|| {
             format!(
-                "   switch to protocol #{} with {} leftover bytes",
+                "   switch to protocol #{} ({handles:?}) with {} leftover bytes",
                 self.current(),
                 leftover.len()
             )
         });
-        self.core.set_protocol(leftover);
+        self.core.set_protocol(leftover, handles);
     }
 
     fn eof_decided(&mut self, keep_open: bool) -> Checked {
@@ -760,8 +1023,16 @@ impl Run {
             prefix,
             accepted_before: self.accepted.len(),
         };
-        self.core
+        // Unconsumed plaintext under `Discard` refuses the upgrade (the unit tests check that):
+        // the protocol here drops what it did not consume before it asks.
+        let leftover = match policy {
+            Leftover::Feed => leftover,
+            Leftover::Discard => Bytes::new(),
+        };
+        let started = self
+            .core
             .start_upgrade(Box::new(self.parts), policy, leftover);
+        assert!(started.is_ok(), "checked before");
     }
 
     fn upgraded(&mut self, outcome: Option<(StreamKind, WriteBufferLimits)>) -> Checked {
@@ -770,6 +1041,8 @@ impl Run {
             unreachable!("checked by the caller");
         };
         let result = outcome.ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData));
+        // The handshake's end counts as progress for the idle timer.
+        self.timers.active = true;
         let returned = self.core.handle_upgraded(result);
         let returned = returned.and_then(|part| part.downcast::<u64>().ok());
         ensure!(
@@ -781,7 +1054,7 @@ impl Run {
             Some((kind, limits)) => {
                 self.kind = kind;
                 if !self.limits_chosen {
-                    self.limits = limits;
+                    self.limits = fit(limits, self.settings.max_write_buffer);
                 }
                 ensure!(
                     self.core.kind() == kind,
@@ -790,7 +1063,7 @@ impl Run {
                     self.core.kind()
                 );
             }
-            None => self.failed = Some(io::ErrorKind::InvalidData),
+            None => self.failed = Some(Lost::io(io::ErrorKind::InvalidData)),
         }
         Ok(())
     }
@@ -844,6 +1117,7 @@ impl Run {
         self.shared.written.set(self.written as u64);
         if k > 0 {
             self.progressed = true;
+            self.timers.active = true;
         }
         self.core.handle_written(k);
         self.core.handle_write_attempted();
@@ -851,8 +1125,10 @@ impl Run {
         Ok(())
     }
 
-    fn tick(&mut self, ms: u16) -> Checked {
-        self.now += Duration::from_millis(ms.into());
+    /// Time passes by `wait`; then `poll_timeout(now)` and `handle_timeout(now)`, as a driver
+    /// whose timer fired.
+    fn tick(&mut self, wait: Duration) -> Checked {
+        self.now += wait;
         self.poll_timeout()?;
         let stall_due = match (self.stall_since, self.settings.write_stall_timeout) {
             (Some(since), Some(timeout)) => self.now >= since + timeout,
@@ -862,7 +1138,17 @@ impl Run {
             && self
                 .drain_since
                 .is_some_and(|since| self.now >= since + self.settings.close_drain_timeout);
+        let was_closing = self.core.is_closing();
+        // The model's timers act first, as `handle_timeout` checks them first.
+        let timer = self.timer_due();
         self.core.handle_timeout(self.now);
+        if let Some((timed_out, end)) = timer {
+            if end {
+                return self.ended_by_timer(timed_out);
+            }
+            self.note(|| format!("   {timed_out:?} ran out: the protocol is to be told"));
+            self.timed_out_due = Some(timed_out);
+        }
         if stall_due {
             ensure!(
                 self.core.is_stopped(),
@@ -872,7 +1158,8 @@ impl Run {
                 self.at(self.stall_since.expect("due")),
                 self.at(self.now)
             );
-            self.failed = Some(io::ErrorKind::TimedOut);
+            let timeout = self.settings.write_stall_timeout.expect("due");
+            self.failed = Some(Lost::write(WriteError::Stalled(timeout)));
         } else if drain_due {
             ensure!(
                 self.core.is_stopped(),
@@ -885,6 +1172,117 @@ impl Run {
                 TIMEOUTS,
                 "a timeout that was not due ended the connection"
             );
+            ensure!(
+                was_closing || !self.core.is_closing(),
+                TIMERS,
+                "handle_timeout at {:?} began closing where no timer ran out (idle since {:?}, \
+                 first byte since {:?}, {:?})",
+                self.at(self.now),
+                self.at(self.timers.idle_since),
+                self.at(self.timers.first_byte_since),
+                self.settings
+            );
+        }
+        Ok(())
+    }
+
+    /// The timer that runs out at `handle_timeout(now)`, by the rule of [`Timers`], if one
+    /// does, and whether it ends the connection (otherwise the protocol is told); the model's
+    /// timers move on as the core's must.
+    fn timer_due(&mut self) -> Option<(Timeout, bool)> {
+        if self.core.is_closing() || !matches!(self.upgrade, Upgrade::None) {
+            return None;
+        }
+        let received = self.received();
+        let tell = self.protocols[self.current()].handles.timeouts;
+        let now = self.now;
+        let timers = &mut self.timers;
+        let (timed_out, told) = if let Some(timeout) = timers
+            .first_byte
+            .filter(|&timeout| !received && now >= timers.first_byte_since + timeout)
+        {
+            let told = mem::replace(&mut timers.first_byte_told, true);
+            if tell && !told {
+                timers.first_byte_since = now;
+            }
+            (Timeout::FirstByte(timeout), told)
+        } else if let Some(timeout) = timers
+            .idle
+            .filter(|&timeout| now >= timers.idle_since + timeout)
+        {
+            let told = mem::replace(&mut timers.idle_told, true);
+            if tell && !told {
+                timers.idle_since = now;
+            }
+            (Timeout::Idle(timeout), told)
+        } else {
+            return None;
+        };
+        Some((timed_out, told || !tell))
+    }
+
+    /// A timer ended the connection at `handle_timeout(now)`: checks the plain bounds (no
+    /// progress, or no byte, for T; for 2T if the protocol was told), then the end itself.
+    fn ended_by_timer(&mut self, timed_out: Timeout) -> Checked {
+        let timers = &self.timers;
+        let (since, told, setting) = match timed_out {
+            Timeout::FirstByte(_) => {
+                ensure!(
+                    !self.received(),
+                    TIMERS,
+                    "the first-byte timeout ended a connection that received bytes"
+                );
+                (
+                    self.epoch,
+                    timers.first_byte_told_ever,
+                    self.settings.first_byte_timeout,
+                )
+            }
+            Timeout::Idle(_) => (
+                timers.progress_at,
+                timers.idle_told_since_progress,
+                self.settings.idle_timeout,
+            ),
+            other => {
+                return Err(violation(
+                    TIMERS,
+                    format!("a timeout the checker does not know: {other:?}"),
+                ));
+            }
+        };
+        let timeout = timed_out.duration();
+        ensure!(
+            setting == Some(timeout),
+            TIMERS,
+            "{timed_out:?} with the timeout set to {setting:?}"
+        );
+        let quiet = self.now - since;
+        ensure!(
+            quiet >= if told { 2 * timeout } else { timeout },
+            TIMERS,
+            "{timed_out:?} ended the connection at {:?}, {quiet:?} after {:?} (told: {told})",
+            self.at(self.now),
+            self.at(since)
+        );
+        self.note(|| format!("   {timed_out:?} ran out: the connection ends"));
+        self.failed = Some(Lost::timer(timed_out));
+        self.closing = true;
+        if self.accepted.len() == self.written {
+            // Nothing to flush: a close, which ends with the timeout's error.
+            ensure!(
+                self.core.is_closing(),
+                TIMERS,
+                "{timed_out:?} ran out with nothing to write and the connection is not closing"
+            );
+        } else {
+            self.aborted = true;
+            ensure!(
+                self.core.is_stopped() && self.core.write_buffer_size() == 0,
+                TIMERS,
+                "{timed_out:?} ran out with {} bytes to write and the connection was not aborted",
+                self.accepted.len() - self.written
+            );
+            self.check_pending_failed(TIMERS, Lost::timer(timed_out))?;
         }
         Ok(())
     }
@@ -933,6 +1331,34 @@ impl Run {
                 protocol.made,
                 LIFECYCLE,
                 "protocol #{current} is attached and got no ConnectionMade"
+            );
+            ensure!(
+                self.timed_out_due.is_none(),
+                TIMERS,
+                "{:?} ran out and protocol #{current} ({:?}) was not told",
+                self.timed_out_due,
+                protocol.handles
+            );
+            // Nothing holds what waits: it went (a throttled protocol gets it once the buffer
+            // drained, so this is also the end of the read-stop).
+            let free = !self.core.is_closing()
+                && !self.paused
+                && self.outstanding.is_empty()
+                && matches!(self.upgrade, Upgrade::None);
+            ensure!(
+                !free || self.throttled() || self.waiting() == 0,
+                STUCK,
+                "{} bytes wait for protocol #{current} ({:?}) and nothing holds them (writing \
+                 paused: {}, {} bytes buffered)",
+                self.waiting(),
+                protocol.handles,
+                self.writing_paused,
+                self.core.write_buffer_size()
+            );
+            ensure!(
+                !free || self.waiting() > 0 || !self.eof_read || self.eof_delivered,
+                STUCK,
+                "the peer's EOF waits for protocol #{current} and nothing holds it"
             );
             ensure!(
                 !protocol.replay_due,
@@ -1020,6 +1446,12 @@ impl Run {
             }
             Event::Data { data, seq } => {
                 self.check_delivery("DataReceived")?;
+                ensure!(
+                    !self.throttled(),
+                    THROTTLE,
+                    "DataReceived to protocol #{current}, which does not handle write flow, while \
+                     writing is paused ({size} bytes buffered, {limits:?})"
+                );
                 ensure!(!self.eof_delivered, ORDER, "DataReceived after EofReceived");
                 ensure!(!data.is_empty(), ORDER, "an empty DataReceived");
                 let due = self.fed.get(self.cursor..self.cursor + data.len());
@@ -1068,6 +1500,26 @@ impl Run {
                 self.eof_unanswered = true;
                 if !self.alive {
                     self.dropped.push(Dropped::EofDecision);
+                }
+            }
+            Event::TimedOut(timed_out) => {
+                ensure!(
+                    self.protocols[current].handles.timeouts,
+                    TIMERS,
+                    "{timed_out:?} to protocol #{current}, which does not handle timeouts"
+                );
+                let due = self.timed_out_due.take();
+                ensure!(
+                    due == Some(timed_out),
+                    TIMERS,
+                    "{timed_out:?} to protocol #{current} at {:?} where {due:?} was due",
+                    self.at(self.now)
+                );
+                match timed_out {
+                    Timeout::Idle(_) => self.timers.idle_told_since_progress = true,
+                    Timeout::FirstByte(_) => self.timers.first_byte_told_ever = true,
+                    // `due` named it: the model knows only these two.
+                    _ => unreachable!("{timed_out:?} was due"),
                 }
             }
             other => {
@@ -1170,20 +1622,48 @@ impl Run {
             .drain_since
             .filter(|_| draining)
             .map(|since| since + self.settings.close_drain_timeout);
-        let due = match (stall, drain) {
-            (Some(stall), Some(drain)) => Some(stall.min(drain)),
-            (stall, drain) => stall.or(drain),
-        };
+        let timers = self.timers_deadline();
+        let due = [stall, drain, timers].into_iter().flatten().min();
+        self.deadline = deadline;
         ensure!(
             deadline == due,
-            TIMEOUTS,
-            "poll_timeout at {:?} gave {:?}, where the write buffer's last progress and the \
-             drain's start call for {:?}",
+            if self.timers.idle.is_some() || self.timers.first_byte.is_some() {
+                TIMERS
+            } else {
+                TIMEOUTS
+            },
+            "poll_timeout at {:?} gave {:?}, where the write buffer's last progress, the \
+             drain's start and the timers ({:?}) call for {:?}",
             self.at(self.now),
             deadline.map(|deadline| self.at(deadline)),
+            timers.map(|timers| self.at(timers)),
             due.map(|due| self.at(due))
         );
         Ok(())
+    }
+
+    /// The deadline of the idle and first-byte timers, as the core learns of progress at
+    /// `poll_timeout`: none while closing or upgrading.
+    fn timers_deadline(&mut self) -> Option<Instant> {
+        let now = self.now;
+        let timers = &mut self.timers;
+        if mem::take(&mut timers.active) {
+            timers.idle_since = now;
+            timers.idle_told = false;
+            timers.progress_at = now;
+            timers.idle_told_since_progress = false;
+        }
+        if self.core.is_closing() || !matches!(self.upgrade, Upgrade::None) {
+            return None;
+        }
+        let received = self.received();
+        let timers = &self.timers;
+        let first_byte = timers
+            .first_byte
+            .filter(|_| !received)
+            .map(|timeout| timers.first_byte_since + timeout);
+        let idle = timers.idle.map(|timeout| timers.idle_since + timeout);
+        first_byte.into_iter().chain(idle).min()
     }
 
     /// What holds between steps while the connection lives.
@@ -1243,6 +1723,23 @@ impl Run {
             "read_buffer_peak {} past the limit {limit} (leftover counted twice at most: {})",
             stats.read_buffer_peak,
             self.most_double_counted
+        );
+        let throttled = self.throttled();
+        ensure!(
+            core.is_throttled() == throttled,
+            THROTTLE,
+            "is_throttled() is {} where protocol #{} handles {:?} and writing is {}paused",
+            core.is_throttled(),
+            self.current(),
+            self.protocols[self.current()].handles,
+            if self.writing_paused { "" } else { "not " }
+        );
+        ensure!(
+            !throttled || room == 0,
+            THROTTLE,
+            "read_room() is {room} while protocol #{} does not handle write flow and writing is \
+             paused",
+            self.current()
         );
         let expect_reading = !closing && !self.paused && !self.eof_read;
         ensure!(
@@ -1310,6 +1807,17 @@ impl Run {
             core.write_buffer_size(),
             core.ledger(),
             self.accepted.len()
+        );
+        ensure!(
+            core.max_write_buffer() == self.max_write_buffer
+                && core.write_buffer_size() <= self.max_write_buffer.max(self.taken_whole),
+            CEILING,
+            "{} bytes buffered, where the maximum is {} (max_write_buffer() {}) and the last \
+             write taken into an empty buffer was {} bytes",
+            core.write_buffer_size(),
+            self.max_write_buffer,
+            core.max_write_buffer(),
+            self.taken_whole
         );
         ensure!(
             core.write_buffer_limits() == self.limits,
@@ -1386,13 +1894,24 @@ impl Run {
     /// `ConnectionLost` to the protocol attached now, last.
     fn stop(&mut self, release: Option<Release>) -> Checked {
         self.ended = true;
+        // A failure of the core's own (the maximum, a timer) under its own name.
+        let failure = match self.failed.map(|failed| failed.cause) {
+            Some(Cause::Write(WriteError::BufferFull(_))) => CEILING,
+            Some(Cause::Timer(_)) => TIMERS,
+            _ => ENDING,
+        };
         if let Some(release) = release {
             ensure!(
                 release.abort == self.aborted,
-                ENDING,
-                "released with abort = {}, where Abort was {}",
+                failure,
+                "released with abort = {}, where {} (failed with {:?})",
                 release.abort,
-                if self.aborted { "handled" } else { "not" }
+                if self.aborted {
+                    "the connection was aborted"
+                } else {
+                    "nothing aborted the connection"
+                },
+                self.failed
             );
         }
         let lost = self.core.stopped();
@@ -1404,15 +1923,16 @@ impl Run {
             "ConnectionLost to protocol #{current} before its ConnectionMade"
         );
         match (self.failed, &lost) {
-            (Some(kind), Some(err)) => ensure!(
-                err.kind() == kind,
-                ENDING,
-                "ConnectionLost({err}) where the connection failed with {kind:?}"
+            (Some(failed), Some(err)) => ensure!(
+                Lost::of(err) == failed,
+                failure,
+                "ConnectionLost({err}: {:?}) where the connection failed with {failed:?}",
+                Lost::of(err)
             ),
-            (Some(kind), None) => {
+            (Some(failed), None) => {
                 return Err(violation(
-                    ENDING,
-                    format!("the connection failed with {kind:?} and ConnectionLost(None)"),
+                    failure,
+                    format!("the connection failed with {failed:?} and ConnectionLost(None)"),
                 ));
             }
             (None, Some(err)) => ensure!(
@@ -1468,10 +1988,10 @@ impl Run {
                         format!("acknowledged write #{i} (ending at byte {end}) never resolved"),
                     ));
                 }
-                Outcome::Failed(kind) => ensure!(
+                Outcome::Failed(lost) => ensure!(
                     (self.written as u64) < *end,
                     OUTCOMES,
-                    "acknowledged write #{i} failed ({kind:?}) though all its bytes were written"
+                    "acknowledged write #{i} failed ({lost:?}) though all its bytes were written"
                 ),
                 Outcome::Done => {}
             }
@@ -1488,4 +2008,14 @@ impl Run {
         }
         Ok(())
     }
+}
+
+/// The model of the rule for a kind's limits under a smaller maximum: pause at the maximum (as
+/// the core caps it, at 4 GiB), resume at a quarter of it at most.
+fn fit(limits: WriteBufferLimits, max: usize) -> WriteBufferLimits {
+    let max = max.min(u32::MAX as usize);
+    if limits.high() <= max {
+        return limits;
+    }
+    WriteBufferLimits::new(max, limits.low().min(max / 4)).expect("low <= high")
 }

@@ -5,7 +5,7 @@ use std::{fmt, time::Duration};
 
 use proptest::prelude::*;
 use switchboard_core::{
-    WriteBufferLimits,
+    Handles, WriteBufferLimits,
     stream::{Direction, Leftover, StreamKind, StreamSettings},
 };
 
@@ -16,6 +16,8 @@ use super::runner::{self, Bits, Temper};
 pub(crate) struct Case {
     pub(crate) settings: StreamSettings,
     pub(crate) kind: StreamKind,
+    /// What the first protocol handles (`set_handles` before the first event).
+    pub(crate) handles: Handles,
     pub(crate) steps: Vec<Step>,
 }
 
@@ -46,9 +48,12 @@ pub(crate) enum Step {
         low: Option<u8>,
     },
     /// Switches to a new protocol, handing over the tail of the chunk the current protocol last
-    /// received and has not acknowledged, from `split` (modulo its length + 1) on.
+    /// received and has not acknowledged, from `split` (modulo its length + 1) on. The new
+    /// protocol handles write flow and `TimedOut` as these say.
     SetProtocol {
         split: u8,
+        write_flow: bool,
+        timeouts: bool,
     },
     /// Answers an `EofReceived` delivered and not answered yet.
     EofDecided {
@@ -109,6 +114,11 @@ pub(crate) enum Step {
     Tick {
         ms: u16,
     },
+    /// The driver sleeps until the deadline `poll_timeout` last gave (or a microsecond short of
+    /// it, `early`), as a driver's timer does; then as `Tick`. Skipped without a deadline.
+    Sleep {
+        early: bool,
+    },
 }
 
 /// What a drain read gives.
@@ -125,6 +135,7 @@ impl fmt::Debug for Case {
         writeln!(f, "Case {{")?;
         writeln!(f, "    settings: {:?},", self.settings)?;
         writeln!(f, "    kind: {:?},", self.kind)?;
+        writeln!(f, "    handles: {:?},", self.handles)?;
         writeln!(f, "    steps: [")?;
         for (i, step) in self.steps.iter().enumerate() {
             writeln!(f, "        /* {i:3} */ {step:?},")?;
@@ -139,13 +150,47 @@ pub(crate) fn case(max_steps: usize) -> impl Strategy<Value = Case> {
     (
         settings(),
         kind(),
+        handles(),
         runner::steps(max_steps, weights, decode),
     )
-        .prop_map(|(settings, kind, steps)| Case {
+        .prop_map(|(settings, kind, handles, steps)| Case {
             settings,
             kind,
+            handles,
             steps,
         })
+}
+
+/// What a protocol handles: most handle write flow, half handle `TimedOut`.
+fn handles() -> impl Strategy<Value = Handles> {
+    (prop::bool::weighted(0.7), any::<bool>()).prop_map(|(write_flow, timeouts)| Handles {
+        write_flow,
+        timeouts,
+    })
+}
+
+/// A write-buffer maximum for these limits: mostly above the high-water mark by 64 to 384 bytes
+/// (a step writes up to 72 bytes, so a protocol that writes on while the peer does not read
+/// reaches it, but not at once), sometimes anywhere under 64 (below the high-water mark too:
+/// the core does not refuse one), sometimes none (`usize::MAX`, which the core holds as 4 GiB)
+/// or past 4 GiB.
+fn max_write_buffer(limits: WriteBufferLimits, pick: u8, extra: usize) -> usize {
+    match pick % 32 {
+        0..=11 => usize::MAX,
+        12 => 1 << 40,
+        13 => extra % 65,
+        _ => limits.high() + 64 + 3 * extra,
+    }
+}
+
+/// An idle or first-byte timeout: a few milliseconds (to the microsecond sometimes: the timers
+/// are not rounded), or long enough that only a stuck connection reaches it.
+fn timeout() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        2 => (1..=80u64).prop_map(Duration::from_millis),
+        1 => (1..=5000u64).prop_map(Duration::from_micros),
+        3 => (100..=3000u64).prop_map(Duration::from_millis),
+    ]
 }
 
 fn limits() -> impl Strategy<Value = WriteBufferLimits> {
@@ -160,15 +205,30 @@ fn settings() -> impl Strategy<Value = StreamSettings> {
         1..=64usize,
         prop::option::weighted(0.7, 100..=2000u64),
         10..=1000u64,
+        (any::<u8>(), 0..=160usize),
+        prop::option::weighted(0.25, timeout()),
+        prop::option::weighted(0.15, timeout()),
     )
         .prop_map(
-            |(write_buffer_limits, limits_chosen, read_buffer_limit, stall, drain)| {
+            |(
+                write_buffer_limits,
+                limits_chosen,
+                read_buffer_limit,
+                stall,
+                drain,
+                (pick, extra),
+                idle_timeout,
+                first_byte_timeout,
+            )| {
                 StreamSettings {
                     write_buffer_limits,
                     limits_chosen,
                     read_buffer_limit,
                     write_stall_timeout: stall.map(Duration::from_millis),
                     close_drain_timeout: Duration::from_millis(drain),
+                    max_write_buffer: max_write_buffer(write_buffer_limits, pick, extra),
+                    idle_timeout,
+                    first_byte_timeout,
                 }
             },
         )
@@ -195,13 +255,14 @@ fn kind() -> impl Strategy<Value = StreamKind> {
 
 /// The kinds of step, in the order proptest shrinks a step's kind towards (an acknowledgement
 /// disturbs a run least), with their weights in a calm case.
-const KINDS: [(StepKind, u32); 22] = [
+const KINDS: [(StepKind, u32); 23] = [
     (StepKind::Ack, 1200),
     (StepKind::StaleAck, 200),
     (StepKind::Read, 1400),
     (StepKind::Write, 1300),
     (StepKind::Written, 1400),
     (StepKind::Tick, 400),
+    (StepKind::Sleep, 10),
     (StepKind::PauseReading, 150),
     (StepKind::ResumeReading, 300),
     (StepKind::SetWriteBufferLimits, 200),
@@ -231,6 +292,7 @@ enum StepKind {
     Write,
     Written,
     Tick,
+    Sleep,
     PauseReading,
     ResumeReading,
     SetWriteBufferLimits,
@@ -250,7 +312,7 @@ enum StepKind {
 }
 
 /// The weights of the kinds of step in a case of this temper.
-fn weights(temper: Temper) -> [(StepKind, u32); 22] {
+fn weights(temper: Temper) -> [(StepKind, u32); 23] {
     // In about 7500ths of all steps (the sum of the other weights).
     let (begin_end, end_now) = match temper {
         Temper::Calm => (2, 0),
@@ -298,6 +360,9 @@ fn decode(kind: StepKind, bits: &mut Bits) -> Step {
             let ms = bits.take(16) % if long { 1001 } else { 21 };
             Step::Tick { ms: ms as u16 }
         }
+        StepKind::Sleep => Step::Sleep {
+            early: bits.chance(4),
+        },
         StepKind::PauseReading => Step::PauseReading,
         StepKind::ResumeReading => Step::ResumeReading,
         StepKind::SetWriteBufferLimits => {
@@ -310,7 +375,11 @@ fn decode(kind: StepKind, bits: &mut Bits) -> Step {
                 low: (!no_low).then_some(low),
             }
         }
-        StepKind::SetProtocol => Step::SetProtocol { split: bits.byte() },
+        StepKind::SetProtocol => Step::SetProtocol {
+            split: bits.byte(),
+            write_flow: !bits.chance(5),
+            timeouts: bits.chance(8),
+        },
         StepKind::EofDecided => Step::EofDecided {
             keep_open: bits.chance(10),
         },
