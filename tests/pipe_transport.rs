@@ -1006,3 +1006,52 @@ async fn a_stopped_protocol_makes_its_write_pipe_abort_and_release_the_pipe() {
     })
     .await
 }
+
+/// The write-buffer maximum holds for pipes as for sockets (one core decides for both): a
+/// protocol that goes on writing to a reader that does not read is aborted with `BufferFull`,
+/// its pending writes fail with it, and the reader sees the pipe close.
+#[actix_rt::test]
+async fn a_write_pipe_past_its_maximum_write_buffer_is_aborted_with_buffer_full() {
+    deadline(async {
+        const MAX: usize = 256 * 1024;
+        let (mut reader, writer) = tokio_pipe();
+        let (probe, mut events) = ProbeOptions::default().probe();
+        let config = StreamConfig::for_pipes()
+            .max_write_buffer(MAX)
+            .expect("above the high-water mark");
+        let (transport, _probe) =
+            pipe::connect_write_with(writer.into_nonblocking_fd().unwrap(), config, || {
+                probe.start()
+            })
+            .unwrap();
+        events.made().await;
+        // A pipe buffer holds 64 KiB: 4 MiB in 64 KiB writes cannot all go out.
+        let writes: Vec<_> = (0..64)
+            .map(|_| transport.write_acked(vec![5u8; 64 * 1024]))
+            .collect();
+        let writes = actix_rt::spawn(futures::future::join_all(writes));
+        let lost = events.until_lost().await.expect("an error");
+        assert_eq!(
+            switchboard::WriteError::of(&lost),
+            Some(switchboard::WriteError::BufferFull(MAX)),
+            "{lost}"
+        );
+        let outcomes = writes.await.unwrap();
+        let full = outcomes
+            .iter()
+            .filter(|outcome| {
+                outcome.as_ref().err().and_then(switchboard::WriteError::of)
+                    == Some(switchboard::WriteError::BufferFull(MAX))
+            })
+            .count();
+        assert!(full >= 1, "{outcomes:?}");
+        // What reached the pipe is whole 64 KiB writes' bytes, then the end.
+        let got = read_to_eof(&mut reader).await;
+        assert!(
+            got.iter().all(|&byte| byte == 5),
+            "only the protocol's bytes"
+        );
+        wait_until_stopped(&transport).await;
+    })
+    .await
+}
