@@ -4,7 +4,7 @@
 use std::{io, sync::Arc};
 
 use bytes::Bytes;
-use switchboard_framework::{IntoProtocol, TlsError, TlsErrorKind};
+use switchboard_framework::IntoProtocol;
 use tokio::{
     net::{TcpStream, ToSocketAddrs},
     sync::Semaphore,
@@ -74,8 +74,8 @@ impl Open<TcpStream> for Handshakes {
     /// connects and sends nothing holds a descriptor for the ClientHello timeout, and no place,
     /// so silent connections cannot lock real clients out of their handshakes. The accept loop
     /// goes on meanwhile (the connection limit bounds the silent ones). A client that sent its
-    /// ClientHello waits for a place if every one is taken; each frees within the handshake
-    /// timeout.
+    /// ClientHello waits its turn for a place if every one is taken; each frees within the
+    /// handshake timeout, which then runs for the client's own handshake.
     fn open(&self, io: TcpStream) -> Opening<Self::Io> {
         let acceptor = Arc::clone(&self.acceptor);
         let places = Arc::clone(&self.places);
@@ -94,23 +94,13 @@ impl Open<TcpStream> for Handshakes {
                     ));
                 }
             }
-            // The handshake timeout runs from the ClientHello, the wait for a place included: a
-            // queue of stalled handshakes delays a real client by one timeout at most.
+            // In turn (the semaphore is fair): each place frees within the handshake timeout,
+            // and the handshake then has its whole timeout. Counting the wait in the timeout
+            // would leave a client that queued behind stalled handshakes a few milliseconds
+            // of it, and cut it off mid-handshake.
+            let _place = places.acquire_owned().await.map_err(io::Error::other)?;
             let setup = acceptor.setup()?;
-            let limit = setup.timeout;
-            let in_time = async move {
-                let _place = places.acquire_owned().await.map_err(io::Error::other)?;
-                Ok(handshake(MaybeTls::handshaking(setup, io, Bytes::new())?).await?)
-            };
-            let deadline = tokio::time::Instant::now() + limit;
-            match tokio::time::timeout_at(deadline, in_time).await {
-                Ok(done) => done,
-                Err(_) => Err(TlsError::new(
-                    TlsErrorKind::TimedOut,
-                    format!("no handshake within {limit:?}"),
-                )
-                .into()),
-            }
+            Ok(handshake(MaybeTls::handshaking(setup, io, Bytes::new())?).await?)
         }))
     }
 }
