@@ -63,6 +63,13 @@ def diagrams() -> None:
         problem("diagrams out of date: run `python3 book/diagrams/render.py` and commit")
 
 
+def line_counts() -> None:
+    print("line counts: the table of the book is what book/count-lines.py counts now, on target")
+    run = subprocess.run([sys.executable, str(BOOK / "count-lines.py"), "--check"], check=False)
+    if run.returncode != 0:
+        problem("line counts: stale table or a target missed (book/count-lines.py)")
+
+
 def fences(path: pathlib.Path, lines: list[str]) -> None:
     """Checks that every `rust` fence of one chapter holds include directives only."""
     i = 0
@@ -198,6 +205,7 @@ def links() -> None:
 def main() -> int:
     build()
     diagrams()
+    line_counts()
     print("code blocks: every rust fence includes compiled code, by anchor")
     included: set[str] = set()
     for path in sorted(SRC.rglob("*.md")):

@@ -27,10 +27,8 @@
 
 use std::{fs, io, path::PathBuf, process::ExitCode, time::Duration};
 
-use actix::prelude::*;
 use clap::Parser;
 use switchboard::{
-    Handled, ProtocolBuilder, Unhandled,
     prelude::*,
     tls::{self, SelfSigned, TlsAcceptor},
 };
@@ -73,70 +71,16 @@ fn seconds(text: &str) -> Result<Duration, String> {
 
 // ANCHOR: protocol
 /// The echo protocol: one actor per connection.
-#[derive(Default)]
-struct Echo {
-    transport: Option<TransportHandle>,
-}
+struct Echo;
 
-impl Actor for Echo {
-    type Context = Context<Self>;
-}
+impl Protocol for Echo {
+    type Codec = Raw;
 
-impl Handler<ConnectionMade> for Echo {
-    type Result = ();
-
-    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-        self.transport = Some(msg.transport);
-    }
-}
-
-impl Handler<DataReceived> for Echo {
-    type Result = ();
-
-    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-        if let Some(transport) = &self.transport {
-            transport.write(msg.data);
-        }
-    }
-}
-
-impl Handler<ConnectionLost> for Echo {
-    type Result = ();
-
-    fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
-        ctx.stop();
+    fn data_received(&mut self, data: Bytes, cx: &mut Ctx<'_, Self>) {
+        cx.write(data);
     }
 }
 // ANCHOR_END: protocol
-
-// ANCHOR: backpressure
-/// A client that sends faster than it reads would fill the write buffer with echoes; so while
-/// the buffer is over its high-water mark, stop reading, and the client feels TCP back-pressure.
-impl Handler<PauseWriting> for Echo {
-    type Result = ();
-
-    fn handle(&mut self, _: PauseWriting, _: &mut Context<Self>) {
-        if let Some(transport) = &self.transport {
-            transport.pause_reading();
-        }
-    }
-}
-
-impl Handler<ResumeWriting> for Echo {
-    type Result = ();
-
-    fn handle(&mut self, _: ResumeWriting, _: &mut Context<Self>) {
-        if let Some(transport) = &self.transport {
-            transport.resume_reading();
-        }
-    }
-}
-
-/// Makes an `Echo` for each connection, opted in to the write-flow events.
-fn echo() -> ProtocolBuilder<Echo, Unhandled, Handled> {
-    ProtocolHandle::builder(Echo::default().start()).write_flow()
-}
-// ANCHOR_END: backpressure
 
 // ANCHOR: tls
 /// The TLS side of the server, for `--tls`: the certificate and key of `--cert` and `--key`, or
@@ -190,11 +134,11 @@ async fn main() -> io::Result<ExitCode> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
     // ANCHOR: serve
-    // The same `echo` factory whatever the server: TLS is a layer under the transport.
+    // The same factory whatever the server: TLS is a layer under the transport.
     let server = match (&args.unix, acceptor) {
-        (Some(path), _) => unix::serve_with(path, options, echo).await?,
-        (None, Some(acceptor)) => tls::serve_with(&args.addr, options, acceptor, echo).await?,
-        (None, None) => tcp::serve_with(&args.addr, options, echo).await?,
+        (Some(path), _) => unix::serve_with(path, options, || Echo).await?,
+        (None, Some(acceptor)) => tls::serve_with(&args.addr, options, acceptor, || Echo).await?,
+        (None, None) => tcp::serve_with(&args.addr, options, || Echo).await?,
     };
     println!("listening on {}", server.addresses()[0]);
     // ANCHOR_END: serve
@@ -236,7 +180,7 @@ mod tests {
     async fn test_echo() {
         let input = "hello\nworld\n";
         for chunking in Chunking::every(input.len()) {
-            let mock = MockTransport::connect(echo()).await;
+            let mock = MockTransport::connect(Echo).await;
             mock.feed_chunked(input, &chunking).await;
             assert_eq!(mock.written(), input, "{chunking:?}");
         }
@@ -244,10 +188,11 @@ mod tests {
     // ANCHOR_END: test_echo
 
     // ANCHOR: test_echo_backpressure
-    // A full write buffer (PauseWriting) stops reading; room again (ResumeWriting) restarts it.
+    // A full write buffer (PauseWriting) stops reading; room again (ResumeWriting) restarts it:
+    // the default of every protocol that does not override `pause_writing`.
     #[actix::test]
     async fn test_echo_backpressure() {
-        let mock = MockTransport::connect(echo()).await;
+        let mock = MockTransport::connect(Echo).await;
 
         mock.pause_writing().await;
         assert!(!mock.is_reading());
@@ -263,7 +208,9 @@ mod tests {
     // The same protocol behind a real server on a free loopback port, with a Probe as the client.
     #[actix::test]
     async fn test_echo_over_loopback() {
-        let server = testing::tcp_server(echo).await.expect("listen on loopback");
+        let server = testing::tcp_server(|| Echo)
+            .await
+            .expect("listen on loopback");
         let (client, mut events) = Probe::builder().start();
         let (transport, _) = switchboard::tcp::connect(server.addr, move || client)
             .await
@@ -280,7 +227,7 @@ mod tests {
     /// What arrives while reading is paused waits, and is echoed once writing resumes.
     #[actix::test]
     async fn bytes_received_while_paused_wait_for_resume_writing() {
-        let mock = MockTransport::connect(echo()).await;
+        let mock = MockTransport::connect(Echo).await;
         mock.pause_writing().await;
         mock.feed("waits").await;
         assert_eq!(mock.written(), "", "nothing is read while paused");
@@ -297,7 +244,7 @@ mod tests {
     /// One `Write` per `DataReceived`, with that delivery's bytes: an echo never merges reads.
     #[actix::test]
     async fn each_read_is_echoed_as_one_write() {
-        let mock = MockTransport::connect(echo()).await;
+        let mock = MockTransport::connect(Echo).await;
         mock.feed_chunked("abcdefg", &Chunking::Sizes(vec![3, 1]))
             .await;
         assert_eq!(mock.writes(), ["abc", "d", "efg"]);
@@ -307,7 +254,7 @@ mod tests {
     /// A client that half-closes gets back everything it sent, then the connection closes.
     #[actix::test]
     async fn at_eof_it_finishes_echoing_then_closes() {
-        let mock = MockTransport::connect(echo()).await;
+        let mock = MockTransport::connect(Echo).await;
         mock.push("last ");
         mock.push("words");
         assert!(
@@ -322,25 +269,11 @@ mod tests {
     /// The protocol actor stops at `ConnectionLost`, whatever ended the connection.
     #[actix::test]
     async fn it_stops_when_the_connection_is_lost() {
-        let mock = MockTransport::connect(echo()).await;
+        let mock = MockTransport::connect(Echo).await;
         mock.feed("ping").await;
         mock.lose(Some(io::ErrorKind::ConnectionReset.into())).await;
         mock.protocol_stopped().await;
         assert_eq!(mock.written(), "ping");
         assert_eq!(mock.ending(), Some(Ending::Lost));
-    }
-
-    /// Without `write_flow()` the transport would not send the flow events at all; the factory
-    /// opts in, and pausing twice or resuming twice does no harm.
-    #[actix::test]
-    async fn the_factory_opts_in_to_write_flow() {
-        let mock = MockTransport::connect(echo()).await;
-        assert!(mock.protocol().handles_write_flow());
-        assert!(!mock.protocol().handles_eof());
-        mock.pause_writing().await;
-        mock.pause_writing().await;
-        mock.resume_writing().await;
-        mock.feed("x").await;
-        assert_eq!(mock.written(), "x");
     }
 }

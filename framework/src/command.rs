@@ -6,7 +6,7 @@ use std::{borrow::Cow, io};
 use actix::Message;
 use bytes::Bytes;
 
-use crate::{ExtraInfo, IntoProtocol, InvalidWriteBufferLimits, ProtocolHandle, TransportStats};
+use crate::{ExtraInfo, InvalidWriteBufferLimits, ProtocolHandle, TransportStats};
 
 /// Writes bytes (asyncio's `write`). Never blocks the sender.
 ///
@@ -124,10 +124,13 @@ pub struct SetProtocol {
 
 impl SetProtocol {
     /// A switch to this protocol: an actor's `Addr`, a
-    /// [`ProtocolBuilder`](crate::ProtocolBuilder) or a [`ProtocolHandle`].
-    pub fn new(protocol: impl IntoProtocol) -> Self {
+    /// [`ProtocolBuilder`](crate::ProtocolBuilder) or a [`ProtocolHandle`]. To switch to a
+    /// [`Protocol`](crate::Protocol) value, use [`Ctx::switch_to`](crate::Ctx::switch_to) or
+    /// [`TransportHandle::set_protocol`](crate::TransportHandle::set_protocol), which know the
+    /// transport it will run for.
+    pub fn new(protocol: impl Into<ProtocolHandle>) -> Self {
         SetProtocol {
-            protocol: protocol.into_protocol().1,
+            protocol: protocol.into(),
             leftover: Bytes::new(),
         }
     }

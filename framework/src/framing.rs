@@ -177,6 +177,11 @@ impl<C> Framing<C> {
         start.unconsumed(self.take_leftover())
     }
 
+    /// The buffer [`encode`](Self::encode) encodes into, kept between writes.
+    pub(crate) fn write_buffer_mut(&mut self) -> &mut BytesMut {
+        &mut self.write
+    }
+
     /// The codec.
     pub fn codec(&self) -> &C {
         &self.codec

@@ -114,6 +114,7 @@
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+mod authoring;
 mod command;
 mod datagram;
 mod error;
@@ -129,6 +130,10 @@ mod tls;
 mod transport;
 mod watch;
 
+pub use authoring::{
+    Abandoned, Codec, Ctx, DecodeError, Handles, Inbox, Item, Protocol, ProtocolActor, Raw,
+    RawInbox,
+};
 pub use command::{
     Abort, CanWriteEof, Close, GetExtraInfo, GetProtocol, GetStats, GetWriteBufferLimits,
     GetWriteBufferSize, IsClosing, IsReading, PauseReading, ResumeReading, SetProtocol,
@@ -151,8 +156,8 @@ pub use extra::{
 pub use flow::{WriteLedger, WriteReceipt, WriteReply};
 pub use framing::{DEFAULT_MAX_BUFFERED, Decoded, Framing};
 pub use protocol::{
-    Handled, IntoProtocol, LostHandled, Protocol, ProtocolBuilder, ProtocolEvent, ProtocolHandle,
-    Unhandled,
+    Handled, IntoProtocol, LostHandled, ProtocolBuilder, ProtocolEvent, ProtocolHandle,
+    RawProtocol, Unhandled,
 };
 pub use subprocess::{
     GetPid, GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, Kill, PipeClosed,
@@ -163,25 +168,36 @@ pub use tls::{
     BufferedPlaintext, Certificate, CipherInfo, StartTls, TlsError, TlsErrorKind, TlsSession,
     TlsSettings,
 };
+/// tokio-util's codecs, for [`Protocol::Codec`] and [`Framing`]: `LinesCodec`,
+/// `LengthDelimitedCodec`, `AnyDelimiterCodec`, `BytesCodec`, and the `Decoder` and `Encoder`
+/// traits to write one.
+pub use tokio_util::codec;
 pub use transport::{Transport, TransportCommand, TransportHandle, TransportRequest};
 pub use watch::{PROTOCOL_WATCH_INTERVAL, ProtocolWatch, Watchable, protocol_watch_sweeps};
 // The vocabulary the I/O-free core defines, under the names protocol authors know.
 pub use switchboard_core::{
     DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_MAX_WRITE_BUFFER,
-    DEFAULT_TLS_HIGH_WATER_MARK, DEFAULT_TLS_LOW_WATER_MARK, FlowEdge, Handles,
-    InvalidWriteBufferLimits, Timeout, TransportStats, WriteBufferLimits, WriteError, WriteFlow,
+    DEFAULT_TLS_HIGH_WATER_MARK, DEFAULT_TLS_LOW_WATER_MARK, FlowEdge, InvalidWriteBufferLimits,
+    Timeout, TransportStats, WriteBufferLimits, WriteError, WriteFlow,
 };
+
+/// For implementers of transports: what a transport needs of a protocol's handle that a
+/// protocol author never names.
+pub mod dev {
+    pub use switchboard_core::Handles;
+}
 
 /// The names a protocol author needs: `use switchboard_framework::prelude::*;`.
 pub mod prelude {
     pub use crate::{
         Abort, Ack, CanWriteEof, Close, ConnectionLost, ConnectionMade, DataReceived, EofReceived,
         ExtraInfo, GetExtraInfo, GetProtocol, GetStats, GetWriteBufferLimits, GetWriteBufferSize,
-        IntoProtocol, IsClosing, IsReading, PauseReading, PauseWriting, Protocol, ProtocolHandle,
+        IntoProtocol, IsClosing, IsReading, PauseReading, PauseWriting, ProtocolHandle,
         ResumeReading, ResumeWriting, SetProtocol, SetWriteBufferLimits, SocketAddress, StartTls,
         TimedOut, Timeout, TlsError, TransportHandle, Write, WriteEof, WriteError, WriteVectored,
         keys,
     };
+    pub use crate::{Codec, Ctx, Framing, Handles, Protocol, ProtocolActor, Raw};
     pub use crate::{
         DatagramHandle, DatagramProtocolHandle, DatagramReceived, ErrorReceived, SendTo,
         SendToError,
@@ -191,4 +207,6 @@ pub mod prelude {
         ProcessExited, ProcessGone, SendSignal, SubprocessHandle, SubprocessProtocolHandle,
         Terminate,
     };
+    pub use bytes::{Bytes, BytesMut};
+    pub use tokio_util::codec::{LengthDelimitedCodec, LinesCodec};
 }

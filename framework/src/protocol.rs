@@ -14,8 +14,8 @@ use actix::{Actor, Addr, Context, Handler};
 use futures::future::BoxFuture;
 
 use crate::{
-    ConnectionLost, ConnectionMade, DataReceived, EofReceived, Handles, PauseWriting,
-    ResumeWriting, TimedOut,
+    ConnectionLost, ConnectionMade, DataReceived, EofReceived, PauseWriting, ResumeWriting,
+    TimedOut, TransportHandle,
 };
 
 /// What makes an actor a protocol: it handles the three events every protocol must
@@ -40,7 +40,7 @@ use crate::{
 ///   [`timed_out`](ProtocolBuilder::timed_out); otherwise the timeout ends the connection.
 /// * `ConnectionLost` exactly once, last, if it is still the transport's protocol when the
 ///   transport stops. A protocol switched away from receives nothing after the switch.
-pub trait Protocol:
+pub trait RawProtocol:
     Actor<Context = Context<Self>>
     + Handler<ConnectionMade>
     + Handler<DataReceived>
@@ -48,7 +48,7 @@ pub trait Protocol:
 {
 }
 
-impl<T> Protocol for T where
+impl<T> RawProtocol for T where
     T: Actor<Context = Context<T>>
         + Handler<ConnectionMade>
         + Handler<DataReceived>
@@ -70,12 +70,12 @@ pub struct ProtocolHandle {
 
 impl ProtocolHandle {
     /// The handle of a protocol that handles the three mandatory events only.
-    pub fn new<A: Protocol>(addr: Addr<A>) -> Self {
+    pub fn new<A: RawProtocol>(addr: Addr<A>) -> Self {
         ProtocolHandle::builder(addr).build()
     }
 
     /// Starts building a handle, to opt in to optional events.
-    pub fn builder<A: Protocol>(addr: Addr<A>) -> ProtocolBuilder<A> {
+    pub fn builder<A: RawProtocol>(addr: Addr<A>) -> ProtocolBuilder<A> {
         ProtocolBuilder {
             addr,
             routes: PhantomData,
@@ -119,8 +119,8 @@ impl ProtocolHandle {
     }
 
     /// What the protocol handles among the events that change what its transport does.
-    pub fn handles(&self) -> Handles {
-        Handles {
+    pub fn handles(&self) -> switchboard_core::Handles {
+        switchboard_core::Handles {
             write_flow: self.handles_write_flow(),
             timeouts: self.handles_timeouts(),
         }
@@ -176,13 +176,13 @@ impl fmt::Debug for ProtocolHandle {
     }
 }
 
-impl<A: Protocol> From<Addr<A>> for ProtocolHandle {
+impl<A: RawProtocol> From<Addr<A>> for ProtocolHandle {
     fn from(addr: Addr<A>) -> Self {
         ProtocolHandle::new(addr)
     }
 }
 
-impl<A: Protocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> From<ProtocolBuilder<A, E, F>>
+impl<A: RawProtocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> From<ProtocolBuilder<A, E, F>>
     for ProtocolHandle
 {
     fn from(builder: ProtocolBuilder<A, E, F>) -> Self {
@@ -218,7 +218,7 @@ pub struct ProtocolBuilder<A: Actor, E = Unhandled, F = Unhandled> {
     timed_out: Option<fn(&Addr<A>, TimedOut)>,
 }
 
-impl<A: Protocol, F> ProtocolBuilder<A, Unhandled, F> {
+impl<A: RawProtocol, F> ProtocolBuilder<A, Unhandled, F> {
     /// Delivers [`EofReceived`] to the protocol instead of closing on the peer's EOF.
     pub fn eof_received(self) -> ProtocolBuilder<A, Handled, F>
     where
@@ -232,7 +232,7 @@ impl<A: Protocol, F> ProtocolBuilder<A, Unhandled, F> {
     }
 }
 
-impl<A: Protocol, E> ProtocolBuilder<A, E, Unhandled> {
+impl<A: RawProtocol, E> ProtocolBuilder<A, E, Unhandled> {
     /// Delivers [`PauseWriting`] and [`ResumeWriting`] to the protocol.
     pub fn write_flow(self) -> ProtocolBuilder<A, E, Handled>
     where
@@ -246,7 +246,7 @@ impl<A: Protocol, E> ProtocolBuilder<A, E, Unhandled> {
     }
 }
 
-impl<A: Protocol, E, F> ProtocolBuilder<A, E, F> {
+impl<A: RawProtocol, E, F> ProtocolBuilder<A, E, F> {
     /// Delivers [`TimedOut`] to the protocol before an idle or first-byte timeout ends the
     /// connection, so it can say goodbye and close; if the timeout runs out again, the
     /// transport ends the connection.
@@ -259,7 +259,7 @@ impl<A: Protocol, E, F> ProtocolBuilder<A, E, F> {
     }
 }
 
-impl<A: Protocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> ProtocolBuilder<A, E, F> {
+impl<A: RawProtocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> ProtocolBuilder<A, E, F> {
     /// The protocol actor's address.
     pub fn addr(&self) -> &Addr<A> {
         &self.addr
@@ -300,23 +300,23 @@ pub trait IntoProtocol {
     type Output;
 
     /// The caller's address of the protocol, and the handle the transport delivers through.
-    fn into_protocol(self) -> (Self::Output, ProtocolHandle);
+    fn into_protocol(self, transport: &TransportHandle) -> (Self::Output, ProtocolHandle);
 }
 
-impl<A: Protocol> IntoProtocol for Addr<A> {
+impl<A: RawProtocol> IntoProtocol for Addr<A> {
     type Output = Addr<A>;
 
-    fn into_protocol(self) -> (Addr<A>, ProtocolHandle) {
+    fn into_protocol(self, _: &TransportHandle) -> (Addr<A>, ProtocolHandle) {
         (self.clone(), ProtocolHandle::new(self))
     }
 }
 
-impl<A: Protocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> IntoProtocol
+impl<A: RawProtocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> IntoProtocol
     for ProtocolBuilder<A, E, F>
 {
     type Output = Addr<A>;
 
-    fn into_protocol(self) -> (Addr<A>, ProtocolHandle) {
+    fn into_protocol(self, _: &TransportHandle) -> (Addr<A>, ProtocolHandle) {
         (self.addr.clone(), self.build())
     }
 }
@@ -324,7 +324,7 @@ impl<A: Protocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> IntoProtocol
 impl IntoProtocol for ProtocolHandle {
     type Output = ProtocolHandle;
 
-    fn into_protocol(self) -> (ProtocolHandle, ProtocolHandle) {
+    fn into_protocol(self, _: &TransportHandle) -> (ProtocolHandle, ProtocolHandle) {
         (self.clone(), self)
     }
 }
@@ -495,7 +495,7 @@ pub(crate) mod route {
         pub(crate) timed_out: Option<fn(&Addr<A>, TimedOut)>,
     }
 
-    impl<A: Protocol, E: EofRoute<A>, F: FlowRoute<A>> port::ProtocolPort for Routed<A, E, F> {
+    impl<A: RawProtocol, E: EofRoute<A>, F: FlowRoute<A>> port::ProtocolPort for Routed<A, E, F> {
         fn connected(&self) -> bool {
             self.addr.connected()
         }

@@ -350,8 +350,18 @@ impl TransportHandle {
     }
 
     /// Switches to another protocol, handing it `leftover` first ([`SetProtocol`]).
-    pub fn set_protocol(&self, protocol: impl IntoProtocol, leftover: impl Into<Bytes>) {
-        self.do_send(SetProtocol::new(protocol).with_leftover(leftover));
+    /// Returns what the protocol's [`IntoProtocol`] gives back, usually its `Addr`.
+    pub fn set_protocol<P: IntoProtocol>(
+        &self,
+        protocol: P,
+        leftover: impl Into<Bytes>,
+    ) -> P::Output {
+        let (output, handle) = protocol.into_protocol(self);
+        self.do_send(SetProtocol {
+            protocol: handle,
+            leftover: leftover.into(),
+        });
+        output
     }
 
     /// Upgrades the connection to TLS in place ([`StartTls`]) and resolves when the handshake

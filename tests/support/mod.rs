@@ -478,13 +478,12 @@ fn mock_pair<P: IntoProtocol>(
         StreamConfig::default(),
         "the mock takes write-buffer limits and maximum only"
     );
-    let (output, handle) = protocol().into_protocol();
-    let mock = builder
+    let (mock, output) = builder
         .max_write_buffer(config.max_write_buffer)
         .timeout(TIMEOUT)
         .peername(MOCK_PEERNAME)
         .sockname(MOCK_SOCKNAME)
-        .start(handle);
+        .attach(protocol());
     let transport = mock.handle();
     if let Some(limits) = config.write_buffer_limits {
         transport.do_send(SetWriteBufferLimits {

@@ -45,10 +45,10 @@ use switchboard_core::datagram::{
 use switchboard_framework::{
     Abort, Close, ConnectionLost, ConnectionMade, DEFAULT_MAX_WRITE_BUFFER, DatagramHandle,
     DatagramProtocolHandle, DatagramReceived, DeliveryAcked, ErrorReceived, ExtraInfo,
-    GetExtraInfo, GetStats, GetWriteBufferLimits, GetWriteBufferSize, Handles,
-    IntoDatagramProtocol, IsClosing, IsReading, PauseReading, ProtocolWatch, ResumeReading, SendTo,
-    SendToError, SetDatagramProtocol, SetWriteBufferLimits, SocketAddress, WriteBufferLimits,
-    WriteError, WriteReply, duplicate_error,
+    GetExtraInfo, GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoDatagramProtocol,
+    IsClosing, IsReading, PauseReading, ProtocolWatch, ResumeReading, SendTo, SendToError,
+    SetDatagramProtocol, SetWriteBufferLimits, SocketAddress, WriteBufferLimits, WriteError,
+    WriteReply, dev::Handles, duplicate_error,
 };
 use tokio::{
     io::ReadBuf,

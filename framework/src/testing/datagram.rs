@@ -232,7 +232,7 @@ impl MockDatagramBuilder {
             close_timeout: self.close_timeout,
             max_write_buffer: crate::DEFAULT_MAX_WRITE_BUFFER,
         };
-        let handles = crate::Handles {
+        let handles = crate::dev::Handles {
             write_flow: protocol.handles_write_flow(),
             timeouts: false,
         };
@@ -1042,7 +1042,7 @@ impl Handler<SetDatagramProtocol> for MockDatagramActor {
             });
         // Whatever is due goes to the protocol it was due to before the switch.
         self.deliver_events();
-        let handles = crate::Handles {
+        let handles = crate::dev::Handles {
             write_flow: msg.0.handles_write_flow(),
             timeouts: false,
         };

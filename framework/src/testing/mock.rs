@@ -269,13 +269,13 @@ impl MockBuilder {
     /// Attaches `protocol` and returns at once, without waiting for `ConnectionMade` to be
     /// handled (for a protocol that keeps its acknowledgement).
     pub fn start(self, protocol: impl IntoProtocol) -> MockTransport {
-        let (_, protocol) = protocol.into_protocol();
-        let handles = protocol.handles();
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(self.clone(), protocol)),
-            changed: Notify::new(),
-        });
-        let mut handle = None;
+        self.attach(protocol).0
+    }
+
+    /// [`start`](Self::start), also returning what the protocol's [`IntoProtocol`] gives back
+    /// (its `Addr`).
+    pub fn attach<P: IntoProtocol>(self, protocol: P) -> (MockTransport, P::Output) {
+        let mut parts = None;
         let kind = self.kind.unwrap_or(StreamKind {
             can_write_eof: self.can_write_eof,
             ..StreamKind::socket()
@@ -295,22 +295,30 @@ impl MockBuilder {
             ctx.set_mailbox_capacity(0);
             // One handle, shared by the protocol and the test, as a real transport's is: what the
             // mock retains for after its end answers through both.
-            let made = handle.insert(TransportHandle::new(ctx.address()));
+            let made = TransportHandle::new(ctx.address());
+            let (output, protocol) = protocol.into_protocol(&made);
             let mut core = StreamCore::new(settings, kind);
-            core.set_handles(handles);
+            core.set_handles(protocol.handles());
+            let shared = Arc::new(Shared {
+                state: Mutex::new(State::new(self.clone(), protocol)),
+                changed: Notify::new(),
+            });
+            parts = Some((made.clone(), shared.clone(), output));
             MockActor {
                 core,
-                shared: shared.clone(),
-                handle: made.clone(),
+                shared,
+                handle: made,
                 now: Instant::now(),
             }
         });
-        MockTransport {
-            handle: handle.expect("made by create"),
+        let (handle, shared, output) = parts.expect("made by create");
+        let mock = MockTransport {
+            handle,
             addr,
             shared,
             timeout: self.timeout,
-        }
+        };
+        (mock, output)
     }
 }
 

@@ -187,7 +187,7 @@ impl<IO: StreamIo> StreamTransport<IO> {
         {
             me.retain_extra_info(keys::PEERNAME, peer);
         }
-        let (output, handle) = protocol.into_protocol();
+        let (output, handle) = protocol.into_protocol(&me);
         let settings = StreamSettings {
             write_buffer_limits: config
                 .write_buffer_limits
