@@ -184,14 +184,18 @@ pub trait Handles<M: Message>: Protocol {
 pub trait Codec: Sized + Unpin + 'static {
     /// What a protocol receives.
     type Item;
-    /// What the codec fails with.
-    type Error: std::error::Error + Send + Sync + 'static;
+    /// What the codec fails with (an I/O error too, for a [`Connection`](crate::Connection)
+    /// that ends with one).
+    type Error: std::error::Error + From<io::Error> + Send + Sync + 'static;
     /// The decoding state of one connection.
     #[doc(hidden)]
     type Inbox: Inbox<Codec = Self>;
     /// The decoding state of a new connection.
     #[doc(hidden)]
     fn inbox() -> Self::Inbox;
+    /// The decoding state of a new connection, with this codec.
+    #[doc(hidden)]
+    fn inbox_with(self) -> Self::Inbox;
 }
 
 /// The decoding state of one connection: what a [`Codec`] keeps between chunks.
@@ -229,6 +233,10 @@ impl Codec for Raw {
     type Inbox = RawInbox;
 
     fn inbox() -> RawInbox {
+        RawInbox::default()
+    }
+
+    fn inbox_with(self) -> RawInbox {
         RawInbox::default()
     }
 }
@@ -274,7 +282,7 @@ impl Inbox for RawInbox {
 impl<C> Codec for C
 where
     C: Decoder + Default + Unpin + 'static,
-    C::Error: std::error::Error + Send + Sync + 'static,
+    C::Error: std::error::Error + From<io::Error> + Send + Sync + 'static,
 {
     type Item = C::Item;
     type Error = C::Error;
@@ -283,12 +291,16 @@ where
     fn inbox() -> Framing<C> {
         Framing::new(C::default())
     }
+
+    fn inbox_with(self) -> Framing<C> {
+        Framing::new(self)
+    }
 }
 
 impl<C> Inbox for Framing<C>
 where
     C: Decoder + Default + Unpin + 'static,
-    C::Error: std::error::Error + Send + Sync + 'static,
+    C::Error: std::error::Error + From<io::Error> + Send + Sync + 'static,
 {
     type Codec = C;
 

@@ -45,6 +45,14 @@ impl Message for WriteVectored {
 #[rtype(result = "io::Result<()>")]
 pub struct WriteEof;
 
+/// Waits for room in the write buffer (asyncio's `await writer.drain()`): the reply comes once
+/// the buffer is at or below its low-water mark, at once if writing is not paused, or with the
+/// error that ended the connection first. A producer outside an actor awaits it between writes
+/// ([`TransportHandle::write_ready`](crate::TransportHandle::write_ready) does both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]
+#[rtype(result = "io::Result<()>")]
+pub struct Drain;
+
 /// Whether the transport can shut down its write side alone (asyncio's `can_write_eof`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]
 #[rtype(result = "bool")]

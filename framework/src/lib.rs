@@ -116,6 +116,7 @@
 
 mod authoring;
 mod command;
+mod connection;
 mod datagram;
 mod error;
 mod event;
@@ -135,10 +136,11 @@ pub use authoring::{
     RawInbox,
 };
 pub use command::{
-    Abort, CanWriteEof, Close, GetExtraInfo, GetProtocol, GetStats, GetWriteBufferLimits,
+    Abort, CanWriteEof, Close, Drain, GetExtraInfo, GetProtocol, GetStats, GetWriteBufferLimits,
     GetWriteBufferSize, IsClosing, IsReading, PauseReading, ResumeReading, SetProtocol,
     SetWriteBufferLimits, Write, WriteEof, WriteVectored,
 };
+pub use connection::Connection;
 pub use datagram::{
     DatagramCommand, DatagramHandle, DatagramProtocol, DatagramProtocolHandle, DatagramReceived,
     DatagramTransport, ErrorReceived, IntoDatagramProtocol, SendTo, SendToError,
@@ -197,7 +199,7 @@ pub mod prelude {
         TimedOut, Timeout, TlsError, TransportHandle, Write, WriteEof, WriteError, WriteVectored,
         keys,
     };
-    pub use crate::{Codec, Ctx, Framing, Handles, Protocol, ProtocolActor, Raw};
+    pub use crate::{Codec, Connection, Ctx, Framing, Handles, Protocol, ProtocolActor, Raw};
     pub use crate::{
         DatagramHandle, DatagramProtocolHandle, DatagramReceived, ErrorReceived, SendTo,
         SendToError,

@@ -16,10 +16,10 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::{
-    Abort, CanWriteEof, Close, DeliveryAcked, EofDecided, ExtraInfo, GetExtraInfo, GetProtocol,
-    GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, IsClosing, IsReading,
-    PauseReading, ResumeReading, SetProtocol, SetWriteBufferLimits, SocketAddress, SocketInfo,
-    StartTls, TlsError, TlsErrorKind, Write, WriteEof, WriteError, WriteVectored, keys,
+    Abort, CanWriteEof, Close, DeliveryAcked, Drain, EofDecided, ExtraInfo, GetExtraInfo,
+    GetProtocol, GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, IsClosing,
+    IsReading, PauseReading, ResumeReading, SetProtocol, SetWriteBufferLimits, SocketAddress,
+    SocketInfo, StartTls, TlsError, TlsErrorKind, Write, WriteEof, WriteError, WriteVectored, keys,
 };
 
 macro_rules! transport_commands {
@@ -136,6 +136,7 @@ transport_commands! {
     Write => do_send_write, send_write;
     WriteVectored => do_send_write_vectored, send_write_vectored;
     WriteEof => do_send_write_eof, send_write_eof;
+    Drain => do_send_drain, send_drain;
     CanWriteEof => do_send_can_write_eof, send_can_write_eof;
     Close => do_send_close, send_close;
     Abort => do_send_abort, send_abort;
@@ -322,6 +323,24 @@ impl TransportHandle {
     ) -> impl Future<Output = io::Result<()>> + use<D> {
         let request = self.send(Write(data.into()));
         async move { flatten(request.await) }
+    }
+
+    /// Writes `data` once the write buffer has room: waits for [`Drain`], then writes,
+    /// fire-and-forget. A producer outside an actor that awaits it between writes keeps at most
+    /// one write over the high-water mark, with no yielding of its own: asyncio's
+    /// `writer.write(data); await writer.drain()`, the other way round so the first write goes
+    /// at once. Fails with the error that ended the connection.
+    pub fn write_ready<D: Into<Bytes>>(
+        &self,
+        data: D,
+    ) -> impl Future<Output = io::Result<()>> + use<D> {
+        let drained = self.send(Drain);
+        let transport = self.clone();
+        async move {
+            flatten(drained.await)?;
+            transport.write(data);
+            Ok(())
+        }
     }
 
     /// Shuts the write side down after flushing ([`WriteEof`]), fire-and-forget.

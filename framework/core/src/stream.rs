@@ -205,6 +205,8 @@ struct Rare<W> {
     front: VecDeque<Bytes>,
     front_len: usize,
     eof_waiters: Vec<W>,
+    /// `Drain`s waiting for the write buffer to go down to its low-water mark.
+    drain_waiters: Vec<W>,
     /// When the write buffer last made progress, while it holds bytes (with a stall timeout).
     stall_since: Option<Instant>,
     /// When draining ends, once it has begun.
@@ -222,6 +224,7 @@ impl<W> Default for Rare<W> {
             front: VecDeque::new(),
             front_len: 0,
             eof_waiters: Vec::new(),
+            drain_waiters: Vec::new(),
             stall_since: None,
             drain_deadline: None,
             draining: false,
@@ -575,6 +578,19 @@ impl<W: Waiter> StreamCore<W> {
         if self.kind.direction == Direction::WriteOnly {
             // Closing a pipe is its EOF: flush, then close (asyncio's write pipes do the same).
             self.begin_close();
+        }
+    }
+
+    /// `Drain` (asyncio's `await writer.drain()`): `waiter` is resolved once the write buffer is
+    /// at or below its low-water mark (at once if writing is not paused), or with the error that
+    /// ended the connection first. While closing, what is buffered still drains.
+    pub fn drain(&mut self, waiter: W) {
+        match self.state {
+            State::Stopped => waiter.resolve(Err(&WriteError::Stopped.into())),
+            _ if !self.flow.is_paused() && self.edge != Some(FlowEdge::Pause) => {
+                waiter.resolve(Ok(()));
+            }
+            _ => self.rare().drain_waiters.push(waiter),
         }
     }
 
@@ -939,6 +955,7 @@ impl<W: Waiter> StreamCore<W> {
         }
         tracing::debug!(%err, "stream transport failed");
         self.resolve_eof_waiters(Err(&err));
+        self.resolve_drain_waiters(Err(&err));
         self.ledger.fail(W::duplicate(&err));
         if let Some(rare) = &mut self.rare {
             rare.upgrade = None;
@@ -1054,6 +1071,7 @@ impl<W: Waiter> StreamCore<W> {
         self.release = None;
         let stopped: io::Error = WriteError::Stopped.into();
         self.resolve_eof_waiters(Err(&stopped));
+        self.resolve_drain_waiters(Err(&stopped));
         self.ledger.fail(stopped);
         let rare = self.rare.as_mut()?;
         rare.upgrade = None;
@@ -1103,6 +1121,9 @@ impl<W: Waiter> StreamCore<W> {
             if self.edge.is_some() && !self.handles.write_flow {
                 // Deliveries and reads stop or go on: the driver has I/O to look at again.
                 self.transitions = self.transitions.wrapping_add(1);
+            }
+            if self.edge == Some(FlowEdge::Resume) {
+                self.resolve_drain_waiters(Ok(()));
             }
         }
     }
@@ -1168,6 +1189,7 @@ impl<W: Waiter> StreamCore<W> {
             rare.upgrade = None;
         }
         self.resolve_eof_waiters(Err(&err));
+        self.resolve_drain_waiters(Err(&err));
         self.ledger.fail(err);
         self.finish(Some(Release { abort: true }), lost);
     }
@@ -1320,6 +1342,15 @@ impl<W: Waiter> StreamCore<W> {
         }
         if lost.is_some() {
             self.rare().lost = lost;
+        }
+    }
+
+    fn resolve_drain_waiters(&mut self, result: Result<(), &io::Error>) {
+        let Some(rare) = &mut self.rare else {
+            return;
+        };
+        for waiter in rare.drain_waiters.drain(..) {
+            waiter.resolve(result);
         }
     }
 

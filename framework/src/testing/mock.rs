@@ -22,12 +22,12 @@ use tokio::sync::{Notify, oneshot};
 use super::{Chunking, DEFAULT_EVENT_TIMEOUT};
 use crate::{
     Abort, Ack, BufferedPlaintext, CanWriteEof, Close, ConnectionLost, ConnectionMade,
-    DataReceived, DeliveryAcked, EofDecided, EofReceived, ExtraInfo, GetExtraInfo, GetProtocol,
-    GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, InvalidWriteBufferLimits,
-    IsClosing, IsReading, PauseReading, PauseWriting, ProtocolHandle, ProtocolWatch, ResumeReading,
-    ResumeWriting, SetProtocol, SetWriteBufferLimits, SocketAddress, StartTls, TimedOut, TlsError,
-    TlsErrorKind, TransportHandle, TransportStats, Watchable, Write, WriteBufferLimits, WriteEof,
-    WriteError, WriteReceipt, WriteReply, WriteVectored, keys,
+    DataReceived, DeliveryAcked, Drain, EofDecided, EofReceived, ExtraInfo, GetExtraInfo,
+    GetProtocol, GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol,
+    InvalidWriteBufferLimits, IsClosing, IsReading, PauseReading, PauseWriting, ProtocolHandle,
+    ProtocolWatch, ResumeReading, ResumeWriting, SetProtocol, SetWriteBufferLimits, SocketAddress,
+    StartTls, TimedOut, TlsError, TlsErrorKind, TransportHandle, TransportStats, Watchable, Write,
+    WriteBufferLimits, WriteEof, WriteError, WriteReceipt, WriteReply, WriteVectored, keys,
 };
 
 /// How many scheduler turns in a row must pass with nothing moving before
@@ -1259,6 +1259,16 @@ impl Handler<WriteEof> for MockActor {
         let (tx, rx) = oneshot::channel();
         self.core.write_eof(WriteReply(tx));
         self.settle(ctx);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(WriteError::Stopped.into())) })
+    }
+}
+
+impl Handler<Drain> for MockActor {
+    type Result = ResponseFuture<io::Result<()>>;
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.core.drain(WriteReply(tx));
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(WriteError::Stopped.into())) })
     }
 }

@@ -16,12 +16,12 @@ use switchboard_core::stream::{
 };
 use switchboard_framework::{
     Abort, Ack, BufferedPlaintext, CanWriteEof, Close, ConnectionLost, ConnectionMade,
-    DataReceived, DeliveryAcked, EofDecided, EofReceived, GetExtraInfo, GetProtocol, GetStats,
-    GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, IsClosing, IsReading, LostHandled,
-    PauseReading, PauseWriting, ProtocolHandle, ProtocolWatch, ResumeReading, ResumeWriting,
-    SetProtocol, SetWriteBufferLimits, StartTls, TimedOut, TlsError, TlsErrorKind, TlsSettings,
-    TransportHandle, Write, WriteBufferLimits, WriteEof, WriteError, WriteReceipt, WriteReply,
-    WriteVectored, keys,
+    DataReceived, DeliveryAcked, Drain, EofDecided, EofReceived, GetExtraInfo, GetProtocol,
+    GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, IsClosing, IsReading,
+    LostHandled, PauseReading, PauseWriting, ProtocolHandle, ProtocolWatch, ResumeReading,
+    ResumeWriting, SetProtocol, SetWriteBufferLimits, StartTls, TimedOut, TlsError, TlsErrorKind,
+    TlsSettings, TransportHandle, Write, WriteBufferLimits, WriteEof, WriteError, WriteReceipt,
+    WriteReply, WriteVectored, keys,
 };
 use tokio::{
     sync::oneshot,
@@ -571,6 +571,16 @@ impl<IO: StreamIo> Handler<WriteEof> for StreamTransport<IO> {
         let (tx, rx) = oneshot::channel();
         self.core.write_eof(WriteReply(tx));
         self.settle(ctx);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(WriteError::Stopped.into())) })
+    }
+}
+
+impl<IO: StreamIo> Handler<Drain> for StreamTransport<IO> {
+    type Result = ResponseFuture<io::Result<()>>;
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.core.drain(WriteReply(tx));
         Box::pin(async move { rx.await.unwrap_or_else(|_| Err(WriteError::Stopped.into())) })
     }
 }
