@@ -1,7 +1,7 @@
 //! An echo client: sends its stdin to an echo server and prints what comes back.
 //!
-//! It shows a client connection, plain or TLS, acknowledged writes as back-pressure, and
-//! half-close: after stdin's EOF the client shuts its write side down and keeps reading until
+//! It shows a client outside any actor, plain or TLS, writes that wait for room as
+//! back-pressure, and half-close: after stdin's EOF the client shuts its write side down and keeps reading until
 //! the server has echoed everything and closed, then exits 0 (1 if the connection failed).
 //!
 //! ```text
@@ -26,13 +26,9 @@ use std::{
     process::ExitCode,
 };
 
-use actix::prelude::*;
 use clap::Parser;
 use switchboard::{prelude::*, tls::TlsConnector};
-use tokio::{
-    io::AsyncReadExt,
-    sync::{oneshot, watch},
-};
+use tokio::io::AsyncReadExt;
 
 #[derive(Debug, Parser)]
 #[command(about = "Sends stdin to an echo server and prints the echo")]
@@ -56,49 +52,6 @@ struct Args {
     #[arg(long, value_name = "NAME", requires = "tls")]
     server_name: Option<String>,
 }
-
-// ANCHOR: protocol
-/// Prints what the server sends; reports how the connection ended.
-struct Printer {
-    done: Option<oneshot::Sender<Option<io::Error>>>,
-    /// How many bytes came back so far.
-    received: watch::Sender<u64>,
-}
-
-impl Actor for Printer {
-    type Context = Context<Self>;
-}
-
-impl Handler<ConnectionMade> for Printer {
-    type Result = ();
-
-    fn handle(&mut self, _: ConnectionMade, _: &mut Context<Self>) {}
-}
-
-impl Handler<DataReceived> for Printer {
-    type Result = ();
-
-    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-        // A blocking write: while stdout is slow, the acknowledgement waits and the server's
-        // bytes wait in the kernel. That is back-pressure, for free.
-        let mut stdout = io::stdout().lock();
-        let _ = stdout.write_all(&msg.data).and_then(|()| stdout.flush());
-        self.received
-            .send_modify(|received| *received += msg.data.len() as u64);
-    }
-}
-
-impl Handler<ConnectionLost> for Printer {
-    type Result = ();
-
-    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
-        if let Some(done) = self.done.take() {
-            let _ = done.send(err);
-        }
-        ctx.stop();
-    }
-}
-// ANCHOR_END: protocol
 
 // ANCHOR: tls
 /// The TLS client `--tls` asks for.
@@ -130,26 +83,18 @@ async fn main() -> io::Result<ExitCode> {
     let args = Args::parse();
 
     // ANCHOR: connect
-    let (done, lost) = oneshot::channel();
-    let (received, mut echoed) = watch::channel(0);
-    let printer = move || {
-        Printer {
-            done: Some(done),
-            received,
-        }
-        .start()
-    };
+    // `Connection::new` goes where a protocol factory goes, and comes back connected.
     let connected = match (&args.unix, args.tls) {
-        (Some(path), _) => unix::connect(path, printer).await,
+        (Some(path), _) => unix::connect(path, Connection::new).await,
         (None, true) => match tls_connector(&args) {
-            // A certificate that does not verify fails here, before the protocol is made.
-            Ok(connector) => connector.connect(&args.addr, printer).await,
+            // A certificate that does not verify fails here, before anything is sent.
+            Ok(connector) => connector.connect(&args.addr, Connection::new).await,
             Err(err) => Err(err),
         },
-        (None, false) => tcp::connect(&args.addr, printer).await,
+        (None, false) => tcp::connect(&args.addr, Connection::new).await,
     };
-    let transport = match connected {
-        Ok((transport, _printer)) => transport,
+    let mut conn = match connected {
+        Ok((_, conn)) => conn,
         Err(err) => {
             let target = args
                 .unix
@@ -159,46 +104,73 @@ async fn main() -> io::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    if let Some(cipher) = transport.cipher().await {
+    if let Some(cipher) = conn.transport().cipher().await {
         eprintln!("echo_client: tls: {} {}", cipher.protocol, cipher.name);
     }
     // ANCHOR_END: connect
 
     // ANCHOR: send
-    let mut stdin = tokio::io::stdin();
-    let mut chunk = vec![0; 64 * 1024];
-    let mut sent = 0;
-    loop {
-        let n = stdin.read(&mut chunk).await?;
-        if n == 0 {
-            break;
+    // Sends stdin while the main task prints what comes back. TLS cannot half-close: over TLS
+    // the client closes once the whole echo is back instead.
+    let half_close = conn.transport().send(CanWriteEof).await.unwrap_or(false);
+    let transport = conn.transport().clone();
+    let mut sending = Some(actix::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let mut chunk = vec![0; 64 * 1024];
+        let mut sent = 0;
+        loop {
+            let n = stdin.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            // Waits while the write buffer is full: stdin is read no faster than we send.
+            transport.write_ready(chunk[..n].to_vec()).await?;
+            sent += n as u64;
         }
-        // Resolves once the bytes reached the kernel: stdin is read no faster than we send.
-        transport.write_acked(chunk[..n].to_vec()).await?;
-        sent += n as u64;
-    }
-    if transport
-        .send(CanWriteEof)
-        .await
-        .map_err(io::Error::other)?
-    {
-        transport.send(WriteEof).await.map_err(io::Error::other)??;
-    } else {
-        // TLS cannot half-close: wait for the whole echo (or the end of the connection), then
-        // close. The server reads our close as EOF, and closes in turn.
-        let _ = echoed.wait_for(|&received| received >= sent).await;
-        transport.close();
-    }
+        if half_close {
+            transport.send(WriteEof).await.map_err(io::Error::other)??;
+        }
+        io::Result::Ok(sent)
+    }));
     // ANCHOR_END: send
 
+    // ANCHOR: receive
+    let (mut sent, mut received) = (None, 0);
+    let mut stdout = io::stdout().lock();
+    loop {
+        if !half_close && sent == Some(received) {
+            conn.close();
+        }
+        tokio::select! {
+            done = async { sending.as_mut().expect("guarded").await }, if sending.is_some() => {
+                sending = None;
+                sent = Some(done.map_err(io::Error::other)??);
+            }
+            item = conn.next() => match item {
+                // A blocking write: while stdout is slow, the connection is not read, and the
+                // server's bytes wait in the kernel. That is back-pressure, for free.
+                Some(Ok(data)) => {
+                    stdout.write_all(&data).and_then(|()| stdout.flush())?;
+                    received += data.len() as u64;
+                }
+                Some(Err(err)) => {
+                    eprintln!("echo_client: connection lost: {err}");
+                    return Ok(ExitCode::FAILURE);
+                }
+                None => break,
+            },
+        }
+    }
+    // ANCHOR_END: receive
+
     // ANCHOR: finish
-    match lost.await {
-        Ok(None) => Ok(ExitCode::SUCCESS),
-        Ok(Some(err)) => {
+    conn.close();
+    match conn.closed().await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(err) => {
             eprintln!("echo_client: connection lost: {err}");
             Ok(ExitCode::FAILURE)
         }
-        Err(_) => Ok(ExitCode::FAILURE),
     }
     // ANCHOR_END: finish
 }

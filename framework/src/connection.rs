@@ -55,16 +55,28 @@ use crate::{
 /// streams: the connection stays open for writing until [`close`](Self::close), or until the
 /// `Connection` is dropped, which closes it gracefully. An error ends the items with `Some(Err)`.
 pub struct Connection<C: Codec = Raw> {
-    transport: Option<TransportHandle>,
+    transport: TransportHandle,
     incoming: mpsc::UnboundedReceiver<Incoming>,
-    /// Taken by the forwarding actor when the connection is attached.
-    sender: Option<mpsc::UnboundedSender<Incoming>>,
     inbox: C::Inbox,
     /// The acknowledgement of the chunk being decoded: dropped once it yields nothing more.
     held: Option<Ack>,
     ended: Ended,
     end: watch::Receiver<Option<End>>,
-    end_sender: Option<watch::Sender<Option<End>>>,
+}
+
+/// A [`Connection`] to be made: what [`Connection::new`] and [`Connection::with_codec`] give,
+/// to pass where a protocol factory goes. The `connect` (or the mock) returns the connection.
+#[must_use = "a connection is made only when passed to a connect"]
+pub struct Connect<C: Codec = Raw> {
+    codec: C,
+}
+
+impl<C: Codec + fmt::Debug> fmt::Debug for Connect<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connect")
+            .field("codec", &self.codec)
+            .finish()
+    }
 }
 
 /// What the forwarding actor hands the connection.
@@ -103,48 +115,24 @@ impl End {
 
 impl Connection<Raw> {
     /// A connection that receives the bytes as they arrive, as [`Bytes`].
-    pub fn new() -> Self {
+    #[allow(clippy::new_ret_no_self)] // what `connect` takes, and gives back a `Connection`
+    pub fn new() -> Connect<Raw> {
         Connection::with_codec(Raw)
-    }
-}
-
-impl Default for Connection<Raw> {
-    fn default() -> Self {
-        Connection::new()
     }
 }
 
 impl<C: Codec> Connection<C> {
     /// A connection that decodes what it receives with `codec` (a `LinesCodec` with a maximum
     /// line length, say) and encodes what it [`send`](Self::send)s with it.
-    pub fn with_codec(codec: C) -> Self {
-        let (sender, incoming) = mpsc::unbounded_channel();
-        let (end_sender, end) = watch::channel(None);
-        Connection {
-            transport: None,
-            incoming,
-            sender: Some(sender),
-            inbox: C::inbox_with(codec),
-            held: None,
-            ended: Ended::No,
-            end,
-            end_sender: Some(end_sender),
-        }
+    pub fn with_codec(codec: C) -> Connect<C> {
+        Connect { codec }
     }
 
-    /// The transport's handle, for every other command. `None` until the connection is attached
-    /// (passed to a `connect`, which returns it attached).
-    pub fn transport(&self) -> Option<&TransportHandle> {
-        self.transport.as_ref()
-    }
-
-    fn attached(&self) -> io::Result<&TransportHandle> {
-        self.transport.as_ref().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the connection was never attached to a transport",
-            )
-        })
+    /// The transport's handle, for every other command, or to write from another task while
+    /// this one reads ([`TransportHandle::write_ready`] waits for room as
+    /// [`write`](Self::write) does).
+    pub fn transport(&self) -> &TransportHandle {
+        &self.transport
     }
 
     /// The next item received: `Some(Ok(item))`, `Some(Err(err))` for bytes the codec refuses
@@ -192,7 +180,7 @@ impl<C: Codec> Connection<C> {
     /// Writes `data` once the write buffer has room
     /// ([`TransportHandle::write_ready`]), or fails with the error that ended the connection.
     pub async fn write(&self, data: impl Into<Bytes>) -> io::Result<()> {
-        self.attached()?.write_ready(data).await
+        self.transport.write_ready(data).await
     }
 
     /// Encodes `item` with the codec and writes it once the write buffer has room.
@@ -200,7 +188,7 @@ impl<C: Codec> Connection<C> {
     where
         C: Encoder<I>,
     {
-        let transport = self.attached()?.clone();
+        let transport = self.transport.clone();
         let mut buffer = std::mem::take(self.inbox.write_buffer());
         let encoded = self.inbox.codec_mut().encode(item, &mut buffer);
         let frame = buffer.split().freeze();
@@ -212,34 +200,28 @@ impl<C: Codec> Connection<C> {
     /// Shuts the write side down once the buffer is flushed; resolves then (asyncio's
     /// `write_eof`, awaited).
     pub async fn write_eof(&self) -> io::Result<()> {
-        let done = self.attached()?.send(crate::WriteEof);
+        let done = self.transport.send(crate::WriteEof);
         crate::transport::flatten(done.await)
     }
 
     /// Closes after flushing what is buffered; [`closed`](Self::closed) resolves once done.
     pub fn close(&self) {
-        if let Some(transport) = &self.transport {
-            transport.close();
-        }
+        self.transport.close();
     }
 
     /// Closes at once, discarding what is buffered.
     pub fn abort(&self) {
-        if let Some(transport) = &self.transport {
-            transport.abort();
-        }
+        self.transport.abort();
     }
 
     /// Resolves once the connection is gone (asyncio's `wait_closed`): `Ok` for a clean end,
     /// the error that ended it otherwise. Any number of callers may wait.
     pub fn closed(&self) -> impl Future<Output = io::Result<()>> + use<C> {
         let mut end = self.end.clone();
-        let attached = self.attached().map(drop);
         async move {
-            attached?;
             match end.wait_for(Option::is_some).await {
                 Ok(end) => end.as_ref().map_or(Ok(()), End::result),
-                // Never attached: there is nothing to wait for.
+                // The protocol actor went without a `ConnectionLost` (its arbiter stopped).
                 Err(_) => Err(WriteError::Stopped.into()),
             }
         }
@@ -269,21 +251,30 @@ impl<C: Codec> fmt::Debug for Connection<C> {
     }
 }
 
-impl<C: Codec> IntoProtocol for Connection<C> {
+impl<C: Codec> IntoProtocol for Connect<C> {
     type Output = Connection<C>;
 
-    fn into_protocol(mut self, transport: &TransportHandle) -> (Self, ProtocolHandle) {
+    fn into_protocol(self, transport: &TransportHandle) -> (Connection<C>, ProtocolHandle) {
+        let (sender, incoming) = mpsc::unbounded_channel();
+        let (end_sender, end) = watch::channel(None);
         let forwarder = Forwarder {
-            incoming: self.sender.take(),
-            end: self.end_sender.take(),
+            incoming: Some(sender),
+            end: Some(end_sender),
         }
         .start();
-        self.transport = Some(transport.clone());
         let handle = ProtocolHandle::builder(forwarder)
             .eof_received()
             .write_flow()
             .build();
-        (self, handle)
+        let connection = Connection {
+            transport: transport.clone(),
+            incoming,
+            inbox: C::inbox_with(self.codec),
+            held: None,
+            ended: Ended::No,
+            end,
+        };
+        (connection, handle)
     }
 }
 

@@ -140,7 +140,7 @@ pub use command::{
     GetWriteBufferSize, IsClosing, IsReading, PauseReading, ResumeReading, SetProtocol,
     SetWriteBufferLimits, Write, WriteEof, WriteVectored,
 };
-pub use connection::Connection;
+pub use connection::{Connect, Connection};
 pub use datagram::{
     DatagramCommand, DatagramHandle, DatagramProtocol, DatagramProtocolHandle, DatagramReceived,
     DatagramTransport, ErrorReceived, IntoDatagramProtocol, SendTo, SendToError,

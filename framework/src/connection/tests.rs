@@ -1,6 +1,6 @@
 //! `Connection` on the mock transport: items in order, writes that wait for room, the ends.
 
-use std::{io, time::Duration};
+use std::io;
 
 use futures::FutureExt;
 use tokio_util::codec::LinesCodec;
@@ -82,19 +82,5 @@ fn dropping_the_connection_closes_it() {
         drop(conn);
         mock.settle().await;
         assert_eq!(mock.ending(), Some(Ending::Closed));
-    });
-}
-
-#[test]
-fn a_connection_never_attached_says_so() {
-    run(async {
-        let conn = Connection::new();
-        let err = conn.write("x").await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotConnected);
-        let waited = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
-        assert!(
-            matches!(waited, Ok(Err(_))),
-            "closed() does not hang: {waited:?}"
-        );
     });
 }
