@@ -2,6 +2,9 @@
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+/// The actix runtime everything runs on (actix-rt): `rt::signal::ctrl_c()` to wait for Ctrl-C,
+/// `rt::time`, `rt::spawn`, `rt::System`, without a dependency of your own.
+pub use actix_rt as rt;
 pub use switchboard_framework as framework;
 pub use switchboard_transports as transports;
 

@@ -11,7 +11,7 @@
 
 use std::{collections::HashMap, io};
 
-use switchboard::prelude::*;
+use switchboard::{prelude::*, rt};
 
 // ANCHOR: protocols
 /// Text lines, until `UPGRADE`.
@@ -69,5 +69,5 @@ async fn main() -> io::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:7000".into());
     let server = tcp::serve(addr, Lines::default).await?;
     println!("listening on {}", server.addresses()[0]);
-    actix_rt::signal::ctrl_c().await
+    rt::signal::ctrl_c().await
 }

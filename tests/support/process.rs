@@ -93,30 +93,36 @@ fn build_example(name: &str, profile_dir: &Path) {
 /// like [`example`]: when missing or older than its source, with the running test's cargo,
 /// target directory and profile, once per test process.
 pub(crate) fn child_program() -> PathBuf {
-    static BUILT: Mutex<bool> = Mutex::new(false);
+    workspace_program("switchboard-test-child", "sb-child", "tests/child")
+}
+
+/// The path of the binary `bin` of the workspace member `package` (whose sources are under
+/// `dir`), built like [`example`]: when missing or older than its sources, once per test process.
+pub(crate) fn workspace_program(package: &str, bin: &str, dir: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
     let test_exe = env::current_exe().expect("the test executable's path");
     let profile_dir = test_exe
         .parent()
         .and_then(Path::parent)
         .expect("the test executable is in target/<profile>/deps/");
-    let path = profile_dir.join(format!("sb-child{}", env::consts::EXE_SUFFIX));
+    let path = profile_dir.join(format!("{bin}{}", env::consts::EXE_SUFFIX));
     let mut built = lock(&BUILT);
-    if !*built {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/child");
+    if !built.iter().any(|done| done == bin) {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
         let built_at = modified(&path);
-        if built_at.is_none() || built_at < newest_modified(&source) {
-            cargo_build(
-                &["-p", "switchboard-test-child", "--bin", "sb-child"],
-                profile_dir,
-            );
+        if built_at.is_none()
+            || built_at < newest_modified(&source)
+            || built_at < modified(&test_exe)
+        {
+            cargo_build(&["-p", package, "--bin", bin], profile_dir);
         }
         assert!(
             path.exists(),
-            "building sb-child did not produce {}",
+            "building {bin} did not produce {}",
             path.display()
         );
-        *built = true;
+        built.push(bin.to_owned());
     }
     path
 }
