@@ -21,7 +21,8 @@
 //!   unconsumed tail of the chunk the protocol last received and has not acknowledged, the
 //!   answer to an `EofReceived`, acknowledgements of any outstanding delivery (a previous
 //!   protocol's too) and stale or repeated ones, `StartTls` with either leftover policy, and the
-//!   protocol actor's death;
+//!   protocol actor's death; and `Drain`, which whoever holds the transport may send (a dead
+//!   protocol's `Connection` too);
 //! * the I/O object's inputs: reads of at most `read_room()` bytes of consecutive values, the
 //!   peer's EOF (clean or truncated), partial and whole writes of `write_queue()` each followed
 //!   by `handle_write_attempted`, the shutdown's end when `wants_shutdown()`, the handshake's
@@ -82,7 +83,15 @@
 //!   timeout; `ConnectionLost` carries that `TimedOut`. Apart from that rule, an end by a timer
 //!   must come at least T after the last progress (or the start, with nothing received), 2T if
 //!   the protocol was told; with a driver that sleeps until the deadline, told at exactly T and
-//!   ended at exactly 2T.
+//!   ended at exactly 2T;
+//! * `Drain` (asyncio's `await writer.drain()`), against the write flow the model knows from
+//!   the edges it delivered: one issued while writing is not paused resolves `Ok` at once, one
+//!   issued while paused is pending; a pending one resolves `Ok` only with the buffer at or below
+//!   the low-water mark (checked as it resolves), and by the round whose `ResumeWriting` tells
+//!   the protocol so (never while still paused, never failed on a live connection); a connection
+//!   that ends first fails it with the error that ended it (an abort's, an I/O error's, the
+//!   maximum's, a timer's), and `stopped()` fails the rest with `Stopped`, as it does a drain
+//!   issued after it; none is left pending at the end, and none resolves twice.
 //!
 //! # Running and replaying
 //!

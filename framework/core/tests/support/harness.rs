@@ -79,6 +79,11 @@ const STUCK: &str = "no stuck delivery";
 /// the end: a close when nothing waits to be written, an abort otherwise, and `ConnectionLost`
 /// with the `TimedOut` of the timer that ran out.
 const TIMERS: &str = "idle and first-byte timeouts";
+/// `Drain` (asyncio's `drain()`) resolves `Ok` at once while writing is not paused, as the
+/// protocols were told; while it is paused, it waits for the `ResumeWriting` edge (the write
+/// buffer down to the low-water mark) and resolves `Ok` then, never before; a connection that
+/// ends first fails it, with the error that ended it, and leaves none pending.
+const DRAIN: &str = "drain";
 
 // ---- the waiters ----
 
@@ -90,6 +95,11 @@ struct Shared {
     written: Cell<u64>,
     /// Whether `handle_shutdown(Ok)` was called (set before the call).
     shut_down: Cell<bool>,
+    /// Bytes accepted by `write` (set after the call: a write resolves no drain `Ok`).
+    accepted: Cell<u64>,
+    /// The low-water mark in force, by the model (set before any call that may resolve a drain
+    /// against a new one).
+    low: Cell<usize>,
     /// The first violation a waiter saw.
     violation: RefCell<Option<String>>,
 }
@@ -160,6 +170,8 @@ enum Awaits {
     Write { end: u64 },
     /// A `WriteEof` requested once this many bytes had been accepted.
     Eof { flushed_at: u64 },
+    /// A `Drain`, issued while writing was paused (as the protocols were told) or not.
+    Drain { paused: bool },
 }
 
 /// A waiter that records its outcome and checks it is deserved.
@@ -208,6 +220,21 @@ impl Waiter for Recorder {
                             format!(
                                 "WriteEof resolved Ok with the write side not shut down or \
                                  {written} of the {flushed_at} bytes before it written"
+                            ),
+                        ));
+                    }
+                    // Resolved at the resume edge: the buffer is down to the low-water mark.
+                    Awaits::Drain { paused: true }
+                        if self.shared.accepted.get().saturating_sub(written)
+                            > self.shared.low.get() as u64 =>
+                    {
+                        self.shared.report(violation(
+                            DRAIN,
+                            format!(
+                                "a drain issued while writing was paused resolved Ok with {} \
+                                 bytes buffered, above the low-water mark {}",
+                                self.shared.accepted.get().saturating_sub(written),
+                                self.shared.low.get()
                             ),
                         ));
                     }
@@ -384,6 +411,11 @@ struct Run {
     writes: Vec<(u64, Rc<Cell<Outcome>>)>,
     eof_waiters: Vec<Rc<Cell<Outcome>>>,
     eof_requested: bool,
+    /// Every `Drain` issued, in order.
+    drains: Vec<Rc<Cell<Outcome>>>,
+    /// The drains issued while writing was paused (indices into `drains`), until the
+    /// `ResumeWriting` that resolves them or the end.
+    drains_pending: Vec<usize>,
     limits: WriteBufferLimits,
     limits_chosen: bool,
 
@@ -458,6 +490,12 @@ impl Machine for Run {
 
 impl Run {
     fn new(case: &Case, trace: Option<Trace>) -> Self {
+        let limits = fit(
+            case.settings.write_buffer_limits,
+            case.settings.max_write_buffer,
+        );
+        let shared = Rc::new(Shared::default());
+        shared.low.set(limits.low());
         // The one clock reading: the core takes `now` from its driver, and here time moves
         // only by `Tick` steps from this epoch.
         #[expect(
@@ -473,7 +511,7 @@ impl Run {
             },
             settings: case.settings,
             kind: case.kind,
-            shared: Rc::default(),
+            shared,
             epoch,
             now: epoch,
             trace,
@@ -508,10 +546,9 @@ impl Run {
             writes: Vec::new(),
             eof_waiters: Vec::new(),
             eof_requested: false,
-            limits: fit(
-                case.settings.write_buffer_limits,
-                case.settings.max_write_buffer,
-            ),
+            drains: Vec::new(),
+            drains_pending: Vec::new(),
+            limits,
             limits_chosen: case.settings.limits_chosen,
             closing: false,
             was_closing: false,
@@ -581,6 +618,8 @@ impl Run {
         match *step {
             Step::Write { ref lens, acked } if protocol => self.write(lens, acked)?,
             Step::WriteEof if protocol => self.write_eof()?,
+            // From whoever holds the transport: the protocol, or a `Connection`'s writer.
+            Step::Drain => self.drain()?,
             Step::Close if protocol => {
                 self.core.close();
                 self.closing = true;
@@ -595,6 +634,7 @@ impl Run {
                     ENDING,
                     "Abort left bytes to write"
                 );
+                self.check_drains_failed(Lost::write(WriteError::Aborted))?;
             }
             Step::PauseReading if protocol => {
                 self.core.pause_reading();
@@ -644,7 +684,7 @@ impl Run {
             {
                 self.start_upgrade(policy, split);
             }
-            Step::ProtocolGone if protocol => self.protocol_gone(),
+            Step::ProtocolGone if protocol => self.protocol_gone()?,
             Step::Read { len } if self.core.read_room() > 0 => {
                 let room = self.core.read_room();
                 let n = len.map_or(room, |len| usize::from(len) % room + 1);
@@ -670,11 +710,15 @@ impl Run {
                     self.core.handle_shutdown(Ok(()));
                 } else {
                     // Closing after the peer's EOF, a failed shutdown is of no matter.
-                    if !(self.core.is_closing() && self.eof_read) {
+                    let fails = !(self.core.is_closing() && self.eof_read);
+                    if fails {
                         self.failed = Some(Lost::io(io::ErrorKind::BrokenPipe));
                     }
                     self.core
                         .handle_shutdown(Err(io::ErrorKind::BrokenPipe.into()));
+                    if fails {
+                        self.check_drains_failed(Lost::io(io::ErrorKind::BrokenPipe))?;
+                    }
                 }
             }
             Step::Upgraded {
@@ -710,6 +754,7 @@ impl Run {
                 self.failed = Some(Lost::io(io::ErrorKind::ConnectionReset));
                 self.core
                     .handle_error(io::ErrorKind::ConnectionReset.into());
+                self.check_drains_failed(Lost::io(io::ErrorKind::ConnectionReset))?;
             }
             Step::Tick { ms } => self.tick(Duration::from_millis(ms.into()))?,
             Step::Sleep { early } => {
@@ -771,6 +816,7 @@ impl Run {
                 for buffer in &buffers {
                     self.accepted.extend_from_slice(buffer);
                 }
+                self.shared.accepted.set(self.accepted.len() as u64);
                 if acked {
                     let (recorder, outcome) = Recorder::new(Awaits::Write { end }, &self.shared);
                     ticket.register(recorder);
@@ -870,6 +916,21 @@ impl Run {
                 "WriteEof #{i} still pending after the abort"
             );
         }
+        self.check_drains_failed(lost)
+    }
+
+    /// Every drain waiting for the resume edge failed with `lost`: the connection ended with
+    /// that error, now.
+    fn check_drains_failed(&self, lost: Lost) -> Checked {
+        for &i in &self.drains_pending {
+            let got = self.drains[i].get();
+            ensure!(
+                got == Outcome::Failed(lost),
+                DRAIN,
+                "drain #{i}, issued while writing was paused, is {got:?} where the connection \
+                 ended with {lost:?}"
+            );
+        }
         Ok(())
     }
 
@@ -918,6 +979,38 @@ impl Run {
         Ok(())
     }
 
+    /// `Drain`: `Ok` at once unless writing is paused (as the protocols were told); otherwise
+    /// pending, until the `ResumeWriting` edge or the end.
+    fn drain(&mut self) -> Checked {
+        let paused = self.writing_paused;
+        let (recorder, outcome) = Recorder::new(Awaits::Drain { paused }, &self.shared);
+        self.core.drain(recorder);
+        let got = outcome.get();
+        let i = self.drains.len();
+        self.drains.push(outcome);
+        self.note(|| format!("   drain #{i}: {got:?}"));
+        let size = self.core.write_buffer_size();
+        if paused {
+            ensure!(
+                got == Outcome::Pending,
+                DRAIN,
+                "drain #{i} resolved at once ({got:?}) while writing is paused ({size} bytes \
+                 buffered, {:?})",
+                self.limits
+            );
+            self.drains_pending.push(i);
+        } else {
+            ensure!(
+                got == Outcome::Done,
+                DRAIN,
+                "drain #{i} gave {got:?} while writing is not paused ({size} bytes buffered, \
+                 {:?})",
+                self.limits
+            );
+        }
+        Ok(())
+    }
+
     fn set_limits(&mut self, high: Option<u8>, low: Option<u8>) -> Checked {
         let (high, low) = (high.map(usize::from), low.map(usize::from));
         // asyncio's derivation: a missing high is 4 × low, or the default; a missing low is
@@ -928,6 +1021,10 @@ impl Run {
         });
         let derived_low = low.unwrap_or(derived_high / 4);
         let valid = derived_low <= derived_high;
+        if valid {
+            // The resume edge this call may decide resolves drains against the new mark.
+            self.shared.low.set(derived_low);
+        }
         let result = self
             .core
             .set_write_buffer_limits(high, low, WriteBufferLimits::default());
@@ -1055,6 +1152,7 @@ impl Run {
                 self.kind = kind;
                 if !self.limits_chosen {
                     self.limits = fit(limits, self.settings.max_write_buffer);
+                    self.shared.low.set(self.limits.low());
                 }
                 ensure!(
                     self.core.kind() == kind,
@@ -1063,19 +1161,26 @@ impl Run {
                     self.core.kind()
                 );
             }
-            None => self.failed = Some(Lost::io(io::ErrorKind::InvalidData)),
+            None => {
+                self.failed = Some(Lost::io(io::ErrorKind::InvalidData));
+                self.check_drains_failed(Lost::io(io::ErrorKind::InvalidData))?;
+            }
         }
         Ok(())
     }
 
-    fn protocol_gone(&mut self) {
+    fn protocol_gone(&mut self) -> Checked {
         self.alive = false;
-        if !self.core.is_closing() {
+        let aborts = !self.core.is_closing();
+        if aborts {
             self.closing = true;
             self.aborted = true;
             self.upgrade = Upgrade::None;
         }
         self.core.handle_protocol_gone();
+        if aborts {
+            self.check_drains_failed(Lost::write(WriteError::Aborted))?;
+        }
         // Its mailbox goes with it: the acknowledgements it held come back, and an EOF it did
         // not answer closes.
         let current = self.current();
@@ -1091,6 +1196,7 @@ impl Run {
         if mem::take(&mut self.eof_unanswered) {
             self.core.eof_decided(false);
         }
+        Ok(())
     }
 
     fn written(&mut self, n: Option<u16>) -> Checked {
@@ -1160,6 +1266,7 @@ impl Run {
             );
             let timeout = self.settings.write_stall_timeout.expect("due");
             self.failed = Some(Lost::write(WriteError::Stalled(timeout)));
+            self.check_drains_failed(Lost::write(WriteError::Stalled(timeout)))?;
         } else if drain_due {
             ensure!(
                 self.core.is_stopped(),
@@ -1848,6 +1955,31 @@ impl Run {
                 self.limits
             );
         }
+        // A drain issued while paused resolves with the ResumeWriting this round told, not
+        // before; the connection lives, so it did not fail.
+        for &i in &self.drains_pending {
+            let got = self.drains[i].get();
+            let due = if self.writing_paused {
+                Outcome::Pending
+            } else {
+                Outcome::Done
+            };
+            ensure!(
+                got == due,
+                DRAIN,
+                "drain #{i}, issued while writing was paused, is {got:?} where writing is {}paused \
+                 ({unwritten} bytes buffered, {:?})",
+                if self.writing_paused {
+                    "still "
+                } else {
+                    "no longer "
+                },
+                self.limits
+            );
+        }
+        if !self.writing_paused {
+            self.drains_pending.clear();
+        }
         if core.wants_shutdown() {
             ensure!(
                 unwritten == 0 && (self.eof_requested || closing),
@@ -1914,7 +2046,40 @@ impl Run {
                 self.failed
             );
         }
+        // The drains still waiting when the driver stops fail with `Stopped`; those the last
+        // step resolved failed with what ended the connection, or resolved Ok with the
+        // ResumeWriting of the last round (the round closed the connection after telling it).
+        let mut waiting = Vec::new();
+        for &i in &self.drains_pending {
+            match (self.drains[i].get(), self.writing_paused) {
+                (Outcome::Pending, true) => waiting.push(i),
+                (Outcome::Failed(_), true) | (Outcome::Done, false) => {}
+                (got, _) => {
+                    return Err(violation(
+                        DRAIN,
+                        format!(
+                            "drain #{i}, issued while writing was paused, is {got:?} as the \
+                             connection ends, where writing is {}paused",
+                            if self.writing_paused {
+                                "still "
+                            } else {
+                                "no longer "
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
         let lost = self.core.stopped();
+        let stopped = Outcome::Failed(Lost::write(WriteError::Stopped));
+        for i in waiting {
+            let got = self.drains[i].get();
+            ensure!(
+                got == stopped,
+                DRAIN,
+                "drain #{i}, pending when the driver stopped, is {got:?} after stopped()"
+            );
+        }
         let current = self.current();
         self.note(|| format!("   -> protocol #{current}: ConnectionLost({lost:?})"));
         ensure!(
@@ -1980,6 +2145,14 @@ impl Run {
             CLOSING,
             "a write accepted after the transport stopped"
         );
+        let (recorder, late) = Recorder::new(Awaits::Drain { paused: false }, &self.shared);
+        self.core.drain(recorder);
+        ensure!(
+            late.get() == stopped,
+            DRAIN,
+            "a drain after the transport stopped gave {:?}",
+            late.get()
+        );
         for (i, (end, outcome)) in self.writes.iter().enumerate() {
             match outcome.get() {
                 Outcome::Pending => {
@@ -2001,6 +2174,13 @@ impl Run {
                 outcome.get() != Outcome::Pending,
                 OUTCOMES,
                 "WriteEof #{i} never resolved"
+            );
+        }
+        for (i, outcome) in self.drains.iter().enumerate() {
+            ensure!(
+                outcome.get() != Outcome::Pending,
+                DRAIN,
+                "drain #{i} never resolved"
             );
         }
         if let Some(violation) = self.shared.violation.borrow_mut().take() {

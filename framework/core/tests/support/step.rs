@@ -38,6 +38,9 @@ pub(crate) enum Step {
         acked: bool,
     },
     WriteEof,
+    /// `Drain` (asyncio's `await writer.drain()`), from whoever holds the transport: the
+    /// protocol or a `Connection`'s writer, so a dead protocol's too.
+    Drain,
     Close,
     Abort,
     PauseReading,
@@ -255,7 +258,7 @@ fn kind() -> impl Strategy<Value = StreamKind> {
 
 /// The kinds of step, in the order proptest shrinks a step's kind towards (an acknowledgement
 /// disturbs a run least), with their weights in a calm case.
-const KINDS: [(StepKind, u32); 23] = [
+const KINDS: [(StepKind, u32); 24] = [
     (StepKind::Ack, 1200),
     (StepKind::StaleAck, 200),
     (StepKind::Read, 1400),
@@ -272,6 +275,8 @@ const KINDS: [(StepKind, u32); 23] = [
     (StepKind::Upgraded, 150),
     (StepKind::Shutdown, 150),
     (StepKind::Drained, 150),
+    // Waits for the resume edge: it matters only while writing is paused.
+    (StepKind::Drain, 40),
     // Half-closes: they end a connection only sometimes.
     (StepKind::PeerEof, 40),
     (StepKind::WriteEof, 20),
@@ -302,6 +307,7 @@ enum StepKind {
     Upgraded,
     Shutdown,
     Drained,
+    Drain,
     PeerEof,
     WriteEof,
     Close,
@@ -312,8 +318,8 @@ enum StepKind {
 }
 
 /// The weights of the kinds of step in a case of this temper.
-fn weights(temper: Temper) -> [(StepKind, u32); 23] {
-    // In about 7500ths of all steps (the sum of the other weights).
+fn weights(temper: Temper) -> [(StepKind, u32); 24] {
+    // In about 7600ths of all steps (the sum of the other weights).
     let (begin_end, end_now) = match temper {
         Temper::Calm => (2, 0),
         Temper::Usual => (60, 20),
@@ -419,6 +425,7 @@ fn decode(kind: StepKind, bits: &mut Bits) -> Step {
             unclean: bits.chance(5),
         },
         StepKind::WriteEof => Step::WriteEof,
+        StepKind::Drain => Step::Drain,
         StepKind::Close => Step::Close,
         StepKind::ReaderClosed => Step::ReaderClosed,
         StepKind::Abort => Step::Abort,
