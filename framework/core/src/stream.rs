@@ -1331,6 +1331,12 @@ impl<W: Waiter> StreamCore<W> {
     }
 
     fn finish(&mut self, release: Option<Release>, lost: Option<io::Error>) {
+        if release.is_some_and(|release| !release.abort) && lost.is_none() && self.flow.size() == 0
+        {
+            // A clean close flushed everything: the buffer did drain (asyncio resolves its
+            // `drain()` waiters at a clean `connection_lost` too).
+            self.resolve_drain_waiters(Ok(()));
+        }
         self.state = State::Stopped;
         self.transitions = self.transitions.wrapping_add(1);
         self.release = release;

@@ -2048,12 +2048,18 @@ impl Run {
         }
         // The drains still waiting when the driver stops fail with `Stopped`; those the last
         // step resolved failed with what ended the connection, or resolved Ok with the
-        // ResumeWriting of the last round (the round closed the connection after telling it).
+        // ResumeWriting of the last round (the round closed the connection after telling it),
+        // or with a clean close that flushed everything.
+        // A clean close that flushed every byte resolves them Ok: the buffer did drain.
+        let flushed = !self.aborted
+            && self.failed.is_none()
+            && self.written as u64 == self.accepted.len() as u64;
         let mut waiting = Vec::new();
         for &i in &self.drains_pending {
             match (self.drains[i].get(), self.writing_paused) {
                 (Outcome::Pending, true) => waiting.push(i),
                 (Outcome::Failed(_), true) | (Outcome::Done, false) => {}
+                (Outcome::Done, true) if flushed => {}
                 (got, _) => {
                     return Err(violation(
                         DRAIN,
