@@ -1,11 +1,18 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
+// docs.rs (`--cfg docsrs`, nightly): mark each item with the features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use switchboard_framework as framework;
 pub use switchboard_transports as transports;
 
 pub use switchboard_framework::*;
+// Named, so that docs.rs does not mark it with tokio-util's `codec` feature: not a feature of
+// this crate (the framework's dependency turns it on). The pages inside, tokio-util's own, keep
+// tokio-util's badges.
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
+pub use switchboard_framework::codec;
 #[cfg(feature = "tls")]
 pub use switchboard_transports::tls;
 pub use switchboard_transports::{
