@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
+// docs.rs (`--cfg docsrs`, nightly): mark each item with the features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// The actix runtime everything runs on (actix-rt): `rt::signal::ctrl_c()` to wait for Ctrl-C,
 /// `rt::time`, `rt::spawn`, `rt::System`, without a dependency of your own.
@@ -9,6 +11,11 @@ pub use switchboard_framework as framework;
 pub use switchboard_transports as transports;
 
 pub use switchboard_framework::*;
+// Named, so that docs.rs does not mark it with tokio-util's `codec` feature: not a feature of
+// this crate (the framework's dependency turns it on). The pages inside, tokio-util's own, keep
+// tokio-util's badges.
+#[cfg_attr(docsrs, doc(auto_cfg = false))]
+pub use switchboard_framework::codec;
 #[cfg(feature = "tls")]
 pub use switchboard_transports::tls;
 pub use switchboard_transports::{

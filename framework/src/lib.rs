@@ -113,6 +113,8 @@
 //! [switchboard]: https://docs.rs/switchboard
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
+// docs.rs (`--cfg docsrs`, nightly): mark each item with the features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod authoring;
 mod command;
@@ -126,6 +128,8 @@ mod framing;
 mod protocol;
 mod subprocess;
 #[cfg(any(test, feature = "test-util"))]
+// Automatic: "test or test-util"; only the feature concerns a reader.
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
 mod tls;
 mod transport;

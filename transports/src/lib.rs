@@ -51,6 +51,8 @@
 //!   in a temporary directory, TLS certificates; for `[dev-dependencies]` only.
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
+// docs.rs (`--cfg docsrs`, nightly): mark each item with the features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod datagram;
 mod driver;

@@ -33,6 +33,8 @@
 //! [switchboard]: https://docs.rs/switchboard
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
+// docs.rs (`--cfg docsrs`, nightly): mark each item with the features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod datagram;
 mod error;
