@@ -2,8 +2,8 @@
 //!
 //! It shows many protocols talking to one shared actor: one `Client` protocol actor per
 //! connection, spread over the worker threads, and one `Room` actor that knows everyone. Each
-//! client frames its bytes into lines with a [`Framing`] over tokio-util's `LinesCodec`; the room
-//! writes straight to every client's transport, fire-and-forget, so it never waits for anyone.
+//! client is a `Protocol` over tokio-util's `LinesCodec`, which hands it lines; the room writes
+//! straight to every client's transport, fire-and-forget, so it never waits for anyone.
 //!
 //! ```text
 //! cargo run --example chat_server                      # 127.0.0.1:7000
@@ -43,12 +43,12 @@
 //!
 //! - **Memory.** A client that stops reading cannot make the server buffer without bound, nor
 //!   slow the room down: once its transport's write buffer passes `--write-limit` bytes (256 KiB
-//!   by default), the transport sends `PauseWriting`, and the room drops the client (an abortive
-//!   close: what was buffered for it is discarded) and tells the others `* NAME left (too
-//!   slow)`. This protocol handles write flow itself, so switchboard's default read-stop does
-//!   not apply to it; the transport's hard maximum (4 MiB, or `--write-limit` if that is more)
-//!   stays behind it. A client's line is kept to `--max-line` bytes, and it sends nothing more
-//!   to the room until the room has handled its last lines.
+//!   by default), the client's `pause_writing` is called, and the room drops the client (an
+//!   abortive close: what was buffered for it is discarded) and tells the others `* NAME left
+//!   (too slow)`. The client overrides `pause_writing`, so the default (stop reading while
+//!   writes wait) does not apply to it; the transport's hard maximum (4 MiB, or
+//!   `--write-limit` if that is more) stays behind it. A client's line is kept to `--max-line`
+//!   bytes, and it sends nothing more to the room until the room has handled its last lines.
 //! - **Time.** `--idle-timeout SECS` (300 by default; 0: never) is each connection's idle
 //!   timeout: a client that neither sends nor receives a byte for that long (a lurker in a
 //!   quiet room, a dead peer, a silent connection that never said anything) is told `* idle
@@ -77,12 +77,9 @@ use std::{
 };
 
 use actix::prelude::*;
-use bytes::Bytes;
 use clap::Parser;
-use switchboard::{
-    DEFAULT_MAX_WRITE_BUFFER, Framing, Handled, ProtocolBuilder, WriteBufferLimits, prelude::*,
-};
-use tokio_util::codec::{LinesCodec, LinesCodecError};
+use switchboard::{DEFAULT_MAX_WRITE_BUFFER, WriteBufferLimits, prelude::*};
+use tokio_util::codec::LinesCodecError;
 
 /// The longest line a client may send by default, in bytes, without its newline.
 const DEFAULT_MAX_LINE: usize = 1024;
@@ -169,7 +166,7 @@ struct Join {
     transport: TransportHandle,
 }
 
-/// What a client said, in order: every line of one `DataReceived`. The client waits for the
+/// What a client said, in order: every line of one chunk it sent. The client waits for the
 /// room to handle it before it reads on, so a client that floods the room waits for the room,
 /// and the room's mailbox stays small.
 #[derive(Message)]
@@ -186,9 +183,9 @@ enum Input {
     Say(String),
     /// `/nick NAME`.
     Nick(String),
-    /// `/quit`.
+    /// `/quit`: the client's last input.
     Quit,
-    /// The client sent its EOF: it is leaving, and its transport closes.
+    /// The client sent its EOF: its last input.
     Hangup,
     /// A line the client gets an error for.
     Invalid(String),
@@ -355,6 +352,7 @@ impl Handler<Lines> for Room {
     fn handle(&mut self, msg: Lines, _: &mut Context<Self>) {
         let mut to_self = String::new();
         let mut to_others = String::new();
+        let mut leaving = false;
         for input in msg.inputs {
             let Some(member) = self.members.get(&msg.id) else {
                 return; // gone already (a reset, too slow): its last words go nowhere
@@ -367,24 +365,19 @@ impl Handler<Lines> for Room {
                 Input::Nick(new) => self.rename(msg.id, new, &mut to_self, &mut to_others),
                 Input::Invalid(why) => to_self.push_str(&format!("* {why}\n")),
                 Input::Quit | Input::Hangup => {
-                    let quit = matches!(input, Input::Quit);
-                    if quit {
+                    if matches!(input, Input::Quit) {
                         to_self.push_str("* bye\n");
                     }
-                    self.tell(msg.id, std::mem::take(&mut to_self));
-                    self.broadcast(Some(msg.id), std::mem::take(&mut to_others));
-                    if let Some(transport) = self.remove(msg.id, "") {
-                        // After EOF the transport closes by itself once the client is done.
-                        if quit {
-                            transport.close();
-                        }
-                    }
-                    return;
+                    leaving = true;
                 }
             }
         }
         self.tell(msg.id, to_self);
         self.broadcast(Some(msg.id), to_others);
+        if leaving {
+            // Its last input: the client closes its connection once this is handled.
+            self.remove(msg.id, "");
+        }
     }
 }
 
@@ -433,183 +426,130 @@ impl Handler<TooSlow> for Room {
 // ANCHOR_END: slow
 
 // ANCHOR: client
-/// The protocol of one connection: it turns bytes into lines for the room. It never writes;
+/// The protocol of one connection: it turns lines into `Input`s for the room. It never writes;
 /// everything a client reads comes from the room, in the order the room decided.
 struct Client {
     id: ClientId,
     room: Addr<Room>,
-    lines: Framing<LinesCodec>,
-    /// Set after `/quit`: what the client sends afterwards is ignored.
-    quit: bool,
+    max_line: usize,
+    /// What the client said that the room has not been sent yet.
+    said: Vec<Input>,
+    /// The client sent `/quit` or its EOF: what it sends afterwards is ignored, and the
+    /// connection closes once the room has said goodbye.
+    leaving: bool,
 }
 
 impl Client {
-    /// Parses every complete line received so far.
-    fn inputs(&mut self) -> Vec<Input> {
-        let mut inputs = Vec::new();
-        while !self.quit {
-            let input = match self.lines.next_frame() {
-                Ok(Some(line)) => self.parse(line),
-                Ok(None) => break,
-                Err(err) => Some(self.invalid(err)),
-            };
-            inputs.extend(input);
+    fn new(id: ClientId, room: Addr<Room>, max_line: usize) -> Client {
+        Client {
+            id,
+            room,
+            max_line,
+            said: Vec::new(),
+            leaving: false,
         }
-        inputs
     }
 
-    fn parse(&mut self, line: String) -> Option<Input> {
+    /// Queues `input` for the room. The first input of a chunk pauses reading and schedules
+    /// the message for once the chunk is decoded, so the room gets the chunk's lines in one
+    /// `Lines`; reading resumes once the room has handled them. A client that floods the room
+    /// waits for the room, and the room's mailbox stays small.
+    fn say(&mut self, input: Input, cx: &mut Ctx<'_, Self>) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = matches!(input, Input::Quit | Input::Hangup);
+        self.said.push(input);
+        if self.said.len() == 1 {
+            cx.pause_reading();
+            // A ready future: its continuation runs after this callback and the chunk's others.
+            cx.spawn(async {}, |(), client, cx| {
+                let handled = client.room.send(Lines {
+                    id: client.id,
+                    inputs: std::mem::take(&mut client.said),
+                });
+                cx.spawn(handled, |_, client, cx| {
+                    if client.leaving {
+                        cx.close();
+                    } else {
+                        cx.resume_reading();
+                    }
+                });
+            });
+        }
+    }
+
+    fn parse(&self, line: String) -> Option<Input> {
         let Some(command) = line.strip_prefix('/') else {
             return (!line.is_empty()).then_some(Input::Say(line));
         };
         let (command, rest) = command.split_once(' ').unwrap_or((command, ""));
         Some(match command {
             "nick" => Input::Nick(rest.trim().to_owned()),
-            "quit" => {
-                self.quit = true;
-                Input::Quit
-            }
+            "quit" => Input::Quit,
             _ => Input::Invalid(format!(
                 "unknown command /{} (try /nick NAME or /quit)",
                 escape_controls(command)
             )),
         })
     }
-
-    /// The error line for a line `LinesCodec` could not decode; it goes on with the next one.
-    fn invalid(&self, err: LinesCodecError) -> Input {
-        Input::Invalid(match err {
-            LinesCodecError::MaxLineLengthExceeded => {
-                let max = self.lines.codec().max_length();
-                format!("line too long (max {max} bytes)")
-            }
-            LinesCodecError::Io(_) => "line is not valid UTF-8".to_owned(),
-        })
-    }
-
-    /// Sends `inputs` to the room and holds `token` (an `Ack`, or the EOF decision) until the
-    /// room has handled them: the transport delivers nothing more meanwhile.
-    fn forward<T: 'static>(&self, inputs: Vec<Input>, token: T, ctx: &mut Context<Self>) {
-        let handled = self.room.send(Lines {
-            id: self.id,
-            inputs,
-        });
-        ctx.spawn(
-            async move {
-                let _ = handled.await;
-                drop(token);
-            }
-            .into_actor(self),
-        );
-    }
 }
 
-impl Actor for Client {
-    type Context = Context<Self>;
-}
+impl Protocol for Client {
+    type Codec = LinesCodec;
 
-impl Handler<ConnectionMade> for Client {
-    type Result = ();
-
-    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+    /// Joins the room, which writes to this connection's transport from now on.
+    fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
+        cx.set_codec(LinesCodec::new_with_max_length(self.max_line));
         self.room.do_send(Join {
             id: self.id,
-            transport: msg.transport,
+            transport: cx.transport().clone(),
         });
     }
-}
 
-impl Handler<DataReceived> for Client {
-    type Result = ();
-
-    fn handle(&mut self, msg: DataReceived, ctx: &mut Context<Self>) {
-        let DataReceived { data, ack, .. } = msg;
-        if self.quit {
-            return;
-        }
-        self.lines.feed(&data);
-        let inputs = self.inputs();
-        if !inputs.is_empty() {
-            self.forward(inputs, ack, ctx);
+    fn data_received(&mut self, line: String, cx: &mut Ctx<'_, Self>) {
+        if let Some(input) = self.parse(line) {
+            self.say(input, cx);
         }
     }
-}
 
-impl Handler<EofReceived> for Client {
-    type Result = ();
-
-    /// The last line may lack its newline. The transport closes once the room has said goodbye
-    /// for us and `eof` is dropped.
-    fn handle(&mut self, eof: EofReceived, ctx: &mut Context<Self>) {
-        if self.quit {
-            return;
-        }
-        let mut inputs = Vec::new();
-        match self.lines.decode_eof() {
-            Ok(Some(line)) => inputs.extend(self.parse(line)),
-            Ok(None) => {}
-            Err(err) => inputs.push(self.invalid(err)),
-        }
-        if !self.quit {
-            inputs.push(Input::Hangup);
-        }
-        self.forward(inputs, eof, ctx);
+    /// A line over `--max-line` bytes, or not UTF-8: `LinesCodec` skips it, the client gets an
+    /// error line and goes on.
+    fn decode_error(&mut self, err: LinesCodecError, cx: &mut Ctx<'_, Self>) {
+        let why = match err {
+            LinesCodecError::MaxLineLengthExceeded => {
+                format!("line too long (max {} bytes)", self.max_line)
+            }
+            LinesCodecError::Io(_) => "line is not valid UTF-8".to_owned(),
+        };
+        self.say(Input::Invalid(why), cx);
     }
-}
 
-impl Handler<TimedOut> for Client {
-    type Result = ();
+    /// The client hangs up (a last line without its newline came first). The connection stays
+    /// open until the room has said goodbye for it, then closes.
+    fn eof_received(&mut self, cx: &mut Ctx<'_, Self>) -> bool {
+        self.say(Input::Hangup, cx);
+        true
+    }
 
     /// Nothing went either way for `--idle-timeout`: the room says goodbye and closes. (If the
     /// connection is not closed by the next timeout, the transport ends it.)
-    fn handle(&mut self, _: TimedOut, _: &mut Context<Self>) {
+    fn timed_out(&mut self, _: Timeout, _: &mut Ctx<'_, Self>) {
         self.room.do_send(Idle { id: self.id });
     }
-}
 
-impl Handler<ConnectionLost> for Client {
-    type Result = ();
-
-    fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
+    fn connection_lost(&mut self, _: Option<io::Error>, _: &mut Ctx<'_, Self>) {
         self.room.do_send(Leave { id: self.id });
-        ctx.stop();
     }
-}
-// ANCHOR_END: client
+    // ANCHOR_END: client
 
-// ANCHOR: flow
-/// The transport's write buffer went over `--write-limit` (its high-water mark): the client is
-/// not reading what the room sends. The room drops it.
-impl Handler<PauseWriting> for Client {
-    type Result = ();
-
-    fn handle(&mut self, _: PauseWriting, _: &mut Context<Self>) {
+    // ANCHOR: flow
+    /// The transport's write buffer went over `--write-limit` (its high-water mark): the client
+    /// is not reading what the room sends. The room drops it. (The default, to stop reading
+    /// from the client, would not help: the room fills the buffer, not the client's requests.)
+    fn pause_writing(&mut self, _: &mut Ctx<'_, Self>) {
         self.room.do_send(TooSlow { id: self.id });
     }
-}
-
-impl Handler<ResumeWriting> for Client {
-    type Result = ();
-
-    fn handle(&mut self, _: ResumeWriting, _: &mut Context<Self>) {}
-}
-
-/// Makes the protocol of each connection, opted in to the EOF, write-flow and timeout events.
-fn client(
-    id: ClientId,
-    room: Addr<Room>,
-    max_line: usize,
-) -> ProtocolBuilder<Client, Handled, Handled> {
-    let client = Client {
-        id,
-        room,
-        lines: Framing::new(LinesCodec::new_with_max_length(max_line)),
-        quit: false,
-    };
-    ProtocolHandle::builder(client.start())
-        .eof_received()
-        .write_flow()
-        .timed_out()
 }
 // ANCHOR_END: flow
 
@@ -646,11 +586,8 @@ async fn main() -> io::Result<ExitCode> {
     let factory = {
         let room = room.clone();
         move || {
-            client(
-                next_id.fetch_add(1, Ordering::Relaxed),
-                room.clone(),
-                max_line,
-            )
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
+            Client::new(id, room.clone(), max_line)
         }
     };
     let server = tcp::serve_with(&args.addr, options, factory).await?;
@@ -701,7 +638,7 @@ mod tests {
     }
 
     async fn join_with(room: &Addr<Room>, id: ClientId, max_line: usize) -> MockTransport {
-        let mock = MockTransport::connect(client(id, room.clone(), max_line)).await;
+        let mock = MockTransport::connect(Client::new(id, room.clone(), max_line)).await;
         // The room writes from its own actor: let it finish.
         mock.settle().await;
         mock
@@ -729,11 +666,12 @@ mod tests {
         assert_eq!(bob.take_written(), "guest1: hello, bob\n");
         assert_eq!(alice.take_written(), "", "no echo to the sender");
 
-        // Bob hangs up (EOF): the others are told, and his connection closes.
-        assert!(!bob.eof().await);
-        settle(&[&alice, &bob]).await;
+        // Bob hangs up (EOF): the others are told, then his connection closes.
+        assert!(bob.eof().await, "open until the room has said goodbye");
+        bob.protocol_stopped().await;
+        settle(&[&alice]).await;
         assert_eq!(alice.take_written(), "* guest2 left\n");
-        assert_eq!(bob.ending(), Some(Ending::ClosedAtEof));
+        assert_eq!(bob.ending(), Some(Ending::Closed));
     }
     // ANCHOR_END: test_chat_room
 
@@ -793,14 +731,15 @@ mod tests {
             let bob = join(&room, 2).await;
             bob.take_written();
             alice.feed_chunked(input, &chunking).await;
-            assert!(!alice.eof().await);
-            settle(&[&alice, &bob]).await;
+            alice.eof().await;
+            alice.protocol_stopped().await;
+            settle(&[&bob]).await;
             assert_eq!(
                 bob.take_written(),
                 "guest1: one\nguest1: two\n* guest1 left\n",
                 "{chunking:?}"
             );
-            assert_eq!(alice.ending(), Some(Ending::ClosedAtEof));
+            assert_eq!(alice.ending(), Some(Ending::Closed));
         }
     }
 
@@ -843,7 +782,7 @@ mod tests {
         let alice = join(&room, 1).await;
         let bob = MockTransport::builder()
             .idle_timeout(timeout)
-            .connect(client(2, room.clone(), DEFAULT_MAX_LINE))
+            .connect(Client::new(2, room.clone(), DEFAULT_MAX_LINE))
             .await;
         settle(&[&alice, &bob]).await;
         alice.take_written();
@@ -898,7 +837,7 @@ mod tests {
             .iter()
             .map(|sent| sent.name())
             .collect();
-        assert_eq!(commands, ["Write", "Close"]);
+        assert_eq!(commands, ["PauseReading", "Write", "Close"]);
         assert_eq!(alice.ending(), Some(Ending::Closed));
         assert_eq!(bob.take_written(), "guest1: last\n* guest1 left\n");
     }
@@ -1046,7 +985,7 @@ mod tests {
         assert_eq!(carol.take_written(), "* welcome guest4\n");
 
         // Once alice leaves, her name is free in every case.
-        assert!(!alice.eof().await);
+        alice.eof().await;
         settle(&[&alice, &carol]).await;
         carol.feed("/nick aLiCe\n").await;
         settle(&[&bob, &carol]).await;

@@ -52,13 +52,13 @@ use std::{
 use actix::prelude::*;
 use clap::Parser;
 use switchboard::{
-    Framing, Handled, ProtocolBuilder, ServerHandle,
+    ServerHandle,
     prelude::*,
     server::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE},
     stream::DEFAULT_WRITE_STALL_TIMEOUT,
 };
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio_util::codec::{LinesCodec, LinesCodecError};
+use tokio_util::codec::LinesCodecError;
 use tracing::{Span, field};
 use tracing_subscriber::{EnvFilter, filter::LevelFilter};
 
@@ -263,125 +263,119 @@ fn parse(line: &str) -> Request {
     }
 }
 
-/// The settings of every session.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    max_line: usize,
-    idle_timeout: Duration,
-}
-
 // ANCHOR: session
 /// The protocol of one connection: it parses lines, has the store answer them and writes the
 /// replies, in order.
 struct Session {
-    /// `conn{id=7 peer=127.0.0.1:51234}`: entered in every handler, so every log line about this
-    /// connection says which one it is.
+    /// `conn{id=7 peer=127.0.0.1:51234}`: entered by every callback that logs, so every log
+    /// line about this connection says which one it is.
     span: Span,
     store: Addr<Store>,
-    transport: Option<TransportHandle>,
-    lines: Framing<LinesCodec>,
-    idle_timeout: Duration,
-    idle_timer: Option<SpawnHandle>,
+    max_line: usize,
+    /// Requests not yet sent to the store, in order.
+    requests: Vec<Request>,
+    /// Requests are at the store: reading is paused until their replies are written.
+    busy: bool,
     /// Set by `QUIT` and by the idle timeout: the connection is closing, ignore what follows.
     done: bool,
+    /// The client sent EOF: close once every reply is written.
+    eof: bool,
     /// Requests answered, for the disconnection's log line.
     answered: u64,
 }
 
-/// Makes the protocol of connection `id`, opted in to the EOF and write-flow events.
-fn session(
-    id: u64,
-    store: Addr<Store>,
-    limits: Limits,
-) -> ProtocolBuilder<Session, Handled, Handled> {
-    let session = Session {
-        // The peer's address is recorded once `ConnectionMade` brings the transport to ask.
-        span: tracing::info_span!("conn", id, peer = field::Empty),
-        store,
-        transport: None,
-        lines: Framing::new(LinesCodec::new_with_max_length(limits.max_line)),
-        idle_timeout: limits.idle_timeout,
-        idle_timer: None,
-        done: false,
-        answered: 0,
-    };
-    ProtocolHandle::builder(session.start())
-        .eof_received()
-        .write_flow()
+impl Session {
+    /// The protocol of connection `id`, made by the server's factory.
+    fn new(id: u64, store: Addr<Store>, max_line: usize) -> Session {
+        Session {
+            // The peer's address is recorded once `connection_made` brings the transport to ask.
+            span: tracing::info_span!("conn", id, peer = field::Empty),
+            store,
+            max_line,
+            requests: Vec::new(),
+            busy: false,
+            done: false,
+            eof: false,
+            answered: 0,
+        }
+    }
 }
 
-impl Actor for Session {
-    type Context = Context<Self>;
-}
+impl Protocol for Session {
+    type Codec = LinesCodec;
 
-impl Handler<ConnectionMade> for Session {
-    type Result = ();
-
-    /// Asks the transport for the peer's address and keeps the `Ack` until it is in the span:
-    /// the transport reads nothing before that, so no log line of this connection lacks it.
-    fn handle(&mut self, msg: ConnectionMade, ctx: &mut Context<Self>) {
-        let ConnectionMade { transport, ack, .. } = msg;
-        let peername = transport.peername();
-        self.transport = Some(transport);
-        ctx.wait(peername.into_actor(self).map(move |peer, session, ctx| {
+    /// Sets the line limit, and asks the transport for the peer's address. Reading stays
+    /// paused until the address is in the span, so no log line of this connection lacks it.
+    fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
+        cx.set_codec(LinesCodec::new_with_max_length(self.max_line));
+        cx.pause_reading();
+        let peer = cx.transport().peername();
+        cx.spawn(peer, |peer, session, cx| {
             if let Some(peer) = peer {
                 session.span.record("peer", field::display(peer));
             }
             let _entered = session.span.clone().entered();
             tracing::info!("connected");
-            session.restart_idle_timer(ctx);
-            ack.release();
-        }));
+            cx.resume_reading();
+        });
     }
-}
-// ANCHOR_END: session
+    // ANCHOR_END: session
 
-// ANCHOR: data
-impl Handler<DataReceived> for Session {
-    type Result = ();
+    // ANCHOR: data
+    fn data_received(&mut self, line: String, cx: &mut Ctx<'_, Self>) {
+        self.answer(parse(&line), cx);
+    }
 
-    fn handle(&mut self, msg: DataReceived, ctx: &mut Context<Self>) {
-        let DataReceived { data, ack, .. } = msg;
-        let _entered = self.span.clone().entered();
-        if self.done {
-            return;
-        }
-        // Bytes from the client: it is not idle. The timer starts again once they are answered.
-        self.cancel_idle_timer(ctx);
-        self.lines.feed(&data);
-        let mut requests = Vec::new();
-        while !self.done {
-            match self.lines.next_frame() {
-                Ok(Some(line)) => requests.push(self.parse(&line)),
-                Ok(None) => break,
-                Err(err) => requests.push(Request::Invalid(self.invalid(err))),
+    /// A line over `--max-line` bytes, or not UTF-8: `LinesCodec` skips it, and the session
+    /// answers `ERR` in its turn and goes on.
+    fn decode_error(&mut self, err: LinesCodecError, cx: &mut Ctx<'_, Self>) {
+        let why = match err {
+            LinesCodecError::MaxLineLengthExceeded => {
+                let _entered = self.span.clone().entered();
+                tracing::info!(max = self.max_line, "line too long: skipped");
+                format!("line too long (max {} bytes)", self.max_line)
             }
-        }
-        self.answer(requests, ack, ctx);
+            LinesCodecError::Io(_) => "request is not valid UTF-8".to_owned(),
+        };
+        self.answer(Request::Invalid(why), cx);
     }
-}
 
-impl Handler<EofReceived> for Session {
-    type Result = ();
-
-    /// The client is done sending. A last line may lack its newline: answer it, then let the
-    /// transport close (when `eof` is dropped).
-    fn handle(&mut self, eof: EofReceived, ctx: &mut Context<Self>) {
+    /// The client is done sending; a last line without its newline came just before, through
+    /// `data_received`. If every reply is written, the transport closes now (`false`);
+    /// otherwise the connection stays open and the session closes it after the last reply.
+    fn eof_received(&mut self, _: &mut Ctx<'_, Self>) -> bool {
         let _entered = self.span.clone().entered();
         tracing::debug!("the client sent EOF");
-        if self.done {
+        self.eof = true;
+        self.busy
+    }
+    // ANCHOR_END: data
+
+    // ANCHOR: idle
+    /// Nothing was read or written for `--idle-timeout` (the transport's idle timeout, set in
+    /// `main`): say so, and close. A client waiting for the store is not idle.
+    fn timed_out(&mut self, timeout: Timeout, cx: &mut Ctx<'_, Self>) {
+        if self.busy {
             return;
         }
-        self.cancel_idle_timer(ctx);
-        let request = match self.lines.decode_eof() {
-            Ok(line) => line.map(|line| self.parse(&line)),
-            Err(err) => Some(Request::Invalid(self.invalid(err))),
-        };
-        self.done = true;
-        self.answer(request.into_iter().collect(), eof, ctx);
+        let _entered = self.span.clone().entered();
+        tracing::info!(timeout = ?timeout.duration(), "idle timeout: closing");
+        self.finish(Reply::Err("idle timeout".to_owned()), cx);
+    }
+    // ANCHOR_END: idle
+
+    // ANCHOR: lost
+    /// The last callback: `None` after a clean close (ours or the client's), `Some(err)` after
+    /// a reset, an I/O error or a write stall.
+    fn connection_lost(&mut self, err: Option<io::Error>, _: &mut Ctx<'_, Self>) {
+        let _entered = self.span.clone().entered();
+        match err {
+            None => tracing::info!(answered = self.answered, "disconnected"),
+            Some(err) => tracing::info!(answered = self.answered, %err, "disconnected"),
+        }
     }
 }
-// ANCHOR_END: data
+// ANCHOR_END: lost
 
 // ANCHOR: answer
 /// Where the reply to one request comes from.
@@ -393,20 +387,40 @@ enum Answer {
 }
 
 impl Session {
-    /// Has the store answer `requests`, then writes every reply in the order of the requests,
-    /// then drops `token` (the `Ack` of the delivery, or the EOF decision).
+    /// Queues `request` to be answered in its turn. The first request of a chunk pauses
+    /// reading and schedules the store's round trip for once the chunk is decoded, so the
+    /// chunk's other requests join it.
+    fn answer(&mut self, request: Request, cx: &mut Ctx<'_, Self>) {
+        if self.done {
+            return;
+        }
+        self.done = matches!(request, Request::Quit);
+        self.requests.push(request);
+        if !self.busy {
+            self.busy = true;
+            cx.pause_reading();
+            // A ready future: its continuation runs after this callback and the chunk's others.
+            cx.spawn(async {}, |(), session, cx| session.execute(cx));
+        }
+    }
+
+    /// Has the store answer the queued requests, writes every reply in the order of the
+    /// requests, then goes on with the requests queued meanwhile, if any. Once none is left,
+    /// reading resumes (or, after the client's EOF, the connection closes).
     ///
-    /// Two things keep the replies in order and the memory bounded while the store works:
-    ///
-    /// - `ctx.wait` (not `ctx.spawn`): this actor handles no other message until the replies
-    ///   are written, not the next chunk, not the EOF, not the idle timer.
-    /// - The transport delivers nothing new until `token` is dropped, here, after the replies:
-    ///   it stops reading the socket once its read buffer is full, so a client that pipelines
-    ///   faster than the store answers is slowed down by TCP, end to end.
-    fn answer<T: 'static>(&mut self, requests: Vec<Request>, token: T, ctx: &mut Context<Self>) {
+    /// Reading stays paused while the store works: the transport delivers nothing new, not the
+    /// next chunk, not the EOF, so the replies of one chunk cannot be overtaken by the next
+    /// one's. It stops reading the socket once its read buffer is full, so a client that
+    /// pipelines faster than the store answers is slowed down by TCP, end to end.
+    fn execute(&mut self, cx: &mut Ctx<'_, Self>) {
+        let requests = std::mem::take(&mut self.requests);
         if requests.is_empty() {
-            // An incomplete line so far: nothing to answer, wait for more.
-            self.restart_idle_timer(ctx);
+            self.busy = false;
+            if self.eof {
+                cx.close();
+            } else {
+                cx.resume_reading();
+            }
             return;
         }
         // The commands go to the store, in order; the session's own answers keep their places.
@@ -419,7 +433,7 @@ impl Session {
                     Answer::Store
                 }
                 Request::Invalid(why) => {
-                    tracing::debug!(%why, "invalid request");
+                    tracing::debug!(parent: &self.span, %why, "invalid request");
                     Answer::Now(Reply::Err(why))
                 }
                 Request::Quit => Answer::Now(Reply::Bye),
@@ -429,25 +443,22 @@ impl Session {
             commands,
             span: self.span.clone(),
         });
-        ctx.wait(executed.into_actor(self).map(move |result, session, ctx| {
+        cx.spawn(executed, move |result, session, cx| {
             let _entered = session.span.clone().entered();
             match result {
-                Ok(replies) => session.write_replies(answers, replies),
+                Ok(replies) => session.write_replies(answers, replies, cx),
                 Err(err) => {
                     tracing::error!(%err, "the store is gone: closing");
-                    session.finish(Reply::Err("internal error".to_owned()));
+                    session.finish(Reply::Err("internal error".to_owned()), cx);
                 }
             }
-            if !session.done {
-                session.restart_idle_timer(ctx);
-            }
-            drop(token);
-        }));
+            session.execute(cx);
+        });
     }
 
     /// Puts the store's `replies` in their places among the session's own answers, and writes
     /// them all with one `Write`; closes after `BYE`.
-    fn write_replies(&mut self, answers: Vec<Answer>, replies: Vec<Reply>) {
+    fn write_replies(&mut self, answers: Vec<Answer>, replies: Vec<Reply>, cx: &mut Ctx<'_, Self>) {
         let mut from_store = replies.into_iter();
         let out: Vec<Reply> = answers
             .into_iter()
@@ -457,118 +468,22 @@ impl Session {
             })
             .collect();
         self.answered += out.len() as u64;
-        let Some(transport) = &self.transport else {
-            return;
-        };
-        if let Err(err) = self
-            .lines
-            .write_all(transport, out.iter().map(ToString::to_string))
-        {
-            tracing::error!(%err, "cannot encode the replies");
-        }
+        let text: String = out.iter().map(|reply| format!("{reply}\n")).collect();
+        cx.write(text);
         if out.last() == Some(&Reply::Bye) {
             tracing::debug!("QUIT: closing");
-            transport.close();
-        }
-    }
-}
-// ANCHOR_END: answer
-
-impl Session {
-    /// Parses a line; after `QUIT` the session reads no further.
-    fn parse(&mut self, line: &str) -> Request {
-        let request = parse(line);
-        if matches!(request, Request::Quit) {
-            self.done = true;
-        }
-        request
-    }
-
-    /// The `ERR` text for a line `LinesCodec` could not decode; it goes on with the next line.
-    fn invalid(&self, err: LinesCodecError) -> String {
-        match err {
-            LinesCodecError::MaxLineLengthExceeded => {
-                let max = self.lines.codec().max_length();
-                tracing::info!(max, "line too long: skipped");
-                format!("line too long (max {max} bytes)")
-            }
-            LinesCodecError::Io(_) => "request is not valid UTF-8".to_owned(),
+            cx.close();
         }
     }
 
     /// Writes a last reply and closes (flushing what is buffered first).
-    fn finish(&mut self, reply: Reply) {
+    fn finish(&mut self, reply: Reply, cx: &mut Ctx<'_, Self>) {
         self.done = true;
-        if let Some(transport) = &self.transport {
-            if let Err(err) = self.lines.write(transport, reply.to_string()) {
-                tracing::error!(%err, "cannot encode the reply");
-            }
-            transport.close();
-        }
+        cx.send(reply.to_string());
+        cx.close();
     }
 }
-
-// ANCHOR: idle
-impl Session {
-    /// (Re)starts the idle timer: it fires once the client has sent nothing for
-    /// `idle_timeout`, and is stopped while a chunk of requests is being answered.
-    fn restart_idle_timer(&mut self, ctx: &mut Context<Self>) {
-        self.cancel_idle_timer(ctx);
-        self.idle_timer = Some(ctx.run_later(self.idle_timeout, |session, _| {
-            let _entered = session.span.clone().entered();
-            tracing::info!(timeout = ?session.idle_timeout, "idle timeout: closing");
-            session.finish(Reply::Err("idle timeout".to_owned()));
-        }));
-    }
-
-    fn cancel_idle_timer(&mut self, ctx: &mut Context<Self>) {
-        if let Some(timer) = self.idle_timer.take() {
-            ctx.cancel_future(timer);
-        }
-    }
-}
-// ANCHOR_END: idle
-
-// ANCHOR: lost
-impl Handler<ConnectionLost> for Session {
-    type Result = ();
-
-    /// The last event: `None` after a clean close (ours or the client's), `Some(err)` after a
-    /// reset, an I/O error or a write stall.
-    fn handle(&mut self, msg: ConnectionLost, ctx: &mut Context<Self>) {
-        let _entered = self.span.clone().entered();
-        match msg.0 {
-            None => tracing::info!(answered = self.answered, "disconnected"),
-            Some(err) => tracing::info!(answered = self.answered, %err, "disconnected"),
-        }
-        ctx.stop();
-    }
-}
-
-/// A client that does not read its replies fills the transport's write buffer: while it is over
-/// its high-water mark, read no more requests.
-impl Handler<PauseWriting> for Session {
-    type Result = ();
-
-    fn handle(&mut self, _: PauseWriting, _: &mut Context<Self>) {
-        let _entered = self.span.clone().entered();
-        tracing::debug!("the client is not reading: pausing");
-        if let Some(transport) = &self.transport {
-            transport.pause_reading();
-        }
-    }
-}
-
-impl Handler<ResumeWriting> for Session {
-    type Result = ();
-
-    fn handle(&mut self, _: ResumeWriting, _: &mut Context<Self>) {
-        if let Some(transport) = &self.transport {
-            transport.resume_reading();
-        }
-    }
-}
-// ANCHOR_END: lost
+// ANCHOR_END: answer
 
 #[actix::main]
 async fn main() -> io::Result<ExitCode> {
@@ -591,9 +506,14 @@ async fn main() -> io::Result<ExitCode> {
     let mut signals = Signals::catch()?;
 
     // ANCHOR: serve
+    // The transport tells the session (`timed_out`) once nothing was read or written for
+    // `--idle-timeout`.
+    let stream = StreamConfig::default()
+        .write_stall_timeout(Some(args.write_stall_timeout.0))
+        .idle_timeout(Some(args.idle_timeout.0))?;
     let mut options = ServerOptions::default()
         .max_connections(args.max_connections)
-        .stream(StreamConfig::default().write_stall_timeout(Some(args.write_stall_timeout.0)));
+        .stream(stream);
     if let Some(workers) = args.workers {
         options = options.workers(workers);
     }
@@ -602,14 +522,11 @@ async fn main() -> io::Result<ExitCode> {
     // One store for the whole server, started here on the main thread. The factory runs on the
     // worker that serves each connection; it gives each session a clone of the store's `Addr`.
     let store = Store::default().start();
-    let limits = Limits {
-        max_line: args.max_line,
-        idle_timeout: args.idle_timeout.0,
-    };
+    let max_line = args.max_line;
     let next_id = Arc::new(AtomicU64::new(1));
     let factory = move || {
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        session(id, store.clone(), limits)
+        Session::new(id, store.clone(), max_line)
     };
 
     let server = tcp::serve_with(&args.addr, options, factory).await?;
@@ -687,16 +604,12 @@ async fn shut_down(server: &ServerHandle, signal: &str, grace: Duration, signals
 mod tests {
     //! The session and the store on mock transports: no socket, no server.
 
-    use std::time::Instant;
-
     use switchboard::testing::{Chunking, Ending, MockTransport};
 
     use super::*;
 
-    const LIMITS: Limits = Limits {
-        max_line: 32,
-        idle_timeout: Duration::from_secs(60),
-    };
+    /// The longest line of the sessions under test.
+    const MAX_LINE: usize = 32;
 
     // ANCHOR: test_pipelining
     // Requests sent together, the store's and the session's own (mistakes) mixed, are answered
@@ -708,7 +621,7 @@ mod tests {
                         VALUE 1\nERR usage: GET key\nOK\nNOT_FOUND\n";
         for chunking in Chunking::every(input.len()) {
             let store = Store::default().start();
-            let mock = MockTransport::connect(session(1, store, LIMITS)).await;
+            let mock = MockTransport::connect(Session::new(1, store, MAX_LINE)).await;
             mock.feed_chunked(input, &chunking).await;
             assert_eq!(mock.written(), expected, "{chunking:?}");
             assert!(!mock.is_closing(), "{chunking:?}");
@@ -720,7 +633,7 @@ mod tests {
     #[actix::test]
     async fn one_write_per_chunk() {
         let store = Store::default().start();
-        let mock = MockTransport::connect(session(1, store, LIMITS)).await;
+        let mock = MockTransport::connect(Session::new(1, store, MAX_LINE)).await;
         mock.feed("SET k v w\nGET k\nGET nope\n").await;
         assert_eq!(mock.writes(), ["OK\nVALUE v w\nNOT_FOUND\n"]);
     }
@@ -729,7 +642,7 @@ mod tests {
     #[actix::test]
     async fn quit_says_bye_and_closes() {
         let store = Store::default().start();
-        let mock = MockTransport::connect(session(1, store, LIMITS)).await;
+        let mock = MockTransport::connect(Session::new(1, store, MAX_LINE)).await;
         mock.feed("GET a\nquit\nSET a 1\n").await;
         assert_eq!(mock.written(), "NOT_FOUND\nBYE\n");
         assert_eq!(mock.ending(), Some(Ending::Closed));
@@ -740,7 +653,7 @@ mod tests {
     #[actix::test]
     async fn a_bad_line_is_an_error_and_the_session_goes_on() {
         let store = Store::default().start();
-        let mock = MockTransport::connect(session(1, store, LIMITS)).await;
+        let mock = MockTransport::connect(Session::new(1, store, MAX_LINE)).await;
         let mut input = format!("SET k {}\nGET k\n", "x".repeat(40)).into_bytes();
         input.extend_from_slice(b"\xffbad\nSET k v\n");
         mock.feed(input).await;
@@ -755,48 +668,54 @@ mod tests {
     #[actix::test]
     async fn sessions_share_the_store() {
         let store = Store::default().start();
-        let alice = MockTransport::connect(session(1, store.clone(), LIMITS)).await;
-        let bob = MockTransport::connect(session(2, store, LIMITS)).await;
+        let alice = MockTransport::connect(Session::new(1, store.clone(), MAX_LINE)).await;
+        let bob = MockTransport::connect(Session::new(2, store, MAX_LINE)).await;
         alice.feed("SET who alice\n").await;
         bob.feed("GET who\n").await;
         assert_eq!(bob.written(), "VALUE alice\n");
     }
 
-    /// At EOF a last line without its newline is answered, then the connection closes.
+    /// At EOF a last line without its newline is answered, then the connection closes: the
+    /// session keeps it open until the store has answered, and closes it after the reply.
     #[actix::test]
     async fn eof_answers_the_last_line_then_closes() {
         let store = Store::default().start();
-        let mock = MockTransport::connect(session(1, store, LIMITS)).await;
+        let mock = MockTransport::connect(Session::new(1, store, MAX_LINE)).await;
         mock.feed("SET a 1\nGET a").await;
         assert_eq!(mock.take_written(), "OK\n");
-        assert!(!mock.eof().await);
-        // The mock records the EOF decision as soon as it is dropped, which can be before it
-        // has handled the `Write` sent just ahead of it: wait for the bytes.
+        assert!(mock.eof().await, "open until the last reply is written");
         mock.expect_written("VALUE 1\n").await;
+        mock.protocol_stopped().await;
+        assert_eq!(mock.ending(), Some(Ending::Closed));
+
+        // With every reply written, the transport closes at the EOF itself.
+        let store = Store::default().start();
+        let mock = MockTransport::connect(Session::new(1, store, MAX_LINE)).await;
+        mock.feed("SET a 1\n").await;
+        assert!(!mock.eof().await);
         assert_eq!(mock.ending(), Some(Ending::ClosedAtEof));
     }
 
     // ANCHOR: test_idle_timeout
-    // A silent client is told and disconnected after the idle timeout; requests restart it.
+    // A client is told and disconnected once nothing went either way for the idle timeout;
+    // requests restart it. The mock's clock moves only with `advance`.
     #[actix::test]
     async fn test_idle_timeout() {
-        let limits = Limits {
-            idle_timeout: Duration::from_millis(200),
-            ..LIMITS
-        };
+        let timeout = Duration::from_secs(60);
         let store = Store::default().start();
-        let mock = MockTransport::connect(session(1, store, limits)).await;
-        let start = Instant::now();
+        let mock = MockTransport::builder()
+            .idle_timeout(timeout)
+            .connect(Session::new(1, store, MAX_LINE))
+            .await;
         for _ in 0..4 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            mock.advance(timeout / 2).await;
             mock.feed("GET a\n").await;
         }
         assert_eq!(mock.take_written(), "NOT_FOUND\n".repeat(4));
-        mock.expect_written("ERR idle timeout\n").await;
-        assert!(
-            start.elapsed() >= Duration::from_millis(600),
-            "requests restart the timer"
-        );
+        mock.advance(timeout - Duration::from_secs(1)).await;
+        assert_eq!(mock.take_written(), "", "not idle for long enough yet");
+        mock.advance(Duration::from_secs(1)).await;
+        assert_eq!(mock.take_written(), "ERR idle timeout\n");
         mock.protocol_stopped().await;
         assert_eq!(mock.ending(), Some(Ending::Closed));
     }
