@@ -605,6 +605,34 @@ impl<P: Protocol> Ctx<'_, P> {
         }
     }
 
+    /// Encodes every item with the protocol's codec into one buffer and writes it with one
+    /// `Write`: a batch of replies costs one message and, usually, one system call. Fails as
+    /// [`send`](Self::send) does, after writing the items encoded before the one that failed.
+    pub fn send_all<I>(&mut self, items: impl IntoIterator<Item = I>)
+    where
+        P::Codec: Encoder<I>,
+        <P::Codec as Encoder<I>>::Error: fmt::Display,
+    {
+        let inbox = &mut self.link.inbox;
+        let mut buffer = std::mem::take(inbox.write_buffer());
+        let mut failed = None;
+        for item in items {
+            if let Err(err) = inbox.codec_mut().encode(item, &mut buffer) {
+                failed = Some(err.to_string());
+                break;
+            }
+        }
+        let frames = buffer.split().freeze();
+        *inbox.write_buffer() = buffer;
+        if !frames.is_empty() {
+            self.write(frames);
+        }
+        if let Some(err) = failed {
+            tracing::error!(%err, "aborting: an item the codec cannot encode");
+            self.abort();
+        }
+    }
+
     /// Encodes `item` with the protocol's codec and writes it, or returns why it cannot.
     pub fn try_send<I>(&mut self, item: I) -> Result<(), <P::Codec as Encoder<I>>::Error>
     where
@@ -738,6 +766,34 @@ impl<P: Protocol> Ctx<'_, P> {
                 then(output, protocol, &mut cx);
             },
         ))
+    }
+
+    /// Awaits `future` inside the protocol, as an `await` inside an asyncio callback: the actor
+    /// handles nothing else until it is done (the transport's next delivery waits in its
+    /// mailbox, and so does the peer's EOF), then `then` runs with its output. For work whose
+    /// answer must come before the next request's (a database lookup a reply waits for). A
+    /// future that never resolves stalls the protocol: bound it with a timeout.
+    pub fn wait<F: Future + 'static>(
+        &mut self,
+        future: F,
+        then: impl FnOnce(F::Output, &mut P, &mut Ctx<'_, P>) + 'static,
+    ) {
+        self.ctx.wait(fut::wrap_future(future).map(
+            move |output, actor: &mut ProtocolActor<P>, ctx| {
+                let (protocol, mut cx) =
+                    ProtocolActor::cx(&mut actor.protocol, &mut actor.link, ctx);
+                then(output, protocol, &mut cx);
+            },
+        ));
+    }
+
+    /// Runs `then` once the current callback and every item already decoded from the current
+    /// chunk have been handled (asyncio's `call_soon`): to answer a batch of pipelined requests
+    /// with one write, say.
+    pub fn call_soon(&mut self, then: impl FnOnce(&mut P, &mut Ctx<'_, P>) + 'static) {
+        self.spawn(std::future::ready(()), move |(), protocol, cx| {
+            then(protocol, cx)
+        });
     }
 
     /// Runs `then` after `delay` (a timer; cancelled if the actor stops first, or with

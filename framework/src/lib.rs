@@ -203,7 +203,9 @@ pub mod prelude {
         TimedOut, Timeout, TlsError, TransportHandle, Write, WriteEof, WriteError, WriteVectored,
         keys,
     };
-    pub use crate::{Codec, Connection, Ctx, Framing, Handles, Protocol, ProtocolActor, Raw};
+    pub use crate::{
+        Codec, Connection, Ctx, DecodeError, Framing, Handles, Protocol, ProtocolActor, Raw,
+    };
     pub use crate::{
         DatagramHandle, DatagramProtocolHandle, DatagramReceived, ErrorReceived, SendTo,
         SendToError,

@@ -373,3 +373,42 @@ impl Handles<Count> for Lines {
         0
     }
 }
+
+/// Looks each line up somewhere slow, and answers the whole chunk's lines with one write.
+struct Batcher {
+    pending: Vec<String>,
+}
+
+impl Protocol for Batcher {
+    type Codec = LinesCodec;
+    fn data_received(&mut self, line: String, cx: &mut Ctx<'_, Self>) {
+        if self.pending.is_empty() {
+            cx.call_soon(|this, cx| {
+                let lookup = actix_rt::time::sleep(Duration::from_millis(5));
+                cx.wait(lookup, |(), this: &mut Batcher, cx| {
+                    cx.send_all(this.pending.drain(..).map(|line| line.to_uppercase()));
+                });
+                let _ = this;
+            });
+        }
+        self.pending.push(line);
+    }
+}
+
+#[test]
+fn a_batch_is_answered_with_one_write_and_waits_hold_the_next_delivery() {
+    run(async {
+        let (mock, _) = MockTransport::builder().attach(Batcher {
+            pending: Vec::new(),
+        });
+        mock.settle().await;
+        mock.push("a\nb\nc\n");
+        mock.push("d\n");
+        mock.expect_written("A\nB\nC\nD\n").await;
+        assert_eq!(
+            mock.writes(),
+            [Bytes::from_static(b"A\nB\nC\n"), Bytes::from_static(b"D\n")],
+            "one write per chunk, the second chunk after the first's wait"
+        );
+    });
+}
