@@ -218,6 +218,29 @@ pub trait Inbox: Unpin + 'static {
     fn codec_mut(&mut self) -> &mut Self::Codec;
     /// A buffer to encode into, kept between writes.
     fn write_buffer(&mut self) -> &mut BytesMut;
+
+    /// Encodes `items` into one buffer: the bytes of the items encoded, and the error of the
+    /// one that failed, if one did (the items after it are not encoded). One place for
+    /// `Ctx::send`, `Ctx::send_all` and `Connection::send`.
+    fn encode<I>(
+        &mut self,
+        items: impl IntoIterator<Item = I>,
+    ) -> (Bytes, Result<(), <Self::Codec as Encoder<I>>::Error>)
+    where
+        Self::Codec: Encoder<I>,
+    {
+        let mut buffer = std::mem::take(self.write_buffer());
+        let mut encoded = Ok(());
+        for item in items {
+            encoded = self.codec_mut().encode(item, &mut buffer);
+            if encoded.is_err() {
+                break;
+            }
+        }
+        let frames = buffer.split().freeze();
+        *self.write_buffer() = buffer;
+        (frames, encoded)
+    }
 }
 
 type Item2<I> = <<I as Inbox>::Codec as Codec>::Item;
@@ -613,21 +636,11 @@ impl<P: Protocol> Ctx<'_, P> {
         P::Codec: Encoder<I>,
         <P::Codec as Encoder<I>>::Error: fmt::Display,
     {
-        let inbox = &mut self.link.inbox;
-        let mut buffer = std::mem::take(inbox.write_buffer());
-        let mut failed = None;
-        for item in items {
-            if let Err(err) = inbox.codec_mut().encode(item, &mut buffer) {
-                failed = Some(err.to_string());
-                break;
-            }
-        }
-        let frames = buffer.split().freeze();
-        *inbox.write_buffer() = buffer;
+        let (frames, encoded) = self.link.inbox.encode(items);
         if !frames.is_empty() {
             self.write(frames);
         }
-        if let Some(err) = failed {
+        if let Err(err) = encoded {
             tracing::error!(%err, "aborting: an item the codec cannot encode");
             self.abort();
         }
@@ -638,11 +651,7 @@ impl<P: Protocol> Ctx<'_, P> {
     where
         P::Codec: Encoder<I>,
     {
-        let inbox = &mut self.link.inbox;
-        let mut buffer = std::mem::take(inbox.write_buffer());
-        let encoded = inbox.codec_mut().encode(item, &mut buffer);
-        let frame = buffer.split().freeze();
-        *inbox.write_buffer() = buffer;
+        let (frame, encoded) = self.link.inbox.encode([item]);
         encoded?;
         self.write(frame);
         Ok(())

@@ -188,13 +188,9 @@ impl<C: Codec> Connection<C> {
     where
         C: Encoder<I>,
     {
-        let transport = self.transport.clone();
-        let mut buffer = std::mem::take(self.inbox.write_buffer());
-        let encoded = self.inbox.codec_mut().encode(item, &mut buffer);
-        let frame = buffer.split().freeze();
-        *self.inbox.write_buffer() = buffer;
+        let (frame, encoded) = self.inbox.encode([item]);
         encoded?;
-        Ok(transport.write_ready(frame).await?)
+        Ok(self.transport.write_ready(frame).await?)
     }
 
     /// Shuts the write side down once the buffer is flushed; resolves then (asyncio's
