@@ -162,8 +162,7 @@ pub use extra::{
 pub use flow::{WriteLedger, WriteReceipt, WriteReply};
 pub use framing::{DEFAULT_MAX_BUFFERED, Decoded, Framing};
 pub use protocol::{
-    Handled, IntoProtocol, LostHandled, ProtocolBuilder, ProtocolEvent, ProtocolHandle,
-    RawProtocol, Unhandled,
+    IntoProtocol, LostHandled, ProtocolEvent, ProtocolHandle, RawProtocol,
 };
 pub use subprocess::{
     GetPid, GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, Kill, PipeClosed,

@@ -18,8 +18,26 @@ use crate::{
     TimedOut, TransportHandle,
 };
 
-/// What makes an actor a protocol: it handles the three events every protocol must
-/// ([`ConnectionMade`], [`DataReceived`], [`ConnectionLost`]). Implemented automatically.
+/// What makes an actor a protocol with full control: it handles every stream event itself, as
+/// raw actix `Handler`s. Implemented automatically. The short way to write a protocol is
+/// [`Protocol`](crate::Protocol), whose actor implements all of them with asyncio's defaults;
+/// an actor of your own gets every event too, so none can be handled and not received:
+///
+/// ```compile_fail
+/// use actix::prelude::*;
+/// use switchboard_framework::prelude::*;
+///
+/// /// Handles the data and the end, but not the EOF, the write flow or the timeouts.
+/// struct Partial;
+/// impl Actor for Partial { type Context = Context<Self>; }
+/// impl Handler<ConnectionMade> for Partial { type Result = (); fn handle(&mut self, _: ConnectionMade, _: &mut Context<Self>) {} }
+/// impl Handler<DataReceived> for Partial { type Result = (); fn handle(&mut self, _: DataReceived, _: &mut Context<Self>) {} }
+/// impl Handler<ConnectionLost> for Partial { type Result = (); fn handle(&mut self, _: ConnectionLost, _: &mut Context<Self>) {} }
+///
+/// # fn attach(addr: Addr<Partial>) {
+/// let handle = ProtocolHandle::new(addr); // error: `Partial` does not handle `EofReceived`
+/// # }
+/// ```
 ///
 /// # Event order
 ///
@@ -30,17 +48,44 @@ use crate::{
 ///   the first byte.
 /// * `DataReceived` any number of times, each non-empty, in order, one at a time (the next is
 ///   delivered once the previous one's [`Ack`](crate::Ack) is dropped).
-/// * `EofReceived` at most once, after the last `DataReceived`, if the peer half-closed. Only
-///   with [`eof_received`](ProtocolBuilder::eof_received); otherwise the transport closes.
+/// * `EofReceived` at most once, after the last `DataReceived`, if the peer half-closed. Its
+///   decision is the protocol's: `keep_open()` keeps the connection half-open; dropping it
+///   closes after flushing.
 /// * `PauseWriting` / `ResumeWriting` at any point between `ConnectionMade` and
-///   `ConnectionLost`, strictly alternating, starting with `PauseWriting`. Only with
-///   [`write_flow`](ProtocolBuilder::write_flow). A protocol switched in while writing is paused
-///   receives `PauseWriting` right after its `ConnectionMade`.
-/// * `TimedOut` when an idle or first-byte timeout of the transport runs out, only with
-///   [`timed_out`](ProtocolBuilder::timed_out); otherwise the timeout ends the connection.
+///   `ConnectionLost`, strictly alternating, starting with `PauseWriting`. A protocol switched
+///   in while writing is paused receives `PauseWriting` right after its `ConnectionMade`. What
+///   it does about them is its own affair: the transport's maximum write buffer still bounds it.
+/// * `TimedOut` when an idle or first-byte timeout of the transport runs out; if the same
+///   timeout runs out again, the transport ends the connection.
 /// * `ConnectionLost` exactly once, last, if it is still the transport's protocol when the
 ///   transport stops. A protocol switched away from receives nothing after the switch.
 pub trait RawProtocol:
+    Actor<Context = Context<Self>>
+    + Handler<ConnectionMade>
+    + Handler<DataReceived>
+    + Handler<EofReceived>
+    + Handler<PauseWriting>
+    + Handler<ResumeWriting>
+    + Handler<TimedOut>
+    + Handler<ConnectionLost>
+{
+}
+
+impl<T> RawProtocol for T where
+    T: Actor<Context = Context<T>>
+        + Handler<ConnectionMade>
+        + Handler<DataReceived>
+        + Handler<EofReceived>
+        + Handler<PauseWriting>
+        + Handler<ResumeWriting>
+        + Handler<TimedOut>
+        + Handler<ConnectionLost>
+{
+}
+
+/// What the framework's own actors built with [`ProtocolHandle::builder`] handle at least: the
+/// events no transport can do without.
+pub(crate) trait Mandatory:
     Actor<Context = Context<Self>>
     + Handler<ConnectionMade>
     + Handler<DataReceived>
@@ -48,7 +93,7 @@ pub trait RawProtocol:
 {
 }
 
-impl<T> RawProtocol for T where
+impl<T> Mandatory for T where
     T: Actor<Context = Context<T>>
         + Handler<ConnectionMade>
         + Handler<DataReceived>
@@ -59,23 +104,27 @@ impl<T> RawProtocol for T where
 /// A cheap, cloneable, type-erased address of a protocol actor (one reference count), with the
 /// optional events it handles. Transports deliver through it, always with `do_send`.
 ///
-/// Build one with `ProtocolHandle::from(addr)` (the three mandatory events only) or with
-/// [`ProtocolHandle::builder`] to opt in to `EofReceived` and `PauseWriting`/`ResumeWriting`.
-/// Events a protocol did not opt in to get asyncio's default: EOF closes the transport, pause
-/// and resume are ignored.
+/// Build one with `ProtocolHandle::from(addr)` for any [`RawProtocol`]: it delivers every
+/// event. A [`Protocol`](crate::Protocol) value needs none: serve or connect it as it is.
 #[derive(Clone)]
 pub struct ProtocolHandle {
     port: Arc<dyn port::ProtocolPort>,
 }
 
 impl ProtocolHandle {
-    /// The handle of a protocol that handles the three mandatory events only.
+    /// The handle of a protocol actor: every event is delivered to it.
     pub fn new<A: RawProtocol>(addr: Addr<A>) -> Self {
-        ProtocolHandle::builder(addr).build()
+        ProtocolHandle::builder(addr)
+            .eof_received()
+            .write_flow()
+            .timed_out()
+            .build()
     }
 
-    /// Starts building a handle, to opt in to optional events.
-    pub fn builder<A: RawProtocol>(addr: Addr<A>) -> ProtocolBuilder<A> {
+    /// Starts building a handle that leaves some events to the transport's defaults: for the
+    /// framework's own actors (a [`Connection`](crate::Connection)'s leaves its timeouts to the
+    /// transport), never for a protocol's, which receives every event.
+    pub(crate) fn builder<A: Mandatory>(addr: Addr<A>) -> ProtocolBuilder<A> {
         ProtocolBuilder {
             addr,
             routes: PhantomData,
@@ -182,7 +231,7 @@ impl<A: RawProtocol> From<Addr<A>> for ProtocolHandle {
     }
 }
 
-impl<A: RawProtocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> From<ProtocolBuilder<A, E, F>>
+impl<A: Mandatory, E: route::EofRoute<A>, F: route::FlowRoute<A>> From<ProtocolBuilder<A, E, F>>
     for ProtocolHandle
 {
     fn from(builder: ProtocolBuilder<A, E, F>) -> Self {
@@ -190,37 +239,18 @@ impl<A: RawProtocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> From<Protoco
     }
 }
 
-/// Builds a [`ProtocolHandle`] that also delivers optional events.
-///
-/// ```
-/// # use switchboard_framework::prelude::*;
-/// # use actix::prelude::*;
-/// # struct Client;
-/// # impl Actor for Client { type Context = Context<Self>; }
-/// # impl Handler<ConnectionMade> for Client { type Result = (); fn handle(&mut self, _: ConnectionMade, _: &mut Context<Self>) {} }
-/// # impl Handler<DataReceived> for Client { type Result = (); fn handle(&mut self, _: DataReceived, _: &mut Context<Self>) {} }
-/// # impl Handler<ConnectionLost> for Client { type Result = (); fn handle(&mut self, _: ConnectionLost, _: &mut Context<Self>) {} }
-/// impl Handler<EofReceived> for Client {
-///     type Result = ();
-///     fn handle(&mut self, eof: EofReceived, _: &mut Context<Self>) {
-///         eof.keep_open(); // stay half-open: we still have things to say
-///     }
-/// }
-/// # #[actix::main] async fn main() {
-/// let handle = ProtocolHandle::builder(Client.start()).eof_received().build();
-/// assert!(handle.handles_eof() && !handle.handles_write_flow());
-/// # }
-/// ```
+/// Builds a [`ProtocolHandle`] that leaves some events to the transport's defaults, for the
+/// framework's own actors.
 #[must_use = "a builder does nothing until built or passed where a protocol is expected"]
-pub struct ProtocolBuilder<A: Actor, E = Unhandled, F = Unhandled> {
+pub(crate) struct ProtocolBuilder<A: Actor, E = Unhandled, F = Unhandled> {
     addr: Addr<A>,
     routes: PhantomData<fn() -> (E, F)>,
     timed_out: Option<fn(&Addr<A>, TimedOut)>,
 }
 
-impl<A: RawProtocol, F> ProtocolBuilder<A, Unhandled, F> {
+impl<A: Mandatory, F> ProtocolBuilder<A, Unhandled, F> {
     /// Delivers [`EofReceived`] to the protocol instead of closing on the peer's EOF.
-    pub fn eof_received(self) -> ProtocolBuilder<A, Handled, F>
+    pub(crate) fn eof_received(self) -> ProtocolBuilder<A, Handled, F>
     where
         A: Handler<EofReceived>,
     {
@@ -232,9 +262,9 @@ impl<A: RawProtocol, F> ProtocolBuilder<A, Unhandled, F> {
     }
 }
 
-impl<A: RawProtocol, E> ProtocolBuilder<A, E, Unhandled> {
+impl<A: Mandatory, E> ProtocolBuilder<A, E, Unhandled> {
     /// Delivers [`PauseWriting`] and [`ResumeWriting`] to the protocol.
-    pub fn write_flow(self) -> ProtocolBuilder<A, E, Handled>
+    pub(crate) fn write_flow(self) -> ProtocolBuilder<A, E, Handled>
     where
         A: Handler<PauseWriting> + Handler<ResumeWriting>,
     {
@@ -246,11 +276,11 @@ impl<A: RawProtocol, E> ProtocolBuilder<A, E, Unhandled> {
     }
 }
 
-impl<A: RawProtocol, E, F> ProtocolBuilder<A, E, F> {
+impl<A: Mandatory, E, F> ProtocolBuilder<A, E, F> {
     /// Delivers [`TimedOut`] to the protocol before an idle or first-byte timeout ends the
     /// connection, so it can say goodbye and close; if the timeout runs out again, the
     /// transport ends the connection.
-    pub fn timed_out(mut self) -> Self
+    pub(crate) fn timed_out(mut self) -> Self
     where
         A: Handler<TimedOut>,
     {
@@ -259,14 +289,9 @@ impl<A: RawProtocol, E, F> ProtocolBuilder<A, E, F> {
     }
 }
 
-impl<A: RawProtocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> ProtocolBuilder<A, E, F> {
-    /// The protocol actor's address.
-    pub fn addr(&self) -> &Addr<A> {
-        &self.addr
-    }
-
+impl<A: Mandatory, E: route::EofRoute<A>, F: route::FlowRoute<A>> ProtocolBuilder<A, E, F> {
     /// The handle.
-    pub fn build(self) -> ProtocolHandle {
+    pub(crate) fn build(self) -> ProtocolHandle {
         ProtocolHandle {
             port: Arc::new(route::Routed::<A, E, F> {
                 addr: self.addr,
@@ -287,11 +312,11 @@ impl<A: Actor, E, F> fmt::Debug for ProtocolBuilder<A, E, F> {
 
 /// Marks an optional event as delivered to the protocol (see [`ProtocolBuilder`]).
 #[derive(Debug, Clone, Copy)]
-pub struct Handled;
+pub(crate) struct Handled;
 
 /// Marks an optional event as left to its default (see [`ProtocolBuilder`]).
 #[derive(Debug, Clone, Copy)]
-pub struct Unhandled;
+pub(crate) struct Unhandled;
 
 /// Anything a transport can be attached to: an actor's `Addr` (the three mandatory events), a
 /// [`ProtocolBuilder`], or a ready [`ProtocolHandle`].
@@ -311,7 +336,7 @@ impl<A: RawProtocol> IntoProtocol for Addr<A> {
     }
 }
 
-impl<A: RawProtocol, E: route::EofRoute<A>, F: route::FlowRoute<A>> IntoProtocol
+impl<A: Mandatory, E: route::EofRoute<A>, F: route::FlowRoute<A>> IntoProtocol
     for ProtocolBuilder<A, E, F>
 {
     type Output = Addr<A>;
@@ -495,7 +520,7 @@ pub(crate) mod route {
         pub(crate) timed_out: Option<fn(&Addr<A>, TimedOut)>,
     }
 
-    impl<A: RawProtocol, E: EofRoute<A>, F: FlowRoute<A>> port::ProtocolPort for Routed<A, E, F> {
+    impl<A: Mandatory, E: EofRoute<A>, F: FlowRoute<A>> port::ProtocolPort for Routed<A, E, F> {
         fn connected(&self) -> bool {
             self.addr.connected()
         }

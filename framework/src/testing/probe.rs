@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 
 use super::DEFAULT_EVENT_TIMEOUT;
 use crate::{
-    Ack, ConnectionLost, ConnectionMade, DataReceived, EofReceived, Handled, PauseWriting,
-    ProtocolBuilder, ProtocolHandle, ResumeWriting, TransportHandle,
+    Ack, ConnectionLost, ConnectionMade, DataReceived, EofReceived, PauseWriting, ProtocolHandle,
+    ResumeWriting, TransportHandle,
 };
 
 /// One event a [`Probe`] received.
@@ -91,7 +91,7 @@ impl ProbeBuilder {
 
     /// Starts the probe on the current arbiter. Returns what a transport attaches to (it opted
     /// in to every optional event) and the receiving end of its events.
-    pub fn start(self) -> (ProtocolBuilder<Probe, Handled, Handled>, ProbeEvents) {
+    pub fn start(self) -> (ProtocolHandle, ProbeEvents) {
         let (pending, events) = self.build();
         (pending.start(), events)
     }
@@ -127,9 +127,14 @@ pub struct PendingProbe {
 
 impl PendingProbe {
     /// Starts the probe on the current arbiter; returns what a transport attaches to.
-    pub fn start(self) -> ProtocolBuilder<Probe, Handled, Handled> {
+    pub fn start(self) -> ProtocolHandle {
         let addr = self.context.run(self.probe);
-        ProtocolHandle::builder(addr).eof_received().write_flow()
+        // Timeouts are left to the transport, which ends the connection: a probe records what
+        // a protocol sees, and a `TimedOut` it ignored would only put the end off.
+        ProtocolHandle::builder(addr)
+            .eof_received()
+            .write_flow()
+            .build()
     }
 }
 
