@@ -553,6 +553,7 @@ struct HeldEcho {
 impl Actor for HeldEcho {
     type Context = Context<Self>;
 }
+ignore_events!(HeldEcho: EofReceived, TimedOut);
 
 impl Handler<ConnectionMade> for HeldEcho {
     type Result = ();
@@ -628,7 +629,7 @@ async fn tls_transport_pauses_and_resumes_writing_and_echoes_ten_mebibytes() {
                 transport: None,
                 report: report.clone(),
             };
-            ProtocolHandle::builder(echo.start()).write_flow()
+            echo.start()
         })
         .await
         .expect("serve");

@@ -32,6 +32,26 @@ impl Handler<DataReceived> for Never {
     fn handle(&mut self, _: DataReceived, _: &mut Context<Self>) {}
 }
 
+impl Handler<EofReceived> for Never {
+    type Result = ();
+    fn handle(&mut self, _: EofReceived, _: &mut Context<Self>) {}
+}
+
+impl Handler<PauseWriting> for Never {
+    type Result = ();
+    fn handle(&mut self, _: PauseWriting, _: &mut Context<Self>) {}
+}
+
+impl Handler<ResumeWriting> for Never {
+    type Result = ();
+    fn handle(&mut self, _: ResumeWriting, _: &mut Context<Self>) {}
+}
+
+impl Handler<TimedOut> for Never {
+    type Result = ();
+    fn handle(&mut self, _: TimedOut, _: &mut Context<Self>) {}
+}
+
 impl Handler<DatagramReceived> for Never {
     type Result = ();
     fn handle(&mut self, _: DatagramReceived, _: &mut Context<Self>) {}

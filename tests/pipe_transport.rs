@@ -26,7 +26,9 @@ use std::{
 
 use actix::prelude::*;
 use bytes::Bytes;
-use support::{Event, Probe, ProbeOptions, ReleaseAcks, StopProbe, TIMEOUT, deadline, pattern};
+use support::{
+    Event, Probe, ProbeOptions, ReleaseAcks, StartedProbe, StopProbe, TIMEOUT, deadline, pattern,
+};
 use switchboard::{PipeEnd, PipeFileType, PipeInfo, StreamConfig, pipe, prelude::*};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
@@ -207,7 +209,7 @@ fn tokio_pipe() -> (Receiver, Sender) {
 }
 
 /// The protocol factory for descriptors that must be rejected before a protocol exists.
-fn never() -> Addr<Probe> {
+fn never() -> StartedProbe {
     panic!("the protocol factory ran for a rejected descriptor")
 }
 
@@ -261,7 +263,7 @@ async fn read_pipe_delivers_an_independent_writers_bytes_then_eof_then_lost() {
 }
 
 #[actix_rt::test]
-async fn read_pipe_without_the_eof_opt_in_ends_with_connection_lost_alone() {
+async fn read_pipe_eof_reaches_the_protocol_and_its_default_ends_the_pipe() {
     deadline(async {
         const LEN: usize = 100_000;
         let (reader, writer) = io::pipe().unwrap();
@@ -271,14 +273,13 @@ async fn read_pipe_without_the_eof_opt_in_ends_with_connection_lost_alone() {
             Stdio::from(OwnedFd::from(writer)),
         );
         let (probe, mut events) = ProbeOptions::default().probe();
-        // No `.eof_received()`: the EOF is not the protocol's business.
-        let (_transport, _) =
-            pipe::connect_read(reader, || ProtocolHandle::new(probe.start().addr().clone()))
-                .unwrap();
+        // The probe drops the EOF's decision, as a protocol that has no use for it does: the
+        // pipe then ends cleanly.
+        let (_transport, _) = pipe::connect_read(reader, || probe.start()).unwrap();
         events.made().await;
         assert!(events.data(LEN).await == peer_stream(LEN));
+        events.expect(&["Eof"]).await;
         assert!(events.lost().await.is_none());
-        assert!(!events.seen().contains(&"Eof"), "{:?}", events.seen());
         writer.success().await;
     })
     .await
@@ -469,6 +470,7 @@ struct Producer {
 impl Actor for Producer {
     type Context = Context<Self>;
 }
+ignore_events!(Producer: EofReceived, TimedOut);
 
 impl Producer {
     fn produce(&mut self, ctx: &mut Context<Self>) {
@@ -560,7 +562,7 @@ async fn write_pipe_carries_ten_mib_to_a_slow_reader_with_alternating_flow_edges
                 finished: false,
                 out: out_tx,
             };
-            ProtocolHandle::builder(producer.start()).write_flow()
+            producer.start()
         })
         .unwrap();
 

@@ -31,55 +31,37 @@ for_each_kind!([tcp, unix] =>
     shutdown_closes_gracefully_then_aborts_what_is_left,
 );
 
-/// Echoes, and records which thread it runs on.
+/// Echoes, and records which thread it runs on. A `Protocol` with the defaults: while its echo
+/// waits in the write buffer past the high-water mark, it reads nothing more.
 struct Echo {
-    transport: Option<TransportHandle>,
     threads: ThreadLog,
     factory_thread: ThreadId,
 }
 
-impl Actor for Echo {
-    type Context = Context<Self>;
-}
+impl Protocol for Echo {
+    type Codec = Raw;
 
-impl Handler<ConnectionMade> for Echo {
-    type Result = ();
-    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
+    fn connection_made(&mut self, _: &mut Ctx<'_, Self>) {
         self.threads
             .lock()
             .unwrap()
             .push((self.factory_thread, std::thread::current().id()));
-        self.transport = Some(msg.transport);
     }
-}
 
-impl Handler<DataReceived> for Echo {
-    type Result = ();
-    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-        self.transport.as_ref().unwrap().write(msg.data);
-    }
-}
-
-impl Handler<ConnectionLost> for Echo {
-    type Result = ();
-    fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
-        ctx.stop();
+    fn data_received(&mut self, data: Bytes, cx: &mut Ctx<'_, Self>) {
+        cx.write(data);
     }
 }
 
 /// Which thread made each protocol, and which thread it handled `ConnectionMade` on.
 type ThreadLog = Arc<Mutex<Vec<(ThreadId, ThreadId)>>>;
 
-fn echo_factory() -> (impl Fn() -> Addr<Echo> + Send + Sync + 'static, ThreadLog) {
+fn echo_factory() -> (impl Fn() -> Echo + Send + Sync + 'static, ThreadLog) {
     let threads = Arc::new(Mutex::new(Vec::new()));
     let log = threads.clone();
-    let factory = move || {
-        Echo {
-            transport: None,
-            threads: log.clone(),
-            factory_thread: std::thread::current().id(),
-        }
-        .start()
+    let factory = move || Echo {
+        threads: log.clone(),
+        factory_thread: std::thread::current().id(),
     };
     (factory, threads)
 }
@@ -190,6 +172,7 @@ async fn wait_closed_waits_for_every_protocol_to_handle_connection_lost(kind: Ki
     impl Actor for Busy {
         type Context = Context<Self>;
     }
+    ignore_events!(Busy: EofReceived, PauseWriting, ResumeWriting, TimedOut);
     impl Handler<ConnectionMade> for Busy {
         type Result = ();
         fn handle(&mut self, _: ConnectionMade, _: &mut Context<Self>) {}
@@ -238,6 +221,7 @@ async fn close_clients_flushes_and_abort_clients_resets(kind: Kind) {
     impl Actor for Greeter {
         type Context = Context<Self>;
     }
+    ignore_events!(Greeter: EofReceived, PauseWriting, ResumeWriting, TimedOut);
     impl Handler<ConnectionMade> for Greeter {
         type Result = ();
         fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {

@@ -37,6 +37,7 @@ struct Echo {
 impl Actor for Echo {
     type Context = Context<Self>;
 }
+ignore_events!(Echo: EofReceived, PauseWriting, ResumeWriting, TimedOut);
 
 impl Handler<ConnectionMade> for Echo {
     type Result = ();
@@ -198,6 +199,7 @@ struct Polite {
 impl Actor for Polite {
     type Context = Context<Self>;
 }
+ignore_events!(Polite: EofReceived, PauseWriting, ResumeWriting);
 
 impl Handler<ConnectionMade> for Polite {
     type Result = ();
@@ -235,10 +237,7 @@ impl Handler<ConnectionLost> for Polite {
 /// What `Polite` reports at its end: the timeouts it was told of, and how it ended.
 type PoliteEnd = tokio::sync::oneshot::Receiver<(Vec<Timeout>, Option<io::Error>)>;
 
-fn polite() -> (
-    impl FnOnce() -> switchboard::ProtocolBuilder<Polite>,
-    PoliteEnd,
-) {
+fn polite() -> (impl FnOnce() -> Addr<Polite>, PoliteEnd) {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let make = move || {
         let polite = Polite {
@@ -246,7 +245,7 @@ fn polite() -> (
             told: Vec::new(),
             lost: Some(tx),
         };
-        ProtocolHandle::builder(polite.start()).timed_out()
+        polite.start()
     };
     (make, rx)
 }

@@ -13,7 +13,6 @@ use std::{
     time::Duration,
 };
 
-use actix::prelude::*;
 use support::{
     Event, Kind, ProbeOptions, Sent, pair, probed, probed_upgradable, probed_without_half_close,
     send_all,
@@ -159,38 +158,23 @@ async fn close_drains_unread_input_so_the_peer_gets_everything(kind: Kind) {
 }
 
 async fn peer_eof_closes_after_flushing_by_default(kind: Kind) {
-    /// Echoes, without handling EofReceived: the transport closes on EOF (asyncio's default).
-    struct Echo(Option<TransportHandle>);
-    impl Actor for Echo {
-        type Context = Context<Self>;
-    }
-    impl Handler<ConnectionMade> for Echo {
-        type Result = ();
-        fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-            self.0 = Some(msg.transport);
-        }
-    }
-    impl Handler<DataReceived> for Echo {
-        type Result = ();
-        fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
+    /// Echoes a big reply, with the `Protocol` defaults: EOF closes after flushing (asyncio's
+    /// default).
+    struct Echo;
+    impl Protocol for Echo {
+        type Codec = Raw;
+        fn data_received(&mut self, data: Bytes, cx: &mut Ctx<'_, Self>) {
             // A big reply, so the close has something to flush.
-            let reply: Vec<u8> = msg
-                .data
+            let reply: Vec<u8> = data
                 .iter()
                 .cycle()
-                .take(msg.data.len() * 1000)
+                .take(data.len() * 1000)
                 .copied()
                 .collect();
-            self.0.as_ref().unwrap().write(reply);
+            cx.write(reply);
         }
     }
-    impl Handler<ConnectionLost> for Echo {
-        type Result = ();
-        fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
-            ctx.stop();
-        }
-    }
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || Echo(None).start()).await;
+    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || Echo).await;
     send_all(&mut peer, b"0123456789").await;
     peer.shutdown_write().await;
     let (received, err) = peer.read_to_end_or_error().await;

@@ -254,6 +254,7 @@ struct Produce;
 impl Actor for Producer {
     type Context = Context<Self>;
 }
+ignore_events!(Producer: EofReceived, TimedOut);
 
 impl Handler<ConnectionMade> for Producer {
     type Result = ();
@@ -322,10 +323,7 @@ async fn a_peer_that_never_reads_pauses_the_writer_and_the_stall_timeout_ends_it
         lost: Some(lost_tx),
     };
     let config = StreamConfig::default().write_stall_timeout(Some(STALL));
-    let (transport, _, _peer) = pair(kind, config, || {
-        ProtocolHandle::builder(producer.start()).write_flow()
-    })
-    .await;
+    let (transport, _, _peer) = pair(kind, config, || producer.start()).await;
     let socket = SocketId::of(kind, &transport).await;
 
     // The peer never reads. Watch the write buffer until the transport gives up.
@@ -459,6 +457,7 @@ impl Drop for Fragile {
 impl Actor for Fragile {
     type Context = Context<Self>;
 }
+ignore_events!(Fragile: TimedOut);
 
 impl Handler<ConnectionMade> for Fragile {
     type Result = ();
@@ -557,9 +556,7 @@ async fn fail_in(kind: Kind, callback: Callback, failure: Failure) {
                 dropped: dropped.clone(),
                 paused: paused.clone(),
             };
-            ProtocolHandle::builder(fragile.start())
-                .eof_received()
-                .write_flow()
+            fragile.start()
         }
     };
     // The 8 MiB below go past the default maximum write buffer (4 MiB): raised, as this
@@ -779,9 +776,7 @@ struct Racer {
 
 impl Racer {
     fn start(id: usize, log: SeenLog) -> ProtocolHandle {
-        ProtocolHandle::builder(Racer { id, log }.start())
-            .eof_received()
-            .build()
+        ProtocolHandle::new(Racer { id, log }.start())
     }
 
     fn record(&self, seen: Seen) {
@@ -792,6 +787,7 @@ impl Racer {
 impl Actor for Racer {
     type Context = Context<Self>;
 }
+ignore_events!(Racer: PauseWriting, ResumeWriting, TimedOut);
 
 impl Handler<ConnectionMade> for Racer {
     type Result = ();

@@ -11,7 +11,6 @@ use std::{
     time::Duration,
 };
 
-use actix::prelude::*;
 use bytes::Bytes;
 use futures::future::join_all;
 use support::{Event, Kind, Peer, ProbeOptions, ReleaseAcks, pair, probed, send_all};
@@ -236,86 +235,55 @@ async fn a_flood_cannot_starve_abort(kind: Kind) {
 
 /// Writes 64 KiB chunks while allowed, stops on PauseWriting, goes on at ResumeWriting.
 struct Producer {
-    transport: Option<TransportHandle>,
     remaining: usize,
     paused: bool,
     edges: Arc<Mutex<Vec<&'static str>>>,
 }
 
-impl Actor for Producer {
-    type Context = Context<Self>;
-}
-
 impl Producer {
-    fn produce(&mut self, ctx: &mut Context<Self>) {
+    fn produce(&mut self, cx: &mut Ctx<'_, Self>) {
         if self.paused {
             return;
         }
-        let transport = self.transport.as_ref().unwrap();
         if self.remaining == 0 {
-            transport.close();
+            cx.close();
             return;
         }
         let n = self.remaining.min(64 * 1024);
         self.remaining -= n;
-        transport.write(Bytes::from(vec![b'p'; n]));
-        // Yield between chunks (a `notify` loop would keep this actor's task busy and enqueue
-        // everything before the transport could say PauseWriting).
-        ctx.run_later(Duration::ZERO, |producer, ctx| producer.produce(ctx));
+        cx.write(vec![b'p'; n]);
+        // Yield to the runtime between chunks (a loop, or `call_soon`, which runs before the
+        // actor yields, would enqueue everything before the transport could say PauseWriting).
+        cx.run_later(Duration::ZERO, Self::produce);
     }
 }
 
-impl Handler<ConnectionMade> for Producer {
-    type Result = ();
-    fn handle(&mut self, msg: ConnectionMade, ctx: &mut Context<Self>) {
-        self.transport = Some(msg.transport);
-        self.produce(ctx);
-    }
-}
+impl Protocol for Producer {
+    type Codec = Raw;
 
-impl Handler<PauseWriting> for Producer {
-    type Result = ();
-    fn handle(&mut self, _: PauseWriting, _: &mut Context<Self>) {
+    fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
+        self.produce(cx);
+    }
+
+    fn pause_writing(&mut self, _: &mut Ctx<'_, Self>) {
         self.paused = true;
         self.edges.lock().unwrap().push("pause");
     }
-}
 
-impl Handler<ResumeWriting> for Producer {
-    type Result = ();
-    fn handle(&mut self, _: ResumeWriting, ctx: &mut Context<Self>) {
+    fn resume_writing(&mut self, cx: &mut Ctx<'_, Self>) {
         self.paused = false;
         self.edges.lock().unwrap().push("resume");
-        self.produce(ctx);
-    }
-}
-
-impl Handler<DataReceived> for Producer {
-    type Result = ();
-    fn handle(&mut self, _: DataReceived, _: &mut Context<Self>) {}
-}
-
-impl Handler<ConnectionLost> for Producer {
-    type Result = ();
-    fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
-        ctx.stop();
+        self.produce(cx);
     }
 }
 
 async fn pause_and_resume_writing_strictly_alternate_under_a_slow_reader(kind: Kind) {
     const TOTAL: usize = 16 * 1024 * 1024;
     let edges = Arc::new(Mutex::new(Vec::new()));
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || {
-        ProtocolHandle::builder(
-            Producer {
-                transport: None,
-                remaining: TOTAL,
-                paused: false,
-                edges: edges.clone(),
-            }
-            .start(),
-        )
-        .write_flow()
+    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || Producer {
+        remaining: TOTAL,
+        paused: false,
+        edges: edges.clone(),
     })
     .await;
     let mut received = 0;

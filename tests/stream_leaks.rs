@@ -39,6 +39,7 @@ impl Actor for Echo {
         self.live.fetch_sub(1, SeqCst);
     }
 }
+ignore_events!(Echo: EofReceived, PauseWriting, ResumeWriting, TimedOut);
 
 impl Handler<ConnectionMade> for Echo {
     type Result = ();

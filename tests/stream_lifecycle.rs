@@ -79,6 +79,7 @@ async fn holding_the_connection_made_ack_delays_reading(kind: Kind) {
     impl Actor for SlowStart {
         type Context = Context<Self>;
     }
+    ignore_events!(SlowStart: EofReceived, PauseWriting, ResumeWriting, TimedOut);
     impl Handler<ConnectionMade> for SlowStart {
         type Result = ();
         fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
@@ -258,6 +259,7 @@ struct LogsPeer {
 impl Actor for LogsPeer {
     type Context = Context<Self>;
 }
+ignore_events!(LogsPeer: EofReceived, PauseWriting, ResumeWriting, TimedOut);
 
 impl Handler<ConnectionMade> for LogsPeer {
     type Result = ();

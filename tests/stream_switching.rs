@@ -30,6 +30,7 @@ struct Lines {
 impl Actor for Lines {
     type Context = Context<Self>;
 }
+ignore_events!(Lines: EofReceived, PauseWriting, ResumeWriting, TimedOut);
 
 impl Handler<ConnectionMade> for Lines {
     type Result = ();
@@ -109,6 +110,7 @@ struct Relay {
 impl Actor for Relay {
     type Context = Context<Self>;
 }
+ignore_events!(Relay: EofReceived, PauseWriting, ResumeWriting, TimedOut);
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -218,6 +220,7 @@ struct Greeter {
 impl Actor for Greeter {
     type Context = Context<Self>;
 }
+ignore_events!(Greeter: EofReceived, PauseWriting, ResumeWriting, TimedOut);
 
 impl Handler<ConnectionMade> for Greeter {
     type Result = ();

@@ -832,6 +832,7 @@ impl EchoServer {
 impl Actor for EchoServer {
     type Context = Context<Self>;
 }
+ignore_events!(EchoServer: EofReceived, PauseWriting, ResumeWriting, TimedOut);
 
 impl Handler<ConnectionMade> for EchoServer {
     type Result = ();
@@ -903,6 +904,7 @@ struct EchoClient {
 impl Actor for EchoClient {
     type Context = Context<Self>;
 }
+ignore_events!(EchoClient: EofReceived, PauseWriting, ResumeWriting, TimedOut);
 
 impl Handler<ConnectionMade> for EchoClient {
     type Result = ();

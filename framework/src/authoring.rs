@@ -19,9 +19,9 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::{
-    ConnectionLost, ConnectionMade, DataReceived, EofReceived, Framing, IntoProtocol, PauseReading,
-    PauseWriting, ProtocolHandle, ResumeReading, ResumeWriting, SetProtocol, StartTls, TimedOut,
-    Timeout, TlsError, TransportHandle,
+    Ack, ConnectionLost, ConnectionMade, DataReceived, EofReceived, Framing, IntoProtocol,
+    PauseReading, PauseWriting, ProtocolHandle, ResumeReading, ResumeWriting, SetProtocol,
+    StartTls, TimedOut, Timeout, TlsError, TransportHandle,
 };
 
 /// A protocol, written as asyncio's: override the callbacks it uses, the others keep their
@@ -374,6 +374,11 @@ struct Link<P: Protocol> {
     told_paused: bool,
     /// The protocol switched away: it receives nothing more.
     switched: bool,
+    /// The acknowledgement of the chunk being decoded, kept until every item of it has been
+    /// handled: a [`Ctx::wait`] can stop the decoding halfway, and the next chunk must wait.
+    ack: Option<Ack>,
+    /// The peer's EOF, kept until the items before it have been handled.
+    eof: Option<EofReceived>,
 }
 
 impl<P: Protocol> ProtocolActor<P> {
@@ -389,6 +394,8 @@ impl<P: Protocol> ProtocolActor<P> {
                 held: false,
                 told_paused: false,
                 switched: false,
+                ack: None,
+                eof: None,
             },
         }
         .start();
@@ -479,8 +486,8 @@ impl<P: Protocol> Handles<DataReceived> for P {
         }
         let DataReceived { data, ack } = msg;
         cx.link.inbox.push(data);
-        self.drain(cx, Inbox::next);
-        drop(ack); // the next chunk may come
+        cx.link.ack = Some(ack);
+        self.proceed(cx);
     }
 }
 
@@ -491,13 +498,8 @@ impl<P: Protocol> Handles<EofReceived> for P {
         if cx.link.switched {
             return;
         }
-        self.drain(cx, Inbox::finish);
-        if cx.link.switched {
-            return;
-        }
-        if self.eof_received(cx) {
-            eof.keep_open();
-        }
+        cx.link.eof = Some(eof);
+        self.proceed(cx);
     }
 }
 
@@ -562,13 +564,39 @@ type Step<P> =
 
 /// Decoding, for the events that carry bytes.
 trait Drain: Protocol {
+    /// Delivers what is decoded and not yet delivered, then the EOF if it came, unless a
+    /// [`Ctx::wait`] is in progress: then the rest waits for it (`wait` calls this again when it
+    /// is done), so items are handled one after the other, as their requests came.
+    fn proceed(&mut self, cx: &mut Ctx<'_, Self>) {
+        self.drain(cx, Inbox::next);
+        if cx.link.switched || cx.ctx.waiting() {
+            return;
+        }
+        drop(cx.link.ack.take()); // the next chunk may come
+        let Some(eof) = cx.link.eof.take() else {
+            return;
+        };
+        self.drain(cx, Inbox::finish);
+        if cx.link.switched {
+            return;
+        }
+        if cx.ctx.waiting() {
+            // The last item's work is in progress; the EOF is decided after it.
+            cx.link.eof = Some(eof);
+            return;
+        }
+        if self.eof_received(cx) {
+            eof.keep_open();
+        }
+    }
+
     /// Delivers every item `step` takes out of the inbox, until none is left, the protocol
     /// switched away, or the codec is stuck: a second error in a row over the same bytes (one
     /// error that takes no byte is not enough: `LinesCodec` skips the long line at the next
     /// call), which is not reported again.
     fn drain(&mut self, cx: &mut Ctx<'_, Self>, step: Step<Self>) {
         let mut failed_in_place = false;
-        while !cx.link.switched {
+        while !cx.link.switched && !cx.ctx.waiting() {
             let before = cx.link.inbox.buffered();
             match step(&mut cx.link.inbox) {
                 None => break,
@@ -792,13 +820,18 @@ impl<P: Protocol> Ctx<'_, P> {
                 let (protocol, mut cx) =
                     ProtocolActor::cx(&mut actor.protocol, &mut actor.link, ctx);
                 then(output, protocol, &mut cx);
+                // The items and the EOF that came behind the one that waited.
+                protocol.proceed(&mut cx);
             },
         ));
     }
 
     /// Runs `then` once the current callback and every item already decoded from the current
     /// chunk have been handled (asyncio's `call_soon`): to answer a batch of pipelined requests
-    /// with one write, say.
+    /// with one write, say. It runs before the actor yields to the runtime, so the transport
+    /// has not run in between: a producer that writes a chunk per `call_soon` never sees
+    /// [`pause_writing`](Protocol::pause_writing). A producer waits for room with
+    /// `cx.spawn(cx.transport().write_ready(chunk), ...)` instead.
     pub fn call_soon(&mut self, then: impl FnOnce(&mut P, &mut Ctx<'_, P>) + 'static) {
         self.spawn(std::future::ready(()), move |(), protocol, cx| {
             then(protocol, cx)

@@ -131,8 +131,8 @@ pub struct SetProtocol {
 }
 
 impl SetProtocol {
-    /// A switch to this protocol: an actor's `Addr`, a
-    /// [`ProtocolBuilder`](crate::ProtocolBuilder) or a [`ProtocolHandle`]. To switch to a
+    /// A switch to this protocol: a [`RawProtocol`](crate::RawProtocol) actor's `Addr` or a
+    /// [`ProtocolHandle`]. To switch to a
     /// [`Protocol`](crate::Protocol) value, use [`Ctx::switch_to`](crate::Ctx::switch_to) or
     /// [`TransportHandle::set_protocol`](crate::TransportHandle::set_protocol), which know the
     /// transport it will run for.

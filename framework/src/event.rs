@@ -206,20 +206,18 @@ impl fmt::Debug for EofDecision {
 pub struct ConnectionLost(pub Option<io::Error>);
 
 /// The transport's write buffer went over its high-water mark: stop writing until
-/// [`ResumeWriting`]. Strictly alternates with it. Optional: delivered only to a protocol whose
-/// handle was built with [`write_flow`](crate::ProtocolBuilder::write_flow). A protocol without
-/// it is kept bounded by the transport instead: nothing more is delivered to it until the buffer
-/// drains to the low-water mark.
+/// [`ResumeWriting`]. Strictly alternates with it. A [`Protocol`](crate::Protocol) stops reading
+/// until `ResumeWriting` by default; a raw protocol that ignores it is bounded by the
+/// transport's maximum write buffer alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Message)]
 #[rtype(result = "()")]
 pub struct PauseWriting;
 
 /// An idle or first-byte timeout of the transport ran out (see
-/// `StreamConfig::idle_timeout` in `switchboard-transports`). Optional: delivered only to a
-/// protocol whose handle was built with [`timed_out`](crate::ProtocolBuilder::timed_out), so that
-/// it can say goodbye first (an SMTP server's `421`) and close. If the same timeout runs out once
-/// more, the transport ends the connection itself. A protocol without it has its connection
-/// ended at once: `ConnectionLost` then carries an error of kind `TimedOut` whose source is the
+/// `StreamConfig::idle_timeout` in `switchboard-transports`), so that the protocol can say
+/// goodbye first (an SMTP server's `421`) and close; a [`Protocol`](crate::Protocol) closes by
+/// default. If the same timeout runs out once more, the transport ends the connection itself:
+/// `ConnectionLost` then carries an error of kind `TimedOut` whose source is the
 /// [`Timeout`](crate::Timeout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]

@@ -161,9 +161,7 @@ pub use extra::{
 };
 pub use flow::{WriteLedger, WriteReceipt, WriteReply};
 pub use framing::{DEFAULT_MAX_BUFFERED, Decoded, Framing};
-pub use protocol::{
-    IntoProtocol, LostHandled, ProtocolEvent, ProtocolHandle, RawProtocol,
-};
+pub use protocol::{IntoProtocol, LostHandled, ProtocolEvent, ProtocolHandle, RawProtocol};
 pub use subprocess::{
     GetPid, GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, Kill, PipeClosed,
     PipeConnectionLost, PipeDataReceived, PipeOpened, ProcessExited, SendSignal, SubprocessCommand,

@@ -26,10 +26,10 @@ use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 pub use switchboard::testing::{
     Ending, Event, MockTransport, PendingProbe, Probe, ProbeEvents as ProbeRx, ReleaseAcks, Sent,
-    StopProbe,
+    StartedProbe, StopProbe,
 };
 use switchboard::{
-    ProtocolBuilder, UnixAddress, WriteBufferLimits,
+    UnixAddress, WriteBufferLimits,
     prelude::*,
     server::ServerHandle,
     stream::{self, StreamConfig},
@@ -51,6 +51,22 @@ pub async fn deadline<F: Future>(body: F) -> F::Output {
         Ok(output) => output,
         Err(_) => panic!("test did not finish within 120 s"),
     }
+}
+
+/// Implements, for a raw test protocol, the stream events it does not look at, with empty
+/// handlers: a dropped `EofReceived` closes (asyncio's default), write-flow edges are ignored (the
+/// maximum write buffer still bounds the protocol), and a `TimedOut` ignored lets the transport
+/// end the connection when the timeout runs out again. A raw protocol receives every event
+/// (`RawProtocol`), so a test that handles an event must not list it here: the impls would
+/// conflict.
+#[macro_export]
+macro_rules! ignore_events {
+    ($actor:ty: $($event:ident),+ $(,)?) => {$(
+        impl actix::Handler<switchboard::$event> for $actor {
+            type Result = ();
+            fn handle(&mut self, _: switchboard::$event, _: &mut actix::Context<Self>) {}
+        }
+    )+};
 }
 
 /// Generates, for each `async fn name(kind: Kind)`, a module `name` with one `#[actix_rt::test]`
@@ -722,10 +738,7 @@ pub async fn stopped(transport: &TransportHandle) {
 pub fn probe_factory(
     options: ProbeOptions,
 ) -> (
-    impl Fn() -> ProtocolBuilder<Probe, switchboard::Handled, switchboard::Handled>
-    + Send
-    + Sync
-    + 'static,
+    impl Fn() -> StartedProbe + Send + Sync + 'static,
     mpsc::UnboundedReceiver<ProbeRx>,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -743,6 +756,7 @@ pub struct Fragile;
 impl Actor for Fragile {
     type Context = Context<Self>;
 }
+crate::ignore_events!(Fragile: EofReceived, PauseWriting, ResumeWriting, TimedOut);
 
 impl Handler<ConnectionMade> for Fragile {
     type Result = ();

@@ -18,27 +18,20 @@
 //! The transports of a subprocess's stdin, stdout and stderr are pipe transports too.
 //!
 //! ```
-//! use actix::prelude::*;
 //! use switchboard_framework::prelude::*;
 //! use switchboard_transports::pipe;
 //!
+//! /// Collects what it reads, and hands it over at the end.
 //! struct Collect(Vec<u8>, Option<tokio::sync::oneshot::Sender<Vec<u8>>>);
-//! impl Actor for Collect { type Context = Context<Self>; }
-//! impl Handler<ConnectionMade> for Collect {
-//!     type Result = ();
-//!     fn handle(&mut self, _: ConnectionMade, _: &mut Context<Self>) {}
-//! }
-//! impl Handler<DataReceived> for Collect {
-//!     type Result = ();
-//!     fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-//!         self.0.extend_from_slice(&msg.data);
+//! impl Protocol for Collect {
+//!     type Codec = Raw;
+//!     fn data_received(&mut self, data: Bytes, _: &mut Ctx<'_, Self>) {
+//!         self.0.extend_from_slice(&data);
 //!     }
-//! }
-//! impl Handler<ConnectionLost> for Collect {
-//!     type Result = ();
-//!     fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
-//!         let _ = self.1.take().unwrap().send(std::mem::take(&mut self.0));
-//!         ctx.stop();
+//!     fn connection_lost(&mut self, _: Option<std::io::Error>, _: &mut Ctx<'_, Self>) {
+//!         if let Some(done) = self.1.take() {
+//!             let _ = done.send(std::mem::take(&mut self.0));
+//!         }
 //!     }
 //! }
 //!
@@ -46,10 +39,10 @@
 //! # async fn main() -> std::io::Result<()> {
 //! let (reader, writer) = std::io::pipe()?;
 //! let (done, collected) = tokio::sync::oneshot::channel();
-//! pipe::connect_read(reader, || Collect(Vec::new(), Some(done)).start())?;
+//! pipe::connect_read(reader, || Collect(Vec::new(), Some(done)))?;
 //!
 //! // The other end, as another program would write it: here a write-pipe transport.
-//! let (out, _) = pipe::connect_write(writer, || Collect(Vec::new(), None).start())?;
+//! let (out, _) = pipe::connect_write(writer, || Collect(Vec::new(), None))?;
 //! out.write("through a pipe");
 //! out.write_eof(); // flushes, then closes: the reader sees its EOF
 //! assert_eq!(collected.await.unwrap(), b"through a pipe");

@@ -5,32 +5,22 @@
 //! [`SocketAddress::Inet`]) and `socket`. `Abort` resets the connection (`SO_LINGER` 0).
 //!
 //! ```
-//! use actix::prelude::*;
 //! use switchboard_framework::prelude::*;
 //! use switchboard_transports::tcp;
 //!
 //! /// Echoes every byte back.
-//! struct Echo(Option<TransportHandle>);
-//! impl Actor for Echo { type Context = Context<Self>; }
-//! impl Handler<ConnectionMade> for Echo {
-//!     type Result = ();
-//!     fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) { self.0 = Some(msg.transport); }
-//! }
-//! impl Handler<DataReceived> for Echo {
-//!     type Result = ();
-//!     fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-//!         if let Some(t) = &self.0 { t.write(msg.data); }
+//! struct Echo;
+//! impl Protocol for Echo {
+//!     type Codec = Raw;
+//!     fn data_received(&mut self, data: Bytes, cx: &mut Ctx<'_, Self>) {
+//!         cx.write(data);
 //!     }
-//! }
-//! impl Handler<ConnectionLost> for Echo {
-//!     type Result = ();
-//!     fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) { ctx.stop(); }
 //! }
 //!
 //! # #[actix::main]
 //! # async fn main() -> std::io::Result<()> {
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
-//! let server = tcp::serve("127.0.0.1:0", || Echo(None).start()).await?;
+//! let server = tcp::serve("127.0.0.1:0", || Echo).await?;
 //! let addr = server.addresses()[0].as_inet().unwrap();
 //!
 //! let mut client = tokio::net::TcpStream::connect(addr).await?;

@@ -6,26 +6,17 @@
 //! as asyncio 3.13 does. `Abort` closes at once (Unix sockets have no reset).
 //!
 //! ```
-//! use actix::prelude::*;
 //! use switchboard_framework::prelude::*;
 //! use switchboard_transports::unix;
 //!
+//! /// Says hello and hangs up.
 //! struct Greeter;
-//! impl Actor for Greeter { type Context = Context<Self>; }
-//! impl Handler<ConnectionMade> for Greeter {
-//!     type Result = ();
-//!     fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-//!         msg.transport.write("hello\n");
-//!         msg.transport.close();
+//! impl Protocol for Greeter {
+//!     type Codec = Raw;
+//!     fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
+//!         cx.write("hello\n");
+//!         cx.close();
 //!     }
-//! }
-//! impl Handler<DataReceived> for Greeter {
-//!     type Result = ();
-//!     fn handle(&mut self, _: DataReceived, _: &mut Context<Self>) {}
-//! }
-//! impl Handler<ConnectionLost> for Greeter {
-//!     type Result = ();
-//!     fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) { ctx.stop(); }
 //! }
 //!
 //! # #[actix::main]
@@ -34,7 +25,7 @@
 //! let dir = std::env::temp_dir().join(format!("switchboard-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir)?;
 //! let path = dir.join("greeter.sock");
-//! let server = unix::serve(&path, || Greeter.start()).await?;
+//! let server = unix::serve(&path, || Greeter).await?;
 //!
 //! let mut client = tokio::net::UnixStream::connect(&path).await?;
 //! let mut greeting = String::new();

@@ -412,3 +412,44 @@ fn a_batch_is_answered_with_one_write_and_waits_hold_the_next_delivery() {
         );
     });
 }
+
+/// Answers `slow` after a lookup that takes a while, anything else at once.
+struct Lookup;
+
+impl Protocol for Lookup {
+    type Codec = LinesCodec;
+    fn data_received(&mut self, line: String, cx: &mut Ctx<'_, Self>) {
+        if line == "slow" {
+            let lookup = actix_rt::time::sleep(Duration::from_millis(20));
+            cx.wait(lookup, |(), _, cx| cx.send("slow done"));
+        } else {
+            cx.send(format!("{line} done"));
+        }
+    }
+}
+
+#[test]
+fn items_behind_a_wait_in_the_same_chunk_are_handled_after_it_in_order() {
+    run(async {
+        let (mock, _) = MockTransport::builder().attach(Lookup);
+        mock.settle().await;
+        mock.push("slow\nfast\nslow\nfast\n");
+        mock.expect_written("slow done\nfast done\nslow done\nfast done\n")
+            .await;
+        assert_eq!(mock.writes().len(), 4);
+    });
+}
+
+#[test]
+fn the_eof_behind_a_last_item_that_waits_is_decided_after_it() {
+    run(async {
+        let (mock, _) = MockTransport::builder().attach(Lookup);
+        mock.settle().await;
+        // The last line has no `\n`: it is decoded at the EOF, and waits.
+        mock.push("fast\nslow");
+        assert!(!mock.eof().await);
+        mock.protocol_stopped().await;
+        assert_eq!(mock.written(), "fast done\nslow done\n");
+        assert_eq!(mock.ending(), Some(Ending::ClosedAtEof));
+    });
+}

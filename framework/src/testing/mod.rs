@@ -41,7 +41,9 @@ mod subprocess;
 
 pub use datagram::{DatagramSent, MockDatagramBuilder, MockDatagramTransport, SendRefusal};
 pub use mock::{Ending, MockBuilder, MockTransport, Sent};
-pub use probe::{Event, PendingProbe, Probe, ProbeBuilder, ProbeEvents, ReleaseAcks, StopProbe};
+pub use probe::{
+    Event, PendingProbe, Probe, ProbeBuilder, ProbeEvents, ReleaseAcks, StartedProbe, StopProbe,
+};
 pub use subprocess::{MockSubprocessBuilder, MockSubprocessTransport, SubprocessSent};
 
 /// How long a single expected event or state may take before a wait fails the test: long enough

@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 
 use super::DEFAULT_EVENT_TIMEOUT;
 use crate::{
-    Ack, ConnectionLost, ConnectionMade, DataReceived, EofReceived, PauseWriting, ProtocolHandle,
-    ResumeWriting, TransportHandle,
+    Ack, ConnectionLost, ConnectionMade, DataReceived, EofReceived, IntoProtocol, PauseWriting,
+    ProtocolHandle, ResumeWriting, TransportHandle,
 };
 
 /// One event a [`Probe`] received.
@@ -91,7 +91,7 @@ impl ProbeBuilder {
 
     /// Starts the probe on the current arbiter. Returns what a transport attaches to (it opted
     /// in to every optional event) and the receiving end of its events.
-    pub fn start(self) -> (ProtocolHandle, ProbeEvents) {
+    pub fn start(self) -> (StartedProbe, ProbeEvents) {
         let (pending, events) = self.build();
         (pending.start(), events)
     }
@@ -127,14 +127,51 @@ pub struct PendingProbe {
 
 impl PendingProbe {
     /// Starts the probe on the current arbiter; returns what a transport attaches to.
-    pub fn start(self) -> ProtocolHandle {
+    pub fn start(self) -> StartedProbe {
         let addr = self.context.run(self.probe);
         // Timeouts are left to the transport, which ends the connection: a probe records what
         // a protocol sees, and a `TimedOut` it ignored would only put the end off.
-        ProtocolHandle::builder(addr)
+        let handle = ProtocolHandle::builder(addr.clone())
             .eof_received()
             .write_flow()
-            .build()
+            .build();
+        StartedProbe { addr, handle }
+    }
+}
+
+/// A started [`Probe`], ready to attach: the transport delivers every event to it but
+/// `TimedOut`, which it leaves to the transport (the connection ends with the timeout's error,
+/// which is what tests of timeouts look for). Attaching it gives back the probe's `Addr`.
+#[must_use = "a probe records nothing until attached"]
+pub struct StartedProbe {
+    addr: Addr<Probe>,
+    handle: ProtocolHandle,
+}
+
+impl StartedProbe {
+    /// The probe's address.
+    pub fn addr(&self) -> &Addr<Probe> {
+        &self.addr
+    }
+}
+
+impl fmt::Debug for StartedProbe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StartedProbe").finish_non_exhaustive()
+    }
+}
+
+impl From<StartedProbe> for ProtocolHandle {
+    fn from(probe: StartedProbe) -> Self {
+        probe.handle
+    }
+}
+
+impl IntoProtocol for StartedProbe {
+    type Output = Addr<Probe>;
+
+    fn into_protocol(self, _: &TransportHandle) -> (Addr<Probe>, ProtocolHandle) {
+        (self.addr, self.handle)
     }
 }
 

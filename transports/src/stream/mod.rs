@@ -8,33 +8,23 @@
 //! protocol is attached, `ConnectionMade` is queued to it, and only then does reading start.
 //!
 //! ```
-//! use actix::prelude::*;
 //! use switchboard_framework::prelude::*;
 //! use switchboard_transports::stream::{self, StreamConfig};
 //!
-//! struct Shout(Option<TransportHandle>);
-//! impl Actor for Shout { type Context = Context<Self>; }
-//! impl Handler<ConnectionMade> for Shout {
-//!     type Result = ();
-//!     fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) { self.0 = Some(msg.transport); }
-//! }
-//! impl Handler<DataReceived> for Shout {
-//!     type Result = ();
-//!     fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-//!         let transport = self.0.as_ref().unwrap();
-//!         transport.write(msg.data.to_ascii_uppercase());
+//! /// Answers in capitals.
+//! struct Shout;
+//! impl Protocol for Shout {
+//!     type Codec = Raw;
+//!     fn data_received(&mut self, data: Bytes, cx: &mut Ctx<'_, Self>) {
+//!         cx.write(data.to_ascii_uppercase());
 //!     }
-//! }
-//! impl Handler<ConnectionLost> for Shout {
-//!     type Result = ();
-//!     fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) { ctx.stop(); }
 //! }
 //!
 //! # #[actix::main]
 //! # async fn main() -> std::io::Result<()> {
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //! let (ours, mut theirs) = tokio::net::UnixStream::pair()?;
-//! let (transport, _shout) = stream::spawn(ours, StreamConfig::default(), || Shout(None).start());
+//! let (transport, _shout) = stream::spawn(ours, StreamConfig::default(), || Shout);
 //! theirs.write_all(b"hello").await?;
 //! let mut buf = [0; 5];
 //! theirs.read_exact(&mut buf).await?;

@@ -20,35 +20,26 @@
 //!   connect and say nothing cannot lock real ones out.
 //!
 //! ```
-//! use actix::prelude::*;
 //! use switchboard_framework::prelude::*;
 //! use switchboard_transports::tls::{self, SelfSigned};
 //!
-//! struct Echo(Option<TransportHandle>);
-//! impl Actor for Echo { type Context = Context<Self>; }
-//! impl Handler<ConnectionMade> for Echo {
-//!     type Result = ();
-//!     fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) { self.0 = Some(msg.transport); }
-//! }
-//! impl Handler<DataReceived> for Echo {
-//!     type Result = ();
-//!     fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-//!         if let Some(t) = &self.0 { t.write(msg.data); }
+//! /// Echoes every byte back.
+//! struct Echo;
+//! impl Protocol for Echo {
+//!     type Codec = Raw;
+//!     fn data_received(&mut self, data: Bytes, cx: &mut Ctx<'_, Self>) {
+//!         cx.write(data);
 //!     }
-//! }
-//! impl Handler<ConnectionLost> for Echo {
-//!     type Result = ();
-//!     fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) { ctx.stop(); }
 //! }
 //!
 //! # #[actix::main]
 //! # async fn main() -> std::io::Result<()> {
 //! // A certificate for 127.0.0.1 and localhost, made now; the client trusts only it.
 //! let cert = SelfSigned::new(&["localhost", "127.0.0.1"])?;
-//! let server = tls::serve("127.0.0.1:0", cert.acceptor()?, || Echo(None).start()).await?;
+//! let server = tls::serve("127.0.0.1:0", cert.acceptor()?, || Echo).await?;
 //! let addr = server.addresses()[0].to_string();
 //!
-//! let (client, _) = cert.connector()?.connect(&addr, || Echo(None).start()).await?;
+//! let (client, _) = cert.connector()?.connect(&addr, || Echo).await?;
 //! let cipher = client.cipher().await.expect("a TLS transport has a cipher");
 //! assert!(cipher.protocol.starts_with("TLSv1."));
 //! client.close();
