@@ -9,7 +9,7 @@
 //! the defaults, and stops itself after `ConnectionLost`, as Erlang's `gen_server` runs a
 //! callback module. The book's chapter "Your first protocol" compares the designs.
 
-use std::{fmt, io, time::Duration};
+use std::{cell::Cell, fmt, io, time::Duration};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
@@ -351,6 +351,9 @@ struct Link<P: Protocol> {
     told_paused: bool,
     /// The protocol switched away: it receives nothing more.
     switched: bool,
+    /// The protocol closed or aborted the connection: the items still decoded from the chunk
+    /// at hand are not delivered (a `Cell`: closing takes `&self`).
+    closing: Cell<bool>,
 }
 
 impl<P: Protocol> ProtocolActor<P> {
@@ -366,6 +369,7 @@ impl<P: Protocol> ProtocolActor<P> {
                 held: false,
                 told_paused: false,
                 switched: false,
+                closing: Cell::new(false),
             },
         }
         .start();
@@ -540,12 +544,12 @@ type Step<P> =
 /// Decoding, for the events that carry bytes.
 trait Drain: Protocol {
     /// Delivers every item `step` takes out of the inbox, until none is left, the protocol
-    /// switched away, or the codec is stuck: a second error in a row over the same bytes (one
+    /// switched away or closed the connection, or the codec is stuck: a second error in a row over the same bytes (one
     /// error that takes no byte is not enough: `LinesCodec` skips the long line at the next
     /// call), which is not reported again.
     fn drain(&mut self, cx: &mut Ctx<'_, Self>, step: Step<Self>) {
         let mut failed_in_place = false;
-        while !cx.link.switched {
+        while !cx.link.switched && !cx.link.closing.get() {
             let before = cx.link.inbox.buffered();
             match step(&mut cx.link.inbox) {
                 None => break,
@@ -654,12 +658,17 @@ impl<P: Protocol> Ctx<'_, P> {
     }
 
     /// Closes after flushing what is buffered (asyncio's `close`).
+    ///
+    /// The items already decoded from the chunk at hand are not delivered after it: a protocol
+    /// that closes on a bad request does not go on to serve the one pipelined behind it.
     pub fn close(&self) {
+        self.link.closing.set(true);
         self.link.transport.close();
     }
 
     /// Closes at once, discarding what is buffered (asyncio's `abort`).
     pub fn abort(&self) {
+        self.link.closing.set(true);
         self.link.transport.abort();
     }
 

@@ -412,3 +412,28 @@ fn a_batch_is_answered_with_one_write_and_waits_hold_the_next_delivery() {
         );
     });
 }
+
+/// Answers lines, and closes at `QUIT`.
+struct Quits;
+
+impl Protocol for Quits {
+    type Codec = LinesCodec;
+    fn data_received(&mut self, line: String, cx: &mut Ctx<'_, Self>) {
+        if line == "QUIT" {
+            cx.close();
+        } else {
+            cx.send(line);
+        }
+    }
+}
+
+#[test]
+fn nothing_decoded_after_a_close_is_delivered() {
+    run(async {
+        let mock = MockTransport::connect(Quits).await;
+        // The line pipelined behind `QUIT`, in the same chunk, is not served.
+        mock.feed("one\nQUIT\ntwo\n").await;
+        assert_eq!(mock.command_names(), ["Write", "Close"]);
+        assert_eq!(mock.written(), "one\n");
+    });
+}
