@@ -1298,7 +1298,7 @@ struct ChildReport {
 /// reports it all to `main` once the transport is done with the child.
 struct Collector {
     seen: ChildReport,
-    report: UnboundedSender<ChildReport>,
+    report: Report<ChildReport>,
 }
 
 impl Actor for Collector {
@@ -1349,7 +1349,7 @@ impl Handler<ConnectionLost> for Collector {
     /// Once, last: the child exited *and* all its pipes closed.
     fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
         self.seen.lost = err;
-        let _ = self.report.send(std::mem::take(&mut self.seen));
+        self.report.tell(std::mem::take(&mut self.seen));
         ctx.stop();
     }
 }
@@ -1357,7 +1357,7 @@ impl Handler<ConnectionLost> for Collector {
 
 /// Step 9: a child process with its three standard streams piped.
 async fn run_subprocess() -> io::Result<()> {
-    let (report, mut reports) = unbounded_channel();
+    let (report, mut collected) = reports();
     let collector = move || {
         Collector {
             seen: ChildReport::default(),
@@ -1383,7 +1383,7 @@ async fn run_subprocess() -> io::Result<()> {
     );
     println!(r#"   parent -> child's stdin (pipe 0): "hello, subprocess\n", then WriteEof"#);
 
-    let mut seen = next(&mut reports, "the subprocess protocol").await?;
+    let mut seen = next(&mut collected, "the subprocess protocol").await?;
     if seen.stdout != b"HELLO, SUBPROCESS\n" || seen.stderr != b"bye\n" {
         return Err(failure(format!("the child wrote {seen:?}")));
     }
@@ -1448,7 +1448,7 @@ enum DatagramEvent {
 struct Datagrams {
     endpoint: Option<DatagramHandle>,
     echo: bool,
-    report: UnboundedSender<DatagramEvent>,
+    report: Report<DatagramEvent>,
 }
 
 impl Actor for Datagrams {
@@ -1473,7 +1473,7 @@ impl Handler<DatagramReceived> for Datagrams {
         {
             endpoint.send_to(msg.data.clone(), msg.addr.clone());
         }
-        let _ = self.report.send(DatagramEvent::Datagram {
+        self.report.tell(DatagramEvent::Datagram {
             data: msg.data,
             from: msg.addr,
         });
@@ -1485,7 +1485,7 @@ impl Handler<ErrorReceived> for Datagrams {
 
     /// An error about one datagram; the endpoint goes on.
     fn handle(&mut self, ErrorReceived(err): ErrorReceived, _: &mut Context<Self>) {
-        let _ = self.report.send(DatagramEvent::Error(err));
+        self.report.tell(DatagramEvent::Error(err));
     }
 }
 
@@ -1493,14 +1493,14 @@ impl Handler<ConnectionLost> for Datagrams {
     type Result = ();
 
     fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
-        let _ = self.report.send(DatagramEvent::Lost(err));
+        self.report.tell(DatagramEvent::Lost(err));
         ctx.stop();
     }
 }
 // ANCHOR_END: datagram_protocol
 
 impl Datagrams {
-    fn new(echo: bool, report: UnboundedSender<DatagramEvent>) -> Self {
+    fn new(echo: bool, report: Report<DatagramEvent>) -> Self {
         Datagrams {
             endpoint: None,
             echo,
@@ -1515,8 +1515,8 @@ const DATAGRAMS: [&[u8]; 3] = [b"ping", b"", b"pong"];
 /// Step 10: a UDP echo endpoint, a client endpoint connected to it, and what datagrams keep
 /// that a stream does not.
 async fn datagrams() -> io::Result<()> {
-    let (server_report, mut server_events) = unbounded_channel();
-    let (client_report, mut client_events) = unbounded_channel();
+    let (server_report, mut server_events) = reports();
+    let (client_report, mut client_events) = reports();
 
     // ANCHOR: datagram_endpoints
     // An endpoint bound to a port, answering anyone, and one connected to it: its datagrams go
