@@ -340,7 +340,8 @@ impl Protocol for StartTlsGate {
 
 /// The client end of a connection, as `main` uses it: a [`Connection`], read with the codec of
 /// what the server says at that point (lines, then frames; a response head, then WebSocket
-/// frames).
+/// frames). A `Connection` keeps the codec it was made with, so this one takes the bytes as
+/// they come and decodes them here.
 struct Client {
     connection: Connection,
     /// Bytes received and not decoded yet.
