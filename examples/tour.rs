@@ -7,17 +7,17 @@
 //! 2. flow control: a client writes to a server that is not reading until its transport says
 //!    `PauseWriting`; the server reads again, and the client hears `ResumeWriting`;
 //! 3. a line protocol hands its live connection to a length-prefixed protocol with
-//!    `SetProtocol`, together with the frames the client pipelined behind the switch;
+//!    `Ctx::switch_to`, together with the frames the client pipelined behind the switch;
 //! 4. extra information: `peername`, `sockname`, `socket`, and a key the transport does not know;
 //! 5. closing: `Close`, `ConnectionLost(None)` on both sides, the server's `close` and
 //!    `wait_closed`;
 //! 6. the same protocols over a Unix socket;
 //! 7. TLS: a server with a certificate made at start (`SelfSigned`), a client that trusts it,
 //!    and the TLS keys of `get_extra_info` (`cipher`, `peercert`, `ssl_object`);
-//! 8. STARTTLS: a plaintext connection upgraded in place with `StartTls`, on both sides, then a
-//!    line over TLS; then the same client protocol against a fake server that sends plaintext
-//!    behind its go-ahead: the client's `StartTls` is refused with an `Injection` error, and
-//!    the connection ends with it;
+//! 8. STARTTLS: a plaintext connection upgraded in place with `Ctx::start_tls`, on both sides,
+//!    then a line over TLS; then the same client protocol against a fake server that sends
+//!    plaintext behind its go-ahead: the client's upgrade is refused with an `Injection` error,
+//!    and the connection ends with it;
 //! 9. a subprocess: `sh -c` with its stdin, stdout and stderr piped, its output, its exit status,
 //!    and a signal sent after the exit;
 //! 10. datagrams: a UDP echo endpoint (`udp::bind`) and a connected one (`udp::connect`); three
@@ -25,7 +25,7 @@
 //!     for another address is refused; the ICMP error of a closed port reaches `ErrorReceived`,
 //!     and the endpoint lives on;
 //! 11. HTTP to WebSocket: an HTTP protocol answers an upgrade request with `101 Switching
-//!     Protocols` and hands the connection to a WebSocket echo protocol with `SetProtocol`,
+//!     Protocols` and hands the connection to a WebSocket echo protocol with `Ctx::switch_to`,
 //!     together with the frame the client sent in the same write as its request.
 //!
 //! ```text
@@ -38,9 +38,11 @@
 //! what it says, and 1, with the reason on stderr, as soon as one did not; a step stuck for
 //! 15 seconds fails rather than hang.
 //!
-//! The server's protocols run on worker threads, so instead of printing, every protocol here
-//! reports what it sees to `main` over a channel, and `main` tells the story in a stable order.
-//! A real protocol would do its work in those handlers instead.
+//! The servers' protocols are [`Protocol`]s: asyncio's callbacks, each overriding the ones it
+//! uses. They run on worker threads, so instead of printing, each reports what it sees to `main`
+//! over a channel, and `main` tells the story in a stable order; a real protocol would do its
+//! work in those callbacks instead. The clients are [`Connection`]s, which `main` reads and
+//! writes as a script would, except where the client is a protocol too (steps 2 and 8).
 
 use std::{
     fmt, io,
@@ -52,15 +54,15 @@ use std::{
 };
 
 use actix::prelude::*;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::BufMut;
 use switchboard::{
-    Framing, ProcessGone, TlsErrorKind, UnixAddress,
+    ProcessGone, TlsErrorKind, UnixAddress,
     prelude::*,
     subprocess::{self, STDERR, STDIN, STDOUT},
     tls::{self, SelfSigned, TlsAcceptor, TlsConnector},
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LinesCodec, LinesCodecError};
+use tokio_util::codec::{Decoder, Encoder};
 
 /// Where every server of the tour listens: loopback, on a port the kernel picks.
 const LOOPBACK: &str = "127.0.0.1:0";
@@ -122,6 +124,28 @@ async fn step<T>(
     }
 }
 
+/// Where a protocol tells `main` what it sees.
+struct Report<E>(UnboundedSender<E>);
+
+impl<E> Report<E> {
+    fn tell(&self, event: E) {
+        // `main` may have given up already (a step failed); then nobody listens, and that is fine.
+        let _ = self.0.send(event);
+    }
+}
+
+impl<E> Clone for Report<E> {
+    fn clone(&self) -> Self {
+        Report(self.0.clone())
+    }
+}
+
+/// A channel for reports: the protocols' end, and `main`'s.
+fn reports<E>() -> (Report<E>, UnboundedReceiver<E>) {
+    let (report, events) = unbounded_channel();
+    (Report(report), events)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The server's protocols: lines first, length-prefixed frames after a switch.
 // ---------------------------------------------------------------------------------------------
@@ -129,31 +153,31 @@ async fn step<T>(
 /// What the server's protocols tell `main`.
 #[derive(Debug)]
 enum ServerEvent {
-    /// A protocol received `ConnectionMade` (both do: the line protocol when the client
-    /// connects, the length-prefixed one when it is switched in).
+    /// A protocol's `connection_made` ran (the line protocol's when the client connects, the
+    /// length-prefixed one's when it is switched in).
     Connected(TransportHandle),
     /// The line protocol read a line and answered it.
     Line(String),
-    /// The line protocol read `SWITCH` and handed over this many bytes it had not parsed.
-    Switched { leftover: usize },
+    /// The line protocol read `SWITCH` and switched to the length-prefixed protocol.
+    Switched,
     /// The length-prefixed protocol decoded a frame and echoed it.
     Frame(Bytes),
-    /// The STARTTLS gate read `STARTTLS`, answered, and sent `StartTls` and `SetProtocol`; it
-    /// had received this many bytes behind the command and handed them over with `StartTls`.
-    Upgrading { leftover: usize },
-    /// The HTTP protocol answered an upgrade request with `101` and sent `SetProtocol` with
-    /// this many bytes it had read behind the request head.
-    WebSocketUpgrade { leftover: usize },
+    /// The STARTTLS gate read `STARTTLS`, answered, started the upgrade and switched to the line
+    /// protocol.
+    Upgrading,
+    /// The HTTP protocol answered an upgrade request with `101` and switched to the WebSocket
+    /// protocol.
+    WebSocketUpgrade,
     /// The WebSocket protocol echoed a message.
     WebSocketMessage(Bytes),
-    /// The protocol attached at the end received `ConnectionLost`.
+    /// The protocol attached at the end lost its connection.
     Lost(Option<io::Error>),
 }
 
 /// The line that makes the line protocol hand the connection over.
-const SWITCH_COMMAND: &[u8] = b"SWITCH";
+const SWITCH_COMMAND: &str = "SWITCH";
 
-/// The longest line the line protocol waits for; a peer that sends more without a newline is
+/// The longest line the line protocols wait for; a peer that sends more without a newline is
 /// cut off instead of growing the buffer forever.
 const MAX_LINE: usize = 8 * 1024;
 
@@ -161,223 +185,99 @@ const MAX_LINE: usize = 8 * 1024;
 /// The server's first protocol: newline-terminated text. It answers every line in upper case,
 /// and on `SWITCH` hands the connection to a [`LengthProtocol`].
 struct LineProtocol {
-    transport: Option<TransportHandle>,
-    /// Lines out of the received bytes; what is not a whole line yet waits in it.
-    lines: Framing<LinesCodec>,
-    report: UnboundedSender<ServerEvent>,
+    report: Report<ServerEvent>,
 }
 
-impl LineProtocol {
-    fn new(report: UnboundedSender<ServerEvent>) -> Self {
-        LineProtocol {
-            transport: None,
-            lines: Framing::new(LinesCodec::new_with_max_length(MAX_LINE)),
-            report,
+impl Protocol for LineProtocol {
+    /// Lines out of the bytes received: what is not a whole line yet waits in the codec.
+    type Codec = LinesCodec;
+
+    fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
+        cx.set_codec(LinesCodec::new_with_max_length(MAX_LINE));
+        self.report
+            .tell(ServerEvent::Connected(cx.transport().clone()));
+    }
+
+    fn data_received(&mut self, line: String, cx: &mut Ctx<'_, Self>) {
+        if line == SWITCH_COMMAND {
+            self.report.tell(ServerEvent::Switched);
+            // ANCHOR: switch
+            // Whatever follows `SWITCH\n` is not ours: a client that does not wait for an answer
+            // has already sent its first frames behind the command. `switch_to` hands them to
+            // the new protocol undecoded, before any byte the transport reads later. This
+            // protocol receives nothing more, and its actor stops once the transport has taken
+            // the new one; the connection goes on.
+            cx.switch_to(LengthProtocol {
+                report: self.report.clone(),
+            });
+            // ANCHOR_END: switch
+        } else {
+            cx.send(line.to_uppercase());
+            self.report.tell(ServerEvent::Line(line));
         }
     }
 
-    fn report(&self, event: ServerEvent) {
-        // `main` may have given up already; then nobody is listening, and that is fine.
-        let _ = self.report.send(event);
+    // A line too long or not UTF-8 closes the connection (`decode_error`'s default), and so
+    // does the peer's EOF (`eof_received`'s).
+
+    fn connection_lost(&mut self, err: Option<io::Error>, _: &mut Ctx<'_, Self>) {
+        self.report.tell(ServerEvent::Lost(err));
     }
 }
-
-impl Actor for LineProtocol {
-    type Context = Context<Self>;
-}
-
-impl Handler<ConnectionMade> for LineProtocol {
-    type Result = ();
-
-    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-        self.report(ServerEvent::Connected(msg.transport.clone()));
-        self.transport = Some(msg.transport);
-    }
-}
-
-impl Handler<DataReceived> for LineProtocol {
-    type Result = ();
-
-    fn handle(&mut self, msg: DataReceived, ctx: &mut Context<Self>) {
-        // `ConnectionMade` always comes first, so the transport is known here.
-        let Some(transport) = self.transport.clone() else {
-            return;
-        };
-        self.lines.feed(&msg.data);
-        while let Some(line) = self.lines.next_frame().transpose() {
-            let Ok(line) = line else {
-                tracing::warn!("line too long, or not UTF-8: closing");
-                transport.close();
-                return;
-            };
-            if line.as_bytes() == SWITCH_COMMAND {
-                self.report(ServerEvent::Switched {
-                    leftover: self.lines.buffered(),
-                });
-                // ANCHOR: switch
-                // Whatever follows `SWITCH\n` is not ours: a client that does not wait for an
-                // answer has already sent its first frames behind the command. They travel with
-                // the switch and reach the new protocol before any byte the transport reads later.
-                let leftover = self.lines.take_leftover();
-                let frames = LengthProtocol::new(self.report.clone()).start();
-                transport.do_send(SetProtocol::new(frames).with_leftover(leftover));
-                // ANCHOR_END: switch
-                // Our part is over: from the next byte on, the transport delivers to the new
-                // protocol and sends us nothing more. Stopping does not touch the connection; only
-                // the death of its *current* protocol would abort it.
-                ctx.stop();
-                return;
-            }
-            transport.write(format!("{}\n", line.to_uppercase()));
-            self.report(ServerEvent::Line(line));
-        }
-        // Returning drops `msg`, and with it its acknowledgement: only then does the transport
-        // deliver another chunk. After a switch, it has handled our `SetProtocol` by then.
-    }
-}
-
-impl Handler<ConnectionLost> for LineProtocol {
-    type Result = ();
-
-    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
-        self.report(ServerEvent::Lost(err));
-        ctx.stop();
-    }
-}
-
 // ANCHOR_END: line_protocol
-
-/// Takes one line off the front of `buf`, without its `\n`, if a whole line is there.
-fn take_line(buf: &mut BytesMut) -> Option<Bytes> {
-    let end = buf.iter().position(|&byte| byte == b'\n')?;
-    let mut line = buf.split_to(end + 1);
-    line.truncate(end);
-    Some(line.freeze())
-}
 
 // ANCHOR: length_protocol
 /// The server's second protocol: frames of a 4-byte big-endian length and that many bytes. It
 /// echoes every frame back. Newlines mean nothing to it, and neither does `SWITCH`.
 struct LengthProtocol {
-    transport: Option<TransportHandle>,
-    /// Frames out of the received bytes (the leftover of the switch first, as the first
-    /// `DataReceived`); what is not a whole frame yet waits in it.
-    frames: Framing<LengthDelimitedCodec>,
-    report: UnboundedSender<ServerEvent>,
+    report: Report<ServerEvent>,
 }
 
-impl LengthProtocol {
-    fn new(report: UnboundedSender<ServerEvent>) -> Self {
-        // tokio-util's codec: a 4-byte big-endian length, then that many bytes.
+impl Protocol for LengthProtocol {
+    /// tokio-util's codec: a 4-byte big-endian length, then that many bytes, both ways.
+    type Codec = LengthDelimitedCodec;
+
+    /// A switched-in protocol starts like any other, with `connection_made`; the bytes the line
+    /// protocol handed over come next.
+    fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
+        // A longer length is a protocol error, not a reason to buffer.
         let codec = LengthDelimitedCodec::builder()
             .max_frame_length(MAX_FRAME)
             .new_codec();
-        LengthProtocol {
-            transport: None,
-            frames: Framing::new(codec),
-            report,
-        }
+        cx.set_codec(codec);
+        self.report
+            .tell(ServerEvent::Connected(cx.transport().clone()));
     }
 
-    fn report(&self, event: ServerEvent) {
-        let _ = self.report.send(event);
+    fn data_received(&mut self, frame: BytesMut, cx: &mut Ctx<'_, Self>) {
+        let frame = frame.freeze();
+        self.report.tell(ServerEvent::Frame(frame.clone()));
+        cx.send(frame);
+    }
+
+    fn connection_lost(&mut self, err: Option<io::Error>, _: &mut Ctx<'_, Self>) {
+        self.report.tell(ServerEvent::Lost(err));
     }
 }
-
-impl Actor for LengthProtocol {
-    type Context = Context<Self>;
-}
-
-impl Handler<ConnectionMade> for LengthProtocol {
-    type Result = ();
-
-    /// A switched-in protocol starts like any other: with `ConnectionMade`, before the leftover.
-    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-        self.report(ServerEvent::Connected(msg.transport.clone()));
-        self.transport = Some(msg.transport);
-    }
-}
-
-impl Handler<DataReceived> for LengthProtocol {
-    type Result = ();
-
-    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-        let Some(transport) = self.transport.clone() else {
-            return;
-        };
-        let mut echoes = Vec::new();
-        let mut bad_frame = false;
-        for frame in self.frames.decode(&msg.data) {
-            match frame {
-                Ok(frame) => {
-                    let frame = frame.freeze();
-                    let _ = self.report.send(ServerEvent::Frame(frame.clone()));
-                    echoes.push(frame);
-                }
-                Err(err) => {
-                    tracing::warn!(%err, "bad frame: closing");
-                    bad_frame = true;
-                    break;
-                }
-            }
-        }
-        // Answer every frame of this chunk in one write, before closing for a bad one: the
-        // transport refuses a write sent after `Close`.
-        if let Err(err) = self.frames.write_all(&transport, echoes) {
-            tracing::warn!(%err, "could not encode a frame");
-        }
-        if bad_frame {
-            transport.close();
-        }
-    }
-}
-
-impl Handler<ConnectionLost> for LengthProtocol {
-    type Result = ();
-
-    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
-        self.report(ServerEvent::Lost(err));
-        ctx.stop();
-    }
-}
-
 // ANCHOR_END: length_protocol
 
-/// The size of a frame's length prefix.
-const FRAME_HEADER: usize = 4;
-
-/// The longest frame accepted; a longer length is a protocol error, not a reason to buffer.
+/// The longest frame the length-prefixed protocol accepts.
 const MAX_FRAME: usize = 64 * 1024;
 
-/// Appends `payload` to `out` as one frame.
-fn encode_frame(payload: &[u8], out: &mut BytesMut) {
-    let len = u32::try_from(payload.len()).expect("frames are far shorter than 4 GiB");
-    out.reserve(FRAME_HEADER + payload.len());
-    out.put_u32(len);
-    out.put_slice(payload);
-}
-
-/// Takes one frame off the front of `buf`, if a whole one is there.
-fn decode_frame(buf: &mut BytesMut) -> io::Result<Option<Bytes>> {
-    let Some(mut header) = buf.get(..FRAME_HEADER) else {
-        return Ok(None);
-    };
-    let len = header.get_u32() as usize;
-    if len > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a frame of {len} bytes is over the {MAX_FRAME}-byte limit"),
-        ));
+/// `payloads` as length-prefixed frames, back to back.
+fn frames(payloads: &[&[u8]]) -> Bytes {
+    let mut codec = LengthDelimitedCodec::new();
+    let mut out = BytesMut::new();
+    for payload in payloads {
+        codec
+            .encode(Bytes::copy_from_slice(payload), &mut out)
+            .expect("frames far shorter than the codec's limit");
     }
-    if buf.len() < FRAME_HEADER + len {
-        return Ok(None);
-    }
-    buf.advance(FRAME_HEADER);
-    Ok(Some(buf.split_to(len).freeze()))
+    out.freeze()
 }
 
 /// The line that makes the STARTTLS gate upgrade the connection, and its answer.
-const STARTTLS_COMMAND: &[u8] = b"STARTTLS";
+const STARTTLS_COMMAND: &str = "STARTTLS";
 const STARTTLS_READY: &str = "READY";
 
 // ANCHOR: starttls_server
@@ -385,207 +285,102 @@ const STARTTLS_READY: &str = "READY";
 /// line `STARTTLS`, answers `READY` in plaintext, upgrades the connection in place, and hands it
 /// to a [`LineProtocol`], which then speaks over TLS without knowing it.
 struct StartTlsGate {
-    transport: Option<TransportHandle>,
     acceptor: TlsAcceptor,
-    lines: Framing<LinesCodec>,
-    report: UnboundedSender<ServerEvent>,
+    report: Report<ServerEvent>,
 }
 
-impl StartTlsGate {
-    fn new(acceptor: TlsAcceptor, report: UnboundedSender<ServerEvent>) -> Self {
-        StartTlsGate {
-            transport: None,
-            acceptor,
-            lines: Framing::new(LinesCodec::new_with_max_length(MAX_LINE)),
-            report,
-        }
+impl Protocol for StartTlsGate {
+    type Codec = LinesCodec;
+
+    fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
+        cx.set_codec(LinesCodec::new_with_max_length(MAX_LINE));
+        self.report
+            .tell(ServerEvent::Connected(cx.transport().clone()));
     }
 
-    fn report(&self, event: ServerEvent) {
-        let _ = self.report.send(event);
-    }
-}
-
-impl Actor for StartTlsGate {
-    type Context = Context<Self>;
-}
-
-impl Handler<ConnectionMade> for StartTlsGate {
-    type Result = ();
-
-    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-        self.report(ServerEvent::Connected(msg.transport.clone()));
-        self.transport = Some(msg.transport);
-    }
-}
-
-impl Handler<DataReceived> for StartTlsGate {
-    type Result = ();
-
-    fn handle(&mut self, msg: DataReceived, ctx: &mut Context<Self>) {
-        let Some(transport) = self.transport.clone() else {
-            return;
-        };
-        self.lines.feed(&msg.data);
-        let line = match self.lines.next_frame() {
-            Ok(Some(line)) => line,
-            Ok(None) => return,
-            Err(LinesCodecError::MaxLineLengthExceeded) => return transport.close(),
-            // Not UTF-8: not `STARTTLS` either.
-            Err(LinesCodecError::Io(_)) => String::new(),
-        };
-        if line.as_bytes() != STARTTLS_COMMAND {
-            transport.write("STARTTLS first\n");
-            transport.close();
-            return;
+    fn data_received(&mut self, line: String, cx: &mut Ctx<'_, Self>) {
+        if line != STARTTLS_COMMAND {
+            cx.send("STARTTLS first");
+            return cx.close();
         }
         let start = match self.acceptor.start_tls() {
             Ok(start) => start,
             Err(err) => {
                 tracing::warn!(%err, "cannot start TLS: closing");
-                transport.close();
-                return;
+                return cx.close();
             }
         };
-        self.report(ServerEvent::Upgrading {
-            leftover: self.lines.buffered(),
-        });
+        self.report.tell(ServerEvent::Upgrading);
         // In the transport's FIFO: the answer goes out in plaintext, then the handshake runs.
-        // A refused upgrade (below) or a failed handshake ends the connection with
-        // `ConnectionLost(Some(err))`, heard by whichever protocol is attached then, so the
-        // reply to `StartTls` is not needed here.
-        transport.write(format!("{STARTTLS_READY}\n"));
+        cx.send(STARTTLS_READY);
         // Nothing the client sent in the clear behind `STARTTLS` may count as part of the
-        // protected session (RFC 3207, 4.2). `Framing::start_tls` hands the bytes the gate has
-        // not decoded over with the `StartTls`: if there are any, the client pipelined behind
-        // its command (or someone on the path injected them), so the transport refuses the
-        // upgrade and ends the connection with a `TlsErrorKind::Injection` error rather than
-        // drop them silently. Plaintext that arrives after the transport took the `StartTls`
-        // was never delivered: the transport discards it, and the upgrade goes on.
-        transport.do_send(self.lines.start_tls(start));
-        let lines = LineProtocol::new(self.report.clone()).start();
-        transport.set_protocol(lines, Bytes::new());
-        ctx.stop();
+        // protected session (RFC 3207, 4.2). `start_tls` hands the bytes the codec has not
+        // decoded over with the upgrade: if there are any, the client pipelined behind its
+        // command (or someone on the path injected them), so the transport refuses the upgrade
+        // and ends the connection with a `TlsErrorKind::Injection` error rather than drop them
+        // silently. Plaintext that arrives later was never delivered: the transport discards it.
+        // A refused upgrade or a failed handshake ends the connection with
+        // `ConnectionLost(Some(err))`, heard by the line protocol: nothing to do with the
+        // outcome here.
+        cx.start_tls(start, |_, _, _| {});
+        cx.switch_to(LineProtocol {
+            report: self.report.clone(),
+        });
     }
-}
 
-impl Handler<ConnectionLost> for StartTlsGate {
-    type Result = ();
-
-    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
-        self.report(ServerEvent::Lost(err));
-        ctx.stop();
+    fn connection_lost(&mut self, err: Option<io::Error>, _: &mut Ctx<'_, Self>) {
+        self.report.tell(ServerEvent::Lost(err));
     }
 }
 // ANCHOR_END: starttls_server
 
 // ---------------------------------------------------------------------------------------------
-// The client side: a probe that forwards what it hears, and `main` playing the client's part.
+// The client side: a `Connection`, with `main` playing the client's part.
 // ---------------------------------------------------------------------------------------------
 
-/// What a client's [`Probe`] tells `main`.
-#[derive(Debug)]
-enum ProbeEvent {
-    Data(Bytes),
-    Lost(Option<io::Error>),
-}
-
-/// The client's protocol in the connection steps but 2 and 8: it forwards everything to
-/// `main`, which reads it like a script would.
-struct Probe {
-    report: UnboundedSender<ProbeEvent>,
-}
-
-impl Actor for Probe {
-    type Context = Context<Self>;
-}
-
-impl Handler<ConnectionMade> for Probe {
-    type Result = ();
-
-    /// `connect` returns the transport's handle to `main` as well; nothing to keep here.
-    fn handle(&mut self, _: ConnectionMade, _: &mut Context<Self>) {}
-}
-
-impl Handler<DataReceived> for Probe {
-    type Result = ();
-
-    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-        let _ = self.report.send(ProbeEvent::Data(msg.data));
-    }
-}
-
-impl Handler<ConnectionLost> for Probe {
-    type Result = ();
-
-    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
-        let _ = self.report.send(ProbeEvent::Lost(err));
-        ctx.stop();
-    }
-}
-
-/// The client end of a connection, as `main` sees it.
+/// The client end of a connection, as `main` uses it: a [`Connection`], read with the codec of
+/// what the server says at that point (lines, then frames; a response head, then WebSocket
+/// frames). A `Connection` keeps the codec it was made with, so this one takes the bytes as
+/// they come and decodes them here.
 struct Client {
-    transport: TransportHandle,
-    events: UnboundedReceiver<ProbeEvent>,
-    /// Bytes received and not read yet as a line or a frame.
+    connection: Connection,
+    /// Bytes received and not decoded yet.
     received: BytesMut,
 }
 
 impl Client {
-    async fn connect_tcp(addr: SocketAddr) -> io::Result<Client> {
-        let (report, events) = unbounded_channel();
-        let (transport, _probe) = tcp::connect(addr, move || Probe { report }.start()).await?;
-        Ok(Client::new(transport, events))
-    }
-
-    async fn connect_unix(path: &Path) -> io::Result<Client> {
-        let (report, events) = unbounded_channel();
-        let (transport, _probe) = unix::connect(path, move || Probe { report }.start()).await?;
-        Ok(Client::new(transport, events))
-    }
-
-    fn new(transport: TransportHandle, events: UnboundedReceiver<ProbeEvent>) -> Client {
+    fn new(connection: Connection) -> Client {
         Client {
-            transport,
-            events,
+            connection,
             received: BytesMut::new(),
         }
     }
 
+    fn transport(&self) -> &TransportHandle {
+        self.connection.transport()
+    }
+
+    /// The next item `codec` decodes out of what the server sent.
+    async fn read<D>(&mut self, mut codec: D) -> io::Result<D::Item>
+    where
+        D: Decoder<Error: Into<Box<dyn std::error::Error + Send + Sync>>>,
+    {
+        loop {
+            let decoded = codec.decode(&mut self.received);
+            if let Some(item) =
+                decoded.map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?
+            {
+                return Ok(item);
+            }
+            match self.connection.next().await {
+                Some(data) => self.received.extend_from_slice(&data?),
+                None => return Err(failure("the server ended the connection")),
+            }
+        }
+    }
+
     async fn read_line(&mut self) -> io::Result<String> {
-        loop {
-            if let Some(line) = take_line(&mut self.received) {
-                return Ok(String::from_utf8_lossy(&line).into_owned());
-            }
-            self.receive_more("a line").await?;
-        }
-    }
-
-    async fn read_frame(&mut self) -> io::Result<Bytes> {
-        loop {
-            if let Some(frame) = decode_frame(&mut self.received)? {
-                return Ok(frame);
-            }
-            self.receive_more("a frame").await?;
-        }
-    }
-
-    async fn receive_more(&mut self, awaited: &str) -> io::Result<()> {
-        match next(&mut self.events, "the client's probe").await? {
-            ProbeEvent::Data(data) => {
-                self.received.extend_from_slice(&data);
-                Ok(())
-            }
-            other => Err(unexpected(awaited, other)),
-        }
-    }
-
-    async fn connection_lost(&mut self) -> io::Result<Option<io::Error>> {
-        match next(&mut self.events, "the client's probe").await? {
-            ProbeEvent::Lost(err) => Ok(err),
-            other => Err(unexpected("the client's ConnectionLost", other)),
-        }
+        self.read(LinesCodec::new()).await
     }
 }
 
@@ -602,25 +397,30 @@ struct LineConnection {
 
 impl LineConnection {
     async fn over_tcp() -> io::Result<LineConnection> {
-        let (report, server_events) = unbounded_channel();
+        let (report, server_events) = reports();
         // The factory runs once per connection, on the worker thread that will serve it.
-        let server =
-            tcp::serve(LOOPBACK, move || LineProtocol::new(report.clone()).start()).await?;
+        let server = tcp::serve(LOOPBACK, move || LineProtocol {
+            report: report.clone(),
+        })
+        .await?;
         let addr = inet_address(&server);
         println!("   server: tcp::serve with the line protocol [listening on {addr}]");
-        let client = Client::connect_tcp(addr).await?;
+        let (_, client) = tcp::connect(addr, Connection::new).await?;
         println!("   client: tcp::connect");
         LineConnection::accepted(server, server_events, client).await
     }
 
     async fn over_unix(path: &Path) -> io::Result<LineConnection> {
-        let (report, server_events) = unbounded_channel();
-        let server = unix::serve(path, move || LineProtocol::new(report.clone()).start()).await?;
+        let (report, server_events) = reports();
+        let server = unix::serve(path, move || LineProtocol {
+            report: report.clone(),
+        })
+        .await?;
         println!(
             "   server: unix::serve with the line protocol [{}]",
             path.display()
         );
-        let client = Client::connect_unix(path).await?;
+        let (_, client) = unix::connect(path, Connection::new).await?;
         println!("   client: unix::connect");
         LineConnection::accepted(server, server_events, client).await
     }
@@ -628,16 +428,16 @@ impl LineConnection {
     async fn accepted(
         server: ServerHandle,
         server_events: UnboundedReceiver<ServerEvent>,
-        client: Client,
+        client: Connection,
     ) -> io::Result<LineConnection> {
         LineConnection::accepted_by(server, server_events, client, "the line protocol").await
     }
 
-    /// Waits for `protocol`, the server's first protocol, to receive `ConnectionMade`.
+    /// Waits for `protocol`, the server's first protocol, to be told `connection_made`.
     async fn accepted_by(
         server: ServerHandle,
         mut server_events: UnboundedReceiver<ServerEvent>,
-        client: Client,
+        client: Connection,
         protocol: &str,
     ) -> io::Result<LineConnection> {
         let server_side = match next(&mut server_events, "the server").await? {
@@ -649,13 +449,13 @@ impl LineConnection {
             server,
             server_events,
             server_side,
-            client,
+            client: Client::new(client),
         })
     }
 
     /// Sends `text` as a line; the server's line protocol answers it in upper case.
     async fn exchange_line(&mut self, text: &str) -> io::Result<()> {
-        self.client.transport.write(format!("{text}\n"));
+        self.client.connection.write(format!("{text}\n")).await?;
         println!("   client -> server: {text:?}");
         match next(&mut self.server_events, "the server").await? {
             ServerEvent::Line(line) if line == text => {
@@ -673,10 +473,11 @@ impl LineConnection {
         Ok(())
     }
 
-    /// Waits for `ConnectionLost` on both ends (someone sent `Close`), then closes the server
-    /// and waits until it is closed.
+    /// Waits for the end of the connection on both ends (someone closed it), then closes the
+    /// server and waits until it is closed.
     async fn finish(mut self) -> io::Result<()> {
-        let client_err = self.client.connection_lost().await?;
+        // `closed` resolves at the client's `ConnectionLost`, with its error if any.
+        let client_err = self.client.connection.closed().await.err();
         println!("   client: {}", describe_lost(&client_err));
         let server_err = match next(&mut self.server_events, "the server").await? {
             ServerEvent::Lost(err) => err,
@@ -724,7 +525,10 @@ const MIB: usize = 1024 * 1024;
 /// What the flow-control step's server protocol tells `main`.
 #[derive(Debug)]
 enum SinkEvent {
-    Connected(TransportHandle),
+    Connected {
+        transport: TransportHandle,
+        sink: Addr<ProtocolActor<Sink>>,
+    },
     Lost {
         received: usize,
         err: Option<io::Error>,
@@ -732,41 +536,44 @@ enum SinkEvent {
 }
 
 /// The flow-control step's server protocol: counts what it receives, but pauses reading as soon
-/// as it connects, so the client's bytes pile up until `main` lets it read.
+/// as it connects, so the client's bytes pile up until `main` tells it to [`ReadAgain`].
 struct Sink {
     received: usize,
-    report: UnboundedSender<SinkEvent>,
+    report: Report<SinkEvent>,
 }
 
-impl Actor for Sink {
-    type Context = Context<Self>;
-}
+impl Protocol for Sink {
+    type Codec = Raw;
 
-impl Handler<ConnectionMade> for Sink {
-    type Result = ();
-
-    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-        // The transport reads nothing before this handler returns, so not one byte gets in.
-        msg.transport.pause_reading();
-        let _ = self.report.send(SinkEvent::Connected(msg.transport));
+    fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
+        // The transport reads nothing before this returns, so not one byte gets in.
+        cx.pause_reading();
+        self.report.tell(SinkEvent::Connected {
+            transport: cx.transport().clone(),
+            sink: cx.address(),
+        });
     }
-}
 
-impl Handler<DataReceived> for Sink {
-    type Result = ();
-
-    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-        self.received += msg.data.len();
+    fn data_received(&mut self, data: Bytes, _: &mut Ctx<'_, Self>) {
+        self.received += data.len();
     }
-}
 
-impl Handler<ConnectionLost> for Sink {
-    type Result = ();
-
-    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
+    fn connection_lost(&mut self, err: Option<io::Error>, _: &mut Ctx<'_, Self>) {
         let received = self.received;
-        let _ = self.report.send(SinkEvent::Lost { received, err });
-        ctx.stop();
+        self.report.tell(SinkEvent::Lost { received, err });
+    }
+}
+
+/// `main`'s word to the [`Sink`]: read again.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ReadAgain;
+
+impl Handles<ReadAgain> for Sink {
+    type Result = ();
+
+    fn handle(&mut self, _: ReadAgain, cx: &mut Ctx<'_, Self>) {
+        cx.resume_reading();
     }
 }
 
@@ -781,159 +588,98 @@ enum ProducerEvent {
 
 // ANCHOR: flow_control
 /// The flow-control step's client protocol: sends [`TO_SEND`] bytes as fast as the transport
-/// takes them and no faster. It writes while the transport has room, stops at `PauseWriting`,
-/// and goes on at `ResumeWriting`.
+/// takes them and no faster. Each chunk goes out once the write buffer has room
+/// (`write_ready`), so the producer waits from `PauseWriting` to `ResumeWriting`, which it is
+/// told too.
 struct Producer {
-    transport: Option<TransportHandle>,
     chunk: Bytes,
     sent: usize,
-    paused: bool,
-    /// Whether the next chunk is already scheduled, so `ResumeWriting` never starts a second
-    /// writing loop next to the first.
-    next_scheduled: bool,
-    report: UnboundedSender<ProducerEvent>,
+    report: Report<ProducerEvent>,
 }
 
-/// Connects a [`Producer`]. A transport sends `PauseWriting` and `ResumeWriting` only to a
-/// protocol that opts in, with `write_flow()` on its handle; without it they are ignored.
-async fn connect_producer(
-    addr: SocketAddr,
-    report: UnboundedSender<ProducerEvent>,
-) -> io::Result<TransportHandle> {
-    let producer = move || ProtocolHandle::builder(Producer::new(report).start()).write_flow();
-    let (transport, _producer) = tcp::connect(addr, producer).await?;
-    Ok(transport)
-}
+impl Protocol for Producer {
+    type Codec = Raw;
 
-impl Producer {
-    fn new(report: UnboundedSender<ProducerEvent>) -> Self {
-        Producer {
-            transport: None,
-            chunk: Bytes::from(vec![b'x'; CHUNK_SIZE]),
-            sent: 0,
-            paused: false,
-            next_scheduled: false,
-            report,
-        }
-    }
-
-    /// Writes the next chunk, then comes back for the one after, until paused or done.
-    fn produce(&mut self, ctx: &mut Context<Self>) {
-        if self.paused || self.next_scheduled {
-            return;
-        }
-        if self.sent == TO_SEND {
-            if let Some(transport) = self.transport.take() {
-                // `Close` flushes the write buffer before it shuts the connection down.
-                transport.close();
-                let _ = self.report.send(ProducerEvent::Done { sent: self.sent });
-            }
-            return;
-        }
-        let Some(transport) = &self.transport else {
-            return;
-        };
-        let len = CHUNK_SIZE.min(TO_SEND - self.sent);
-        transport.write(self.chunk.slice(..len));
-        self.sent += len;
-
-        // Yield before the next chunk, so the transport gets a turn to write to the socket and
-        // to tell us `PauseWriting`: here it runs on this very thread. (Sending ourselves a
-        // message with `ctx.notify` would not yield: actix handles it within the same poll.)
-        self.next_scheduled = true;
-        ctx.spawn(
-            tokio::task::yield_now()
-                .into_actor(self)
-                .map(|(), producer, ctx| {
-                    producer.next_scheduled = false;
-                    producer.produce(ctx);
-                }),
-        );
-    }
-}
-
-impl Handler<ConnectionMade> for Producer {
-    type Result = ();
-
-    fn handle(&mut self, msg: ConnectionMade, ctx: &mut Context<Self>) {
+    fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
         // A transport handles commands in the order they are sent, so these limits apply from
         // the first write on. (They are valid, low <= high, so the reply can only be `Ok`.)
-        msg.transport.do_send(SetWriteBufferLimits {
+        cx.transport().do_send(SetWriteBufferLimits {
             high: Some(HIGH_WATER_MARK),
             low: Some(LOW_WATER_MARK),
         });
-        self.transport = Some(msg.transport);
-        self.produce(ctx);
+        self.produce(cx);
+    }
+
+    /// The write buffer went over the high-water mark: the peer is slower than we are. (The
+    /// default would stop reading until `resume_writing`; the producer reads nothing anyway.)
+    fn pause_writing(&mut self, _: &mut Ctx<'_, Self>) {
+        let sent = self.sent;
+        self.report.tell(ProducerEvent::Paused { sent });
+    }
+
+    /// The write buffer drained to the low-water mark: the chunk waiting goes out.
+    fn resume_writing(&mut self, _: &mut Ctx<'_, Self>) {
+        self.report.tell(ProducerEvent::Resumed);
+    }
+
+    fn connection_lost(&mut self, err: Option<io::Error>, _: &mut Ctx<'_, Self>) {
+        self.report.tell(ProducerEvent::Lost(err));
     }
 }
 
-impl Handler<PauseWriting> for Producer {
-    type Result = ();
-
-    /// The write buffer went over the high-water mark: the peer is slower than we are.
-    fn handle(&mut self, _: PauseWriting, _: &mut Context<Self>) {
-        self.paused = true;
-        let _ = self.report.send(ProducerEvent::Paused { sent: self.sent });
-    }
-}
-
-impl Handler<ResumeWriting> for Producer {
-    type Result = ();
-
-    /// The write buffer drained to the low-water mark: there is room again.
-    fn handle(&mut self, _: ResumeWriting, ctx: &mut Context<Self>) {
-        self.paused = false;
-        let _ = self.report.send(ProducerEvent::Resumed);
-        self.produce(ctx);
+impl Producer {
+    /// Writes the next chunk once there is room, then comes back for the one after; closes
+    /// once all is sent.
+    fn produce(&mut self, cx: &mut Ctx<'_, Self>) {
+        if self.sent == TO_SEND {
+            // `Close` flushes the write buffer before it shuts the connection down.
+            cx.close();
+            let sent = self.sent;
+            return self.report.tell(ProducerEvent::Done { sent });
+        }
+        let len = CHUNK_SIZE.min(TO_SEND - self.sent);
+        self.sent += len;
+        let written = cx.transport().write_ready(self.chunk.slice(..len));
+        // `spawn`, not `wait`: while a chunk waits for room, `pause_writing` and
+        // `resume_writing` still come in. An error means the connection is gone, and
+        // `connection_lost` says why.
+        cx.spawn(written, |written, producer, cx| {
+            if written.is_ok() {
+                producer.produce(cx);
+            }
+        });
     }
 }
 // ANCHOR_END: flow_control
 
-impl Actor for Producer {
-    type Context = Context<Self>;
-}
-
-impl Handler<DataReceived> for Producer {
-    type Result = ();
-
-    /// The sink never answers; a producer has nothing to read.
-    fn handle(&mut self, _: DataReceived, _: &mut Context<Self>) {}
-}
-
-impl Handler<ConnectionLost> for Producer {
-    type Result = ();
-
-    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
-        let _ = self.report.send(ProducerEvent::Lost(err));
-        ctx.stop();
-    }
-}
-
 /// Step 2: a producer writes to a sink that does not read, until its transport pauses it.
 async fn flow_control() -> io::Result<()> {
-    let (sink_report, mut sink_events) = unbounded_channel();
-    let server = tcp::serve(LOOPBACK, move || {
-        Sink {
-            received: 0,
-            report: sink_report.clone(),
-        }
-        .start()
+    let (sink_report, mut sink_events) = reports();
+    let server = tcp::serve(LOOPBACK, move || Sink {
+        received: 0,
+        report: sink_report.clone(),
     })
     .await?;
     let addr = inet_address(&server);
     println!("   server: a sink that pauses reading as soon as a client connects [{addr}]");
 
-    let (producer_report, mut producer_events) = unbounded_channel();
-    let client = connect_producer(addr, producer_report).await?;
+    let (report, mut producer_events) = reports();
+    let producer = Producer {
+        chunk: Bytes::from(vec![b'x'; CHUNK_SIZE]),
+        sent: 0,
+        report,
+    };
+    let (client, _producer) = tcp::connect(addr, move || producer).await?;
     println!(
-        "   client: a producer of {} MiB, with SetWriteBufferLimits and write_flow()",
+        "   client: a producer of {} MiB, with SetWriteBufferLimits; each write waits for room \
+         (write_ready)",
         TO_SEND / MIB
     );
-    let sink = match next(&mut sink_events, "the sink").await? {
-        SinkEvent::Connected(transport) => transport,
+    let (transport, sink) = match next(&mut sink_events, "the sink").await? {
+        SinkEvent::Connected { transport, sink } => (transport, sink),
         other => return Err(unexpected("the sink's ConnectionMade", other)),
     };
-    if sink.send(IsReading).await.map_err(transport_gone)? {
+    if transport.send(IsReading).await.map_err(transport_gone)? {
         return Err(failure("the sink is still reading after PauseReading"));
     }
     println!("   server: the sink paused reading; IsReading says false");
@@ -964,7 +710,7 @@ async fn flow_control() -> io::Result<()> {
          [{sent} bytes written, {buffered} buffered]"
     );
 
-    sink.resume_reading();
+    sink.send(ReadAgain).await.map_err(transport_gone)?;
     println!("   server: the sink resumes reading");
     match next(&mut producer_events, "the producer").await? {
         ProducerEvent::Resumed => {}
@@ -1029,26 +775,22 @@ const FRAMES: [&[u8]; 3] = [b"alpha", b"bravo\ncharlie", b"SWITCH\n"];
 async fn switch_protocols(connection: &mut LineConnection) -> io::Result<()> {
     // The command and the frames behind it, in one buffer and one write: the client does not
     // wait for the switch to happen before it speaks the new protocol.
-    let mut pipelined = BytesMut::new();
-    pipelined.put_slice(SWITCH_COMMAND);
-    pipelined.put_u8(b'\n');
-    for frame in FRAMES {
-        encode_frame(frame, &mut pipelined);
-    }
-    connection.client.transport.write(pipelined.freeze());
+    let mut pipelined = BytesMut::from(format!("{SWITCH_COMMAND}\n").as_bytes());
+    pipelined.extend_from_slice(&frames(&FRAMES));
+    connection.client.connection.write(pipelined).await?;
     println!(
         "   client -> server, in one write: \"SWITCH\\n\" and {} length-prefixed frames",
         FRAMES.len()
     );
 
     let events = &mut connection.server_events;
-    let leftover = match next(events, "the server").await? {
-        ServerEvent::Switched { leftover } => leftover,
+    match next(events, "the server").await? {
+        ServerEvent::Switched => {}
         other => return Err(unexpected("the switch", other)),
-    };
+    }
     println!(
-        "   server: the line protocol read \"SWITCH\" and sent SetProtocol with the bytes it had not \
-         parsed [{leftover} bytes]"
+        "   server: the line protocol read \"SWITCH\" and switched to the length-prefixed protocol, \
+         with the bytes it had not decoded"
     );
     match next(events, "the server").await? {
         ServerEvent::Connected(transport) if transport.same_transport(&connection.server_side) => {}
@@ -1073,7 +815,7 @@ async fn switch_protocols(connection: &mut LineConnection) -> io::Result<()> {
     }
 
     for expected in FRAMES {
-        let echoed = connection.client.read_frame().await?;
+        let echoed = connection.client.read(LengthDelimitedCodec::new()).await?;
         if echoed != expected {
             return Err(failure(format!(
                 "the client got {} back instead of {}",
@@ -1088,7 +830,7 @@ async fn switch_protocols(connection: &mut LineConnection) -> io::Result<()> {
 
 /// Step 4: what the transports at both ends know about their sockets.
 async fn extra_info(connection: &LineConnection) -> io::Result<()> {
-    let client = &connection.client.transport;
+    let client = connection.client.transport();
     let server_side = &connection.server_side;
 
     // ANCHOR: extra_info
@@ -1146,9 +888,9 @@ async fn extra_info(connection: &LineConnection) -> io::Result<()> {
 
 /// Step 5: the client closes; both protocols hear `ConnectionLost(None)`; the server closes.
 async fn close(connection: LineConnection) -> io::Result<()> {
-    let client = &connection.client.transport;
-    client.close();
+    connection.client.connection.close();
     println!("   client: Close");
+    let client = connection.client.transport();
 
     // `Close` is a barrier: a write sent after it is refused and never reaches the wire.
     match client.write_acked("too late\n").await {
@@ -1163,18 +905,18 @@ async fn close(connection: LineConnection) -> io::Result<()> {
     }
 
     // The client flushes and shuts its write side down; the server's length-prefixed protocol
-    // does not handle `EofReceived`, so the server closes too, as asyncio does by default.
+    // keeps `eof_received`'s default, so the server closes too, as asyncio does.
     connection.finish().await
 }
 
-/// Step 6: steps 1 and 5 again over a Unix socket, with the same protocol actors.
+/// Step 6: steps 1 and 5 again over a Unix socket, with the same protocols.
 async fn over_unix() -> io::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("tour.sock");
     let mut connection = LineConnection::over_unix(&path).await?;
     connection.exchange_line("hello over a unix socket").await?;
 
-    let client = &connection.client.transport;
+    let client = connection.client.transport();
     let peername = client.peername().await;
     let sockname = client.sockname().await;
     let socket_file = SocketAddress::Unix(UnixAddress::Pathname(path.clone()));
@@ -1186,7 +928,7 @@ async fn over_unix() -> io::Result<()> {
     }
     println!("   client: peername() is the socket file; sockname() is unnamed");
 
-    client.close();
+    connection.client.connection.close();
     println!("   client: Close");
     connection.finish().await?;
     if path.exists() {
@@ -1202,14 +944,7 @@ async fn over_unix() -> io::Result<()> {
 
 /// Step 7: the line protocol served over TLS, with a certificate made for the occasion.
 async fn over_tls() -> io::Result<()> {
-    let (report, server_events) = unbounded_channel();
-    let (probe_report, probe_events) = unbounded_channel();
-    let probe = move || {
-        Probe {
-            report: probe_report,
-        }
-        .start()
-    };
+    let (report, server_events) = reports();
 
     // ANCHOR: tls
     // A certificate for localhost, 127.0.0.1 and ::1, made now: nobody trusts it but a client
@@ -1217,8 +952,8 @@ async fn over_tls() -> io::Result<()> {
     let cert = SelfSigned::localhost()?;
     // The same line protocol as over TCP: TLS is a layer under the transport, and a protocol
     // sees plaintext. Each connection's protocol is made once its handshake succeeded.
-    let server = tls::serve(LOOPBACK, cert.acceptor()?, move || {
-        LineProtocol::new(report.clone()).start()
+    let server = tls::serve(LOOPBACK, cert.acceptor()?, move || LineProtocol {
+        report: report.clone(),
     })
     .await?;
     let addr = server.addresses()[0].to_string();
@@ -1226,7 +961,7 @@ async fn over_tls() -> io::Result<()> {
     // A client that trusts this certificate and no other. `connect` returns once the handshake
     // is done: the certificate verified, and so did the name, here the host part of `addr`.
     let connector = cert.connector()?;
-    let (transport, _probe) = connector.connect(&addr, probe).await?;
+    let (transport, client) = connector.connect(&addr, Connection::new).await?;
 
     // The TLS keys of `get_extra_info` answer on a TLS transport.
     let cipher = transport
@@ -1244,7 +979,6 @@ async fn over_tls() -> io::Result<()> {
         "   client: TlsConnector::connect, trusting that certificate only; it verified it, and the \
          name 127.0.0.1"
     );
-    let client = Client::new(transport, probe_events);
     let mut connection = LineConnection::accepted(server, server_events, client).await?;
 
     let peer = peer_certificate.ok_or_else(|| failure("the client has no peer_certificate"))?;
@@ -1278,7 +1012,7 @@ async fn over_tls() -> io::Result<()> {
         session.version
     );
 
-    connection.client.transport.close();
+    connection.client.connection.close();
     println!("   client: Close (close_notify, then FIN)");
     connection.finish().await
 }
@@ -1286,13 +1020,10 @@ async fn over_tls() -> io::Result<()> {
 /// What step 8's client protocol tells `main`.
 #[derive(Debug)]
 enum StartTlsClientEvent {
-    /// The server's go-ahead came, and the client sent `StartTls` with what it had received
-    /// behind it and not decoded: this many bytes.
-    GoAhead {
-        behind: usize,
-    },
-    /// The transport's answer to that `StartTls`.
-    Upgraded(Result<(), TlsError>),
+    /// The server's go-ahead came, and the client started the upgrade.
+    GoAhead,
+    /// The handshake succeeded.
+    Upgraded,
     /// A line received after the upgrade.
     Line(String),
     Lost(Option<io::Error>),
@@ -1301,121 +1032,69 @@ enum StartTlsClientEvent {
 // ANCHOR: starttls_client
 /// The client's side of the STARTTLS exchange, written the obvious way: it sends `STARTTLS`,
 /// reads lines, and on the go-ahead upgrades the same connection to the client of a TLS session
-/// with `localhost`, verified as `connect` verifies. Its `Framing` goes on decoding over TLS.
+/// with `localhost`, verified as `connect` verifies. Its codec goes on decoding over TLS.
 struct StartTlsClient {
-    transport: Option<TransportHandle>,
     connector: TlsConnector,
-    lines: Framing<LinesCodec>,
-    /// Whether the go-ahead came: every line after it came over TLS.
+    /// Whether the go-ahead came: every line after it comes over TLS.
     upgrading: bool,
-    report: UnboundedSender<StartTlsClientEvent>,
+    report: Report<StartTlsClientEvent>,
 }
 
-impl StartTlsClient {
-    /// On the go-ahead: `Framing::start_tls` hands the transport whatever came behind it. An
-    /// honest server sends nothing there, so if anything came, the server (or someone on the
-    /// path) is injecting plaintext to be taken for an answer over TLS (CVE-2011-0411's
-    /// class): the transport refuses the upgrade and ends the connection with the error.
-    fn start_tls(
-        &mut self,
-        transport: &TransportHandle,
-        ctx: &mut Context<Self>,
-    ) -> io::Result<()> {
-        self.report(StartTlsClientEvent::GoAhead {
-            behind: self.lines.buffered(),
-        });
-        let upgrade =
-            transport.start_tls(self.lines.start_tls(self.connector.start_tls("localhost")?));
-        // `wait`: no other message until the reply, so a refusal is reported before the
-        // `ConnectionLost` that follows it. The transport delivers nothing during a handshake.
-        ctx.wait(
-            fut::wrap_future(upgrade).map(|result, client: &mut Self, _| {
-                client.report(StartTlsClientEvent::Upgraded(result));
-            }),
-        );
-        Ok(())
+impl Protocol for StartTlsClient {
+    type Codec = LinesCodec;
+
+    fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
+        cx.set_codec(LinesCodec::new_with_max_length(MAX_LINE));
+        cx.send(STARTTLS_COMMAND);
     }
-}
 
-impl Handler<DataReceived> for StartTlsClient {
-    type Result = ();
-
-    fn handle(&mut self, msg: DataReceived, ctx: &mut Context<Self>) {
-        let Some(transport) = self.transport.clone() else {
-            return;
-        };
-        self.lines.feed(&msg.data);
-        while let Some(line) = self.lines.next_frame().transpose() {
-            match line {
-                Ok(line) if self.upgrading => self.report(StartTlsClientEvent::Line(line)),
-                Ok(line) if line == STARTTLS_READY => {
-                    self.upgrading = true;
-                    if let Err(err) = self.start_tls(&transport, ctx) {
-                        tracing::warn!(%err, "cannot start TLS: closing");
-                        transport.close();
-                    }
-                    // The rest, if any, went with the `StartTls`.
-                    return;
-                }
-                _ => {
-                    tracing::warn!("no go-ahead: closing");
-                    transport.close();
-                    return;
-                }
-            }
+    fn data_received(&mut self, line: String, cx: &mut Ctx<'_, Self>) {
+        if self.upgrading {
+            return self.report.tell(StartTlsClientEvent::Line(line));
         }
+        if line != STARTTLS_READY {
+            tracing::warn!("no go-ahead: closing");
+            return cx.close();
+        }
+        self.upgrading = true;
+        self.report.tell(StartTlsClientEvent::GoAhead);
+        let start = match self.connector.start_tls("localhost") {
+            Ok(start) => start,
+            Err(err) => {
+                tracing::warn!(%err, "cannot start TLS: closing");
+                return cx.close();
+            }
+        };
+        // `start_tls` hands the transport whatever came behind the go-ahead. An honest server
+        // sends nothing there, so if anything came, the server (or someone on the path) is
+        // injecting plaintext to be taken for an answer over TLS (CVE-2011-0411's class): the
+        // transport refuses the upgrade and ends the connection with the error, which
+        // `connection_lost` receives.
+        cx.start_tls(start, |upgraded, client, _| {
+            if upgraded.is_ok() {
+                client.report.tell(StartTlsClientEvent::Upgraded);
+            }
+        });
+    }
+
+    fn connection_lost(&mut self, err: Option<io::Error>, _: &mut Ctx<'_, Self>) {
+        self.report.tell(StartTlsClientEvent::Lost(err));
     }
 }
 // ANCHOR_END: starttls_client
-
-impl StartTlsClient {
-    fn new(connector: TlsConnector, report: UnboundedSender<StartTlsClientEvent>) -> Self {
-        StartTlsClient {
-            transport: None,
-            connector,
-            lines: Framing::new(LinesCodec::new_with_max_length(MAX_LINE)),
-            upgrading: false,
-            report,
-        }
-    }
-
-    fn report(&self, event: StartTlsClientEvent) {
-        let _ = self.report.send(event);
-    }
-}
-
-impl Actor for StartTlsClient {
-    type Context = Context<Self>;
-}
-
-impl Handler<ConnectionMade> for StartTlsClient {
-    type Result = ();
-
-    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-        msg.transport
-            .write(format!("{}\n", String::from_utf8_lossy(STARTTLS_COMMAND)));
-        self.transport = Some(msg.transport);
-    }
-}
-
-impl Handler<ConnectionLost> for StartTlsClient {
-    type Result = ();
-
-    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
-        self.report(StartTlsClientEvent::Lost(err));
-        ctx.stop();
-    }
-}
 
 /// Connects a [`StartTlsClient`] to `addr`, trusting what `connector` trusts.
 async fn connect_start_tls_client(
     addr: SocketAddr,
     connector: &TlsConnector,
 ) -> io::Result<(TransportHandle, UnboundedReceiver<StartTlsClientEvent>)> {
-    let (report, events) = unbounded_channel();
-    let connector = connector.clone();
-    let (transport, _client) =
-        tcp::connect(addr, move || StartTlsClient::new(connector, report).start()).await?;
+    let (report, events) = reports();
+    let client = StartTlsClient {
+        connector: connector.clone(),
+        upgrading: false,
+        report,
+    };
+    let (transport, _client) = tcp::connect(addr, move || client).await?;
     Ok((transport, events))
 }
 
@@ -1425,9 +1104,10 @@ async fn start_tls() -> io::Result<()> {
     let cert = SelfSigned::localhost()?;
     let acceptor = cert.acceptor()?;
     let connector = cert.connector()?;
-    let (report, mut server_events) = unbounded_channel();
-    let server = tcp::serve(LOOPBACK, move || {
-        StartTlsGate::new(acceptor.clone(), report.clone()).start()
+    let (report, mut server_events) = reports();
+    let server = tcp::serve(LOOPBACK, move || StartTlsGate {
+        acceptor: acceptor.clone(),
+        report: report.clone(),
     })
     .await?;
     let addr = inet_address(&server);
@@ -1444,30 +1124,27 @@ async fn start_tls() -> io::Result<()> {
     println!("   server: the gate received ConnectionMade");
     println!("   client -> server: \"STARTTLS\"");
     match next(&mut server_events, "the server").await? {
-        ServerEvent::Upgrading { leftover: 0 } => {}
+        ServerEvent::Upgrading => {}
         other => return Err(unexpected("the gate's upgrade", other)),
     }
     println!(
-        "   server: the gate answered, sent StartTls (Framing::start_tls, nothing left over) and \
-         SetProtocol to the line protocol"
+        "   server: the gate answered, upgraded with Ctx::start_tls and switched to the line \
+         protocol"
     );
     match next(&mut client_events, "the STARTTLS client").await? {
-        StartTlsClientEvent::GoAhead { behind: 0 } => {}
-        other => return Err(unexpected("the go-ahead alone", other)),
+        StartTlsClientEvent::GoAhead => {}
+        other => return Err(unexpected("the go-ahead", other)),
     }
     println!("   server -> client, in plaintext: \"READY\"");
-    println!(
-        "   client: the go-ahead, with nothing behind it; sent StartTls \
-         (TlsConnector::start_tls, through Framing::start_tls)"
-    );
+    println!("   client: the go-ahead; upgraded with Ctx::start_tls (TlsConnector::start_tls)");
     match next(&mut client_events, "the STARTTLS client").await? {
-        StartTlsClientEvent::Upgraded(Ok(())) => {}
+        StartTlsClientEvent::Upgraded => {}
         other => return Err(unexpected("the client's upgrade", other)),
     }
     let session = client.tls_session().await; // `ssl_object`
     let session = session.ok_or_else(|| failure("no tls_session after StartTls"))?;
     println!(
-        "   client: StartTls returned Ok; tls_session() says {} [{}]",
+        "   client: the handshake succeeded; tls_session() says {} [{}]",
         session.version, session.cipher.name
     );
     match next(&mut server_events, "the server").await? {
@@ -1487,7 +1164,7 @@ async fn start_tls() -> io::Result<()> {
     }
     match next(&mut client_events, "the STARTTLS client").await? {
         StartTlsClientEvent::Line(answer) if answer == text.to_uppercase() => {
-            println!("   server -> client: {answer:?}, read by the client's Framing over TLS");
+            println!("   server -> client: {answer:?}, read by the client's codec over TLS");
         }
         other => return Err(unexpected("the answer over TLS", other)),
     }
@@ -1540,18 +1217,13 @@ async fn refused_injection(connector: &TlsConnector) -> io::Result<()> {
     // the connection, or a ClientHello if the client upgraded (dropping the socket then fails
     // that handshake at once, and the step with it).
     let fake = actix::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (mut socket, _) = listener.accept().await?;
-        let mut command = Vec::new();
-        while !command.ends_with(b"\n") {
-            let mut byte = [0; 1];
-            if socket.read(&mut byte).await? == 0 {
-                return Err(failure("the client left before STARTTLS"));
-            }
-            command.push(byte[0]);
-        }
-        if command != b"STARTTLS\n" {
-            return Err(failure(format!("the fake server got {}", show(&command))));
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let (socket, _) = listener.accept().await?;
+        let mut socket = BufReader::new(socket);
+        let mut command = String::new();
+        socket.read_line(&mut command).await?;
+        if command != "STARTTLS\n" {
+            return Err(failure(format!("the fake server got {command:?}")));
         }
         socket.write_all(INJECTING_GO_AHEAD).await?;
         let mut after = [0; 1024];
@@ -1565,41 +1237,32 @@ async fn refused_injection(connector: &TlsConnector) -> io::Result<()> {
     let (_client, mut client_events) = connect_start_tls_client(addr, connector).await?;
     println!("   client: tcp::connect to it, with the same client protocol");
     println!("   client -> fake server: \"STARTTLS\"");
-    let injected = INJECTING_GO_AHEAD.len() - STARTTLS_READY.len() - 1;
     match next(&mut client_events, "the STARTTLS client").await? {
-        StartTlsClientEvent::GoAhead { behind } if behind == injected => {}
-        other => {
-            return Err(unexpected(
-                "the go-ahead with the injected line behind it",
-                other,
-            ));
-        }
+        StartTlsClientEvent::GoAhead => {}
+        other => return Err(unexpected("the go-ahead", other)),
     }
     println!("   fake server -> client, in one write: \"READY\\nINJECTED\\n\"");
     println!(
-        "   client: the go-ahead, with {injected} bytes behind it; sent StartTls with them \
-         (Framing::start_tls)"
+        "   client: the go-ahead; Ctx::start_tls hands the transport the line behind it, undecoded"
     );
     let refused = match next(&mut client_events, "the STARTTLS client").await? {
-        StartTlsClientEvent::Upgraded(Err(err)) if err.kind() == TlsErrorKind::Injection => err,
-        StartTlsClientEvent::Upgraded(result) => {
-            return Err(failure(format!(
-                "the client's StartTls went ahead although the server injected plaintext behind \
-                 its go-ahead: {result:?}"
-            )));
+        StartTlsClientEvent::Lost(Some(err)) => TlsError::of(&err).cloned(),
+        StartTlsClientEvent::Upgraded => {
+            return Err(failure(
+                "the client's upgrade went ahead although the server injected plaintext behind \
+                 its go-ahead",
+            ));
         }
-        other => return Err(unexpected("the refused StartTls", other)),
-    };
-    println!(
-        "   client: StartTls refused: {} [{}]",
-        refused.kind(),
-        refused.message()
-    );
-    match next(&mut client_events, "the STARTTLS client").await? {
-        StartTlsClientEvent::Lost(Some(err)) if TlsError::of(&err) == Some(&refused) => {}
         other => return Err(unexpected("ConnectionLost with the Injection error", other)),
+    };
+    match refused {
+        Some(refused) if refused.kind() == TlsErrorKind::Injection => println!(
+            "   client: ConnectionLost(Some(err)): the transport refused the upgrade, {} [{}]",
+            refused.kind(),
+            refused.message()
+        ),
+        other => return Err(unexpected("the Injection error", other)),
     }
-    println!("   client: ConnectionLost(Some(err)), and TlsError::of(&err) is that same error");
     let (after, ended) = fake
         .await
         .map_err(|err| failure(format!("the fake server panicked: {err}")))??;
@@ -1636,7 +1299,7 @@ struct ChildReport {
 /// reports it all to `main` once the transport is done with the child.
 struct Collector {
     seen: ChildReport,
-    report: UnboundedSender<ChildReport>,
+    report: Report<ChildReport>,
 }
 
 impl Actor for Collector {
@@ -1687,7 +1350,7 @@ impl Handler<ConnectionLost> for Collector {
     /// Once, last: the child exited *and* all its pipes closed.
     fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
         self.seen.lost = err;
-        let _ = self.report.send(std::mem::take(&mut self.seen));
+        self.report.tell(std::mem::take(&mut self.seen));
         ctx.stop();
     }
 }
@@ -1695,7 +1358,7 @@ impl Handler<ConnectionLost> for Collector {
 
 /// Step 9: a child process with its three standard streams piped.
 async fn run_subprocess() -> io::Result<()> {
-    let (report, mut reports) = unbounded_channel();
+    let (report, mut collected) = reports();
     let collector = move || {
         Collector {
             seen: ChildReport::default(),
@@ -1721,7 +1384,7 @@ async fn run_subprocess() -> io::Result<()> {
     );
     println!(r#"   parent -> child's stdin (pipe 0): "hello, subprocess\n", then WriteEof"#);
 
-    let mut seen = next(&mut reports, "the subprocess protocol").await?;
+    let mut seen = next(&mut collected, "the subprocess protocol").await?;
     if seen.stdout != b"HELLO, SUBPROCESS\n" || seen.stderr != b"bye\n" {
         return Err(failure(format!("the child wrote {seen:?}")));
     }
@@ -1786,7 +1449,7 @@ enum DatagramEvent {
 struct Datagrams {
     endpoint: Option<DatagramHandle>,
     echo: bool,
-    report: UnboundedSender<DatagramEvent>,
+    report: Report<DatagramEvent>,
 }
 
 impl Actor for Datagrams {
@@ -1811,7 +1474,7 @@ impl Handler<DatagramReceived> for Datagrams {
         {
             endpoint.send_to(msg.data.clone(), msg.addr.clone());
         }
-        let _ = self.report.send(DatagramEvent::Datagram {
+        self.report.tell(DatagramEvent::Datagram {
             data: msg.data,
             from: msg.addr,
         });
@@ -1823,7 +1486,7 @@ impl Handler<ErrorReceived> for Datagrams {
 
     /// An error about one datagram; the endpoint goes on.
     fn handle(&mut self, ErrorReceived(err): ErrorReceived, _: &mut Context<Self>) {
-        let _ = self.report.send(DatagramEvent::Error(err));
+        self.report.tell(DatagramEvent::Error(err));
     }
 }
 
@@ -1831,14 +1494,14 @@ impl Handler<ConnectionLost> for Datagrams {
     type Result = ();
 
     fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
-        let _ = self.report.send(DatagramEvent::Lost(err));
+        self.report.tell(DatagramEvent::Lost(err));
         ctx.stop();
     }
 }
 // ANCHOR_END: datagram_protocol
 
 impl Datagrams {
-    fn new(echo: bool, report: UnboundedSender<DatagramEvent>) -> Self {
+    fn new(echo: bool, report: Report<DatagramEvent>) -> Self {
         Datagrams {
             endpoint: None,
             echo,
@@ -1853,8 +1516,8 @@ const DATAGRAMS: [&[u8]; 3] = [b"ping", b"", b"pong"];
 /// Step 10: a UDP echo endpoint, a client endpoint connected to it, and what datagrams keep
 /// that a stream does not.
 async fn datagrams() -> io::Result<()> {
-    let (server_report, mut server_events) = unbounded_channel();
-    let (client_report, mut client_events) = unbounded_channel();
+    let (server_report, mut server_events) = reports();
+    let (client_report, mut client_events) = reports();
 
     // ANCHOR: datagram_endpoints
     // An endpoint bound to a port, answering anyone, and one connected to it: its datagrams go
@@ -1981,55 +1644,88 @@ const WEBSOCKET_HELLO: &str = "hello, websocket";
 const OP_TEXT: u8 = 0x1;
 const OP_CLOSE: u8 = 0x8;
 
+/// The answer to a request that is not a WebSocket upgrade of `/ws`.
+const NOT_FOUND: &str = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
 // ANCHOR: websocket_upgrade
 /// The server's HTTP protocol: it reads a request head and, for a WebSocket upgrade of `/ws`,
 /// answers `101 Switching Protocols` and hands the connection to a [`WebSocketEcho`], with the
-/// bytes it read behind the head. Anything else gets a `404` and the connection closes. (The
+/// bytes behind the head. Anything else gets a `404` and the connection closes. (The
 /// `websocket_echo` example is the full version: keep-alive, every check of RFC 6455.)
 struct HttpUpgrade {
-    transport: Option<TransportHandle>,
-    heads: Framing<RequestHeads>,
-    report: UnboundedSender<ServerEvent>,
+    report: Report<ServerEvent>,
 }
 
-impl Handler<DataReceived> for HttpUpgrade {
-    type Result = ();
+impl Protocol for HttpUpgrade {
+    /// Request heads, each up to the blank line that ends it.
+    type Codec = RequestHeads;
 
-    fn handle(&mut self, msg: DataReceived, ctx: &mut Context<Self>) {
-        let Some(transport) = self.transport.clone() else {
-            return;
-        };
-        self.heads.feed(&msg.data);
-        let head = match self.heads.next_frame() {
-            Ok(Some(head)) => head,
-            Ok(None) => return,
-            Err(_) => return transport.close(),
-        };
+    fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
+        self.report
+            .tell(ServerEvent::Connected(cx.transport().clone()));
+    }
+
+    fn data_received(&mut self, head: Bytes, cx: &mut Ctx<'_, Self>) {
         let Some(key) = websocket_key(&head) else {
-            transport
-                .write("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            return transport.close();
+            cx.write(NOT_FOUND);
+            return cx.close();
         };
-        transport.write(format!(
+        cx.write(format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: {}\r\n\r\n",
             accept_key(&key)
         ));
+        self.report.tell(ServerEvent::WebSocketUpgrade);
         // The client did not wait for the `101`: its first frame is already here, behind the
-        // head. It goes with the switch, after the `101` in the transport's queue.
-        let leftover = self.heads.take_leftover();
-        let _ = self.report.send(ServerEvent::WebSocketUpgrade {
-            leftover: leftover.len(),
-        });
-        let echo = WebSocketEcho {
-            transport: None,
-            frames: Framing::new(SmallFrames),
+        // head, not decoded. It goes with the switch, after the `101` in the transport's queue.
+        cx.switch_to(WebSocketEcho {
             report: self.report.clone(),
-        };
-        transport.set_protocol(echo.start(), leftover);
-        ctx.stop();
+        });
+    }
+
+    fn connection_lost(&mut self, err: Option<io::Error>, _: &mut Ctx<'_, Self>) {
+        self.report.tell(ServerEvent::Lost(err));
     }
 }
+
+/// The WebSocket protocol the connection is switched to: it echoes text, and answers a close
+/// with a close before it closes the connection.
+struct WebSocketEcho {
+    report: Report<ServerEvent>,
+}
+
+impl Protocol for WebSocketEcho {
+    type Codec = SmallFrames;
+
+    fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
+        self.report
+            .tell(ServerEvent::Connected(cx.transport().clone()));
+    }
+
+    /// The first frame is the one the HTTP protocol handed over.
+    fn data_received(&mut self, frame: WsFrame, cx: &mut Ctx<'_, Self>) {
+        match frame.opcode {
+            OP_TEXT => {
+                let message = frame.payload.clone();
+                self.report.tell(ServerEvent::WebSocketMessage(message));
+                cx.send(frame);
+            }
+            // Nothing after a close counts (RFC 6455, 5.5.1), and `close` delivers nothing more.
+            OP_CLOSE => {
+                cx.send(frame);
+                cx.close();
+            }
+            _ => {}
+        }
+    }
+
+    // A frame this cut-down codec cannot read closes the connection: `decode_error`'s default.
+
+    fn connection_lost(&mut self, err: Option<io::Error>, _: &mut Ctx<'_, Self>) {
+        self.report.tell(ServerEvent::Lost(err));
+    }
+}
+// ANCHOR_END: websocket_upgrade
 
 /// The `Sec-WebSocket-Key` of a `GET /ws` that asks for a WebSocket, version 13.
 fn websocket_key(head: &[u8]) -> Option<String> {
@@ -2061,96 +1757,8 @@ fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
-/// The WebSocket protocol the connection is switched to: it echoes text, and answers a close
-/// with a close before it closes the connection.
-struct WebSocketEcho {
-    transport: Option<TransportHandle>,
-    frames: Framing<SmallFrames>,
-    report: UnboundedSender<ServerEvent>,
-}
-
-impl Handler<DataReceived> for WebSocketEcho {
-    type Result = ();
-
-    /// The first chunk is the leftover of the switch: the client's first frame.
-    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-        let Some(transport) = self.transport.clone() else {
-            return;
-        };
-        self.frames.feed(&msg.data);
-        while let Some(frame) = self.frames.next_frame().transpose() {
-            let reply = match frame {
-                Ok(frame) if frame.opcode == OP_TEXT => {
-                    let _ = self
-                        .report
-                        .send(ServerEvent::WebSocketMessage(frame.payload.clone()));
-                    frame
-                }
-                Ok(frame) if frame.opcode == OP_CLOSE => {
-                    let _ = self.frames.write(&transport, frame);
-                    return transport.close();
-                }
-                Ok(_) => continue,
-                Err(err) => {
-                    tracing::warn!(%err, "bad frame: closing");
-                    return transport.close();
-                }
-            };
-            let _ = self.frames.write(&transport, reply);
-        }
-    }
-}
-// ANCHOR_END: websocket_upgrade
-
-impl Actor for HttpUpgrade {
-    type Context = Context<Self>;
-}
-
-impl Handler<ConnectionMade> for HttpUpgrade {
-    type Result = ();
-
-    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-        let _ = self
-            .report
-            .send(ServerEvent::Connected(msg.transport.clone()));
-        self.transport = Some(msg.transport);
-    }
-}
-
-impl Handler<ConnectionLost> for HttpUpgrade {
-    type Result = ();
-
-    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
-        let _ = self.report.send(ServerEvent::Lost(err));
-        ctx.stop();
-    }
-}
-
-impl Actor for WebSocketEcho {
-    type Context = Context<Self>;
-}
-
-impl Handler<ConnectionMade> for WebSocketEcho {
-    type Result = ();
-
-    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-        let _ = self
-            .report
-            .send(ServerEvent::Connected(msg.transport.clone()));
-        self.transport = Some(msg.transport);
-    }
-}
-
-impl Handler<ConnectionLost> for WebSocketEcho {
-    type Result = ();
-
-    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
-        let _ = self.report.send(ServerEvent::Lost(err));
-        ctx.stop();
-    }
-}
-
 /// Request heads: the bytes up to the blank line that ends them.
+#[derive(Debug, Default)]
 struct RequestHeads;
 
 impl Decoder for RequestHeads {
@@ -2203,6 +1811,7 @@ impl WsFrame {
 /// WebSocket frames, cut down to what this step sends: whole frames of at most 125 bytes,
 /// masked (from the client) or not (from the server). The `websocket_echo` example has the
 /// full codec.
+#[derive(Debug, Default)]
 struct SmallFrames;
 
 /// The most payload a [`SmallFrames`] frame carries: what fits the 7-bit length.
@@ -2273,33 +1882,19 @@ impl Client {
             fields.push((name.to_ascii_lowercase(), value.trim().to_owned()));
         }
     }
-
-    async fn read_websocket_frame(&mut self) -> io::Result<WsFrame> {
-        loop {
-            if let Some(frame) = SmallFrames.decode(&mut self.received)? {
-                return Ok(frame);
-            }
-            self.receive_more("a WebSocket frame").await?;
-        }
-    }
 }
 
 /// Step 11: an upgrade request and the first WebSocket frame in one write; the switch keeps the
 /// frame.
 async fn websocket() -> io::Result<()> {
-    let (report, server_events) = unbounded_channel();
-    let server = tcp::serve(LOOPBACK, move || {
-        HttpUpgrade {
-            transport: None,
-            heads: Framing::new(RequestHeads),
-            report: report.clone(),
-        }
-        .start()
+    let (report, server_events) = reports();
+    let server = tcp::serve(LOOPBACK, move || HttpUpgrade {
+        report: report.clone(),
     })
     .await?;
     let addr = inet_address(&server);
     println!("   server: tcp::serve with an HTTP protocol [listening on {addr}]");
-    let client = Client::connect_tcp(addr).await?;
+    let (_, client) = tcp::connect(addr, Connection::new).await?;
     println!("   client: tcp::connect");
     let mut connection =
         LineConnection::accepted_by(server, server_events, client, "the HTTP protocol").await?;
@@ -2317,7 +1912,7 @@ async fn websocket() -> io::Result<()> {
     );
     let hello = WsFrame::new(OP_TEXT, WEBSOCKET_HELLO);
     wire.put_slice(&hello.masked([0x37, 0xfa, 0x21, 0x3d]));
-    connection.client.transport.write(wire.freeze());
+    connection.client.connection.write(wire).await?;
     // ANCHOR_END: websocket_client
     println!(
         "   client -> server, in one write: \"GET /ws\" with Upgrade: websocket, and a masked text \
@@ -2326,9 +1921,9 @@ async fn websocket() -> io::Result<()> {
 
     let events = &mut connection.server_events;
     match next(events, "the server").await? {
-        ServerEvent::WebSocketUpgrade { leftover } => println!(
-            "   server: the HTTP protocol answered 101 and sent SetProtocol with the bytes behind \
-             the request head [{leftover} bytes]"
+        ServerEvent::WebSocketUpgrade => println!(
+            "   server: the HTTP protocol answered 101 and switched to the WebSocket protocol, with \
+             the bytes behind the request head"
         ),
         other => return Err(unexpected("the upgrade", other)),
     }
@@ -2363,20 +1958,27 @@ async fn websocket() -> io::Result<()> {
     println!(
         "   server -> client: 101 Switching Protocols, with the Sec-WebSocket-Accept of RFC 6455"
     );
-    let echo = client.read_websocket_frame().await?;
+    let echo = client.read(SmallFrames).await?;
     if echo.opcode != OP_TEXT || echo.payload != WEBSOCKET_HELLO {
         return Err(unexpected("the echo", echo));
     }
     println!("   server -> client: a text frame {}", show(&echo.payload));
 
     let close = WsFrame::new(OP_CLOSE, 1000u16.to_be_bytes().to_vec());
-    client.transport.write(close.masked([1, 2, 3, 4]));
+    client.connection.write(close.masked([1, 2, 3, 4])).await?;
     println!("   client -> server: a close frame, code 1000");
-    let echo = client.read_websocket_frame().await?;
+    let echo = client.read(SmallFrames).await?;
     if echo.opcode != OP_CLOSE || echo.payload[..] != 1000u16.to_be_bytes() {
         return Err(unexpected("the close echoed", echo));
     }
     println!("   server -> client: the close frame echoed, code 1000; the server closes");
+    // A `Connection` stays open for writing after the peer's EOF, as asyncio's streams do:
+    // the client closes its end once it has read everything.
+    if let Some(more) = client.connection.next().await {
+        return Err(unexpected("the server's EOF", more));
+    }
+    client.connection.close();
+    println!("   client: the server's EOF, then Close");
     connection.finish().await
 }
 
@@ -2427,7 +2029,7 @@ fn show(frame: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! The tour's server protocols on a mock transport: no socket, every split point.
+    //! The tour's protocols on a mock transport: no socket, every split point.
 
     use switchboard::{
         BufferedPlaintext,
@@ -2435,11 +2037,6 @@ mod tests {
     };
 
     use super::*;
-
-    /// A channel for a protocol's reports, as `main` would hold it.
-    fn reports() -> (UnboundedSender<ServerEvent>, UnboundedReceiver<ServerEvent>) {
-        unbounded_channel()
-    }
 
     /// Everything reported so far.
     fn reported<T>(events: &mut UnboundedReceiver<T>) -> Vec<T> {
@@ -2450,17 +2047,18 @@ mod tests {
         seen
     }
 
-    /// `payloads` as length-prefixed frames, back to back.
-    fn frames(payloads: &[&[u8]]) -> Bytes {
-        let mut out = BytesMut::new();
-        for payload in payloads {
-            encode_frame(payload, &mut out);
-        }
-        out.freeze()
+    fn line_protocol() -> (LineProtocol, UnboundedReceiver<ServerEvent>) {
+        let (report, events) = reports();
+        (LineProtocol { report }, events)
+    }
+
+    fn length_protocol() -> (LengthProtocol, UnboundedReceiver<ServerEvent>) {
+        let (report, events) = reports();
+        (LengthProtocol { report }, events)
     }
 
     /// What a protocol that switches after the first `end` bytes of `input` has read and not
-    /// parsed: the rest of the delivery that held byte `end - 1`.
+    /// decoded: the rest of the delivery that held byte `end - 1`.
     fn leftover_at(input: &Bytes, end: usize, chunking: &Chunking) -> Bytes {
         let mut start = 0;
         for piece in chunking.split(input) {
@@ -2482,8 +2080,8 @@ mod tests {
     async fn test_line_protocol_every_split() {
         let input = "hello\nworld\n";
         for chunking in Chunking::every(input.len()) {
-            let (report, _events) = reports();
-            let mock = MockTransport::connect(LineProtocol::new(report).start()).await;
+            let (protocol, _events) = line_protocol();
+            let mock = MockTransport::connect(protocol).await;
             mock.feed_chunked(input, &chunking).await;
             assert_eq!(mock.written(), "HELLO\nWORLD\n", "{chunking:?}");
         }
@@ -2493,8 +2091,8 @@ mod tests {
     /// `\r\n` ends a line too; an empty line gets an empty answer; a line waits for its newline.
     #[actix::test]
     async fn line_protocol_answers_whole_lines_only() {
-        let (report, mut events) = reports();
-        let mock = MockTransport::connect(LineProtocol::new(report).start()).await;
+        let (protocol, mut events) = line_protocol();
+        let mock = MockTransport::connect(protocol).await;
         mock.feed("a b\r\n\nhalf").await;
         assert_eq!(mock.writes(), ["A B\n", "\n"]);
         mock.feed(" done\n").await;
@@ -2517,9 +2115,8 @@ mod tests {
         let tail = frames(&[b"one", b"SWITCH\n", b"two"]);
         let input = Bytes::from([&head[..], &tail[..]].concat());
         for chunking in Chunking::every(input.len()) {
-            let (report, mut events) = reports();
-            let mock = MockTransport::connect(LineProtocol::new(report).start()).await;
-            let line_protocol = mock.protocol();
+            let (protocol, mut events) = line_protocol();
+            let (mock, lines) = MockTransport::builder().attach(protocol);
             mock.feed_chunked(input.clone(), &chunking).await;
 
             let expected_leftover = leftover_at(&input, head.len(), &chunking);
@@ -2532,14 +2129,18 @@ mod tests {
                 ] => {
                     assert_eq!(answer, "HI\n", "{chunking:?}");
                     assert_eq!(leftover, &expected_leftover, "{chunking:?}");
-                    assert!(protocol.downcast::<LengthProtocol>().is_some());
+                    assert!(
+                        protocol
+                            .downcast::<ProtocolActor<LengthProtocol>>()
+                            .is_some()
+                    );
                     assert!(rest.iter().all(|sent| matches!(sent, Sent::Write(_))));
                 }
                 _ => panic!("{chunking:?}: {:?}", names(&commands)),
             }
             assert_eq!(mock.written(), [&b"HI\n"[..], &tail[..]].concat());
             assert!(!mock.is_closing(), "a switch keeps the connection");
-            assert!(!line_protocol.is_alive(), "the line protocol stopped");
+            assert!(!lines.connected(), "the line protocol stopped");
 
             let seen = reported(&mut events);
             assert!(
@@ -2548,13 +2149,12 @@ mod tests {
                     [
                         ServerEvent::Connected(_),
                         ServerEvent::Line(line),
-                        ServerEvent::Switched { leftover },
+                        ServerEvent::Switched,
                         ServerEvent::Connected(_),
                         ServerEvent::Frame(one),
                         ServerEvent::Frame(switch),
                         ServerEvent::Frame(two),
-                    ] if line == "hi" && *leftover == expected_leftover.len()
-                        && one == "one" && switch == "SWITCH\n" && two == "two"
+                    ] if line == "hi" && one == "one" && switch == "SWITCH\n" && two == "two"
                 ),
                 "{chunking:?}: {seen:?}"
             );
@@ -2562,7 +2162,7 @@ mod tests {
     }
 
     /// A line over `MAX_LINE` bytes closes the connection, after the lines before it were
-    /// answered; so does a line that is not UTF-8. Nothing after it is answered.
+    /// answered; so does a line that is not UTF-8. Nothing after it reaches the wire.
     #[actix::test]
     async fn line_protocol_closes_on_a_bad_line() {
         let long = [&b"ok\n"[..], &[b'x'; MAX_LINE + 1][..]].concat();
@@ -2576,26 +2176,25 @@ mod tests {
                 Chunking::Sizes(vec![1000]),
             ];
             for chunking in chunkings {
-                let (report, _events) = reports();
-                let mock = MockTransport::connect(LineProtocol::new(report).start()).await;
+                let (protocol, _events) = line_protocol();
+                let mock = MockTransport::connect(protocol).await;
                 mock.feed_chunked(input.clone(), &chunking).await;
                 assert_eq!(mock.written(), "OK\n", "{chunking:?}");
-                assert_eq!(mock.command_names(), ["Write", "Close"], "{chunking:?}");
-                assert_eq!(mock.ending(), Some(Ending::Closed));
+                assert_eq!(mock.ending(), Some(Ending::Closed), "{chunking:?}");
             }
         }
     }
 
     /// The line protocol does not keep a half-open connection: at EOF the transport closes, and
-    /// a last line without its newline gets no answer.
+    /// a last line without its newline is answered first.
     #[actix::test]
     async fn line_protocol_closes_at_eof() {
-        let (report, mut events) = reports();
-        let mock = MockTransport::connect(LineProtocol::new(report).start()).await;
+        let (protocol, mut events) = line_protocol();
+        let mock = MockTransport::connect(protocol).await;
         mock.feed("one\ntwo").await;
         assert!(!mock.eof().await);
         mock.protocol_stopped().await;
-        assert_eq!(mock.written(), "ONE\n");
+        assert_eq!(mock.written(), "ONE\nTWO\n");
         assert_eq!(mock.ending(), Some(Ending::ClosedAtEof));
         assert!(matches!(
             reported(&mut events).last(),
@@ -2604,15 +2203,20 @@ mod tests {
     }
 
     // ANCHOR: test_length_protocol
-    // Every frame comes back; the frames of one read come back in one write.
+    // Every frame comes back, newlines and all, and is reported.
     #[actix::test]
     async fn test_length_protocol() {
-        let (report, _events) = reports();
-        let mock = MockTransport::connect(LengthProtocol::new(report).start()).await;
+        let (protocol, mut events) = length_protocol();
+        let mock = MockTransport::connect(protocol).await;
 
         let two_frames = frames(&[b"bravo", b"charlie\n"]);
         mock.feed(two_frames.clone()).await;
-        assert_eq!(mock.writes(), [two_frames]);
+        assert_eq!(mock.written(), two_frames);
+        assert!(matches!(
+            &reported(&mut events)[..],
+            [ServerEvent::Connected(_), ServerEvent::Frame(bravo), ServerEvent::Frame(charlie)]
+                if bravo == "bravo" && charlie == "charlie\n"
+        ));
     }
     // ANCHOR_END: test_length_protocol
 
@@ -2622,8 +2226,8 @@ mod tests {
     async fn length_protocol_echoes_at_every_split() {
         let input = frames(&[b"alpha", b"", b"bravo\ncharlie", b"SWITCH\n"]);
         for chunking in Chunking::every(input.len()) {
-            let (report, mut events) = reports();
-            let mock = MockTransport::connect(LengthProtocol::new(report).start()).await;
+            let (protocol, mut events) = length_protocol();
+            let mock = MockTransport::connect(protocol).await;
             mock.feed_chunked(input.clone(), &chunking).await;
             assert_eq!(mock.written(), input, "{chunking:?}");
             assert!(!mock.is_closing());
@@ -2648,20 +2252,22 @@ mod tests {
         input.put_slice(b"never");
         let input = input.freeze();
         for chunking in Chunking::every(input.len()) {
-            let (report, _events) = reports();
-            let mock = MockTransport::connect(LengthProtocol::new(report).start()).await;
+            let (protocol, _events) = length_protocol();
+            let mock = MockTransport::connect(protocol).await;
             mock.feed_chunked(input.clone(), &chunking).await;
             assert_eq!(mock.written(), frames(&[b"ok"]), "{chunking:?}");
-            assert_eq!(mock.command_names(), ["Write", "Close"], "{chunking:?}");
+            assert_eq!(mock.ending(), Some(Ending::Closed), "{chunking:?}");
         }
     }
 
     const INJECTED: &str = "INJECTED\n";
 
-    fn acceptor() -> TlsAcceptor {
-        SelfSigned::localhost()
+    fn start_tls_gate() -> (StartTlsGate, UnboundedReceiver<ServerEvent>) {
+        let acceptor = SelfSigned::localhost()
             .and_then(|cert| cert.acceptor())
-            .expect("a certificate for localhost")
+            .expect("a certificate for localhost");
+        let (report, events) = reports();
+        (StartTlsGate { acceptor, report }, events)
     }
 
     /// What became of an upgrade asked for on the mock.
@@ -2671,8 +2277,8 @@ mod tests {
         /// it: the protocol handed them over with its `StartTls`, and the transport refused it
         /// with an `Injection` error, which ended the connection.
         Refused { leftover: Bytes },
-        /// The go-ahead (or the command) ended its delivery: the `StartTls` carried nothing, the transport
-        /// discarded the deliveries it had not made yet, and the upgrade went on.
+        /// The go-ahead (or the command) ended its delivery: the `StartTls` carried nothing, the
+        /// transport discarded the deliveries it had not made yet, and the upgrade went on.
         Upgraded,
     }
 
@@ -2696,20 +2302,17 @@ mod tests {
     /// plaintext, then `StartTls` with what the gate had not decoded, then the switch to the
     /// line protocol. Where the injected line reached the gate in the delivery that held the
     /// command, the `StartTls` carries it and is refused: the connection ends with the
-    /// `Injection` error (heard by the line protocol, attached by then, which never got a
-    /// `ConnectionMade`). Where it came in a later delivery, the transport had not delivered it
-    /// when it took the `StartTls`: it is discarded, the upgrade goes on, and the line protocol
-    /// answers what comes after.
+    /// `Injection` error (heard by the line protocol, attached by then). Where it came in a
+    /// later delivery, the transport had not delivered it when it took the `StartTls`: it is
+    /// discarded, the upgrade goes on, and the line protocol answers what comes after.
     #[actix::test]
     async fn start_tls_gate_refuses_plaintext_behind_the_command_and_discards_what_comes_later() {
-        let acceptor = acceptor();
         let input = Bytes::from(format!("STARTTLS\n{INJECTED}"));
         let command_end = STARTTLS_COMMAND.len() + 1;
         let mut upgraded = Vec::new();
         for chunking in Chunking::every(input.len()) {
             let expected = expected_upgrade(&input, command_end, &chunking);
-            let (report, mut events) = reports();
-            let gate = StartTlsGate::new(acceptor.clone(), report).start();
+            let (gate, mut events) = start_tls_gate();
             let mock = MockTransport::connect(gate).await;
             mock.feed_chunked(input.clone(), &chunking).await;
 
@@ -2730,7 +2333,7 @@ mod tests {
             };
             assert_eq!(ready, "READY\n", "{chunking:?}");
             assert!(handed_over.is_empty(), "{chunking:?}");
-            assert!(protocol.downcast::<LineProtocol>().is_some());
+            assert!(protocol.downcast::<ProtocolActor<LineProtocol>>().is_some());
             let seen = reported(&mut events);
             match expected {
                 Upgrade::Refused { leftover: injected } => {
@@ -2741,12 +2344,12 @@ mod tests {
                             &seen[..],
                             [
                                 ServerEvent::Connected(_),
-                                ServerEvent::Upgrading { leftover },
-                                // The line protocol the gate switched to: its `ConnectionMade`,
+                                ServerEvent::Upgrading,
+                                // The line protocol the gate switched to: its `connection_made`,
                                 // then the end, once `READY` went out.
                                 ServerEvent::Connected(_),
                                 ServerEvent::Lost(err),
-                            ] if *leftover == injected.len() && is_injection(err)
+                            ] if is_injection(err)
                         ),
                         "{chunking:?}: {seen:?}"
                     );
@@ -2765,7 +2368,7 @@ mod tests {
                             &seen[..],
                             [
                                 ServerEvent::Connected(_),
-                                ServerEvent::Upgrading { leftover: 0 },
+                                ServerEvent::Upgrading,
                                 ServerEvent::Connected(_),
                                 ServerEvent::Line(line),
                             ] if line == "after"
@@ -2782,20 +2385,18 @@ mod tests {
         );
     }
 
-    /// Anything but `STARTTLS` first gets `STARTTLS first` and a close, a line that is not
-    /// UTF-8 too; a line too long is closed on without an answer.
+    /// Anything but `STARTTLS` first gets `STARTTLS first` and a close; a line that is not
+    /// UTF-8, or too long, is closed on without an answer.
     #[actix::test]
     async fn start_tls_gate_refuses_anything_else() {
-        let acceptor = acceptor();
         let cases: [(Bytes, &str); 3] = [
             (Bytes::from_static(b"HELO\nSTARTTLS\n"), "STARTTLS first\n"),
-            (Bytes::from_static(b"\xffSTARTTLS\n"), "STARTTLS first\n"),
+            (Bytes::from_static(b"\xffSTARTTLS\n"), ""),
             (Bytes::from(vec![b'S'; MAX_LINE + 1]), ""),
         ];
         for (input, answer) in cases {
             for chunking in [Chunking::Whole, Chunking::Bytewise, Chunking::SplitAt(4)] {
-                let (report, _events) = reports();
-                let gate = StartTlsGate::new(acceptor.clone(), report).start();
+                let (gate, _events) = start_tls_gate();
                 let mock = MockTransport::connect(gate).await;
                 mock.feed_chunked(input.clone(), &chunking).await;
                 assert_eq!(mock.written(), answer, "{chunking:?}");
@@ -2805,20 +2406,24 @@ mod tests {
         }
     }
 
-    fn start_tls_client() -> (Addr<StartTlsClient>, UnboundedReceiver<StartTlsClientEvent>) {
+    fn start_tls_client() -> (StartTlsClient, UnboundedReceiver<StartTlsClientEvent>) {
         let connector = SelfSigned::localhost()
             .and_then(|cert| cert.connector())
             .expect("a connector trusting a certificate for localhost");
-        let (report, events) = unbounded_channel();
-        (StartTlsClient::new(connector, report).start(), events)
+        let (report, events) = reports();
+        let client = StartTlsClient {
+            connector,
+            upgrading: false,
+            report,
+        };
+        (client, events)
     }
 
     /// The client's side, at every split point of a go-ahead with a line injected behind it.
     /// Where the injected bytes came in the delivery that held `READY`, the client hands them
-    /// over with its `StartTls` (`Framing::start_tls`), which is refused with an `Injection`
-    /// error, and the connection ends with it; nothing more is written. Where they came later,
-    /// the transport discards them, the upgrade goes on, and the client's `Framing` reads the
-    /// lines that come over TLS.
+    /// over with its `StartTls`, which is refused with an `Injection` error, and the connection
+    /// ends with it; nothing more is written. Where they came later, the transport discards
+    /// them, the upgrade goes on, and the client's codec reads the lines that come over TLS.
     #[actix::test]
     async fn start_tls_client_refuses_plaintext_behind_the_go_ahead_and_upgrades_without() {
         let input = Bytes::from(format!("{STARTTLS_READY}\n{INJECTED}"));
@@ -2852,12 +2457,9 @@ mod tests {
                         matches!(
                             &seen[..],
                             [
-                                StartTlsClientEvent::GoAhead { behind },
-                                StartTlsClientEvent::Upgraded(Err(refused)),
+                                StartTlsClientEvent::GoAhead,
                                 StartTlsClientEvent::Lost(err),
-                            ] if *behind == injected.len()
-                                && refused.kind() == TlsErrorKind::Injection
-                                && err.as_ref().and_then(TlsError::of) == Some(refused)
+                            ] if is_injection(err)
                         ),
                         "{chunking:?}: {seen:?}"
                     );
@@ -2873,8 +2475,8 @@ mod tests {
                         matches!(
                             &seen[..],
                             [
-                                StartTlsClientEvent::GoAhead { behind: 0 },
-                                StartTlsClientEvent::Upgraded(Ok(())),
+                                StartTlsClientEvent::GoAhead,
+                                StartTlsClientEvent::Upgraded,
                                 StartTlsClientEvent::Line(line),
                             ] if line == "HELLO"
                         ),
@@ -2906,13 +2508,9 @@ mod tests {
         );
     }
 
-    fn http_upgrade(report: UnboundedSender<ServerEvent>) -> Addr<HttpUpgrade> {
-        HttpUpgrade {
-            transport: None,
-            heads: Framing::new(RequestHeads),
-            report,
-        }
-        .start()
+    fn http_upgrade() -> (HttpUpgrade, UnboundedReceiver<ServerEvent>) {
+        let (report, events) = reports();
+        (HttpUpgrade { report }, events)
     }
 
     fn upgrade_request(version: &str) -> String {
@@ -2947,8 +2545,8 @@ mod tests {
         ]
         .concat();
         for chunking in Chunking::every(input.len()) {
-            let (report, mut events) = reports();
-            let mock = MockTransport::connect(http_upgrade(report)).await;
+            let (protocol, mut events) = http_upgrade();
+            let mock = MockTransport::connect(protocol).await;
             mock.feed_chunked(input.clone(), &chunking).await;
 
             let expected_leftover = leftover_at(&input, request.len(), &chunking);
@@ -2961,7 +2559,11 @@ mod tests {
                 ] => {
                     assert_eq!(answer, switching.as_bytes());
                     assert_eq!(leftover, &expected_leftover, "{chunking:?}");
-                    assert!(protocol.downcast::<WebSocketEcho>().is_some());
+                    assert!(
+                        protocol
+                            .downcast::<ProtocolActor<WebSocketEcho>>()
+                            .is_some()
+                    );
                 }
                 _ => panic!("{chunking:?}: {:?}", names(&commands)),
             }
@@ -2972,10 +2574,10 @@ mod tests {
                     &seen[..],
                     [
                         ServerEvent::Connected(_),
-                        ServerEvent::WebSocketUpgrade { leftover },
+                        ServerEvent::WebSocketUpgrade,
                         ServerEvent::Connected(_),
                         ServerEvent::WebSocketMessage(message),
-                    ] if *leftover == expected_leftover.len() && message == WEBSOCKET_HELLO
+                    ] if message == WEBSOCKET_HELLO
                 ),
                 "{chunking:?}: {seen:?}"
             );
@@ -2986,19 +2588,18 @@ mod tests {
     /// a head that never ends gets a close.
     #[actix::test]
     async fn http_upgrade_refuses_other_requests() {
-        let not_found = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         let cases = [
             (
                 "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_owned(),
-                not_found,
+                NOT_FOUND,
             ),
-            (upgrade_request("8"), not_found),
-            (upgrade_request("13").replace("GET", "PUT"), not_found),
+            (upgrade_request("8"), NOT_FOUND),
+            (upgrade_request("13").replace("GET", "PUT"), NOT_FOUND),
             ("x".repeat(MAX_LINE + 1), ""),
         ];
         for (input, answer) in cases {
-            let (report, _events) = reports();
-            let mock = MockTransport::connect(http_upgrade(report)).await;
+            let (protocol, _events) = http_upgrade();
+            let mock = MockTransport::connect(protocol).await;
             mock.feed_chunked(input.clone(), &Chunking::Bytewise).await;
             assert_eq!(mock.written(), answer, "{input:?}");
             assert_eq!(mock.ending(), Some(Ending::Closed), "{input:?}");
@@ -3006,17 +2607,13 @@ mod tests {
         }
     }
 
-    fn websocket_echo(report: UnboundedSender<ServerEvent>) -> Addr<WebSocketEcho> {
-        WebSocketEcho {
-            transport: None,
-            frames: Framing::new(SmallFrames),
-            report,
-        }
-        .start()
+    fn websocket_echo() -> WebSocketEcho {
+        let (report, _events) = reports();
+        WebSocketEcho { report }
     }
 
     /// Text is echoed unmasked, other data frames are ignored, and a close is answered with a
-    /// close before the connection closes; at every split point.
+    /// close before the connection closes, and nothing after it; at every split point.
     #[actix::test]
     async fn websocket_echo_echoes_text_and_answers_close() {
         let code = 1000u16.to_be_bytes();
@@ -3029,8 +2626,7 @@ mod tests {
         .concat();
         let expected = [server_frame(OP_TEXT, b"hi"), server_frame(OP_CLOSE, &code)].concat();
         for chunking in Chunking::every(input.len()) {
-            let (report, _events) = reports();
-            let mock = MockTransport::connect(websocket_echo(report)).await;
+            let mock = MockTransport::connect(websocket_echo()).await;
             mock.feed_chunked(input.clone(), &chunking).await;
             assert_eq!(mock.written(), expected, "{chunking:?}");
             assert_eq!(
@@ -3047,8 +2643,7 @@ mod tests {
         let fragment = vec![0x01, 0x80 | 2, 0, 0, 0, 0, b'h', b'i'];
         let long = vec![0x81, 0x80 | 126, 0, 200];
         for input in [fragment, long] {
-            let (report, _events) = reports();
-            let mock = MockTransport::connect(websocket_echo(report)).await;
+            let mock = MockTransport::connect(websocket_echo()).await;
             mock.feed(input).await;
             assert_eq!(mock.written(), "");
             assert_eq!(mock.command_names(), ["Close"]);
@@ -3058,9 +2653,13 @@ mod tests {
     /// The producer sets its limits first, writes until `PauseWriting`, writes nothing while
     /// paused, goes on at `ResumeWriting`, and closes once it has written `TO_SEND` bytes.
     #[actix::test]
-    async fn producer_stops_at_pause_writing_and_goes_on_at_resume() {
-        let (report, mut events) = unbounded_channel();
-        let producer = ProtocolHandle::builder(Producer::new(report).start()).write_flow();
+    async fn producer_waits_from_pause_writing_to_resume_writing() {
+        let (report, mut events) = reports();
+        let producer = Producer {
+            chunk: Bytes::from(vec![b'x'; CHUNK_SIZE]),
+            sent: 0,
+            report,
+        };
         // `start`, not `connect`: `connect` would wait for the producer to be idle, which it is
         // only once it has written everything.
         let mock = MockTransport::builder().start(producer);
@@ -3078,34 +2677,35 @@ mod tests {
                 low: Some(LOW_WATER_MARK),
             })
         ));
-        assert!(
-            commands[1..]
-                .iter()
-                .all(|sent| matches!(sent, Sent::Write(_)))
-        );
-        // What it wrote stays in the write buffer: the peer does not read.
-        let accepted = |mock: &MockTransport| -> u64 {
-            mock.writes().iter().map(|write| write.len() as u64).sum()
-        };
-        assert_eq!(accepted(&mock), sent as u64);
+        // What it wrote stays in the write buffer: the peer does not read. The chunk counted
+        // last waits for room.
+        let accepted = |mock: &MockTransport| mock.writes().iter().map(Bytes::len).sum::<usize>();
+        assert_eq!(accepted(&mock) + CHUNK_SIZE, sent);
         assert!(sent < TO_SEND, "paused before the end");
 
-        tokio::time::sleep(Duration::from_millis(20)).await;
         mock.settle().await;
-        assert_eq!(accepted(&mock), sent as u64, "not one byte while paused");
+        assert_eq!(
+            accepted(&mock) + CHUNK_SIZE,
+            sent,
+            "not one byte while paused"
+        );
 
         mock.resume_writing().await;
+        mock.protocol_stopped().await;
         assert_eq!(mock.ending(), Some(Ending::Closed));
         assert_eq!(mock.stats().bytes_sent, TO_SEND as u64);
         assert!(mock.writes().iter().all(|write| write.len() <= CHUNK_SIZE));
-        let commands = mock.take_commands();
-        assert_eq!(commands.last().map(Sent::name), Some("Close"));
-        assert!(matches!(events.try_recv(), Ok(ProducerEvent::Resumed)));
-        assert!(matches!(
-            events.try_recv(),
-            Ok(ProducerEvent::Done { sent: TO_SEND })
-        ));
-        mock.protocol_stopped().await;
-        assert!(matches!(events.try_recv(), Ok(ProducerEvent::Lost(None))));
+        let seen = reported(&mut events);
+        assert!(
+            matches!(
+                &seen[..],
+                [
+                    ProducerEvent::Resumed,
+                    ProducerEvent::Done { sent: TO_SEND },
+                    ProducerEvent::Lost(None),
+                ]
+            ),
+            "{seen:?}"
+        );
     }
 }

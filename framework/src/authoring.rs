@@ -9,7 +9,7 @@
 //! the defaults, and stops itself after `ConnectionLost`, as Erlang's `gen_server` runs a
 //! callback module. The book's chapter "Your first protocol" compares the designs.
 
-use std::{fmt, io, time::Duration};
+use std::{cell::Cell, fmt, io, time::Duration};
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
@@ -379,6 +379,9 @@ struct Link<P: Protocol> {
     ack: Option<Ack>,
     /// The peer's EOF, kept until the items before it have been handled.
     eof: Option<EofReceived>,
+    /// The protocol closed or aborted the connection: the items still decoded from the chunk
+    /// at hand are not delivered (a `Cell`: closing takes `&self`).
+    closing: Cell<bool>,
 }
 
 impl<P: Protocol> ProtocolActor<P> {
@@ -396,6 +399,7 @@ impl<P: Protocol> ProtocolActor<P> {
                 switched: false,
                 ack: None,
                 eof: None,
+                closing: Cell::new(false),
             },
         }
         .start();
@@ -573,6 +577,9 @@ trait Drain: Protocol {
             return;
         }
         drop(cx.link.ack.take()); // the next chunk may come
+        if cx.link.closing.get() {
+            return; // a dropped EOF decision closes, as the protocol asked
+        }
         let Some(eof) = cx.link.eof.take() else {
             return;
         };
@@ -591,12 +598,12 @@ trait Drain: Protocol {
     }
 
     /// Delivers every item `step` takes out of the inbox, until none is left, the protocol
-    /// switched away, or the codec is stuck: a second error in a row over the same bytes (one
-    /// error that takes no byte is not enough: `LinesCodec` skips the long line at the next
-    /// call), which is not reported again.
+    /// switched away, closed the connection or started a [`Ctx::wait`], or the codec is stuck:
+    /// a second error in a row over the same bytes (one error that takes no byte is not enough:
+    /// `LinesCodec` skips the long line at the next call), which is not reported again.
     fn drain(&mut self, cx: &mut Ctx<'_, Self>, step: Step<Self>) {
         let mut failed_in_place = false;
-        while !cx.link.switched && !cx.ctx.waiting() {
+        while !cx.link.switched && !cx.link.closing.get() && !cx.ctx.waiting() {
             let before = cx.link.inbox.buffered();
             match step(&mut cx.link.inbox) {
                 None => break,
@@ -691,12 +698,17 @@ impl<P: Protocol> Ctx<'_, P> {
     }
 
     /// Closes after flushing what is buffered (asyncio's `close`).
+    ///
+    /// The items already decoded from the chunk at hand are not delivered after it: a protocol
+    /// that closes on a bad request does not go on to serve the one pipelined behind it.
     pub fn close(&self) {
+        self.link.closing.set(true);
         self.link.transport.close();
     }
 
     /// Closes at once, discarding what is buffered (asyncio's `abort`).
     pub fn abort(&self) {
+        self.link.closing.set(true);
         self.link.transport.abort();
     }
 

@@ -428,6 +428,20 @@ impl Protocol for Lookup {
     }
 }
 
+/// Answers lines, and closes at `QUIT`.
+struct Quits;
+
+impl Protocol for Quits {
+    type Codec = LinesCodec;
+    fn data_received(&mut self, line: String, cx: &mut Ctx<'_, Self>) {
+        if line == "QUIT" {
+            cx.close();
+        } else {
+            cx.send(line);
+        }
+    }
+}
+
 #[test]
 fn items_behind_a_wait_in_the_same_chunk_are_handled_after_it_in_order() {
     run(async {
@@ -451,5 +465,16 @@ fn the_eof_behind_a_last_item_that_waits_is_decided_after_it() {
         mock.protocol_stopped().await;
         assert_eq!(mock.written(), "fast done\nslow done\n");
         assert_eq!(mock.ending(), Some(Ending::ClosedAtEof));
+    });
+}
+
+#[test]
+fn nothing_decoded_after_a_close_is_delivered() {
+    run(async {
+        let mock = MockTransport::connect(Quits).await;
+        // The line pipelined behind `QUIT`, in the same chunk, is not served.
+        mock.feed("one\nQUIT\ntwo\n").await;
+        assert_eq!(mock.command_names(), ["Write", "Close"]);
+        assert_eq!(mock.written(), "one\n");
     });
 }
