@@ -19,9 +19,9 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::{
-    ConnectionLost, ConnectionMade, DataReceived, EofReceived, Framing, IntoProtocol, PauseReading,
-    PauseWriting, ProtocolHandle, ResumeReading, ResumeWriting, SetProtocol, StartTls, TimedOut,
-    Timeout, TlsError, TransportHandle,
+    Ack, ConnectionLost, ConnectionMade, DataReceived, EofReceived, Framing, IntoProtocol,
+    PauseReading, PauseWriting, ProtocolHandle, ResumeReading, ResumeWriting, SetProtocol,
+    StartTls, TimedOut, Timeout, TlsError, TransportHandle,
 };
 
 /// A protocol, written as asyncio's: override the callbacks it uses, the others keep their
@@ -351,6 +351,22 @@ struct Link<P: Protocol> {
     told_paused: bool,
     /// The protocol switched away: it receives nothing more.
     switched: bool,
+    /// [`Ctx::wait`]s under way that a delivery's callback started.
+    waits: usize,
+    /// The acknowledgement of that delivery, kept until they are done: the transport delivers
+    /// nothing more meanwhile, so nothing can reach this protocol after a switch in their
+    /// `then` (it would be lost).
+    ack: Option<Ack>,
+}
+
+impl<P: Protocol> Link<P> {
+    /// Acknowledges a delivery once its callback has returned, or once the waits it started
+    /// are done.
+    fn release_after_waits(&mut self, ack: Ack) {
+        if self.waits > 0 {
+            self.ack = Some(ack);
+        }
+    }
 }
 
 impl<P: Protocol> ProtocolActor<P> {
@@ -366,6 +382,8 @@ impl<P: Protocol> ProtocolActor<P> {
                 held: false,
                 told_paused: false,
                 switched: false,
+                waits: 0,
+                ack: None,
             },
         }
         .start();
@@ -441,9 +459,10 @@ impl<P: Protocol> Handles<ConnectionMade> for P {
         if cx.link.switched {
             return;
         }
-        debug_assert!(msg.transport.same_transport(&cx.link.transport));
+        let ConnectionMade { transport, ack } = msg;
+        debug_assert!(transport.same_transport(&cx.link.transport));
         self.connection_made(cx);
-        drop(msg); // reading starts
+        cx.link.release_after_waits(ack); // reading starts
     }
 }
 
@@ -457,7 +476,7 @@ impl<P: Protocol> Handles<DataReceived> for P {
         let DataReceived { data, ack } = msg;
         cx.link.inbox.push(data);
         self.drain(cx, Inbox::next);
-        drop(ack); // the next chunk may come
+        cx.link.release_after_waits(ack); // the next chunk may come
     }
 }
 
@@ -769,8 +788,10 @@ impl<P: Protocol> Ctx<'_, P> {
     }
 
     /// Awaits `future` inside the protocol, as an `await` inside an asyncio callback: the actor
-    /// handles nothing else until it is done (the transport's next delivery waits in its
-    /// mailbox, and so does the peer's EOF), then `then` runs with its output. For work whose
+    /// handles nothing else until it is done, then `then` runs with its output. Started from
+    /// `connection_made` or `data_received`, it holds the transport's next delivery too (and
+    /// the peer's EOF) until it is done, so `then` may [`switch_to`](Self::switch_to) another
+    /// protocol and lose nothing the peer sent meanwhile. For work whose
     /// answer must come before the next request's (a database lookup a reply waits for). A
     /// future that never resolves stalls the protocol: bound it with a timeout.
     pub fn wait<F: Future + 'static>(
@@ -778,11 +799,16 @@ impl<P: Protocol> Ctx<'_, P> {
         future: F,
         then: impl FnOnce(F::Output, &mut P, &mut Ctx<'_, P>) + 'static,
     ) {
+        self.link.waits += 1;
         self.ctx.wait(fut::wrap_future(future).map(
             move |output, actor: &mut ProtocolActor<P>, ctx| {
                 let (protocol, mut cx) =
                     ProtocolActor::cx(&mut actor.protocol, &mut actor.link, ctx);
                 then(output, protocol, &mut cx);
+                actor.link.waits -= 1;
+                if actor.link.waits == 0 {
+                    actor.link.ack = None; // the next delivery may come
+                }
             },
         ));
     }

@@ -412,3 +412,35 @@ fn a_batch_is_answered_with_one_write_and_waits_hold_the_next_delivery() {
         );
     });
 }
+
+/// Switches to frames after a slow lookup that `UPGRADE` waits for.
+struct SlowUpgrade(Seen);
+
+impl Protocol for SlowUpgrade {
+    type Codec = LinesCodec;
+    fn data_received(&mut self, line: String, cx: &mut Ctx<'_, Self>) {
+        log(&self.0, format!("line {line}"));
+        if line == "UPGRADE" {
+            let lookup = actix_rt::time::sleep(Duration::from_millis(5));
+            cx.wait(lookup, |(), this: &mut SlowUpgrade, cx| {
+                cx.send("OK");
+                cx.switch_to(Frames(this.0.clone()));
+            });
+        }
+    }
+}
+
+#[test]
+fn a_switch_after_a_wait_loses_none_of_the_chunks_sent_meanwhile() {
+    run(async {
+        let seen = seen();
+        let (mock, _) = MockTransport::builder().attach(SlowUpgrade(seen.clone()));
+        mock.settle().await;
+        // The switching line with half a frame behind it, then the rest in a chunk of its own
+        // that the transport holds until the wait is done.
+        mock.push(&b"UPGRADE\n\x00\x00"[..]);
+        mock.push(&b"\x00\x02hi"[..]);
+        mock.expect_written(&b"OK\n\x00\x00\x00\x02hi"[..]).await;
+        assert_eq!(events(&seen), ["line UPGRADE", "frame hi"]);
+    });
+}
