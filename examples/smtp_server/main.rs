@@ -3,16 +3,15 @@
 //!
 //! It shows the two ways a live connection changes hands in switchboard:
 //!
-//! - **`Ctx::start_tls`**: on `STARTTLS` the command protocol answers `220` and upgrades its
-//!   own connection to TLS in place. A client must begin the handshake right after the `220`,
-//!   before any other command (RFC 3207 §4), and the server must not take what came in the
-//!   clear as part of the protected session (§4.2, CVE-2011-0411). This server does what
-//!   switchboard does by default: `start_tls` hands what the session received after the
-//!   command to the upgrade ([`StartTls::unconsumed`]), and if there is any, the transport
-//!   refuses the upgrade
-//!   and ends the connection (a `TlsErrorKind::Injection` error) rather than discard it and go
-//!   on with a client that is broken or hostile. What the transport read and had not delivered
-//!   yet, it discards.
+//! - **`Ctx::start_tls`**: on `STARTTLS` the command protocol answers `220` and upgrades its own
+//!   connection to TLS in place. A client must begin the handshake right after the `220`, before
+//!   any other command (RFC 3207 §4), and the server must not take what came in the clear as part
+//!   of the protected session (§4.2, CVE-2011-0411). This server does what switchboard does by
+//!   default: `start_tls` hands what the session received after the command to the upgrade
+//!   ([`StartTls::unconsumed`]), and if there is any, the transport refuses the upgrade and ends
+//!   the connection (a `TlsErrorKind::Injection` error) rather than discard it and go on with a
+//!   client that is broken or hostile. What the transport read and had not delivered yet, it
+//!   discards.
 //! - **`Ctx::switch_to`**: on `DATA` the command protocol ([`session`]) switches to a protocol
 //!   that reads the message ([`data`]), which switches back to the session after the final dot.
 //!   Each switch carries the bytes the old protocol received and did not use, so a client may
@@ -52,15 +51,15 @@
 //! - **Time.** RFC 5321 §4.5.3.2.7 has a server wait at least 5 minutes for the next command:
 //!   `--command-timeout SECS` (300 by default; 0 waits forever). It is the connection's idle
 //!   timeout (`StreamConfig::idle_timeout`: no byte read or written for that long); both
-//!   protocols override `timed_out`, so the client is told
-//!   `421 4.4.2 HOSTNAME Error: timeout exceeded` (Postfix's words) before the server closes.
-//!   Bytes alone do not keep a session alive: a command must be complete within the timeout of
-//!   the previous one (a timer of the session checks it), so a client that sends a line a byte
-//!   at a time (slowloris) is told the same once the timeout has passed. In the DATA phase the same idle
-//!   timeout stands for RFC 5321's per-block timeout (3 minutes, §4.5.3.2.5, on the client's
-//!   side: no RFC sets the server's); one timeout for the whole connection is simpler and no
-//!   shorter than the RFC's. A stalled write is aborted after 30 s (the transport's write
-//!   stall timeout), a TLS handshake after 10 s.
+//!   protocols override `timed_out`, so the client is told `421 4.4.2 HOSTNAME Error: timeout
+//!   exceeded` (Postfix's words) before the server closes. Bytes alone do not keep a session
+//!   alive: a command must be complete within the timeout of the previous one (a timer of the
+//!   session checks it), so a client that sends a line a byte at a time (slowloris) is told the
+//!   same once the timeout has passed. In the DATA phase the same idle timeout stands for RFC
+//!   5321's per-block timeout (3 minutes, §4.5.3.2.5, on the client's side: no RFC sets the
+//!   server's); one timeout for the whole connection is simpler and no shorter than the RFC's. A
+//!   stalled write is aborted after 30 s (the transport's write stall timeout), a TLS handshake
+//!   after 10 s.
 //!
 //! It prints `listening on ADDR` to stdout, with the address really bound, once it accepts
 //! connections, then `stored PATH` for each message; logs go to stderr (`RUST_LOG=debug`). On

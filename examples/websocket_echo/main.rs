@@ -1,16 +1,16 @@
 //! A WebSocket echo server (RFC 6455) behind a small HTTP/1.1 server: one connection, two
 //! protocols, switched at runtime with `Ctx::switch_with`.
 //!
-//! Both are [`Protocol`]s. Every connection starts with the HTTP protocol ([`Http`]). `GET /` serves a page whose script
-//! opens a WebSocket to `/ws`, sends what you type and shows the echoes. `GET /ws` with a valid
-//! upgrade request is answered `101 Switching Protocols`, and the connection is switched to the
-//! WebSocket protocol ([`WebSocket`]) together with the bytes the client sent behind its request
-//! (a client may send its first frame without waiting for the `101`). The WebSocket protocol
-//! echoes text and binary messages (fragmented ones reassembled), answers pings, performs the
-//! closing handshake, and fails the connection with the close code RFC 6455 asks for: 1002 for
-//! a protocol error (an unmasked frame, a control frame over 125 bytes or fragmented, a stray
-//! continuation, a reserved opcode or bit), 1007 for a text message that is not UTF-8 (as soon
-//! as the bytes received prove it, before the message ends, before the frame that carries them
+//! Both are [`Protocol`]s. Every connection starts with the HTTP protocol ([`Http`]). `GET /`
+//! serves a page whose script opens a WebSocket to `/ws`, sends what you type and shows the echoes.
+//! `GET /ws` with a valid upgrade request is answered `101 Switching Protocols`, and the connection
+//! is switched to the WebSocket protocol ([`WebSocket`]) together with the bytes the client sent
+//! behind its request (a client may send its first frame without waiting for the `101`). The
+//! WebSocket protocol echoes text and binary messages (fragmented ones reassembled), answers pings,
+//! performs the closing handshake, and fails the connection with the close code RFC 6455 asks for:
+//! 1002 for a protocol error (an unmasked frame, a control frame over 125 bytes or fragmented, a
+//! stray continuation, a reserved opcode or bit), 1007 for a text message that is not UTF-8 (as
+//! soon as the bytes received prove it, before the message ends, before the frame that carries them
 //! ends), 1009 for a message over `--max-message`.
 //!
 //! ```text
@@ -547,6 +547,8 @@ impl WebSockets {
         {
             let mut live = self.lock();
             live.going_away = true;
+            // One whose connection was lost before the switch was taken never left.
+            live.websockets.retain(Addr::connected);
             if live.websockets.is_empty() {
                 return;
             }
