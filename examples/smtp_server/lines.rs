@@ -1,6 +1,9 @@
-//! Splits the command stream into lines, with a bound on how much of a line is ever kept.
+//! The command stream's codec: lines, with a bound on how much of a line is ever kept.
 
-use bytes::{Bytes, BytesMut};
+use std::io;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio_util::codec::Decoder;
 
 /// The longest command line, `<CRLF>` included (RFC 5321 §4.5.3.1.4).
 pub(crate) const MAX_LINE: usize = 512;
@@ -16,72 +19,52 @@ pub(crate) enum Line {
     TooLong,
 }
 
-/// What is kept of the command stream between two chunks: the start of a line not ended yet,
-/// never more than [`MAX_LINE`] bytes.
+/// Decodes the command stream into [`Line`]s. The bytes after a line stay in the buffer: the
+/// start of a message pipelined behind `DATA`, say, which a switch hands on. What is kept of a
+/// line not ended yet is never more than [`MAX_LINE`] bytes.
 #[derive(Debug, Default)]
-pub(crate) struct LineReader {
-    partial: BytesMut,
+pub(crate) struct CommandLines {
     /// In the middle of a line already reported [`Line::TooLong`].
     discarding: bool,
 }
 
-impl LineReader {
-    /// The next line, taken from the front of `input`; `None` once `input` holds no more whole
-    /// line, and then the start of the next one is kept here. So after a `Complete` line,
-    /// `input` holds exactly the bytes that follow it.
-    pub(crate) fn next_line(&mut self, input: &mut Bytes) -> Option<Line> {
-        loop {
-            if input.is_empty() {
-                return None;
-            }
-            let Some(newline) = input.iter().position(|&byte| byte == b'\n') else {
-                if self.discarding {
-                    input.clear();
-                    return None;
-                }
-                // Even a line ending in the next byte would be too long.
-                if self.partial.len() + input.len() >= MAX_LINE {
-                    return Some(self.too_long(input));
-                }
-                self.partial.extend_from_slice(input);
-                input.clear();
-                return None;
+impl Decoder for CommandLines {
+    type Item = Line;
+    type Error = io::Error;
+
+    fn decode(&mut self, buffer: &mut BytesMut) -> io::Result<Option<Line>> {
+        let newline = buffer.iter().position(|&byte| byte == b'\n');
+        if self.discarding {
+            // The rest of a line already answered: dropped up to its end.
+            let Some(newline) = newline else {
+                buffer.clear();
+                return Ok(None);
             };
-            let end = input.split_to(newline + 1);
-            if self.discarding {
-                // The end of a line already answered.
-                self.discarding = false;
-                continue;
-            }
-            if self.partial.len() + end.len() > MAX_LINE {
-                self.partial.clear();
-                return Some(Line::TooLong);
-            }
-            let mut line = if self.partial.is_empty() {
-                end
-            } else {
-                self.partial.extend_from_slice(&end);
-                self.partial.split().freeze()
-            };
-            line.truncate(line.len() - 1);
-            if line.ends_with(b"\r") {
-                line.truncate(line.len() - 1);
-            }
-            return Some(Line::Complete(line));
+            buffer.advance(newline + 1);
+            self.discarding = false;
+            return self.decode(buffer);
         }
-    }
-
-    /// Whether a line has begun and not ended: bytes of it were kept, or it is being
-    /// discarded.
-    pub(crate) fn in_line(&self) -> bool {
-        !self.partial.is_empty() || self.discarding
-    }
-
-    fn too_long(&mut self, input: &mut Bytes) -> Line {
-        self.partial = BytesMut::new();
-        input.clear();
-        self.discarding = true;
-        Line::TooLong
+        match newline {
+            Some(newline) if newline < MAX_LINE => {
+                let mut line = buffer.split_to(newline + 1).freeze();
+                line.truncate(newline);
+                if line.ends_with(b"\r") {
+                    line.truncate(newline - 1);
+                }
+                Ok(Some(Line::Complete(line)))
+            }
+            Some(newline) => {
+                buffer.advance(newline + 1);
+                Ok(Some(Line::TooLong))
+            }
+            // Even a line ending in the next byte would be too long.
+            None if buffer.len() >= MAX_LINE => {
+                buffer.clear();
+                self.discarding = true;
+                Ok(Some(Line::TooLong))
+            }
+            None => Ok(None),
+        }
     }
 }
 
@@ -89,17 +72,19 @@ impl LineReader {
 mod tests {
     use super::*;
 
-    /// Feeds `chunks` one after the other; every line, and what is left of the last chunk.
-    fn lines(reader: &mut LineReader, chunks: &[&[u8]]) -> Vec<Line> {
+    /// Feeds `chunks` one after the other into one buffer, as a transport delivers them; every
+    /// line, and the buffer left.
+    fn lines(codec: &mut CommandLines, chunks: &[&[u8]]) -> (Vec<Line>, BytesMut) {
+        let mut buffer = BytesMut::new();
         let mut lines = Vec::new();
         for chunk in chunks {
-            let mut input = Bytes::copy_from_slice(chunk);
-            while let Some(line) = reader.next_line(&mut input) {
+            buffer.extend_from_slice(chunk);
+            while let Some(line) = codec.decode(&mut buffer).unwrap() {
                 lines.push(line);
             }
-            assert!(input.is_empty());
+            assert!(buffer.len() < MAX_LINE);
         }
-        lines
+        (lines, buffer)
     }
 
     fn complete(text: &str) -> Line {
@@ -108,9 +93,9 @@ mod tests {
 
     #[test]
     fn lines_end_with_crlf_or_a_bare_lf_and_may_span_chunks() {
-        let mut reader = LineReader::default();
-        let got = lines(
-            &mut reader,
+        let mut codec = CommandLines::default();
+        let (got, left) = lines(
+            &mut codec,
             &[b"EHLO a\r\nNO", b"OP\r", b"\nQUIT\n", b"\r\n", b"RS"],
         );
         assert_eq!(
@@ -122,35 +107,35 @@ mod tests {
                 complete("")
             ]
         );
-        assert_eq!(&reader.partial[..], b"RS");
+        assert_eq!(&left[..], b"RS");
     }
 
     #[test]
-    fn the_bytes_after_a_line_stay_in_the_input() {
-        let mut reader = LineReader::default();
-        let mut input = Bytes::from_static(b"DATA\r\nSubject: x\r\n");
-        assert_eq!(reader.next_line(&mut input), Some(complete("DATA")));
-        assert_eq!(&input[..], b"Subject: x\r\n");
+    fn the_bytes_after_a_line_stay_in_the_buffer() {
+        let mut codec = CommandLines::default();
+        let mut buffer = BytesMut::from(&b"DATA\r\nSubject: x\r\n"[..]);
+        assert_eq!(codec.decode(&mut buffer).unwrap(), Some(complete("DATA")));
+        assert_eq!(&buffer[..], b"Subject: x\r\n");
     }
 
     #[test]
     fn a_line_of_512_octets_is_fine_and_one_more_is_too_long() {
         let longest = format!("{}\r\n", "a".repeat(MAX_LINE - 2));
-        let mut reader = LineReader::default();
-        let got = lines(&mut reader, &[longest.as_bytes()]);
+        let mut codec = CommandLines::default();
+        let (got, _) = lines(&mut codec, &[longest.as_bytes()]);
         assert_eq!(got, [complete(&"a".repeat(MAX_LINE - 2))]);
 
         let too_long = format!("{}\r\nNOOP\r\n", "a".repeat(MAX_LINE - 1));
-        let got = lines(&mut reader, &[too_long.as_bytes()]);
+        let (got, _) = lines(&mut codec, &[too_long.as_bytes()]);
         assert_eq!(got, [Line::TooLong, complete("NOOP")]);
     }
 
     #[test]
     fn a_long_line_is_reported_once_and_skipped_to_its_end() {
-        let mut reader = LineReader::default();
+        let mut codec = CommandLines::default();
         let chunk = vec![b'x'; 300];
-        let got = lines(
-            &mut reader,
+        let (got, _) = lines(
+            &mut codec,
             &[&chunk, &chunk, &chunk, b"xx\r\nNOOP\r\n", b"QUIT\r\n"],
         );
         assert_eq!(got, [Line::TooLong, complete("NOOP"), complete("QUIT")]);
@@ -158,19 +143,20 @@ mod tests {
 
     #[test]
     fn an_endless_line_never_grows_the_buffer() {
-        let mut reader = LineReader::default();
+        let mut codec = CommandLines::default();
         let chunk = vec![b'x'; 64 * 1024];
+        let mut buffer = BytesMut::new();
         let mut reported = 0;
         for _ in 0..1600 {
             // 100 MiB in all.
-            let mut input = Bytes::from(chunk.clone());
-            while let Some(line) = reader.next_line(&mut input) {
+            buffer.extend_from_slice(&chunk);
+            while let Some(line) = codec.decode(&mut buffer).unwrap() {
                 assert_eq!(line, Line::TooLong);
                 reported += 1;
             }
-            assert!(reader.partial.capacity() <= MAX_LINE);
+            assert!(buffer.is_empty());
         }
         assert_eq!(reported, 1);
-        assert_eq!(lines(&mut reader, &[b"\nNOOP\r\n"]), [complete("NOOP")]);
+        assert_eq!(lines(&mut codec, &[b"\nNOOP\r\n"]).0, [complete("NOOP")]);
     }
 }

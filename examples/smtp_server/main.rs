@@ -3,22 +3,24 @@
 //!
 //! It shows the two ways a live connection changes hands in switchboard:
 //!
-//! - **`StartTls`**: on `STARTTLS` the command protocol answers `220` and upgrades its own
-//!   connection to TLS in place. A client must begin the handshake right after the `220`,
-//!   before any other command (RFC 3207 §4), and the server must not take what came in the
-//!   clear as part of the protected session (§4.2, CVE-2011-0411). This server does what
-//!   switchboard does by default: the session hands what it received after the command to the
-//!   upgrade ([`StartTls::unconsumed`]), and if there is any, the transport refuses the upgrade
-//!   and ends the connection (a `TlsErrorKind::Injection` error) rather than discard it and go
-//!   on with a client that is broken or hostile. What the transport read and had not delivered
-//!   yet, it discards.
-//! - **`SetProtocol`**: on `DATA` the command protocol ([`session`]) hands the connection to a
-//!   protocol that reads the message ([`data`]), which hands it back after the final dot. Each
-//!   switch carries the bytes the old protocol read and did not parse, so a client may pipeline
-//!   the message behind `DATA` and its next commands behind the final dot.
+//! - **`Ctx::start_tls`**: on `STARTTLS` the command protocol answers `220` and upgrades its own
+//!   connection to TLS in place. A client must begin the handshake right after the `220`, before
+//!   any other command (RFC 3207 §4), and the server must not take what came in the clear as part
+//!   of the protected session (§4.2, CVE-2011-0411). This server does what switchboard does by
+//!   default: `start_tls` hands what the session received after the command to the upgrade
+//!   ([`StartTls::unconsumed`]), and if there is any, the transport refuses the upgrade and ends
+//!   the connection (a `TlsErrorKind::Injection` error) rather than discard it and go on with a
+//!   client that is broken or hostile. What the transport read and had not delivered yet, it
+//!   discards.
+//! - **`Ctx::switch_to`**: on `DATA` the command protocol ([`session`]) switches to a protocol
+//!   that reads the message ([`data`]), which switches back to the session after the final dot.
+//!   Each switch carries the bytes the old protocol received and did not use, so a client may
+//!   pipeline the message behind `DATA` and its next commands behind the final dot.
 //!
-//! The parsers touch no I/O: [`command`] parses a command line, [`lines`] splits the command
-//! stream, [`content`] reads the message of `DATA`. The fuzz targets under `fuzz/` drive them.
+//! Both are [`Protocol`]s: the session decodes the command stream with a codec of lines
+//! ([`lines`]), the DATA phase reads the bytes as they come. The parsers touch no I/O:
+//! [`command`] parses a command line, [`lines`] splits the command stream, [`content`] reads the
+//! message of `DATA`. The fuzz targets under `fuzz/` drive them.
 //!
 //! ```text
 //! cargo run --example smtp_server                    # 127.0.0.1:2525, into ./maildir
@@ -39,9 +41,9 @@
 //!
 //! - **Memory.** A command line is kept to 512 bytes (RFC 5321 §4.5.3.1.4), a message to
 //!   `--max-size` bytes (10 MiB by default). Replies are bounded by switchboard's default, with
-//!   no code here: neither protocol opts in to `PauseWriting`, so while the transport's write
-//!   buffer is over its high-water mark (64 KiB, 512 KiB after STARTTLS) it delivers nothing
-//!   more and stops reading the socket. A client that pipelines `NOOP`s and never reads the
+//!   no code here: neither protocol overrides `pause_writing`, so while the transport's write
+//!   buffer is over its high-water mark (64 KiB, 512 KiB after STARTTLS) the transport stops
+//!   reading the socket. A client that pipelines `NOOP`s and never reads the
 //!   replies stalls there, its kernel buffers full, and costs the server under 1 MiB (the
 //!   replies to one 256 KiB read, written at once as RFC 2920 asks); the transport's hard
 //!   maximum (4 MiB) is never reached. `tests/example_smtp.rs` holds such a client against the
@@ -49,15 +51,15 @@
 //! - **Time.** RFC 5321 §4.5.3.2.7 has a server wait at least 5 minutes for the next command:
 //!   `--command-timeout SECS` (300 by default; 0 waits forever). It is the connection's idle
 //!   timeout (`StreamConfig::idle_timeout`: no byte read or written for that long); both
-//!   protocols handle [`TimedOut`], so the client is told
-//!   `421 4.4.2 HOSTNAME Error: timeout exceeded` (Postfix's words) before the server closes.
-//!   Bytes alone do not keep a session alive: a command must be complete within the timeout of
-//!   the previous one, so a client that sends a line a byte at a time (slowloris) is told the
-//!   same once the timeout has passed, at its next byte. In the DATA phase the same idle
-//!   timeout stands for RFC 5321's per-block timeout (3 minutes, §4.5.3.2.5, on the client's
-//!   side: no RFC sets the server's); one timeout for the whole connection is simpler and no
-//!   shorter than the RFC's. A stalled write is aborted after 30 s (the transport's write
-//!   stall timeout), a TLS handshake after 10 s.
+//!   protocols override `timed_out`, so the client is told `421 4.4.2 HOSTNAME Error: timeout
+//!   exceeded` (Postfix's words) before the server closes. Bytes alone do not keep a session
+//!   alive: a command must be complete within the timeout of the previous one (a timer of the
+//!   session checks it), so a client that sends a line a byte at a time (slowloris) is told the
+//!   same once the timeout has passed. In the DATA phase the same idle timeout stands for RFC
+//!   5321's per-block timeout (3 minutes, §4.5.3.2.5, on the client's side: no RFC sets the
+//!   server's); one timeout for the whole connection is simpler and no shorter than the RFC's. A
+//!   stalled write is aborted after 30 s (the transport's write stall timeout), a TLS handshake
+//!   after 10 s.
 //!
 //! It prints `listening on ADDR` to stdout, with the address really bound, once it accepts
 //! connections, then `stored PATH` for each message; logs go to stderr (`RUST_LOG=debug`). On
@@ -74,17 +76,13 @@ mod session;
 
 use std::{io, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
-use actix::prelude::*;
 use clap::Parser;
 use switchboard::{
     prelude::*,
     tls::{SelfSigned, TlsAcceptor},
 };
 
-use crate::{
-    maildir::Maildir,
-    session::{Session, session_protocol},
-};
+use crate::{maildir::Maildir, session::Session};
 
 /// The default of `--max-size`: 10 MiB.
 const DEFAULT_MAX_SIZE: usize = 10 * 1024 * 1024;
@@ -201,10 +199,7 @@ async fn run(args: Args) -> io::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
     // ANCHOR: serve
-    let server = tcp::serve_with(&args.addr, options, move || {
-        session_protocol(Session::new(config.clone()).start())
-    })
-    .await?;
+    let server = tcp::serve_with(&args.addr, options, move || Session::new(config.clone())).await?;
     println!("listening on {}", server.addresses()[0]);
     // ANCHOR_END: serve
 

@@ -1,16 +1,16 @@
 //! A WebSocket echo server (RFC 6455) behind a small HTTP/1.1 server: one connection, two
-//! protocols, switched at runtime with `SetProtocol`.
+//! protocols, switched at runtime with `Ctx::switch_with`.
 //!
-//! Every connection starts with the HTTP protocol ([`Http`]). `GET /` serves a page whose script
-//! opens a WebSocket to `/ws`, sends what you type and shows the echoes. `GET /ws` with a valid
-//! upgrade request is answered `101 Switching Protocols`, and the connection is handed to the
-//! WebSocket protocol ([`WebSocket`]) together with the bytes the client sent behind its request
-//! (a client may send its first frame without waiting for the `101`). The WebSocket protocol
-//! echoes text and binary messages (fragmented ones reassembled), answers pings, performs the
-//! closing handshake, and fails the connection with the close code RFC 6455 asks for: 1002 for
-//! a protocol error (an unmasked frame, a control frame over 125 bytes or fragmented, a stray
-//! continuation, a reserved opcode or bit), 1007 for a text message that is not UTF-8 (as soon
-//! as the bytes received prove it, before the message ends, before the frame that carries them
+//! Both are [`Protocol`]s. Every connection starts with the HTTP protocol ([`Http`]). `GET /`
+//! serves a page whose script opens a WebSocket to `/ws`, sends what you type and shows the echoes.
+//! `GET /ws` with a valid upgrade request is answered `101 Switching Protocols`, and the connection
+//! is switched to the WebSocket protocol ([`WebSocket`]) together with the bytes the client sent
+//! behind its request (a client may send its first frame without waiting for the `101`). The
+//! WebSocket protocol echoes text and binary messages (fragmented ones reassembled), answers pings,
+//! performs the closing handshake, and fails the connection with the close code RFC 6455 asks for:
+//! 1002 for a protocol error (an unmasked frame, a control frame over 125 bytes or fragmented, a
+//! stray continuation, a reserved opcode or bit), 1007 for a text message that is not UTF-8 (as
+//! soon as the bytes received prove it, before the message ends, before the frame that carries them
 //! ends), 1009 for a message over `--max-message`.
 //!
 //! ```text
@@ -26,7 +26,10 @@
 //! fields gets `431`, and `/ws` without a proper upgrade gets `426 Upgrade Required`. A request
 //! with a body is answered, then the connection is closed rather than the body read.
 //!
-//! Both protocols frame their bytes with [`Framing`] and a tokio-util codec. What is written by
+//! Both protocols take the bytes as they come (`Codec = Raw`) and frame them with tokio-util
+//! codecs of their own: the HTTP protocol with a [`Framing`], since it times a request head
+//! from the head's first byte, which no decoded item would show it; the WebSocket protocol
+//! through [`Echo`](frame::Echo), which hands a text frame over in parts. What is written by
 //! hand here, and why:
 //!
 //! - the request-head decoder ([`HttpCodec`](http::HttpCodec)) is a thin `Decoder` around
@@ -43,8 +46,8 @@
 //!   this example is about.
 //!
 //! The parsing and the message rules have no I/O and live in modules of their own, [`http`] and
-//! [`frame`], which the fuzz targets under `fuzz/` drive too; the protocol actors here put them
-//! to work on a connection.
+//! [`frame`], which the fuzz targets under `fuzz/` drive too; the protocols here put them to
+//! work on a connection.
 //!
 //! # Bounds
 //!
@@ -52,9 +55,9 @@
 //!
 //! - **Memory.** A request head is kept to 16 KiB and 64 fields, a WebSocket message to
 //!   `--max-message` bytes. Responses and echoes are bounded by switchboard's default, with no
-//!   code here: neither protocol opts in to `PauseWriting`, so while the transport's write
-//!   buffer is over its high-water mark (64 KiB) it delivers nothing more and stops reading
-//!   the socket, and the client feels TCP's back-pressure. (The WebSocket protocol used to opt
+//!   code here: neither protocol overrides `pause_writing`, so while the transport's write
+//!   buffer is over its high-water mark (64 KiB) it stops reading the socket, and the client
+//!   feels TCP's back-pressure. (The WebSocket protocol used to opt
 //!   in, only to stop reading on `PauseWriting` and read again on `ResumeWriting`: exactly
 //!   what the default does, so that code is gone.) A client that pipelines `GET /` and never
 //!   reads can still make one read (256 KiB, some 9,000 requests) ask for more than the
@@ -71,7 +74,7 @@
 //!   bytes all the time. `--keep-alive SECS` (60 by default) is the connection's idle timeout
 //!   (no byte read or written for that long): between requests, the transport closes an idle
 //!   connection itself. A WebSocket is idle as long as its client is silent, which is normal,
-//!   so its protocol handles `TimedOut` instead: it pings the client, and closes with 1001
+//!   so its protocol overrides `timed_out` instead: it pings the client, and closes with 1001
 //!   only if nothing, not even a pong, comes back within the next `--keep-alive` seconds
 //!   (browsers answer pings by themselves). 0 turns either timeout off. A stalled write is
 //!   aborted after 30 s (the transport's write stall timeout).
@@ -97,8 +100,9 @@ use std::{
 };
 
 use actix::prelude::*;
+use bytes::Bytes;
 use clap::Parser;
-use switchboard::{Framing, ProtocolBuilder, prelude::*};
+use switchboard::{Framing, prelude::*};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::Notify,
@@ -174,9 +178,10 @@ enum Next {
 }
 
 // ANCHOR: http_protocol
-/// The protocol every connection starts with: HTTP/1.1 requests, answered in order.
+/// The protocol every connection starts with: HTTP/1.1 requests, answered in order. It frames
+/// the bytes itself, with a [`Framing`] of its own, rather than with `Protocol::Codec`: its
+/// deadline for a request head starts with the head's first byte, which no item announces.
 struct Http {
-    transport: Option<TransportHandle>,
     requests: Framing<HttpCodec>,
     max_message: usize,
     /// Where the WebSocket protocol this connection may switch to joins.
@@ -198,7 +203,6 @@ struct Http {
 impl Http {
     fn new(max_message: usize, websockets: WebSockets) -> Self {
         Http {
-            transport: None,
             requests: Framing::new(HttpCodec),
             max_message,
             websockets,
@@ -216,12 +220,12 @@ impl Http {
         self
     }
 
-    /// After the bytes of one `DataReceived` are read: keeps a deadline on the head under way,
-    /// if one is. The first head's deadline is the header timeout after the connection began; a
-    /// later one's, the header timeout after the chunk that began it (`begun`: a request came
-    /// whole in this chunk, or nothing was buffered before it). No head under way, no deadline:
+    /// After the bytes of one chunk are read: keeps a deadline on the head under way, if one
+    /// is. The first head's deadline is the header timeout after the connection began; a later
+    /// one's, the header timeout after the chunk that began it (`begun`: a request came whole
+    /// in this chunk, or nothing was buffered before it). No head under way, no deadline:
     /// between requests, the keep-alive idle timeout of the transport decides.
-    fn watch_head(&mut self, begun: bool, ctx: &mut Context<Self>) {
+    fn watch_head(&mut self, begun: bool, cx: &mut Ctx<'_, Self>) {
         let Some(timeout) = self.header_timeout else {
             return;
         };
@@ -230,22 +234,19 @@ impl Http {
             return; // the same head, still coming: its deadline holds
         }
         if let Some(deadline) = self.head_deadline.take() {
-            ctx.cancel_future(deadline);
+            cx.cancel(deadline);
         }
         if under_way {
             let now = Instant::now();
             let since = if self.answered { now } else { self.started };
             let left = (since + timeout).saturating_duration_since(now);
-            self.head_deadline = Some(ctx.run_later(left, |http, _| http.head_timed_out()));
+            self.head_deadline = Some(cx.run_later(left, Self::head_timed_out));
         }
     }
 
     /// The head under way did not come whole in time: `408`, and the connection closes.
-    fn head_timed_out(&mut self) {
+    fn head_timed_out(&mut self, cx: &mut Ctx<'_, Self>) {
         self.head_deadline = None;
-        let Some(transport) = self.transport.clone() else {
-            return;
-        };
         if self.done {
             return;
         }
@@ -254,8 +255,8 @@ impl Http {
             "request head incomplete: 408"
         );
         let response = Response::text(408, "Request Timeout").header("Connection", "close");
-        let _ = self.requests.write(&transport, response);
-        self.finish(&transport);
+        let _ = self.requests.write(cx.transport(), response);
+        self.finish(cx);
     }
 
     /// Answers `request`, and says what comes next.
@@ -311,37 +312,23 @@ impl Http {
     }
 
     /// Closes the connection and reads nothing more.
-    fn finish(&mut self, transport: &TransportHandle) {
+    fn finish(&mut self, cx: &mut Ctx<'_, Self>) {
         self.done = true;
-        transport.close();
+        cx.close();
     }
 }
 
-impl Actor for Http {
-    type Context = Context<Self>;
-}
+impl Protocol for Http {
+    /// The bytes as they come: [`Http`] frames them itself.
+    type Codec = Raw;
 
-impl Handler<ConnectionMade> for Http {
-    type Result = ();
-
-    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-        self.transport = Some(msg.transport);
-    }
-}
-
-impl Handler<DataReceived> for Http {
-    type Result = ();
-
-    fn handle(&mut self, msg: DataReceived, ctx: &mut Context<Self>) {
-        let Some(transport) = self.transport.clone() else {
-            return;
-        };
+    fn data_received(&mut self, data: Bytes, cx: &mut Ctx<'_, Self>) {
         if self.done {
             return;
         }
         // A head begins with this chunk if nothing of one was waiting.
         let mut begun = self.requests.buffered() == 0;
-        self.requests.feed(&msg.data);
+        self.requests.feed(&data);
         // Pipelined requests are answered in order, each response behind the last.
         loop {
             let request = match self.requests.next_frame() {
@@ -352,7 +339,7 @@ impl Handler<DataReceived> for Http {
                     request
                 }
                 Ok(None) => {
-                    self.watch_head(begun, ctx);
+                    self.watch_head(begun, cx);
                     return;
                 }
                 Err(err) => {
@@ -365,18 +352,17 @@ impl Handler<DataReceived> for Http {
                             Response::text(400, "Bad Request")
                         }
                     };
-                    let _ = self
-                        .requests
-                        .write(&transport, response.header("Connection", "close"));
-                    self.finish(&transport);
+                    let response = response.header("Connection", "close");
+                    let _ = self.requests.write(cx.transport(), response);
+                    self.finish(cx);
                     return;
                 }
             };
             tracing::debug!(method = %request.method, target = %request.target, "request");
-            match self.respond(&transport, &request) {
+            match self.respond(cx.transport(), &request) {
                 Next::KeepAlive => {}
                 Next::Close => {
-                    self.finish(&transport);
+                    self.finish(cx);
                     return;
                 }
                 Next::Upgrade => {
@@ -384,56 +370,36 @@ impl Handler<DataReceived> for Http {
                     // The bytes behind the request head are the client's first frames: they go
                     // with the switch, and reach the WebSocket protocol before anything the
                     // transport reads later. The `101` is already in the transport's queue.
-                    let leftover = self.requests.take_leftover();
                     let websocket = WebSocket::new(self.max_message, self.websockets.clone());
-                    let websocket = websocket.start();
+                    let websocket = cx.switch_with(websocket, self.requests.take_leftover());
                     // Known to shutdown from now on, before it is connected.
                     self.websockets.join(&websocket);
-                    transport.set_protocol(websocket_protocol(websocket), leftover);
                     // ANCHOR_END: switch
                     self.done = true;
-                    ctx.stop();
                     return;
                 }
             }
         }
     }
 }
-
-impl Handler<ConnectionLost> for Http {
-    type Result = ();
-
-    fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
-}
 // ANCHOR_END: http_protocol
 
 // ANCHOR: websocket_protocol
 /// The protocol a connection is switched to after the `101`: echoes every message. What to
-/// answer is [`Echo`]'s to say; this actor moves the bytes.
+/// answer is [`Echo`]'s to say; this protocol moves the bytes. A client that sends faster than
+/// it reads fills the write buffer with echoes: the default `pause_writing` then stops reading
+/// until the client has caught up.
 struct WebSocket {
-    transport: Option<TransportHandle>,
     echo: Echo,
-    /// Joined by the HTTP protocol as it switches, left when this actor stops.
+    /// Joined by the HTTP protocol as it switches, left when the connection is gone.
     websockets: WebSockets,
     /// A ping went out because the connection was idle, and nothing came back since.
     pinged: bool,
 }
 
-/// The WebSocket protocol's handle, opted in to [`TimedOut`]: an idle WebSocket is pinged
-/// rather than closed. Not to the write-flow events: a client that sends faster than it reads
-/// would fill the write buffer with echoes, and while the buffer is over its high-water mark
-/// the transport delivers nothing more and stops reading the socket, which is all this
-/// protocol would do on `PauseWriting`.
-fn websocket_protocol(websocket: Addr<WebSocket>) -> ProtocolBuilder<WebSocket> {
-    ProtocolHandle::builder(websocket).timed_out()
-}
-
 impl WebSocket {
     fn new(max_message: usize, websockets: WebSockets) -> Self {
         WebSocket {
-            transport: None,
             echo: Echo::new(max_message),
             websockets,
             pinged: false,
@@ -441,81 +407,56 @@ impl WebSocket {
     }
 }
 
-impl Actor for WebSocket {
-    type Context = Context<Self>;
-
-    fn stopped(&mut self, ctx: &mut Context<Self>) {
-        self.websockets.leave(&ctx.address());
-    }
-}
-
-impl Handler<ConnectionMade> for WebSocket {
-    type Result = ();
+impl Protocol for WebSocket {
+    /// The bytes as they come: [`Echo`] decodes the frames, and reads a text frame's UTF-8 as
+    /// its parts arrive.
+    type Codec = Raw;
 
     /// Comes first after the switch, before the bytes the HTTP protocol handed over.
-    fn handle(&mut self, msg: ConnectionMade, ctx: &mut Context<Self>) {
-        self.transport = Some(msg.transport);
+    fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
         // Shutdown may have begun between the switch and now.
         if self.websockets.is_going_away() {
-            self.go_away(ctx);
+            self.go_away(cx);
         }
     }
-}
 
-impl Handler<DataReceived> for WebSocket {
-    type Result = ();
-
-    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-        let Some(transport) = self.transport.clone() else {
-            return;
-        };
+    fn data_received(&mut self, data: Bytes, cx: &mut Ctx<'_, Self>) {
         // Anything from the client, a pong or not, says it is still there.
         self.pinged = false;
         if self.echo.is_closing() {
             return;
         }
         // Everything this chunk asks for goes out in one write.
-        let replies = self.echo.receive(&msg.data);
+        let replies = self.echo.receive(&data);
         let replies = self.echo.encode(replies);
         if !replies.is_empty() {
-            transport.write(replies);
+            cx.write(replies);
         }
         if self.echo.is_closing() {
             // Flushes the close frame first.
-            transport.close();
+            cx.close();
         }
     }
-}
 
-impl Handler<ConnectionLost> for WebSocket {
-    type Result = ();
-
-    fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
-}
-
-/// Nothing moved either way for `--keep-alive`: the first time, the client is pinged; if
-/// nothing has come back by the next time, it is given up on with a close frame (1001), and
-/// the connection closes. (Should the ping not even leave, the transport ends the connection
-/// at the next timeout itself.)
-impl Handler<TimedOut> for WebSocket {
-    type Result = ();
-
-    fn handle(&mut self, msg: TimedOut, _: &mut Context<Self>) {
-        let Some(transport) = self.transport.clone() else {
-            return;
-        };
+    /// Nothing moved either way for `--keep-alive`: the first time, the client is pinged; if
+    /// nothing has come back by the next time, it is given up on with a close frame (1001), and
+    /// the connection closes. (Should the ping not even leave, the transport ends the
+    /// connection at the next timeout itself.)
+    fn timed_out(&mut self, timeout: Timeout, cx: &mut Ctx<'_, Self>) {
         if self.pinged {
-            tracing::debug!(timeout = %msg.timeout, "no answer to the ping: closing");
+            tracing::debug!(%timeout, "no answer to the ping: closing");
             if let Some(close) = self.echo.give_up() {
-                transport.write(self.echo.encode(vec![close]));
+                cx.write(self.echo.encode(vec![close]));
             }
-            transport.close();
+            cx.close();
         } else if let Some(ping) = self.echo.ping() {
             self.pinged = true;
-            transport.write(self.echo.encode(vec![ping]));
+            cx.write(self.echo.encode(vec![ping]));
         }
+    }
+
+    fn connection_lost(&mut self, _: Option<io::Error>, cx: &mut Ctx<'_, Self>) {
+        self.websockets.leave(&cx.address());
     }
 }
 // ANCHOR_END: websocket_protocol
@@ -528,32 +469,28 @@ impl Handler<TimedOut> for WebSocket {
 #[rtype(result = "()")]
 struct GoAway;
 
-impl Handler<GoAway> for WebSocket {
+impl Handles<GoAway> for WebSocket {
     type Result = ();
 
-    fn handle(&mut self, _: GoAway, ctx: &mut Context<Self>) {
-        self.go_away(ctx);
+    fn handle(&mut self, _: GoAway, cx: &mut Ctx<'_, Self>) {
+        self.go_away(cx);
     }
 }
 
 impl WebSocket {
     /// Sends the close frame, once, and closes the connection if the client does not answer
-    /// it in time. Not connected yet, it does nothing: `ConnectionMade` asks again.
-    fn go_away(&mut self, ctx: &mut Context<Self>) {
-        let Some(transport) = &self.transport else {
-            return;
-        };
+    /// it in time. (A protocol has its transport from the start: told before its
+    /// `connection_made`, it writes the close frame behind the `101` all the same.)
+    fn go_away(&mut self, cx: &mut Ctx<'_, Self>) {
         let Some(close) = self.echo.go_away() else {
             return;
         };
-        transport.write(self.echo.encode(vec![close]));
-        ctx.run_later(CLOSE_HANDSHAKE_TIMEOUT, |websocket, _| {
+        cx.write(self.echo.encode(vec![close]));
+        cx.run_later(CLOSE_HANDSHAKE_TIMEOUT, |websocket, cx| {
             // Closing already if the client's close frame came.
-            if let Some(transport) = &websocket.transport
-                && !websocket.echo.is_closing()
-            {
+            if !websocket.echo.is_closing() {
                 tracing::debug!("no close frame from the client in time: closing");
-                transport.close();
+                cx.close();
             }
         });
     }
@@ -577,17 +514,17 @@ struct Registry {
 
 #[derive(Debug, Default)]
 struct Live {
-    websockets: HashSet<Addr<WebSocket>>,
+    websockets: HashSet<Addr<ProtocolActor<WebSocket>>>,
     /// Set by [`WebSockets::go_away`]: a WebSocket connected from then on goes away at once.
     going_away: bool,
 }
 
 impl WebSockets {
-    fn join(&self, websocket: &Addr<WebSocket>) {
+    fn join(&self, websocket: &Addr<ProtocolActor<WebSocket>>) {
         self.lock().websockets.insert(websocket.clone());
     }
 
-    fn leave(&self, websocket: &Addr<WebSocket>) {
+    fn leave(&self, websocket: &Addr<ProtocolActor<WebSocket>>) {
         let mut live = self.lock();
         if live.websockets.remove(websocket) && live.websockets.is_empty() {
             self.shared.emptied.notify_waiters();
@@ -610,6 +547,8 @@ impl WebSockets {
         {
             let mut live = self.lock();
             live.going_away = true;
+            // One whose connection was lost before the switch was taken never left.
+            live.websockets.retain(Addr::connected);
             if live.websockets.is_empty() {
                 return;
             }
@@ -653,9 +592,7 @@ async fn main() -> io::Result<ExitCode> {
     let websockets = WebSockets::default();
     let joining = websockets.clone();
     let server = tcp::serve_with(&args.addr, options, move || {
-        Http::new(max_message, joining.clone())
-            .header_timeout(header_timeout)
-            .start()
+        Http::new(max_message, joining.clone()).header_timeout(header_timeout)
     })
     .await?;
     println!("listening on {}", server.addresses()[0]);

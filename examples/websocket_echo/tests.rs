@@ -77,13 +77,12 @@ fn text_response(status: &str, headers: &str, body: &str) -> String {
 
 /// A new connection, on the HTTP protocol.
 async fn http() -> MockTransport {
-    MockTransport::connect(Http::new(1024, WebSockets::default()).start()).await
+    MockTransport::connect(Http::new(1024, WebSockets::default())).await
 }
 
 /// A connection on the WebSocket protocol, as after an upgrade.
 async fn websocket(max_message: usize) -> MockTransport {
-    let websocket = WebSocket::new(max_message, WebSockets::default());
-    MockTransport::connect(websocket_protocol(websocket.start())).await
+    MockTransport::connect(WebSocket::new(max_message, WebSockets::default())).await
 }
 
 /// What the HTTP protocol has read past the end of a request head of `head_len` bytes when
@@ -101,15 +100,15 @@ fn read_past_head(input: &[u8], head_len: usize, chunking: &Chunking) -> Bytes {
 
 // ANCHOR: test_websocket_upgrade
 /// An upgrade request with the client's first frame right behind it, cut at every split point.
-/// The HTTP protocol answers `101` and switches the connection to the WebSocket protocol with
-/// `SetProtocol`, handing over the bytes it read past the request head (the start of the frame,
-/// or all of it); the WebSocket protocol then echoes the frame.
+/// The HTTP protocol answers `101` and switches the connection to the WebSocket protocol
+/// (`Ctx::switch_with`, a `SetProtocol`), handing over the bytes it read past the request head
+/// (the start of the frame, or all of it); the WebSocket protocol then echoes the frame.
 #[actix::test]
 async fn test_websocket_upgrade() {
     let hello = client(TEXT, b"hello");
     let input = [UPGRADE.as_bytes(), &hello].concat();
     for chunking in Chunking::every(input.len()) {
-        let mock = MockTransport::connect(Http::new(1024, WebSockets::default()).start()).await;
+        let mock = MockTransport::connect(Http::new(1024, WebSockets::default())).await;
 
         mock.feed_chunked(input.clone(), &chunking).await;
 
@@ -131,7 +130,11 @@ async fn test_websocket_upgrade() {
             .collect();
         let leftover = read_past_head(&input, UPGRADE.len(), &chunking);
         assert_eq!(switches, [leftover], "{chunking:?}");
-        assert!(mock.protocol().downcast::<WebSocket>().is_some());
+        assert!(
+            mock.protocol()
+                .downcast::<ProtocolActor<WebSocket>>()
+                .is_some()
+        );
     }
 }
 // ANCHOR_END: test_websocket_upgrade
@@ -456,9 +459,10 @@ async fn violations_close_with_their_code_at_every_split_point() {
     }
 }
 
-/// While the peer reads slowly, neither protocol receives anything more: they do not handle
-/// write flow, so the transport holds their deliveries (and stops reading the socket) until the
-/// peer has read. Neither protocol does anything for it. A lost connection stops them.
+/// While the peer reads slowly, neither protocol receives anything more: neither overrides
+/// `pause_writing`, whose default pauses reading until the peer has read (and
+/// `resume_writing`'s resumes it). Neither protocol does anything else for it. A lost
+/// connection stops them.
 #[actix::test]
 async fn a_peer_that_does_not_read_gets_nothing_more_read() {
     let ws = websocket(1024).await;
@@ -471,7 +475,6 @@ async fn a_peer_that_does_not_read_gets_nothing_more_read() {
             text_response("404 Not Found", "", "Not Found\n").into_bytes(),
         ),
     ] {
-        assert!(!mock.protocol().handles_write_flow());
         mock.pause_writing().await;
         mock.push(input);
         mock.settle().await;
@@ -480,7 +483,11 @@ async fn a_peer_that_does_not_read_gets_nothing_more_read() {
             "delivered while the peer does not read"
         );
         mock.resume_writing().await;
-        assert_eq!(mock.command_names(), ["Write"], "the protocol only wrote");
+        assert_eq!(
+            mock.command_names(),
+            ["PauseReading", "ResumeReading", "Write"],
+            "the default write flow, then the response"
+        );
         assert_eq!(mock.written(), output);
         mock.lose(None).await;
         mock.protocol_stopped().await;
@@ -490,7 +497,7 @@ async fn a_peer_that_does_not_read_gets_nothing_more_read() {
 /// A connection on the HTTP protocol whose heads must come whole within `timeout`.
 async fn http_timed(timeout: Duration) -> MockTransport {
     let http = Http::new(1024, WebSockets::default()).header_timeout(Some(timeout));
-    MockTransport::connect(http.start()).await
+    MockTransport::connect(http).await
 }
 
 /// What a head that did not come whole in time is answered with, before the connection closes.
@@ -578,10 +585,9 @@ async fn a_later_head_is_timed_from_its_first_byte() {
 #[actix::test]
 async fn an_idle_websocket_is_pinged_then_closed_if_silent() {
     let timeout = Duration::from_secs(60);
-    let websocket = WebSocket::new(1024, WebSockets::default()).start();
     let mock = MockTransport::builder()
         .idle_timeout(timeout)
-        .connect(websocket_protocol(websocket))
+        .connect(WebSocket::new(1024, WebSockets::default()))
         .await;
     for answer in [client(PONG, b""), client(TEXT, b"still here")] {
         mock.advance(timeout).await;
@@ -695,7 +701,7 @@ fn going_away() -> Vec<u8> {
 /// A connection upgraded to WebSocket through the HTTP protocol, which makes its WebSocket
 /// protocol join `websockets`; the `101` taken.
 async fn upgraded(websockets: &WebSockets) -> MockTransport {
-    let mock = MockTransport::connect(Http::new(1024, websockets.clone()).start()).await;
+    let mock = MockTransport::connect(Http::new(1024, websockets.clone())).await;
     mock.feed(UPGRADE).await;
     mock.expect_written(SWITCHING).await;
     mock
@@ -746,40 +752,39 @@ async fn going_away_sends_1001_then_closes_at_the_clients_close() {
     assert!(!late.is_closing());
 }
 
-/// A WebSocket the HTTP protocol has switched to but that is not connected yet when shutdown
-/// begins (it has not handled `ConnectionMade`) goes away as soon as it is, and shutdown waits
-/// for it.
+/// A WebSocket the HTTP protocol switches to once shutdown has begun goes away as soon as it
+/// is connected, and shutdown waits for it. (A `GoAway` that reaches it before its
+/// `connection_made` needs no test of its own: a protocol has its transport from the start, so
+/// it writes the close frame behind the `101` at once, and `connection_made` sends none again.)
 #[actix::test]
-async fn a_websocket_told_to_go_away_before_it_is_connected_goes_away_once_it_is() {
+async fn a_websocket_switched_to_during_shutdown_goes_away_once_connected() {
     let websockets = WebSockets::default();
-    let websocket = WebSocket::new(1024, websockets.clone()).start();
-    websockets.join(&websocket);
+    let live = upgraded(&websockets).await;
     let mut shutdown = std::pin::pin!(websockets.go_away());
     assert!(futures::poll!(&mut shutdown).is_pending());
-    // Handled after the `GoAway` shutdown sent, still without a connection.
-    websocket
-        .send(GoAway)
-        .await
-        .expect("the WebSocket is running");
+    live.expect_written(going_away()).await;
 
-    let mock = MockTransport::connect(websocket_protocol(websocket)).await;
-    assert_eq!(mock.written(), going_away());
+    let mock = upgraded(&websockets).await;
+    mock.expect_written(going_away()).await;
+    assert!(mock.take_written().is_empty(), "one close frame");
+    for mock in [&live, &mock] {
+        mock.feed(client(CLOSE, b"")).await;
+        assert_eq!(mock.ending(), Some(Ending::Closed));
+        mock.protocol_stopped().await;
+    }
     assert!(
-        futures::poll!(&mut shutdown).is_pending(),
-        "shutdown did not wait for it"
+        futures::poll!(&mut shutdown).is_ready(),
+        "shutdown waited for both"
     );
-    mock.feed(client(CLOSE, b"")).await;
-    assert_eq!(mock.ending(), Some(Ending::Closed));
-    mock.protocol_stopped().await;
-    assert!(futures::poll!(&mut shutdown).is_ready());
 }
 
 /// A client that never answers the close frame: the connection closes anyway, once
 /// `CLOSE_HANDSHAKE_TIMEOUT` has passed, and not before.
 #[actix::test]
 async fn going_away_closes_after_the_timeout_without_the_clients_close() {
-    let websocket = WebSocket::new(1024, WebSockets::default()).start();
-    let mock = MockTransport::connect(websocket_protocol(websocket.clone())).await;
+    let (mock, websocket) =
+        MockTransport::builder().attach(WebSocket::new(1024, WebSockets::default()));
+    mock.settle().await;
     let sent = tokio::time::Instant::now();
     websocket
         .send(GoAway)

@@ -475,9 +475,11 @@ impl<P: Protocol> Handles<ConnectionMade> for P {
         if cx.link.switched {
             return;
         }
-        debug_assert!(msg.transport.same_transport(&cx.link.transport));
+        let ConnectionMade { transport, ack } = msg;
+        debug_assert!(transport.same_transport(&cx.link.transport));
+        cx.link.ack = Some(ack); // reading starts when it is dropped
         self.connection_made(cx);
-        drop(msg); // reading starts
+        self.proceed(cx);
     }
 }
 
@@ -573,10 +575,13 @@ trait Drain: Protocol {
     /// is done), so items are handled one after the other, as their requests came.
     fn proceed(&mut self, cx: &mut Ctx<'_, Self>) {
         self.drain(cx, Inbox::next);
-        if cx.link.switched || cx.ctx.waiting() {
+        if cx.ctx.waiting() {
             return;
         }
         drop(cx.link.ack.take()); // the next chunk may come
+        if cx.link.switched {
+            return;
+        }
         if cx.link.closing.get() {
             return; // a dropped EOF decision closes, as the protocol asked
         }
@@ -818,10 +823,12 @@ impl<P: Protocol> Ctx<'_, P> {
     }
 
     /// Awaits `future` inside the protocol, as an `await` inside an asyncio callback: the actor
-    /// handles nothing else until it is done (the transport's next delivery waits in its
-    /// mailbox, and so does the peer's EOF), then `then` runs with its output. For work whose
-    /// answer must come before the next request's (a database lookup a reply waits for). A
-    /// future that never resolves stalls the protocol: bound it with a timeout.
+    /// handles nothing else until it is done, then `then` runs with its output. The items
+    /// decoded behind the one that waits, the transport's next delivery and the peer's EOF all
+    /// wait for it, so `then` may [`switch_to`](Self::switch_to) another protocol and lose
+    /// nothing the peer sent meanwhile. For work whose answer must come before the next
+    /// request's (a database lookup a reply waits for). A future that never resolves stalls the
+    /// protocol: bound it with a timeout.
     pub fn wait<F: Future + 'static>(
         &mut self,
         future: F,

@@ -19,13 +19,14 @@ mod lines;
 #[path = "input.rs"]
 pub(crate) mod input;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::Decoder;
 
 use command::{Command, parse};
 use content::{MessageReader, TooBig};
 use envelope::{Envelope, Hello};
 use input::{Chunks, Input};
-use lines::{Line, LineReader, MAX_LINE};
+use lines::{CommandLines, Line, MAX_LINE};
 
 /// `smtp_command`: one command line. Besides never panicking, the verb is case-insensitive,
 /// and what a command takes from its line (a domain, an address, a size) parses back to itself
@@ -214,13 +215,16 @@ enum Event {
 }
 
 /// The parsing side of a connection, as `session.rs` and `data.rs` put the parsers together: a
-/// [`LineReader`] for the commands, and from a `DATA` line on a [`MessageReader`] over the bytes
-/// after it, until the end line hands what follows back to the same `LineReader`. (`STARTTLS`
+/// [`CommandLines`] codec for the commands, and from a `DATA` line on a [`MessageReader`] over
+/// the bytes after it (what the codec's buffer held first, as a switch hands them on), until the
+/// end line hands what follows back to the same codec. (`STARTTLS`
 /// drops what follows it in the same read, by design: it is a command like another here.)
 struct Connection<'s> {
     stream: &'s [u8],
     max_size: usize,
-    lines: LineReader,
+    lines: CommandLines,
+    /// What the codec has not decoded yet.
+    buffer: BytesMut,
     /// The message being read, and where it started in the stream.
     message: Option<(MessageReader, usize)>,
     events: Vec<Event>,
@@ -258,15 +262,17 @@ impl Connection<'_> {
                 input = input.slice(end..);
                 continue;
             }
-            let Some(line) = self.lines.next_line(&mut input) else {
-                assert!(input.is_empty(), "bytes left over by the line reader");
+            self.buffer.extend_from_slice(&input);
+            input = Bytes::new();
+            let Some(line) = self.lines.decode(&mut self.buffer).expect("no error") else {
+                assert!(self.buffer.len() < MAX_LINE, "a line kept over the limit");
                 return;
             };
             match line {
                 Line::Complete(line) => {
                     // The line is the bytes before its line ending (`\n`, or `\r\n`), from
                     // the start of the stream, the end of a message or a line feed.
-                    let after = chunk_start + chunk.len() - input.len();
+                    let after = self.offset - self.buffer.len();
                     let raw = self.stream[..after]
                         .strip_suffix(b"\n")
                         .expect("a line ending");
@@ -286,6 +292,8 @@ impl Connection<'_> {
                     if parse(&line) == Ok(Command::Data) {
                         self.message = Some((MessageReader::new(self.max_size), after));
                         self.boundary = after;
+                        // The switch to the DATA phase hands it what the codec holds.
+                        input = self.buffer.split().freeze();
                     }
                     self.events.push(Event::Line(line));
                 }
@@ -305,7 +313,8 @@ pub(crate) fn session(fuzz: &[u8]) {
     let connection = |stream| Connection {
         stream,
         max_size,
-        lines: LineReader::default(),
+        lines: CommandLines::default(),
+        buffer: BytesMut::new(),
         message: None,
         events: Vec::new(),
         offset: 0,

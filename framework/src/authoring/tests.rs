@@ -442,6 +442,23 @@ impl Protocol for Quits {
     }
 }
 
+/// Switches to frames after a slow lookup that `UPGRADE` waits for.
+struct SlowUpgrade(Seen);
+
+impl Protocol for SlowUpgrade {
+    type Codec = LinesCodec;
+    fn data_received(&mut self, line: String, cx: &mut Ctx<'_, Self>) {
+        log(&self.0, format!("line {line}"));
+        if line == "UPGRADE" {
+            let lookup = actix_rt::time::sleep(Duration::from_millis(5));
+            cx.wait(lookup, |(), this: &mut SlowUpgrade, cx| {
+                cx.send("OK");
+                cx.switch_to(Frames(this.0.clone()));
+            });
+        }
+    }
+}
+
 #[test]
 fn items_behind_a_wait_in_the_same_chunk_are_handled_after_it_in_order() {
     run(async {
@@ -476,5 +493,20 @@ fn nothing_decoded_after_a_close_is_delivered() {
         mock.feed("one\nQUIT\ntwo\n").await;
         assert_eq!(mock.command_names(), ["Write", "Close"]);
         assert_eq!(mock.written(), "one\n");
+    });
+}
+
+#[test]
+fn a_switch_after_a_wait_loses_none_of_the_chunks_sent_meanwhile() {
+    run(async {
+        let seen = seen();
+        let (mock, _) = MockTransport::builder().attach(SlowUpgrade(seen.clone()));
+        mock.settle().await;
+        // The switching line with half a frame behind it, then the rest in a chunk of its own
+        // that the transport holds until the wait is done.
+        mock.push(&b"UPGRADE\n\x00\x00"[..]);
+        mock.push(&b"\x00\x02hi"[..]);
+        mock.expect_written(&b"OK\n\x00\x00\x00\x02hi"[..]).await;
+        assert_eq!(events(&seen), ["line UPGRADE", "frame hi"]);
     });
 }
