@@ -18,7 +18,7 @@ use switchboard::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 for_each_kind!([tcp, unix, tls, mock] =>
-    an_echo_that_ignores_write_flow_stays_bounded_by_a_peer_that_does_not_read,
+    the_obvious_echo_stays_bounded_by_a_peer_that_does_not_read,
     a_protocol_that_writes_past_the_maximum_is_aborted_with_buffer_full,
 );
 
@@ -28,47 +28,21 @@ for_each_kind!([tcp, unix, tls] =>
     an_idle_connection_tells_a_protocol_that_asks_then_ends,
 );
 
-/// The obvious echo: one `Write` per `DataReceived`, no `PauseWriting` handler, registered by
-/// its `Addr` alone.
-struct Echo {
-    transport: Option<TransportHandle>,
-}
+/// The obvious echo, the one chapter 1 teaches: one write per chunk and nothing else. It has no
+/// `pause_writing` of its own: the `Protocol` default stops reading while its echo waits.
+struct Echo;
 
-impl Actor for Echo {
-    type Context = Context<Self>;
-}
-ignore_events!(Echo: EofReceived, PauseWriting, ResumeWriting, TimedOut);
-
-impl Handler<ConnectionMade> for Echo {
-    type Result = ();
-    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-        self.transport = Some(msg.transport);
-    }
-}
-
-impl Handler<DataReceived> for Echo {
-    type Result = ();
-    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-        if let Some(transport) = &self.transport {
-            transport.write(msg.data.clone());
-        }
-    }
-}
-
-impl Handler<ConnectionLost> for Echo {
-    type Result = ();
-    fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
-        ctx.stop();
+impl Protocol for Echo {
+    type Codec = Raw;
+    fn data_received(&mut self, data: Bytes, cx: &mut Ctx<'_, Self>) {
+        cx.write(data);
     }
 }
 
 const MIB: usize = 1024 * 1024;
 
-async fn an_echo_that_ignores_write_flow_stays_bounded_by_a_peer_that_does_not_read(kind: Kind) {
-    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || {
-        Echo { transport: None }.start()
-    })
-    .await;
+async fn the_obvious_echo_stays_bounded_by_a_peer_that_does_not_read(kind: Kind) {
+    let (transport, _, mut peer) = pair(kind, StreamConfig::default(), || Echo).await;
     let (_, high) = kind.default_write_buffer_limits();
     // The peer sends 24 MiB and reads nothing until it has sent them all: more than the kernel
     // buffers of both sides hold, so the writer blocks unless the transport keeps reading.

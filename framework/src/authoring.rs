@@ -384,6 +384,14 @@ struct Link<P: Protocol> {
     closing: Cell<bool>,
 }
 
+impl<P: Protocol> Link<P> {
+    /// Whether the protocol paused reading, or the default `pause_writing` holds it: nothing
+    /// more is delivered until it resumes (as asyncio delivers nothing after `pause_reading`).
+    fn reading_paused(&self) -> bool {
+        self.paused || self.held
+    }
+}
+
 impl<P: Protocol> ProtocolActor<P> {
     /// Starts `protocol` on the current arbiter, for the transport `transport`; returns its
     /// address and the handle the transport delivers through (every event).
@@ -564,6 +572,21 @@ impl<P: Protocol> Handles<Abandoned> for P {
     }
 }
 
+/// Goes on delivering what reading paused or held kept back (sent by the protocol's actor to
+/// itself when reading resumes).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+#[doc(hidden)]
+pub struct Proceed;
+
+impl<P: Protocol> Handles<Proceed> for P {
+    type Result = ();
+
+    fn handle(&mut self, _: Proceed, cx: &mut Ctx<'_, Self>) {
+        self.proceed(cx);
+    }
+}
+
 /// One way to take an item out of an inbox: [`Inbox::next`], or [`Inbox::finish`] at EOF.
 type Step<P> =
     fn(&mut <<P as Protocol>::Codec as Codec>::Inbox) -> Option<Result<Item<P>, DecodeError<P>>>;
@@ -571,15 +594,18 @@ type Step<P> =
 /// Decoding, for the events that carry bytes.
 trait Drain: Protocol {
     /// Delivers what is decoded and not yet delivered, then the EOF if it came, unless a
-    /// [`Ctx::wait`] is in progress: then the rest waits for it (`wait` calls this again when it
-    /// is done), so items are handled one after the other, as their requests came.
+    /// [`Ctx::wait`] is in progress or reading is paused: then the rest waits for it (`wait`
+    /// calls this again when it is done, and resuming reading sends [`Proceed`]), so items are
+    /// handled one after the other, as their requests came, and none after `pause_reading`.
     fn proceed(&mut self, cx: &mut Ctx<'_, Self>) {
         self.drain(cx, Inbox::next);
         if cx.ctx.waiting() {
             return;
         }
-        drop(cx.link.ack.take()); // the next chunk may come
-        if cx.link.switched {
+        // The next chunk may come: after a pause the transport reads nothing more, and what
+        // was on its way waits in the inbox.
+        drop(cx.link.ack.take());
+        if cx.link.switched || cx.link.reading_paused() {
             return;
         }
         if cx.link.closing.get() {
@@ -592,8 +618,8 @@ trait Drain: Protocol {
         if cx.link.switched {
             return;
         }
-        if cx.ctx.waiting() {
-            // The last item's work is in progress; the EOF is decided after it.
+        if cx.ctx.waiting() || cx.link.reading_paused() {
+            // The last item's work is in progress, or reading paused: the EOF comes after.
             cx.link.eof = Some(eof);
             return;
         }
@@ -603,12 +629,17 @@ trait Drain: Protocol {
     }
 
     /// Delivers every item `step` takes out of the inbox, until none is left, the protocol
-    /// switched away, closed the connection or started a [`Ctx::wait`], or the codec is stuck:
-    /// a second error in a row over the same bytes (one error that takes no byte is not enough:
-    /// `LinesCodec` skips the long line at the next call), which is not reported again.
+    /// switched away, closed the connection, started a [`Ctx::wait`] or paused reading, or the
+    /// codec is stuck: a second error in a row over the same bytes (one error that takes no byte
+    /// is not enough: `LinesCodec` skips the long line at the next call), which is not reported
+    /// again.
     fn drain(&mut self, cx: &mut Ctx<'_, Self>, step: Step<Self>) {
         let mut failed_in_place = false;
-        while !cx.link.switched && !cx.link.closing.get() && !cx.ctx.waiting() {
+        while !cx.link.switched
+            && !cx.link.closing.get()
+            && !cx.ctx.waiting()
+            && !cx.link.reading_paused()
+        {
             let before = cx.link.inbox.buffered();
             match step(&mut cx.link.inbox) {
                 None => break,
@@ -717,7 +748,9 @@ impl<P: Protocol> Ctx<'_, P> {
         self.link.transport.abort();
     }
 
-    /// Stops reading until [`resume_reading`](Self::resume_reading).
+    /// Stops reading until [`resume_reading`](Self::resume_reading): no `data_received` comes
+    /// after it, not even for the items already decoded from the chunk at hand, and no
+    /// `eof_received` (asyncio's `pause_reading`). They are delivered after `resume_reading`.
     pub fn pause_reading(&mut self) {
         self.link.paused = true;
         self.tell_reading();
@@ -739,13 +772,15 @@ impl<P: Protocol> Ctx<'_, P> {
     }
 
     fn tell_reading(&mut self) {
-        let pause = self.link.paused || self.link.held;
+        let pause = self.link.reading_paused();
         if pause != self.link.told_paused {
             self.link.told_paused = pause;
             if pause {
                 self.link.transport.do_send(PauseReading);
             } else {
                 self.link.transport.do_send(ResumeReading);
+                // What was decoded, or delivered, after the pause and kept back.
+                self.ctx.notify(Proceed);
             }
         }
     }

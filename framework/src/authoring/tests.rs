@@ -510,3 +510,48 @@ fn a_switch_after_a_wait_loses_none_of_the_chunks_sent_meanwhile() {
         assert_eq!(events(&seen), ["line UPGRADE", "frame hi"]);
     });
 }
+
+/// Pauses reading after every line; a `Resume` message resumes it.
+struct OneAtATime(Seen);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Resume;
+
+impl Protocol for OneAtATime {
+    type Codec = LinesCodec;
+    fn data_received(&mut self, line: String, cx: &mut Ctx<'_, Self>) {
+        log(&self.0, line);
+        cx.pause_reading();
+    }
+    fn eof_received(&mut self, _: &mut Ctx<'_, Self>) -> bool {
+        log(&self.0, "eof");
+        false
+    }
+}
+
+impl Handles<Resume> for OneAtATime {
+    type Result = ();
+    fn handle(&mut self, _: Resume, cx: &mut Ctx<'_, Self>) {
+        cx.resume_reading();
+    }
+}
+
+#[test]
+fn nothing_is_delivered_after_pause_reading_until_resume_reading() {
+    run(async {
+        let seen = seen();
+        let (mock, protocol) = MockTransport::builder().attach(OneAtATime(seen.clone()));
+        mock.settle().await;
+        // Two lines in one chunk, then the EOF: the second line and the EOF wait.
+        mock.push("a\nb\n");
+        assert!(!mock.eof().await);
+        assert_eq!(events(&seen), ["a"]);
+        protocol.send(Resume).await.unwrap();
+        mock.settle().await;
+        assert_eq!(events(&seen), ["a", "b"]);
+        protocol.send(Resume).await.unwrap();
+        mock.protocol_stopped().await;
+        assert_eq!(events(&seen), ["a", "b", "eof"]);
+    });
+}
