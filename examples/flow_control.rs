@@ -40,7 +40,7 @@ use std::{io, process::ExitCode, time::Duration};
 use actix::prelude::*;
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::Parser;
-use switchboard::{Handled, ProtocolBuilder, Unhandled, WriteBufferLimits, prelude::*};
+use switchboard::{WriteBufferLimits, prelude::*};
 use tokio::sync::{mpsc, oneshot};
 
 /// One kibibyte.
@@ -285,6 +285,26 @@ impl Handler<EofReceived> for SlowConsumer {
 }
 // ANCHOR_END: consumer_eof
 
+impl Handler<PauseWriting> for SlowConsumer {
+    type Result = ();
+
+    /// The consumer writes nothing, so its write buffer never fills.
+    fn handle(&mut self, _: PauseWriting, _: &mut Context<Self>) {}
+}
+
+impl Handler<ResumeWriting> for SlowConsumer {
+    type Result = ();
+
+    fn handle(&mut self, _: ResumeWriting, _: &mut Context<Self>) {}
+}
+
+impl Handler<TimedOut> for SlowConsumer {
+    type Result = ();
+
+    /// The transfer has no timeouts set; had it one, the transport would end it.
+    fn handle(&mut self, _: TimedOut, _: &mut Context<Self>) {}
+}
+
 impl Handler<ConnectionLost> for SlowConsumer {
     type Result = ();
 
@@ -456,6 +476,20 @@ impl Handler<DataReceived> for Producer {
     fn handle(&mut self, _: DataReceived, _: &mut Context<Self>) {}
 }
 
+impl Handler<EofReceived> for Producer {
+    type Result = ();
+
+    /// The consumer closes only once it has everything; dropping the decision closes too.
+    fn handle(&mut self, _: EofReceived, _: &mut Context<Self>) {}
+}
+
+impl Handler<TimedOut> for Producer {
+    type Result = ();
+
+    /// The transfer has no timeouts set; had it one, the transport would end it.
+    fn handle(&mut self, _: TimedOut, _: &mut Context<Self>) {}
+}
+
 impl Handler<ConnectionLost> for Producer {
     type Result = ();
 
@@ -467,21 +501,14 @@ impl Handler<ConnectionLost> for Producer {
 }
 
 // ANCHOR: handles
-/// A producer's handle, opted in to `PauseWriting` and `ResumeWriting`: without `write_flow()`
-/// the transport would not send them.
-fn producer(
-    plan: Plan,
-    report: mpsc::UnboundedSender<Produced>,
-) -> ProtocolBuilder<Producer, Unhandled, Handled> {
-    ProtocolHandle::builder(Producer::new(plan, report).start()).write_flow()
+/// A producer, started: the transport delivers it every event.
+fn producer(plan: Plan, report: mpsc::UnboundedSender<Produced>) -> Addr<Producer> {
+    Producer::new(plan, report).start()
 }
 
-/// A consumer's handle, opted in to `EofReceived`.
-fn slow_consumer(
-    pace: Pace,
-    report: oneshot::Sender<Consumed>,
-) -> ProtocolBuilder<SlowConsumer, Handled, Unhandled> {
-    ProtocolHandle::builder(SlowConsumer::new(pace, report).start()).eof_received()
+/// A consumer, started.
+fn slow_consumer(pace: Pace, report: oneshot::Sender<Consumed>) -> Addr<SlowConsumer> {
+    SlowConsumer::new(pace, report).start()
 }
 // ANCHOR_END: handles
 

@@ -86,10 +86,10 @@ const INTERNAL_ERROR: u8 = 125;
 // ---------------------------------------------------------------------------------------------
 
 /// One of our own standard streams, under a pipe transport.
-struct OwnStream<P: Actor> {
+struct OwnStream<P: Protocol> {
     transport: TransportHandle,
-    /// Its protocol actor.
-    protocol: Addr<P>,
+    /// Its protocol's actor.
+    protocol: Addr<ProtocolActor<P>>,
     /// Resolves once the transport has ended (its protocol received `ConnectionLost`).
     ended: oneshot::Receiver<()>,
 }
@@ -101,7 +101,7 @@ fn read_own_stdin() -> Option<OwnStream<StdinRelay>> {
     // A duplicate, so that the transport owns what it closes, and fd 0 stays ours.
     let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
     let (ended_tx, ended) = oneshot::channel();
-    match pipe::connect_read(fd, || StdinRelay::new(ended_tx).start()) {
+    match pipe::connect_read(fd, || StdinRelay::new(ended_tx)) {
         Ok((transport, protocol)) => Some(OwnStream {
             transport,
             protocol,
@@ -120,7 +120,7 @@ fn read_own_stdin() -> Option<OwnStream<StdinRelay>> {
 fn write_own(stream: impl AsFd, name: &str) -> Option<OwnStream<OutputEnd>> {
     let fd = stream.as_fd().try_clone_to_owned().ok()?;
     let (ended_tx, ended) = oneshot::channel();
-    match pipe::connect_write(fd, || OutputEnd::new(ended_tx).start()) {
+    match pipe::connect_write(fd, || OutputEnd::new(ended_tx)) {
         Ok((transport, protocol)) => Some(OwnStream {
             transport,
             protocol,
@@ -139,7 +139,6 @@ fn write_own(stream: impl AsFd, name: &str) -> Option<OwnStream<OutputEnd>> {
 /// stdin's end to the child's as `WriteEof`. It reads nothing until the runner has told it
 /// where the child's stdin is.
 struct StdinRelay {
-    our_stdin: Option<TransportHandle>,
     /// Pipe 0: the child's stdin.
     child_stdin: Option<TransportHandle>,
     ended: Option<oneshot::Sender<()>>,
@@ -153,7 +152,6 @@ struct Attach(TransportHandle);
 impl StdinRelay {
     fn new(ended: oneshot::Sender<()>) -> Self {
         StdinRelay {
-            our_stdin: None,
             child_stdin: None,
             ended: Some(ended),
         }
@@ -165,47 +163,27 @@ impl StdinRelay {
     }
 }
 
-impl Handler<ConnectionMade> for StdinRelay {
-    type Result = ();
+impl Protocol for StdinRelay {
+    type Codec = Raw;
 
-    fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-        // The transport reads nothing before this handler returns: not one byte is read before
-        // there is somewhere to write it.
+    fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
+        // The transport reads nothing before this returns: not one byte is read before there
+        // is somewhere to write it.
         if self.child_stdin.is_none() {
-            msg.transport.pause_reading();
-        }
-        self.our_stdin = Some(msg.transport);
-    }
-}
-
-impl Handler<Attach> for StdinRelay {
-    type Result = ();
-
-    fn handle(&mut self, Attach(child_stdin): Attach, _: &mut Context<Self>) {
-        self.child_stdin = Some(child_stdin);
-        if let Some(our_stdin) = &self.our_stdin {
-            our_stdin.resume_reading();
+            cx.pause_reading();
         }
     }
-}
 
-impl Handler<DataReceived> for StdinRelay {
-    type Result = ();
-
-    fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
+    fn data_received(&mut self, data: Bytes, _: &mut Ctx<'_, Self>) {
         // Fire-and-forget: the child's stdin buffers it, and past its high-water mark the
         // runner pauses our stdin (see `Runner`'s `PauseWriting`).
         if let Some(child_stdin) = self.child_stdin() {
-            child_stdin.write(msg.data);
+            child_stdin.write(data);
         }
     }
-}
-
-impl Handler<ConnectionLost> for StdinRelay {
-    type Result = ();
 
     /// Our stdin ended: at its EOF, on a read error, or closed once the child is done.
-    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
+    fn connection_lost(&mut self, err: Option<io::Error>, _: &mut Ctx<'_, Self>) {
         if let Some(err) = err {
             tracing::warn!(%err, "reading our stdin failed: the child's stdin is closed");
         }
@@ -216,14 +194,18 @@ impl Handler<ConnectionLost> for StdinRelay {
         if let Some(ended) = self.ended.take() {
             let _ = ended.send(());
         }
-        ctx.stop();
+    }
+}
+
+impl Handles<Attach> for StdinRelay {
+    type Result = ();
+
+    fn handle(&mut self, Attach(child_stdin): Attach, cx: &mut Ctx<'_, Self>) {
+        self.child_stdin = Some(child_stdin);
+        cx.resume_reading();
     }
 }
 // ANCHOR_END: relay
-
-impl Actor for StdinRelay {
-    type Context = Context<Self>;
-}
 
 /// The protocol of our stdout's or stderr's transport: write-only, so it only hears the end.
 struct OutputEnd {
@@ -236,35 +218,17 @@ impl OutputEnd {
     }
 }
 
-impl Actor for OutputEnd {
-    type Context = Context<Self>;
-}
-
-impl Handler<ConnectionMade> for OutputEnd {
-    type Result = ();
-
-    fn handle(&mut self, _: ConnectionMade, _: &mut Context<Self>) {}
-}
-
-impl Handler<DataReceived> for OutputEnd {
-    type Result = ();
-
-    /// Never called: a write-pipe transport reads nothing.
-    fn handle(&mut self, _: DataReceived, _: &mut Context<Self>) {}
-}
-
-impl Handler<ConnectionLost> for OutputEnd {
-    type Result = ();
+impl Protocol for OutputEnd {
+    type Codec = Raw;
 
     /// Closed once the child is done (after a flush), or its reader went away.
-    fn handle(&mut self, ConnectionLost(err): ConnectionLost, ctx: &mut Context<Self>) {
+    fn connection_lost(&mut self, err: Option<io::Error>, _: &mut Ctx<'_, Self>) {
         if let Some(err) = err {
             tracing::debug!(%err, "our output pipe failed");
         }
         if let Some(ended) = self.ended.take() {
             let _ = ended.send(());
         }
-        ctx.stop();
     }
 }
 
@@ -276,7 +240,7 @@ impl Handler<ConnectionLost> for OutputEnd {
 /// of our stdin to the flow control of the child's.
 struct Runner {
     /// Our stdin's transport and its relay; `None` when the child inherited our stdin.
-    stdin: Option<(TransportHandle, Addr<StdinRelay>)>,
+    stdin: Option<(TransportHandle, Addr<ProtocolActor<StdinRelay>>)>,
     /// Our stdout's and stderr's transports; `None` where the child inherited ours.
     stdout: Option<TransportHandle>,
     stderr: Option<TransportHandle>,
