@@ -385,8 +385,7 @@ struct Link<P: Protocol> {
 }
 
 impl<P: Protocol> Link<P> {
-    /// Whether the protocol paused reading, or the default `pause_writing` holds it: nothing
-    /// more is delivered until it resumes (as asyncio delivers nothing after `pause_reading`).
+    /// Whether the protocol paused reading, or the default `pause_writing` holds it.
     fn reading_paused(&self) -> bool {
         self.paused || self.held
     }
@@ -572,21 +571,6 @@ impl<P: Protocol> Handles<Abandoned> for P {
     }
 }
 
-/// Goes on delivering what reading paused or held kept back (sent by the protocol's actor to
-/// itself when reading resumes).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-#[doc(hidden)]
-pub struct Proceed;
-
-impl<P: Protocol> Handles<Proceed> for P {
-    type Result = ();
-
-    fn handle(&mut self, _: Proceed, cx: &mut Ctx<'_, Self>) {
-        self.proceed(cx);
-    }
-}
-
 /// One way to take an item out of an inbox: [`Inbox::next`], or [`Inbox::finish`] at EOF.
 type Step<P> =
     fn(&mut <<P as Protocol>::Codec as Codec>::Inbox) -> Option<Result<Item<P>, DecodeError<P>>>;
@@ -594,18 +578,15 @@ type Step<P> =
 /// Decoding, for the events that carry bytes.
 trait Drain: Protocol {
     /// Delivers what is decoded and not yet delivered, then the EOF if it came, unless a
-    /// [`Ctx::wait`] is in progress or reading is paused: then the rest waits for it (`wait`
-    /// calls this again when it is done, and resuming reading sends [`Proceed`]), so items are
-    /// handled one after the other, as their requests came, and none after `pause_reading`.
+    /// [`Ctx::wait`] is in progress: then the rest waits for it (`wait` calls this again when it
+    /// is done), so items are handled one after the other, as their requests came.
     fn proceed(&mut self, cx: &mut Ctx<'_, Self>) {
         self.drain(cx, Inbox::next);
         if cx.ctx.waiting() {
             return;
         }
-        // The next chunk may come: after a pause the transport reads nothing more, and what
-        // was on its way waits in the inbox.
-        drop(cx.link.ack.take());
-        if cx.link.switched || cx.link.reading_paused() {
+        drop(cx.link.ack.take()); // the next chunk may come
+        if cx.link.switched {
             return;
         }
         if cx.link.closing.get() {
@@ -618,8 +599,8 @@ trait Drain: Protocol {
         if cx.link.switched {
             return;
         }
-        if cx.ctx.waiting() || cx.link.reading_paused() {
-            // The last item's work is in progress, or reading paused: the EOF comes after.
+        if cx.ctx.waiting() {
+            // The last item's work is in progress: the EOF is decided after it.
             cx.link.eof = Some(eof);
             return;
         }
@@ -629,17 +610,12 @@ trait Drain: Protocol {
     }
 
     /// Delivers every item `step` takes out of the inbox, until none is left, the protocol
-    /// switched away, closed the connection, started a [`Ctx::wait`] or paused reading, or the
-    /// codec is stuck: a second error in a row over the same bytes (one error that takes no byte
-    /// is not enough: `LinesCodec` skips the long line at the next call), which is not reported
-    /// again.
+    /// switched away, closed the connection or started a [`Ctx::wait`], or the codec is stuck:
+    /// a second error in a row over the same bytes (one error that takes no byte is not enough:
+    /// `LinesCodec` skips the long line at the next call), which is not reported again.
     fn drain(&mut self, cx: &mut Ctx<'_, Self>, step: Step<Self>) {
         let mut failed_in_place = false;
-        while !cx.link.switched
-            && !cx.link.closing.get()
-            && !cx.ctx.waiting()
-            && !cx.link.reading_paused()
-        {
+        while !cx.link.switched && !cx.link.closing.get() && !cx.ctx.waiting() {
             let before = cx.link.inbox.buffered();
             match step(&mut cx.link.inbox) {
                 None => break,
@@ -748,9 +724,9 @@ impl<P: Protocol> Ctx<'_, P> {
         self.link.transport.abort();
     }
 
-    /// Stops reading until [`resume_reading`](Self::resume_reading): no `data_received` comes
-    /// after it, not even for the items already decoded from the chunk at hand, and no
-    /// `eof_received` (asyncio's `pause_reading`). They are delivered after `resume_reading`.
+    /// Stops reading until [`resume_reading`](Self::resume_reading). As in asyncio, where the
+    /// chunk at hand was one `data_received`, the items already decoded from it are still
+    /// delivered; the transport delivers nothing more.
     pub fn pause_reading(&mut self) {
         self.link.paused = true;
         self.tell_reading();
@@ -779,8 +755,6 @@ impl<P: Protocol> Ctx<'_, P> {
                 self.link.transport.do_send(PauseReading);
             } else {
                 self.link.transport.do_send(ResumeReading);
-                // What was decoded, or delivered, after the pause and kept back.
-                self.ctx.notify(Proceed);
             }
         }
     }

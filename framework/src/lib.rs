@@ -27,49 +27,25 @@
 //!
 //! # A protocol
 //!
-//! A protocol is an actor with three handlers. This one answers every chunk with its length,
-//! and is driven here by a mock transport, the way a socket would drive it:
+//! A protocol says what it does with each event; the framework runs it as an actor. This one
+//! answers every chunk with its length, and is driven here by a mock transport, the way a
+//! socket would drive it:
 //!
 //! ```
-//! use actix::prelude::*;
 //! use switchboard_framework::prelude::*;
 //!
-//! #[derive(Default)]
-//! struct Counter {
-//!     transport: Option<TransportHandle>,
-//! }
+//! struct Counter;
 //!
-//! impl Actor for Counter {
-//!     type Context = Context<Self>;
-//! }
-//!
-//! impl Handler<ConnectionMade> for Counter {
-//!     type Result = ();
-//!     fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-//!         self.transport = Some(msg.transport);
-//!     }
-//! }
-//!
-//! impl Handler<DataReceived> for Counter {
-//!     type Result = ();
-//!     fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-//!         if let Some(transport) = &self.transport {
-//!             transport.write(format!("{} bytes\n", msg.data.len()));
-//!         }
-//!         // `msg` (and its acknowledgement) is dropped here: the transport sends the next chunk.
-//!     }
-//! }
-//!
-//! impl Handler<ConnectionLost> for Counter {
-//!     type Result = ();
-//!     fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
-//!         ctx.stop();
+//! impl Protocol for Counter {
+//!     type Codec = Raw;
+//!     fn data_received(&mut self, data: Bytes, cx: &mut Ctx<'_, Self>) {
+//!         cx.write(format!("{} bytes\n", data.len()));
 //!     }
 //! }
 //!
 //! # switchboard_framework::testing::run(async {
 //! // A transport with no socket (feature `test-util`): feed it bytes, read back the replies.
-//! let mock = switchboard_framework::testing::MockTransport::connect(Counter::default().start()).await;
+//! let mock = switchboard_framework::testing::MockTransport::connect(Counter).await;
 //! mock.feed("hello").await;
 //! mock.feed("hi").await;
 //! assert_eq!(mock.written(), "5 bytes\n2 bytes\n");

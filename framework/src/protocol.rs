@@ -318,8 +318,8 @@ pub(crate) struct Handled;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Unhandled;
 
-/// Anything a transport can be attached to: an actor's `Addr` (the three mandatory events), a
-/// [`ProtocolBuilder`], or a ready [`ProtocolHandle`].
+/// Anything a transport can be attached to: a [`Protocol`](crate::Protocol) value, a
+/// [`RawProtocol`] actor's `Addr`, or a ready [`ProtocolHandle`].
 pub trait IntoProtocol {
     /// What the caller gets back to talk to the protocol: its `Addr`, or the handle itself.
     type Output;

@@ -341,43 +341,23 @@ impl MockBuilder {
 /// [`Chunking::every`]).
 ///
 /// ```
-/// use actix::prelude::*;
 /// use switchboard_framework::{prelude::*, testing::MockTransport};
 ///
-/// /// Answers every chunk with its length.
-/// #[derive(Default)]
-/// struct Counter(Option<TransportHandle>);
+/// /// Says hello, then answers every chunk with its length.
+/// struct Counter;
 ///
-/// impl Actor for Counter {
-///     type Context = Context<Self>;
-/// }
-///
-/// impl Handler<ConnectionMade> for Counter {
-///     type Result = ();
-///     fn handle(&mut self, msg: ConnectionMade, _: &mut Context<Self>) {
-///         msg.transport.write("hello\n");
-///         self.0 = Some(msg.transport);
+/// impl Protocol for Counter {
+///     type Codec = Raw;
+///     fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
+///         cx.write("hello\n");
 ///     }
-/// }
-///
-/// impl Handler<DataReceived> for Counter {
-///     type Result = ();
-///     fn handle(&mut self, msg: DataReceived, _: &mut Context<Self>) {
-///         if let Some(transport) = &self.0 {
-///             transport.write(format!("{}\n", msg.data.len()));
-///         }
-///     }
-/// }
-///
-/// impl Handler<ConnectionLost> for Counter {
-///     type Result = ();
-///     fn handle(&mut self, _: ConnectionLost, ctx: &mut Context<Self>) {
-///         ctx.stop();
+///     fn data_received(&mut self, data: Bytes, cx: &mut Ctx<'_, Self>) {
+///         cx.write(format!("{}\n", data.len()));
 ///     }
 /// }
 ///
 /// # switchboard_framework::testing::run(async {
-/// let mock = MockTransport::connect(Counter::default().start()).await;
+/// let mock = MockTransport::connect(Counter).await;
 /// assert_eq!(mock.take_written(), "hello\n");
 /// mock.feed("abc").await;
 /// mock.feed("de").await;
