@@ -19,10 +19,17 @@ pub use switchboard_framework::codec;
 #[cfg(feature = "tls")]
 pub use switchboard_transports::tls;
 pub use switchboard_transports::{
-    DatagramConfig, Direction, PROTOCOL_WATCH_INTERVAL, ServerHandle, ServerOptions,
-    ShutdownReport, StreamConfig, StreamIo, TcpConnector, datagram, pipe, protocol_watch_sweeps,
-    server, stream, subprocess, tcp, udp, unix, unix_datagram,
+    DatagramConfig, Direction, ServerHandle, ServerOptions, ShutdownReport, StreamConfig,
+    TcpConnector, datagram, pipe, server, stream, subprocess, tcp, udp, unix, unix_datagram,
 };
+
+/// For implementers of transports, as `actix::dev`: the messages and traits between a
+/// transport actor and a protocol's handle (acknowledgements, EOF decisions, write ledgers, the
+/// death pact's watch) and the stream I/O trait, which a protocol author never names.
+pub mod dev {
+    pub use switchboard_framework::dev::*;
+    pub use switchboard_transports::stream::StreamIo;
+}
 
 /// Test utilities (feature `test-util`): the socket-free mock transports (stream, datagram,
 /// subprocess), probe and runners of [`framework::testing`], and the loopback servers, socket paths and certificates of

@@ -16,9 +16,8 @@ use std::{
 
 use actix::prelude::*;
 use support::{Kind, Served};
-use switchboard::{
-    PROTOCOL_WATCH_INTERVAL, prelude::*, protocol_watch_sweeps, stream::live_transports,
-};
+use switchboard::dev::{PROTOCOL_WATCH_INTERVAL, protocol_watch_sweeps};
+use switchboard::{prelude::*, stream::live_transports};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Echoes (or, on the client side, just listens), and counts the live protocol actors.

@@ -31,10 +31,9 @@ use actix::prelude::*;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::{join, join_all};
 use subprocess_support::{SubEvent, check_run, child, our_zombies};
+use switchboard::dev::{PROTOCOL_WATCH_INTERVAL, protocol_watch_sweeps};
 use switchboard::{
-    PROTOCOL_WATCH_INTERVAL,
     prelude::*,
-    protocol_watch_sweeps,
     stream::live_transports,
     subprocess::{STDERR, STDIN, STDOUT},
     tls::SelfSigned,

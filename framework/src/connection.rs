@@ -14,8 +14,9 @@ use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::Encoder;
 
+use crate::dev::Inbox;
 use crate::{
-    Ack, Codec, ConnectionLost, ConnectionMade, DataReceived, EofReceived, Inbox, IntoProtocol,
+    Ack, Codec, ConnectionLost, ConnectionMade, DataReceived, EofReceived, IntoProtocol,
     PauseWriting, ProtocolHandle, Raw, ResumeWriting, TransportHandle, WriteError,
 };
 

@@ -8,11 +8,12 @@ use actix::{Actor, Addr, Context, Handler, MailboxError, Message, Recipient};
 use bytes::Bytes;
 use derive_more::{Display, Error};
 
+use crate::dev::DeliveryAcked;
 use crate::{
-    Abort, Ack, Close, ConnectionLost, ConnectionMade, DeliveryAcked, ExtraInfo, GetExtraInfo,
-    GetStats, GetWriteBufferLimits, GetWriteBufferSize, IsClosing, IsReading, PauseReading,
-    PauseWriting, ResumeReading, ResumeWriting, SetWriteBufferLimits, SocketAddress, SocketInfo,
-    TransportStats, keys,
+    Abort, Ack, Close, ConnectionLost, ConnectionMade, ExtraInfo, GetExtraInfo, GetStats,
+    GetWriteBufferLimits, GetWriteBufferSize, IsClosing, IsReading, PauseReading, PauseWriting,
+    ResumeReading, ResumeWriting, SetWriteBufferLimits, SocketAddress, SocketInfo, TransportStats,
+    keys,
 };
 
 /// Sends one datagram (asyncio's `sendto`). Never blocks the sender.

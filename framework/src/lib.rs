@@ -58,10 +58,10 @@
 //! not: reading starts only after `ConnectionMade`; `ConnectionLost` comes exactly once, last;
 //! at most one `DataReceived` is in flight, acknowledged by dropping it, so a slow protocol costs
 //! bounded memory; `PauseWriting`/`ResumeWriting` strictly alternate around one watermark rule
-//! ([`WriteFlow`]); every acknowledged write gets exactly one outcome ([`WriteLedger`]); and a
-//! transport whose protocol actor stops aborts (Akka's death pact). Datagram endpoints deliver
-//! one [`DatagramReceived`] per datagram, never merged nor split, and report socket errors as
-//! [`ErrorReceived`] without ending.
+//! ([`WriteFlow`](dev::WriteFlow)); every acknowledged write gets exactly one outcome
+//! ([`WriteLedger`](dev::WriteLedger)); and a transport whose protocol actor stops aborts
+//! (Akka's death pact). Datagram endpoints deliver one [`DatagramReceived`] per datagram, never
+//! merged nor split, and report socket errors as [`ErrorReceived`] without ending.
 //!
 //! # Actor lifecycle
 //!
@@ -70,9 +70,9 @@
 //! * **Protocol stops.** Its mailbox is dropped with whatever was in it. A `DataReceived` still
 //!   queued drops its [`Ack`] and an `EofReceived` its decision, so the transport is never left
 //!   waiting. The transport notices the protocol is gone at its next delivery, or within
-//!   [`PROTOCOL_WATCH_INTERVAL`] (half a second) if idle, and aborts: the socket is reset and its
-//!   descriptor released. Every transport, and the test-util mock, watches its protocol with a
-//!   [`ProtocolWatch`].
+//!   [`PROTOCOL_WATCH_INTERVAL`](dev::PROTOCOL_WATCH_INTERVAL) (half a second) if idle, and
+//!   aborts: the socket is reset and its descriptor released. Every transport, and the test-util mock, watches its protocol with a
+//!   [`ProtocolWatch`](dev::ProtocolWatch).
 //! * **Transport stops.** It sends `ConnectionLost` from `stopped()`, so the protocol hears of it
 //!   whatever the reason. Commands still queued in its mailbox are dropped: an acknowledged write
 //!   among them resolves to an error carrying [`WriteError::Stopped`], a `send` of any other
@@ -111,10 +111,7 @@ mod tls;
 mod transport;
 mod watch;
 
-pub use authoring::{
-    Abandoned, Codec, Ctx, DecodeError, Handles, Inbox, Item, Protocol, ProtocolActor, Raw,
-    RawInbox,
-};
+pub use authoring::{Codec, Ctx, DecodeError, Handles, Item, Protocol, ProtocolActor, Raw};
 pub use command::{
     Abort, CanWriteEof, Close, Drain, GetExtraInfo, GetProtocol, GetStats, GetWriteBufferLimits,
     GetWriteBufferSize, IsClosing, IsReading, PauseReading, ResumeReading, SetProtocol,
@@ -122,26 +119,24 @@ pub use command::{
 };
 pub use connection::{Connect, Connection};
 pub use datagram::{
-    DatagramCommand, DatagramHandle, DatagramProtocol, DatagramProtocolHandle, DatagramReceived,
-    DatagramTransport, ErrorReceived, IntoDatagramProtocol, SendTo, SendToError,
-    SetDatagramProtocol,
+    DatagramHandle, DatagramProtocol, DatagramProtocolHandle, DatagramReceived, ErrorReceived,
+    IntoDatagramProtocol, SendTo, SendToError, SetDatagramProtocol,
 };
-pub use error::{FactoryPanicked, ProcessGone, duplicate_error};
+pub use error::{FactoryPanicked, ProcessGone};
 pub use event::{
-    Ack, ConnectionLost, ConnectionMade, DataReceived, DeliveryAcked, EofDecided, EofReceived,
-    PauseWriting, ResumeWriting, TimedOut,
+    Ack, ConnectionLost, ConnectionMade, DataReceived, EofReceived, PauseWriting, ResumeWriting,
+    TimedOut,
 };
 pub use extra::{
     AddressFamily, ExtraInfo, ExtraObject, PipeEnd, PipeFileType, PipeInfo, ProcessInfo,
     SocketAddress, SocketInfo, SocketKind, UnixAddress, keys,
 };
-pub use flow::{WriteLedger, WriteReceipt, WriteReply};
 pub use framing::{DEFAULT_MAX_BUFFERED, Decoded, Framing};
-pub use protocol::{IntoProtocol, LostHandled, ProtocolEvent, ProtocolHandle, RawProtocol};
+pub use protocol::{IntoProtocol, ProtocolHandle, RawProtocol};
 pub use subprocess::{
     GetPid, GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, Kill, PipeClosed,
-    PipeConnectionLost, PipeDataReceived, PipeOpened, ProcessExited, SendSignal, SubprocessCommand,
-    SubprocessHandle, SubprocessProtocol, SubprocessProtocolHandle, SubprocessTransport, Terminate,
+    PipeConnectionLost, PipeDataReceived, PipeOpened, ProcessExited, SendSignal, SubprocessHandle,
+    SubprocessProtocol, SubprocessProtocolHandle, Terminate,
 };
 pub use tls::{
     BufferedPlaintext, Certificate, CipherInfo, StartTls, TlsError, TlsErrorKind, TlsSession,
@@ -151,19 +146,31 @@ pub use tls::{
 /// `LengthDelimitedCodec`, `AnyDelimiterCodec`, `BytesCodec`, and the `Decoder` and `Encoder`
 /// traits to write one.
 pub use tokio_util::codec;
-pub use transport::{Transport, TransportCommand, TransportHandle, TransportRequest};
-pub use watch::{PROTOCOL_WATCH_INTERVAL, ProtocolWatch, Watchable, protocol_watch_sweeps};
+pub use transport::TransportHandle;
 // The vocabulary the I/O-free core defines, under the names protocol authors know.
 pub use switchboard_core::{
     DEFAULT_HIGH_WATER_MARK, DEFAULT_LOW_WATER_MARK, DEFAULT_MAX_WRITE_BUFFER,
-    DEFAULT_TLS_HIGH_WATER_MARK, DEFAULT_TLS_LOW_WATER_MARK, FlowEdge, InvalidWriteBufferLimits,
-    Timeout, TransportStats, WriteBufferLimits, WriteError, WriteFlow,
+    DEFAULT_TLS_HIGH_WATER_MARK, DEFAULT_TLS_LOW_WATER_MARK, InvalidWriteBufferLimits, Timeout,
+    TransportStats, WriteBufferLimits, WriteError,
 };
 
 /// For implementers of transports: what a transport needs of a protocol's handle that a
 /// protocol author never names.
 pub mod dev {
-    pub use switchboard_core::Handles;
+    pub use switchboard_core::{FlowEdge, Handles, WriteFlow};
+
+    #[doc(hidden)]
+    pub use crate::authoring::{Abandoned, Inbox, RawInbox};
+    pub use crate::{
+        datagram::{DatagramCommand, DatagramTransport},
+        error::duplicate_error,
+        event::{DeliveryAcked, EofDecided},
+        flow::{WriteLedger, WriteReceipt, WriteReply},
+        protocol::{LostHandled, ProtocolEvent},
+        subprocess::{SubprocessCommand, SubprocessTransport},
+        transport::{Transport, TransportCommand, TransportRequest},
+        watch::{PROTOCOL_WATCH_INTERVAL, ProtocolWatch, Watchable, protocol_watch_sweeps},
+    };
 }
 
 /// The names a protocol author needs: `use switchboard_framework::prelude::*;`.

@@ -16,9 +16,10 @@ use std::{
 use actix::{Actor, Addr, Context, Handler, MailboxError, Message, Recipient};
 use bytes::Bytes;
 
+use crate::dev::DeliveryAcked;
 use crate::{
-    Ack, Close, ConnectionLost, ConnectionMade, DeliveryAcked, GetExtraInfo, IsClosing,
-    PauseWriting, ProcessGone, ProtocolHandle, ResumeWriting, TransportHandle,
+    Ack, Close, ConnectionLost, ConnectionMade, GetExtraInfo, IsClosing, PauseWriting, ProcessGone,
+    ProtocolHandle, ResumeWriting, TransportHandle,
 };
 
 /// Asks for the child's process id. Also [`SubprocessHandle::pid`], without a message.

@@ -15,11 +15,12 @@ use actix::{Actor, Addr, Context, Handler, MailboxError, Message};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+use crate::dev::{DeliveryAcked, EofDecided};
 use crate::{
-    Abort, CanWriteEof, Close, DeliveryAcked, Drain, EofDecided, ExtraInfo, GetExtraInfo,
-    GetProtocol, GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, IsClosing,
-    IsReading, PauseReading, ResumeReading, SetProtocol, SetWriteBufferLimits, SocketAddress,
-    SocketInfo, StartTls, TlsError, TlsErrorKind, Write, WriteEof, WriteError, WriteVectored, keys,
+    Abort, CanWriteEof, Close, Drain, ExtraInfo, GetExtraInfo, GetProtocol, GetStats,
+    GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, IsClosing, IsReading, PauseReading,
+    ResumeReading, SetProtocol, SetWriteBufferLimits, SocketAddress, SocketInfo, StartTls,
+    TlsError, TlsErrorKind, Write, WriteEof, WriteError, WriteVectored, keys,
 };
 
 macro_rules! transport_commands {

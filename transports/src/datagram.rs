@@ -42,13 +42,13 @@ use futures::future::LocalBoxFuture;
 use switchboard_core::datagram::{
     DatagramCore, DatagramEvent, DatagramSettings, Outbound, SendTicket,
 };
+use switchboard_framework::dev::{DeliveryAcked, ProtocolWatch, WriteReply, duplicate_error};
 use switchboard_framework::{
     Abort, Close, ConnectionLost, ConnectionMade, DEFAULT_MAX_WRITE_BUFFER, DatagramHandle,
-    DatagramProtocolHandle, DatagramReceived, DeliveryAcked, ErrorReceived, ExtraInfo,
-    GetExtraInfo, GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoDatagramProtocol,
-    IsClosing, IsReading, PauseReading, ProtocolWatch, ResumeReading, SendTo, SendToError,
-    SetDatagramProtocol, SetWriteBufferLimits, SocketAddress, WriteBufferLimits, WriteError,
-    WriteReply, dev::Handles, duplicate_error,
+    DatagramProtocolHandle, DatagramReceived, ErrorReceived, ExtraInfo, GetExtraInfo, GetStats,
+    GetWriteBufferLimits, GetWriteBufferSize, IntoDatagramProtocol, IsClosing, IsReading,
+    PauseReading, ResumeReading, SendTo, SendToError, SetDatagramProtocol, SetWriteBufferLimits,
+    SocketAddress, WriteBufferLimits, WriteError, dev::Handles,
 };
 use tokio::{
     io::ReadBuf,

@@ -76,8 +76,6 @@ pub use datagram::{DatagramConfig, DatagramSocket};
 pub use server::{ServerHandle, ServerOptions, ShutdownReport};
 pub use stream::{Direction, StreamConfig, StreamIo, StreamTransport};
 pub use tcp::TcpConnector;
-// The death pact's watch is the framework's, shared with its test-util mock.
-pub use switchboard_framework::{PROTOCOL_WATCH_INTERVAL, protocol_watch_sweeps};
 
 /// The names a server author needs: `use switchboard_transports::prelude::*;`.
 pub mod prelude {

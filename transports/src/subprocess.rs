@@ -91,11 +91,12 @@ use actix::{
     Actor, ActorContext, ActorFuture, AsyncContext, Context, Handler, MessageResult, SpawnHandle,
 };
 use switchboard_core::SubprocessCore;
+use switchboard_framework::dev::{DeliveryAcked, ProtocolWatch};
 use switchboard_framework::{
-    Ack, Close, ConnectionLost, ConnectionMade, DeliveryAcked, ExtraInfo, GetExtraInfo, GetPid,
-    GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, IsClosing, Kill, PipeClosed,
-    PipeOpened, ProcessExited, ProcessGone, ProcessInfo, ProtocolWatch, SendSignal,
-    SubprocessHandle, SubprocessProtocolHandle, Terminate, TransportHandle, keys,
+    Ack, Close, ConnectionLost, ConnectionMade, ExtraInfo, GetExtraInfo, GetPid, GetPipeTransport,
+    GetReturnCode, IntoSubprocessProtocol, IsClosing, Kill, PipeClosed, PipeOpened, ProcessExited,
+    ProcessGone, ProcessInfo, SendSignal, SubprocessHandle, SubprocessProtocolHandle, Terminate,
+    TransportHandle, keys,
 };
 
 use crate::{

@@ -30,13 +30,13 @@ use super::{
     DEFAULT_EVENT_TIMEOUT, Ending,
     scripted::{Scripted, Shared},
 };
+use crate::dev::{DeliveryAcked, ProtocolWatch, Watchable, WriteReply};
 use crate::{
     Abort, Close, ConnectionLost, ConnectionMade, DatagramHandle, DatagramProtocolHandle,
-    DatagramReceived, DeliveryAcked, ErrorReceived, ExtraInfo, GetExtraInfo, GetStats,
-    GetWriteBufferLimits, GetWriteBufferSize, IntoDatagramProtocol, IsClosing, IsReading,
-    PauseReading, ProtocolWatch, ResumeReading, SendTo, SendToError, SetDatagramProtocol,
-    SetWriteBufferLimits, SocketAddress, TransportStats, UnixAddress, Watchable, WriteBufferLimits,
-    WriteError, WriteReply, keys,
+    DatagramReceived, ErrorReceived, ExtraInfo, GetExtraInfo, GetStats, GetWriteBufferLimits,
+    GetWriteBufferSize, IntoDatagramProtocol, IsClosing, IsReading, PauseReading, ResumeReading,
+    SendTo, SendToError, SetDatagramProtocol, SetWriteBufferLimits, SocketAddress, TransportStats,
+    UnixAddress, WriteBufferLimits, WriteError, keys,
 };
 
 /// What a [`MockDatagramTransport`] calls itself when a wait fails.

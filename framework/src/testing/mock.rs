@@ -20,14 +20,15 @@ use switchboard_core::stream::{
 use tokio::sync::{Notify, oneshot};
 
 use super::{Chunking, DEFAULT_EVENT_TIMEOUT};
+use crate::dev::{DeliveryAcked, EofDecided, ProtocolWatch, Watchable, WriteReceipt, WriteReply};
 use crate::{
     Abort, Ack, BufferedPlaintext, CanWriteEof, Close, ConnectionLost, ConnectionMade,
-    DataReceived, DeliveryAcked, Drain, EofDecided, EofReceived, ExtraInfo, GetExtraInfo,
-    GetProtocol, GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol,
-    InvalidWriteBufferLimits, IsClosing, IsReading, PauseReading, PauseWriting, ProtocolHandle,
-    ProtocolWatch, ResumeReading, ResumeWriting, SetProtocol, SetWriteBufferLimits, SocketAddress,
-    StartTls, TimedOut, TlsError, TlsErrorKind, TransportHandle, TransportStats, Watchable, Write,
-    WriteBufferLimits, WriteEof, WriteError, WriteReceipt, WriteReply, WriteVectored, keys,
+    DataReceived, Drain, EofReceived, ExtraInfo, GetExtraInfo, GetProtocol, GetStats,
+    GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, InvalidWriteBufferLimits, IsClosing,
+    IsReading, PauseReading, PauseWriting, ProtocolHandle, ResumeReading, ResumeWriting,
+    SetProtocol, SetWriteBufferLimits, SocketAddress, StartTls, TimedOut, TlsError, TlsErrorKind,
+    TransportHandle, TransportStats, Write, WriteBufferLimits, WriteEof, WriteError, WriteVectored,
+    keys,
 };
 
 /// How many scheduler turns in a row must pass with nothing moving before

@@ -32,11 +32,12 @@ use super::{
     mock::IDLE_TURNS,
     scripted::{Scripted, Shared},
 };
+use crate::dev::{DeliveryAcked, ProtocolWatch};
 use crate::{
-    Ack, Close, ConnectionLost, ConnectionMade, DeliveryAcked, ExtraInfo, GetExtraInfo, GetPid,
-    GetPipeTransport, GetReturnCode, IntoSubprocessProtocol, IsClosing, Kill, PipeClosed,
-    PipeOpened, ProcessExited, ProcessGone, ProcessInfo, ProtocolWatch, SendSignal,
-    SubprocessHandle, SubprocessProtocolHandle, Terminate, TransportHandle, keys,
+    Ack, Close, ConnectionLost, ConnectionMade, ExtraInfo, GetExtraInfo, GetPid, GetPipeTransport,
+    GetReturnCode, IntoSubprocessProtocol, IsClosing, Kill, PipeClosed, PipeOpened, ProcessExited,
+    ProcessGone, ProcessInfo, SendSignal, SubprocessHandle, SubprocessProtocolHandle, Terminate,
+    TransportHandle, keys,
 };
 
 /// What a [`MockSubprocessTransport`] calls itself when a wait fails.

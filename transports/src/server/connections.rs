@@ -18,9 +18,8 @@ use futures::{
     future::{AbortHandle, Abortable, LocalBoxFuture},
     task::AtomicWaker,
 };
-use switchboard_framework::{
-    Abort, Close, ExtraInfo, IntoProtocol, LostHandled, TransportHandle, keys,
-};
+use switchboard_framework::dev::LostHandled;
+use switchboard_framework::{Abort, Close, ExtraInfo, IntoProtocol, TransportHandle, keys};
 use tokio::sync::oneshot;
 
 use crate::stream::{StreamConfig, StreamIo, StreamTransport};

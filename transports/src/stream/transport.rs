@@ -14,14 +14,16 @@ use bytes::{Buf, BufMut, BytesMut};
 use switchboard_core::stream::{
     Event, Leftover, StreamCore, StreamKind, StreamSettings, UpgradeRefusal,
 };
+use switchboard_framework::dev::{
+    DeliveryAcked, EofDecided, LostHandled, ProtocolWatch, WriteReceipt, WriteReply,
+};
 use switchboard_framework::{
     Abort, Ack, BufferedPlaintext, CanWriteEof, Close, ConnectionLost, ConnectionMade,
-    DataReceived, DeliveryAcked, Drain, EofDecided, EofReceived, GetExtraInfo, GetProtocol,
-    GetStats, GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, IsClosing, IsReading,
-    LostHandled, PauseReading, PauseWriting, ProtocolHandle, ProtocolWatch, ResumeReading,
-    ResumeWriting, SetProtocol, SetWriteBufferLimits, StartTls, TimedOut, TlsError, TlsErrorKind,
-    TlsSettings, TransportHandle, Write, WriteBufferLimits, WriteEof, WriteError, WriteReceipt,
-    WriteReply, WriteVectored, keys,
+    DataReceived, Drain, EofReceived, GetExtraInfo, GetProtocol, GetStats, GetWriteBufferLimits,
+    GetWriteBufferSize, IntoProtocol, IsClosing, IsReading, PauseReading, PauseWriting,
+    ProtocolHandle, ResumeReading, ResumeWriting, SetProtocol, SetWriteBufferLimits, StartTls,
+    TimedOut, TlsError, TlsErrorKind, TlsSettings, TransportHandle, Write, WriteBufferLimits,
+    WriteEof, WriteError, WriteVectored, keys,
 };
 use tokio::{
     sync::oneshot,
