@@ -218,6 +218,8 @@ pub trait Inbox: Unpin + 'static {
     fn codec_mut(&mut self) -> &mut Self::Codec;
     /// A buffer to encode into, kept between writes.
     fn write_buffer(&mut self) -> &mut BytesMut;
+    /// The codec, for an inbox of its own afresh.
+    fn into_codec(self) -> Self::Codec;
 
     /// Encodes `items` into one buffer: the bytes of the items encoded, and the error of the
     /// one that failed, if one did (the items after it are not encoded). One place for
@@ -300,6 +302,9 @@ impl Inbox for RawInbox {
     fn write_buffer(&mut self) -> &mut BytesMut {
         &mut self.write
     }
+    fn into_codec(self) -> Raw {
+        self.raw
+    }
 }
 
 impl<C> Codec for C
@@ -351,6 +356,9 @@ where
     }
     fn write_buffer(&mut self) -> &mut BytesMut {
         self.write_buffer_mut()
+    }
+    fn into_codec(self) -> C {
+        Framing::into_codec(self)
     }
 }
 
@@ -802,17 +810,28 @@ impl<P: Protocol> Ctx<'_, P> {
 
     /// Upgrades the connection to TLS in place (asyncio's `loop.start_tls`), handing the
     /// transport what was received and not decoded: if any byte is, the peer sent it before
-    /// the handshake, and the transport refuses the upgrade (see
-    /// [`StartTls::unconsumed`]). `then` runs in the actor with the handshake's result.
+    /// the handshake, and the transport refuses the upgrade (see [`StartTls::unconsumed`]).
+    /// `then` runs with the handshake's result before the protocol handles anything else, as
+    /// [`wait`](Self::wait) runs it: a refusal reaches it before the `connection_lost` that
+    /// follows. The codec, as [`set_codec`](Self::set_codec) left it, decodes what comes over
+    /// TLS.
     pub fn start_tls(
         &mut self,
         start: StartTls,
         then: impl FnOnce(Result<(), TlsError>, &mut P, &mut Ctx<'_, P>) + 'static,
-    ) -> SpawnHandle {
+    ) {
+        let unread = self.link.inbox.buffered() > 0;
         let start = start.unconsumed(self.link.inbox.take_leftover());
-        self.link.inbox = P::Codec::inbox();
+        if unread {
+            // Refused: the connection ends, and nothing more is decoded.
+            self.link.inbox = P::Codec::inbox();
+        } else {
+            // Nothing was left: the same codec goes on, over TLS.
+            let inbox = std::mem::replace(&mut self.link.inbox, P::Codec::inbox());
+            self.link.inbox = inbox.into_codec().inbox_with();
+        }
         let done = self.link.transport.start_tls(start);
-        self.spawn(done, then)
+        self.wait(done, then);
     }
 
     /// Runs `future` in the actor and then `then` with its output, with this protocol and a

@@ -182,6 +182,11 @@ impl<C> Framing<C> {
         &mut self.write
     }
 
+    /// The codec, with its settings; the bytes not decoded are dropped.
+    pub fn into_codec(self) -> C {
+        self.codec
+    }
+
     /// The codec.
     pub fn codec(&self) -> &C {
         &self.codec

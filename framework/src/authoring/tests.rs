@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio_util::codec::{LengthDelimitedCodec, LinesCodec};
 
 use crate::{
-    DecodeError,
+    DecodeError, TlsErrorKind, TlsSettings,
     prelude::*,
     testing::{Ending, MockTransport, run},
 };
@@ -508,5 +508,65 @@ fn a_switch_after_a_wait_loses_none_of_the_chunks_sent_meanwhile() {
         mock.push(&b"\x00\x02hi"[..]);
         mock.expect_written(&b"OK\n\x00\x00\x00\x02hi"[..]).await;
         assert_eq!(events(&seen), ["line UPGRADE", "frame hi"]);
+    });
+}
+
+/// Lines of at most 8 bytes; `STARTTLS` upgrades, and the result is logged.
+struct Upgrades(Seen);
+
+impl Protocol for Upgrades {
+    type Codec = LinesCodec;
+    fn connection_made(&mut self, cx: &mut Ctx<'_, Self>) {
+        cx.set_codec(LinesCodec::new_with_max_length(8));
+    }
+    fn data_received(&mut self, line: String, cx: &mut Ctx<'_, Self>) {
+        log(&self.0, format!("line {line}"));
+        if line == "STARTTLS" {
+            cx.start_tls(StartTls::new(TlsSettings::new(())), |result, this, _| {
+                log(&this.0, format!("upgraded {}", result.is_ok()));
+            });
+        }
+    }
+    fn decode_error(&mut self, err: DecodeError<Self>, cx: &mut Ctx<'_, Self>) {
+        log(&self.0, format!("error {err}"));
+        cx.close();
+    }
+    fn connection_lost(&mut self, err: Option<std::io::Error>, _: &mut Ctx<'_, Self>) {
+        log(&self.0, format!("lost {}", err.is_some()));
+    }
+}
+
+#[test]
+fn the_codec_set_before_starttls_goes_on_decoding_over_tls() {
+    run(async {
+        let seen = seen();
+        let mock = MockTransport::connect(Upgrades(seen.clone())).await;
+        mock.feed("STARTTLS\n").await;
+        mock.feed("short\n").await;
+        mock.feed("far too long\n").await;
+        mock.protocol_stopped().await;
+        let seen = events(&seen);
+        assert_eq!(seen[..3], ["line STARTTLS", "upgraded true", "line short"]);
+        assert!(
+            seen[3].starts_with("error"),
+            "the limit of 8 still holds: {seen:?}"
+        );
+    });
+}
+
+#[test]
+fn a_refused_upgrade_reaches_its_callback_before_connection_lost() {
+    run(async {
+        let seen = seen();
+        let mock = MockTransport::builder()
+            .refuse_start_tls(TlsError::new(TlsErrorKind::Handshake, "no shared cipher"))
+            .connect(Upgrades(seen.clone()))
+            .await;
+        mock.feed("STARTTLS\n").await;
+        mock.protocol_stopped().await;
+        assert_eq!(
+            events(&seen),
+            ["line STARTTLS", "upgraded false", "lost true"]
+        );
     });
 }
