@@ -9,6 +9,7 @@ use bytes::Bytes;
 use derive_more::{Display, Error};
 
 use crate::dev::DeliveryAcked;
+use crate::stopped::StoppedNotice;
 use crate::{
     Abort, Ack, Close, ConnectionLost, ConnectionMade, ExtraInfo, GetExtraInfo, GetStats,
     GetWriteBufferLimits, GetWriteBufferSize, IsClosing, IsReading, PauseReading, PauseWriting,
@@ -218,6 +219,7 @@ mod sealed {
         pub(super) set_write_buffer_limits: Recipient<SetWriteBufferLimits>,
         pub(super) set_protocol: Recipient<SetDatagramProtocol>,
         pub(super) get_extra_info: Recipient<GetExtraInfo>,
+        pub(super) stopped: StoppedNotice,
         pub(super) get_stats: Recipient<GetStats>,
         pub(super) acked: Recipient<DeliveryAcked>,
     }
@@ -252,6 +254,7 @@ impl DatagramHandle {
                 set_write_buffer_limits: addr.clone().recipient(),
                 set_protocol: addr.clone().recipient(),
                 get_extra_info: addr.clone().recipient(),
+                stopped: StoppedNotice::default(),
                 get_stats: addr.clone().recipient(),
                 acked: addr.recipient(),
             }),
@@ -288,15 +291,12 @@ impl DatagramHandle {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// Sends a command without waiting for its reply; dropped with a logged warning if the
-    /// endpoint has stopped.
+    /// Sends a command without waiting for its reply; dropped if the endpoint has stopped,
+    /// with a warning logged once per endpoint (debug level after).
     pub fn do_send<M: DatagramCommand>(&self, msg: M) {
         let recipient = M::recipient(&self.inner);
         if !recipient.connected() {
-            tracing::warn!(
-                command = std::any::type_name::<M>(),
-                "command sent to a datagram endpoint that has stopped was dropped"
-            );
+            self.inner.stopped.dropped::<M>("datagram endpoint");
             return;
         }
         recipient.do_send(msg);

@@ -102,6 +102,7 @@ mod extra;
 mod flow;
 mod framing;
 mod protocol;
+mod stopped;
 mod subprocess;
 #[cfg(any(test, feature = "test-util"))]
 // Automatic: "test or test-util"; only the feature concerns a reader.

@@ -17,6 +17,7 @@ use actix::{Actor, Addr, Context, Handler, MailboxError, Message, Recipient};
 use bytes::Bytes;
 
 use crate::dev::DeliveryAcked;
+use crate::stopped::StoppedNotice;
 use crate::{
     Ack, Close, ConnectionLost, ConnectionMade, GetExtraInfo, IsClosing, PauseWriting, ProcessGone,
     ProtocolHandle, ResumeWriting, TransportHandle,
@@ -209,6 +210,7 @@ mod sealed {
         pub(super) close: Recipient<Close>,
         pub(super) is_closing: Recipient<IsClosing>,
         pub(super) get_extra_info: Recipient<GetExtraInfo>,
+        pub(super) stopped: StoppedNotice,
     }
 
     /// Which recipient of [`Ports`] a command goes to; sealed, so the command set is closed.
@@ -235,6 +237,7 @@ impl SubprocessHandle {
                 close: addr.clone().recipient(),
                 is_closing: addr.clone().recipient(),
                 get_extra_info: addr.recipient(),
+                stopped: StoppedNotice::default(),
             }),
         }
     }
@@ -271,9 +274,15 @@ impl SubprocessHandle {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// Sends a command without waiting for its reply; dropped if the transport has stopped.
+    /// Sends a command without waiting for its reply; dropped if the transport has stopped,
+    /// with a warning logged once per subprocess transport (debug level after).
     pub fn do_send<M: SubprocessCommand>(&self, msg: M) {
-        M::recipient(&self.inner).do_send(msg);
+        let recipient = M::recipient(&self.inner);
+        if !recipient.connected() {
+            self.inner.stopped.dropped::<M>("subprocess transport");
+            return;
+        }
+        recipient.do_send(msg);
     }
 
     /// Sends a command; resolves with its reply, or `MailboxError::Closed` once the transport

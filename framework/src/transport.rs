@@ -1,7 +1,7 @@
 //! [`TransportHandle`]: how protocols (and anyone else) address a transport, whatever its kind.
 
 use std::{
-    any::{Any, type_name},
+    any::Any,
     borrow::Cow,
     fmt,
     future::Future,
@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::dev::{DeliveryAcked, EofDecided};
+use crate::stopped::StoppedNotice;
 use crate::{
     Abort, CanWriteEof, Close, Drain, ExtraInfo, GetExtraInfo, GetProtocol, GetStats,
     GetWriteBufferLimits, GetWriteBufferSize, IntoProtocol, IsClosing, IsReading, PauseReading,
@@ -54,6 +55,7 @@ macro_rules! transport_commands {
             pub trait Port: Send + Sync + 'static {
                 fn connected(&self) -> bool;
                 fn lasting(&self) -> &Lasting;
+                fn stopped(&self) -> &StoppedNotice;
                 fn as_any(&self) -> &dyn Any;
                 fn same(&self, other: &dyn Port) -> bool;
                 fn acked(&self, msg: DeliveryAcked);
@@ -82,6 +84,10 @@ macro_rules! transport_commands {
 
             fn lasting(&self) -> &Lasting {
                 &self.lasting
+            }
+
+            fn stopped(&self) -> &StoppedNotice {
+                &self.stopped
             }
 
             fn as_any(&self) -> &dyn Any {
@@ -163,6 +169,7 @@ pub trait TransportCommand: port::Command {}
 struct Bound<A: Actor> {
     addr: Addr<A>,
     lasting: Lasting,
+    stopped: StoppedNotice,
 }
 
 /// Extra information a transport keeps answering after it has stopped, as asyncio answers
@@ -254,6 +261,7 @@ impl TransportHandle {
             port: Arc::new(Bound {
                 addr,
                 lasting: Lasting::default(),
+                stopped: StoppedNotice::default(),
             }),
         }
     }
@@ -281,13 +289,11 @@ impl TransportHandle {
         &*self.port
     }
 
-    /// Sends a command without waiting for its reply.
+    /// Sends a command without waiting for its reply; dropped if the transport has stopped,
+    /// with a warning logged once per transport (debug level after).
     pub fn do_send<M: TransportCommand>(&self, msg: M) {
         if !self.port.connected() {
-            tracing::warn!(
-                command = type_name::<M>(),
-                "command sent to a transport that has stopped was dropped"
-            );
+            self.port.stopped().dropped::<M>("transport");
             return;
         }
         msg.do_send_via(&*self.port);

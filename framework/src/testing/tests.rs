@@ -513,3 +513,28 @@ async fn write_flow_events_reach_a_protocol_that_paused_reading() {
         ["Made", "PauseWriting", "ResumeWriting", "Lost"]
     );
 }
+
+#[actix::test]
+async fn commands_after_the_end_are_dropped_and_said_once() {
+    let warnings = crate::stopped::capture::Warnings::start();
+    let (protocol, _events) = probe();
+    let mock = MockTransport::connect(protocol).await;
+    let transport = mock.handle();
+    mock.lose(None).await;
+    let stopped = async {
+        while transport.is_alive() {
+            actix_rt::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), stopped)
+        .await
+        .expect("the actor stops after its end");
+    for _ in 0..3 {
+        transport.write("late");
+    }
+    assert_eq!(
+        warnings.count("transport that has stopped was dropped"),
+        1,
+        "one warning for three dropped commands, none silent"
+    );
+}

@@ -710,3 +710,28 @@ async fn a_tally_protocol_end_to_end() {
         ["SendTo", "SendTo", "SendTo", "SendTo", "SendTo", "Close"]
     );
 }
+
+#[actix::test]
+async fn commands_after_the_end_are_dropped_and_said_once() {
+    let warnings = crate::stopped::capture::Warnings::start();
+    let (protocol, _events) = plain();
+    let mock = MockDatagramTransport::connect(protocol).await;
+    let endpoint = mock.handle();
+    mock.lose(io::Error::other("the socket is gone")).await;
+    let stopped = async {
+        while endpoint.is_alive() {
+            actix_rt::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), stopped)
+        .await
+        .expect("the actor stops after its end");
+    for _ in 0..3 {
+        endpoint.do_send(SendTo::new("late", addr("192.0.2.1:1")));
+    }
+    assert_eq!(
+        warnings.count("datagram endpoint that has stopped was dropped"),
+        1,
+        "one warning for three dropped commands, none silent"
+    );
+}

@@ -593,3 +593,28 @@ async fn a_calculator_client_end_to_end() {
     assert!(status.is_some_and(|status| status.success()));
     assert!(mock.is_ended());
 }
+
+#[actix::test]
+async fn commands_after_the_end_are_dropped_and_said_once() {
+    let warnings = crate::stopped::capture::Warnings::start();
+    let (protocol, _events) = plain();
+    let mock = MockSubprocessTransport::connect(protocol).await;
+    let child = mock.handle();
+    mock.finish(0).await;
+    let stopped = async {
+        while child.is_alive() {
+            actix_rt::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), stopped)
+        .await
+        .expect("the actor stops after its end");
+    for _ in 0..3 {
+        child.do_send(crate::Kill);
+    }
+    assert_eq!(
+        warnings.count("subprocess transport that has stopped was dropped"),
+        1,
+        "one warning for three dropped commands, none silent"
+    );
+}
