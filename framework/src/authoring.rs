@@ -663,6 +663,13 @@ impl<P: Protocol> Ctx<'_, P> {
         &self.link.transport
     }
 
+    /// How many bytes were received and are not decoded into an item yet: a request under
+    /// way, for a protocol that times each request from its first byte (a slow client that
+    /// sends a byte a second keeps the transport's idle timer happy).
+    pub fn buffered(&self) -> usize {
+        self.link.inbox.buffered()
+    }
+
     /// Writes `data`, fire-and-forget (asyncio's `transport.write`).
     pub fn write(&self, data: impl Into<Bytes>) {
         self.link.transport.write(data);

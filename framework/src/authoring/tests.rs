@@ -570,3 +570,25 @@ fn a_refused_upgrade_reaches_its_callback_before_connection_lost() {
         );
     });
 }
+
+#[derive(Message)]
+#[rtype(result = "usize")]
+struct Buffered;
+
+impl Handles<Buffered> for Lines {
+    type Result = usize;
+    fn handle(&mut self, _: Buffered, cx: &mut Ctx<'_, Self>) -> usize {
+        cx.buffered()
+    }
+}
+
+#[test]
+fn buffered_counts_the_bytes_of_an_item_under_way() {
+    run(async {
+        let (mock, lines) = MockTransport::builder().attach(Lines(seen()));
+        mock.feed("one\ntw").await;
+        assert_eq!(lines.send(Buffered).await.unwrap(), 2);
+        mock.feed("o\n").await;
+        assert_eq!(lines.send(Buffered).await.unwrap(), 0);
+    });
+}
